@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// Makes sure the system tools the integration tests use are present. As root on Debian it installs what is
+// missing with apt-get; otherwise it stops and prints the exact command to run. It never skips silently.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+
+const TOOLS = [
+  { bin: 'docker-registry', pkg: 'docker-registry' },
+  { bin: 'skopeo', pkg: 'skopeo' },
+  { bin: 'umoci', pkg: 'umoci' },
+  { bin: 'podman', pkg: 'podman' },
+  { bin: 'runc', pkg: 'runc', path: '/usr/sbin/runc' },
+  { bin: 'qemu-aarch64-static', pkg: 'qemu-user-static' },
+  { bin: 'htpasswd', pkg: 'apache2-utils' },
+  { bin: 'openssl', pkg: 'openssl' },
+  { bin: 'tar', pkg: 'tar' },
+  { bin: 'gzip', pkg: 'gzip' },
+];
+
+function has(tool) {
+  if (tool.path && existsSync(tool.path)) return true;
+  return spawnSync('sh', ['-c', `command -v ${tool.bin}`], { stdio: 'ignore' }).status === 0;
+}
+
+const missing = TOOLS.filter((t) => !has(t));
+if (missing.length > 0) {
+  const pkgs = [...new Set(missing.map((t) => t.pkg))];
+  const cmd = `apt-get update && apt-get install -y ${pkgs.join(' ')}`;
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (!isRoot || !existsSync('/usr/bin/apt-get')) {
+    console.error(`packfarm tests need: ${missing.map((t) => t.bin).join(', ')}\nrun as root: ${cmd}`);
+    process.exit(1);
+  }
+  console.error(`installing test tools: ${pkgs.join(' ')}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  execFileSync('apt-get', ['update', '-q'], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-q', ...pkgs], { stdio: 'inherit', env });
+  const still = TOOLS.filter((t) => !has(t));
+  if (still.length > 0) {
+    console.error(`still missing after install: ${still.map((t) => t.bin).join(', ')}`);
+    process.exit(1);
+  }
+}
+console.error('test tools present: ' + TOOLS.map((t) => t.bin).join(', '));

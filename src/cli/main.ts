@@ -1,0 +1,43 @@
+import { Command, CommanderError } from 'commander';
+import { type CliIO, processIO, reportError } from './output.js';
+import { registerImageCommands } from './image.js';
+import { registerManifestCommands } from './manifest.js';
+import { runLifecycleCommand } from './lifecycle.js';
+
+export const VERSION = '0.1.0';
+
+/** Build the command tree. Each group lives in its own file and only parses and prints. */
+export function createProgram(io: CliIO): Command {
+  const program = new Command('packfarm')
+    .description(
+      'Build apps into multi-arch OCI images with Cloud Native Buildpacks, on a farm of build nodes',
+    )
+    .version(VERSION)
+    .showHelpAfterError()
+    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
+    .exitOverride();
+  program.addHelpText(
+    'after',
+    '\nLifecycle phases (CNB platform API, single-dash flags as the lifecycle takes them):\n' +
+      '  packfarm lifecycle <detector|builder> [-flag value ...]   see `packfarm lifecycle --help`',
+  );
+  registerImageCommands(program, io);
+  registerManifestCommands(program, io);
+  return program;
+}
+
+/** Run the CLI; returns the process exit code. */
+export async function main(argv: string[], io: CliIO = processIO): Promise<number> {
+  // The lifecycle phase commands take the lifecycle's single-dash flags (-app, -layers …), which commander
+  // cannot parse, so they have their own small parser.
+  if (argv[0] === 'lifecycle') return runLifecycleCommand(argv.slice(1), io);
+  const program = createProgram(io);
+  const json = argv.includes('--json');
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode;
+    return reportError(io, err, json);
+  }
+}

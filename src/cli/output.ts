@@ -1,0 +1,30 @@
+import { isPackfarmError } from '../util/errors.js';
+
+/** Where the CLI prints. Injected so tests can capture output; only cli/ writes to the terminal. */
+export interface CliIO {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export const processIO: CliIO = {
+  out: (t) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
+  err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
+};
+
+/** Print an error for a human (or as one JSON line) and return the exit code to use. */
+export function reportError(io: CliIO, err: unknown, json: boolean): number {
+  if (isPackfarmError(err)) {
+    if (json) io.err(JSON.stringify({ error: { code: err.code, message: err.message, hint: err.hint } }));
+    else io.err(`error: ${err.message}${err.hint ? `\nhint: ${err.hint}` : ''}`);
+    return err.exitCode;
+  }
+  const e = err as Error;
+  if (json) io.err(JSON.stringify({ error: { code: 'INTERNAL', message: e?.message ?? String(err) } }));
+  else io.err(`internal error: ${e?.stack ?? String(err)}`);
+  return 70;
+}
+
+/** Collect a repeatable option's values. */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
