@@ -12,6 +12,7 @@ const TOOLS = [
   { bin: 'runc', pkg: 'runc', path: '/usr/sbin/runc' },
   { bin: 'qemu-aarch64-static', pkg: 'qemu-user-static' },
   { bin: 'htpasswd', pkg: 'apache2-utils' },
+  { bin: 'busybox', pkg: 'busybox-static', path: '/bin/busybox' },
   { bin: 'openssl', pkg: 'openssl' },
   { bin: 'tar', pkg: 'tar' },
   { bin: 'gzip', pkg: 'gzip' },

@@ -4,11 +4,20 @@ import { isPackfarmError } from '../util/errors.js';
 export interface CliIO {
   out(text: string): void;
   err(text: string): void;
+  /** Exact bytes to stdout, nothing added (e.g. `--raw` manifests, whose digest must match). */
+  raw?(bytes: Uint8Array): void;
+}
+
+/** Write exact bytes where the IO supports it (the terminal does; test captures may take text). */
+export function writeRaw(io: CliIO, bytes: Uint8Array): void {
+  if (io.raw) io.raw(bytes);
+  else io.out(Buffer.from(bytes).toString('utf8'));
 }
 
 export const processIO: CliIO = {
   out: (t) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
   err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
+  raw: (b) => process.stdout.write(b),
 };
 
 /** Print an error for a human (or as one JSON line) and return the exit code to use. */

@@ -1,0 +1,485 @@
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join, resolve as resolvePath } from 'node:path';
+import { Readable, Transform, type TransformCallback, pipeline as streamPipeline } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { z } from 'zod';
+import {
+  type Digest,
+  digestAlgorithm,
+  digestHex,
+  isDigest,
+  parseDigest,
+  sha256Digest,
+} from '../oci/digest.js';
+import { MediaType, isIndexMediaType } from '../oci/media-types.js';
+import {
+  type Descriptor,
+  type ImageIndex,
+  ImageIndexSchema,
+  ImageManifestSchema,
+  MediaTypeProbeSchema,
+} from '../oci/schemas.js';
+import { PackfarmError } from '../util/errors.js';
+import { tempPathFor, writeFileAtomic } from '../util/fs.js';
+import { canonicalJson } from '../util/json.js';
+import { parseJson, parseWith } from '../util/validate.js';
+import { type FileLockOptions, withFileLock } from './lock.js';
+import type { ImageStore, PutBlobInput, PutBlobResult, StoredManifest } from './store.js';
+
+/**
+ * An OCI image layout directory as an ImageStore (image-spec image-layout.md):
+ *   oci-layout            {"imageLayoutVersion":"1.0.0"}
+ *   index.json            an OCI index; entries with org.opencontainers.image.ref.name are the tags
+ *   blobs/<alg>/<hex>     every blob, manifests included
+ *
+ * Policy for index.json (what other tools see when they list the layout):
+ * - putManifest with a tag replaces any older entry of that tag.
+ * - putManifest without a tag adds an *untagged* entry (no ref.name) unless the digest is already listed, so
+ *   a manifest pushed by digest stays reachable for tools that garbage-collect from index.json (umoci gc).
+ * - Putting an index removes the untagged entries of its direct children: once the parent is there they are
+ *   reachable through it. The usual order (children by digest, then the index by tag) therefore leaves one
+ *   tagged entry, which is what skopeo and umoci expect.
+ * - Entries are kept sorted (tagged by name, then untagged by digest) so the file does not depend on the order
+ *   in which concurrent writers finished.
+ *
+ * Every read-modify-write of index.json holds an exclusive lock file (`.packfarm-index.lock`, see lock.ts),
+ * so several processes can write tags into one layout at once; the file itself is replaced atomically.
+ * Blobs are streamed to a temp file beside their final name, digest-checked, then renamed; a blob that
+ * already exists is not written again.
+ */
+export interface LayoutStore extends ImageStore {
+  readonly kind: 'layout';
+  /** Absolute path of the layout directory. */
+  readonly dir: string;
+  /** The descriptors listed in index.json, as stored. */
+  entries(): Promise<Descriptor[]>;
+  /** Drop a tag from index.json (blobs stay). Returns whether the tag existed. */
+  removeTag(tag: string): Promise<boolean>;
+  /** Where a blob lives on disk (whether or not it exists). */
+  blobPath(digest: Digest): string;
+}
+
+export interface OpenLayoutOptions {
+  /** Create the layout when the directory is missing or empty (default false: it must exist). */
+  create?: boolean;
+  lock?: FileLockOptions;
+}
+
+export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
+export const LAYOUT_VERSION = '1.0.0';
+/** Registries cap manifests at 4 MiB; so do we, so a layer digest is never slurped as a manifest. */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const LOCK_FILE = '.packfarm-index.lock';
+
+const OciLayoutSchema = z.looseObject({
+  imageLayoutVersion: z.string().regex(/^1\.\d+\.\d+$/, 'expected a 1.x.y layout version such as "1.0.0"'),
+});
+
+// image-layout.md: ref := component ("/" component)*; component := alphanum (separator alphanum)*.
+const REF_NAME_RE =
+  /^[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:\/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*$/;
+
+export function isValidRefName(name: string): boolean {
+  return name.length <= 255 && REF_NAME_RE.test(name);
+}
+
+export async function openLayoutStore(dirPath: string, opts: OpenLayoutOptions = {}): Promise<LayoutStore> {
+  const dir = resolvePath(dirPath);
+  const layoutFile = join(dir, 'oci-layout');
+  const indexFile = join(dir, 'index.json');
+  const lockFile = join(dir, LOCK_FILE);
+  const description = `oci:${dir}`;
+
+  const underLock = <T>(fn: () => Promise<T>) => withFileLock(lockFile, fn, opts.lock);
+
+  if (!(await exists(layoutFile))) {
+    if (!opts.create) {
+      throw new PackfarmError('LAYOUT_NOT_FOUND', `${dir} is not an OCI image layout (no oci-layout file)`, {
+        hint: 'check the path; an oci: destination is created on write, a source must exist',
+      });
+    }
+    await createLayout(dir, underLock);
+  }
+  parseWith(
+    OciLayoutSchema,
+    parseJson(await readFile(layoutFile, 'utf8'), layoutFile),
+    layoutFile,
+    'INVALID_LAYOUT',
+  );
+
+  const blobPath = (digest: Digest) => join(dir, 'blobs', digestAlgorithm(digest), digestHex(digest));
+
+  async function readIndex(): Promise<ImageIndex> {
+    let text: string;
+    try {
+      text = await readFile(indexFile, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new PackfarmError('INVALID_LAYOUT', `${indexFile} is missing`, {
+          hint: 'an OCI layout needs index.json beside oci-layout',
+        });
+      throw err;
+    }
+    return parseWith(ImageIndexSchema, parseJson(text, indexFile), indexFile, 'INVALID_LAYOUT');
+  }
+
+  /** Read-modify-write of index.json under the lock; `change` edits the manifests array in place. */
+  async function updateIndex<T>(change: (manifests: Descriptor[]) => Promise<T> | T): Promise<T> {
+    return underLock(async () => {
+      const index = await readIndex();
+      const manifests = [...index.manifests];
+      const result = await change(manifests);
+      const next = {
+        ...index,
+        schemaVersion: 2,
+        mediaType: MediaType.ociIndex,
+        manifests: sortEntries(manifests),
+      };
+      await writeFileAtomic(indexFile, canonicalJson(next));
+      return result;
+    });
+  }
+
+  async function blobSize(digest: Digest): Promise<number | undefined> {
+    try {
+      const s = await stat(blobPath(digest));
+      return s.isFile() ? s.size : undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async function findEntry(target: string): Promise<Descriptor | undefined> {
+    const { manifests } = await readIndex();
+    if (isDigest(target)) return manifests.find((m) => m.digest === target);
+    return manifests.find((m) => m.annotations?.[REF_NAME_ANNOTATION] === target);
+  }
+
+  async function readManifestBlob(digest: Digest): Promise<Buffer> {
+    const size = await blobSize(digest);
+    if (size === undefined) throw manifestUnknown(description, digest);
+    if (size > MAX_MANIFEST_BYTES)
+      throw new PackfarmError(
+        'MANIFEST_INVALID',
+        `${description}: blob ${digest} is ${size} bytes, too large to be a manifest (limit ${MAX_MANIFEST_BYTES})`,
+      );
+    const bytes = await readFile(blobPath(digest));
+    const actual = hashOf(digestAlgorithm(digest), bytes);
+    if (actual !== digest)
+      throw new PackfarmError(
+        'BLOB_DIGEST_MISMATCH',
+        `${blobPath(digest)}: content hashes to ${actual}, not ${digest} (the layout is corrupt)`,
+      );
+    return bytes;
+  }
+
+  async function resolve(target: string) {
+    const entry = await findEntry(target);
+    if (entry) {
+      if ((await blobSize(entry.digest)) === undefined)
+        throw new PackfarmError(
+          'INVALID_LAYOUT',
+          `${indexFile}: ${target} points at ${entry.digest}, but ${blobPath(entry.digest)} is missing`,
+        );
+      return { digest: entry.digest as Digest, mediaType: entry.mediaType, size: entry.size };
+    }
+    if (!isDigest(target)) return undefined;
+    const size = await blobSize(target);
+    if (size === undefined) return undefined;
+    const bytes = await readManifestBlob(target);
+    return { digest: target, mediaType: sniffMediaType(bytes, `${description}@${target}`), size };
+  }
+
+  async function ensureReferencedPresent(bytes: Buffer, mediaType: string, source: string) {
+    const doc = parseJson(bytes.toString('utf8'), source);
+    const refs: Descriptor[] = [];
+    if (isIndexMediaType(mediaType)) refs.push(...parseWith(ImageIndexSchema, doc, source).manifests);
+    else {
+      const m = parseWith(ImageManifestSchema, doc, source);
+      refs.push(m.config, ...m.layers);
+    }
+    for (const d of refs) {
+      // Foreign / non-distributable layers (with urls) need not be in the store.
+      if (d.urls && d.urls.length > 0) continue;
+      if ((await blobSize(d.digest as Digest)) === undefined)
+        throw new PackfarmError(
+          'MANIFEST_BLOB_UNKNOWN',
+          `${description}: ${source} references ${d.digest} (${d.mediaType}), which is not in the layout`,
+          { hint: 'copy blobs and child manifests before the manifest that references them' },
+        );
+    }
+    return isIndexMediaType(mediaType) ? refs.map((d) => d.digest) : [];
+  }
+
+  const store: LayoutStore = {
+    kind: 'layout',
+    dir,
+    description,
+    blobPath,
+
+    async hasBlob(digest) {
+      return (await blobSize(digest)) !== undefined;
+    },
+
+    async getBlob(digest) {
+      parseDigest(digest, `${description} blob`);
+      const path = blobPath(digest);
+      let fh: Awaited<ReturnType<typeof open>>;
+      try {
+        fh = await open(path, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+          throw new PackfarmError('BLOB_UNKNOWN', `${description}: blob ${digest} is not in the layout`);
+        throw err;
+      }
+      const verify = verifyingStream(digest, path);
+      // pipeline (not pipe) so a read error reaches the consumer of `verify`.
+      streamPipeline(fh.createReadStream(), verify, () => {});
+      return verify;
+    },
+
+    async putBlob(input: PutBlobInput): Promise<PutBlobResult> {
+      if (input.digest !== undefined) {
+        parseDigest(input.digest, `${description} blob`);
+        const have = await blobSize(input.digest);
+        if (have !== undefined && (input.size === undefined || have === input.size))
+          return { digest: input.digest, size: have, outcome: 'exists' };
+      }
+      const algorithm = input.digest ? digestAlgorithm(input.digest) : 'sha256';
+      await mkdir(join(dir, 'blobs', algorithm), { recursive: true });
+      const tmp = tempPathFor(join(dir, 'blobs', algorithm, 'upload'));
+      const hash = createHash(algorithm);
+      let size = 0;
+      try {
+        const source = await input.open();
+        await pipeline(
+          source,
+          new Transform({
+            transform(chunk: Buffer, _enc, cb) {
+              hash.update(chunk);
+              size += chunk.length;
+              cb(null, chunk);
+            },
+          }),
+          createWriteStream(tmp, { flags: 'wx', flush: true }),
+        );
+        const digest = `${algorithm}:${hash.digest('hex')}` as Digest;
+        if (input.digest !== undefined && digest !== input.digest)
+          throw new PackfarmError(
+            'BLOB_DIGEST_MISMATCH',
+            `${description}: the data written for ${input.digest} hashes to ${digest}`,
+            { hint: 'the source is corrupt or changed while it was being copied' },
+          );
+        if (input.size !== undefined && size !== input.size)
+          throw new PackfarmError(
+            'BLOB_SIZE_MISMATCH',
+            `${description}: blob ${digest} has ${size} bytes, expected ${input.size}`,
+          );
+        const existed = (await blobSize(digest)) === size;
+        await rename(tmp, blobPath(digest));
+        return { digest, size, outcome: existed ? 'exists' : 'uploaded' };
+      } catch (err) {
+        await rm(tmp, { force: true });
+        throw err;
+      }
+    },
+
+    resolve,
+
+    async getManifest(target): Promise<StoredManifest> {
+      const found = await resolve(target);
+      if (!found) throw manifestUnknown(description, target);
+      return {
+        bytes: await readManifestBlob(found.digest),
+        mediaType: found.mediaType,
+        digest: found.digest,
+      };
+    },
+
+    async putManifest({ bytes, mediaType, tag }) {
+      const digest = sha256Digest(bytes);
+      const source = `manifest ${digest}`;
+      if (tag !== undefined && !isValidRefName(tag))
+        throw new PackfarmError(
+          'INVALID_TAG',
+          `${description}: "${tag}" cannot name an image in an OCI layout (allowed: letters, digits, separators . _ - : @ + and /)`,
+        );
+      const declared = sniffMediaType(bytes, source, mediaType);
+      if (declared !== mediaType)
+        throw new PackfarmError(
+          'MANIFEST_INVALID',
+          `${description}: ${source} says mediaType ${declared} but is being stored as ${mediaType}`,
+        );
+      const children = await ensureReferencedPresent(bytes, mediaType, source);
+      if ((await blobSize(digest)) !== bytes.length) {
+        await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+        await writeFileAtomic(blobPath(digest), bytes);
+      }
+      const childSet = new Set<string>(children);
+      await updateIndex((manifests) => {
+        // Children of a new index no longer need entries of their own.
+        for (let i = manifests.length - 1; i >= 0; i--) {
+          const m = manifests[i]!;
+          if (
+            refName(m) === undefined &&
+            (childSet.has(m.digest) || (tag !== undefined && m.digest === digest))
+          )
+            manifests.splice(i, 1);
+        }
+        if (tag !== undefined) {
+          for (let i = manifests.length - 1; i >= 0; i--)
+            if (refName(manifests[i]!) === tag) manifests.splice(i, 1);
+          manifests.push({
+            mediaType,
+            digest,
+            size: bytes.length,
+            annotations: { [REF_NAME_ANNOTATION]: tag },
+          });
+        } else if (!manifests.some((m) => m.digest === digest)) {
+          manifests.push({ mediaType, digest, size: bytes.length });
+        }
+      });
+      return digest;
+    },
+
+    async listTags() {
+      const { manifests } = await readIndex();
+      const tags = new Set<string>();
+      for (const m of manifests) {
+        const t = refName(m);
+        if (t !== undefined) tags.add(t);
+      }
+      return [...tags].sort();
+    },
+
+    async entries() {
+      return (await readIndex()).manifests;
+    },
+
+    async removeTag(tag) {
+      return updateIndex((manifests) => {
+        const before = manifests.length;
+        for (let i = manifests.length - 1; i >= 0; i--)
+          if (refName(manifests[i]!) === tag) manifests.splice(i, 1);
+        return manifests.length !== before;
+      });
+    },
+  };
+  return store;
+}
+
+async function createLayout(dir: string, underLock: <T>(fn: () => Promise<T>) => Promise<T>): Promise<void> {
+  let existing: string[] = [];
+  try {
+    existing = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  // Refuse to turn an unrelated, non-empty directory into a layout (think `oci:$HOME`). Lock and temp files
+  // of a concurrent creator are fine.
+  const foreign = existing.filter(
+    (n) => !n.startsWith('.') && !['blobs', 'index.json', 'oci-layout'].includes(n),
+  );
+  if (foreign.length > 0)
+    throw new PackfarmError(
+      'LAYOUT_NOT_EMPTY',
+      `${dir} exists, is not empty and is not an OCI image layout`,
+      {
+        hint: `use a new or empty directory (found ${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''})`,
+      },
+    );
+  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+  await underLock(async () => {
+    // Another process may have created it while we waited for the lock.
+    if (!(await exists(join(dir, 'index.json'))))
+      await writeFileAtomic(
+        join(dir, 'index.json'),
+        canonicalJson({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] }),
+      );
+    if (!(await exists(join(dir, 'oci-layout'))))
+      await writeFileAtomic(join(dir, 'oci-layout'), canonicalJson({ imageLayoutVersion: LAYOUT_VERSION }));
+  });
+}
+
+function refName(d: Descriptor): string | undefined {
+  return d.annotations?.[REF_NAME_ANNOTATION];
+}
+
+function sortEntries(manifests: Descriptor[]): Descriptor[] {
+  const key = (d: Descriptor) => {
+    const name = refName(d);
+    return name === undefined ? `1${d.digest}` : `0${name}\u0000${d.digest}`;
+  };
+  return [...manifests].sort((a, b) => {
+    const x = key(a);
+    const y = key(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  });
+}
+
+/**
+ * The media type of a manifest document: its own mediaType field, else inferred from its shape (OCI made the
+ * field optional). When `expected` is given and the document has no mediaType, the expectation is taken.
+ */
+export function sniffMediaType(bytes: Buffer, source: string, expected?: string): string {
+  const probe = parseWith(
+    MediaTypeProbeSchema,
+    parseJson(bytes.toString('utf8'), source),
+    source,
+    'MANIFEST_INVALID',
+  );
+  if (probe.mediaType) return probe.mediaType;
+  if (expected) return expected;
+  if (probe.manifests) return MediaType.ociIndex;
+  if (probe.config) return MediaType.ociManifest;
+  throw new PackfarmError('MANIFEST_INVALID', `${source}: neither an image manifest nor an index`);
+}
+
+function manifestUnknown(where: string, target: string): PackfarmError {
+  return new PackfarmError('MANIFEST_UNKNOWN', `${where}: no image ${target}`, {
+    hint: isDigest(target) ? undefined : 'list the tags with `packfarm image inspect` or skopeo',
+  });
+}
+
+function hashOf(algorithm: string, bytes: Uint8Array): Digest {
+  return `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}` as Digest;
+}
+
+/** Passes bytes through and fails at the end if they do not hash to `digest`. */
+export function verifyingStream(digest: Digest, source: string): Transform {
+  const hash = createHash(digestAlgorithm(digest));
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb: TransformCallback) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+    flush(cb: TransformCallback) {
+      const actual = `${digestAlgorithm(digest)}:${hash.digest('hex')}`;
+      if (actual === digest) cb();
+      else
+        cb(
+          new PackfarmError('BLOB_DIGEST_MISMATCH', `${source}: content hashes to ${actual}, not ${digest}`, {
+            hint: 'the blob is corrupt; copy the image again',
+          }),
+        );
+    },
+  });
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** A Readable over an in-memory buffer (for small blobs such as configs). */
+export function bufferStream(bytes: Uint8Array): Readable {
+  return Readable.from([Buffer.from(bytes)]);
+}

@@ -1,0 +1,100 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { writeTestImage } from '../../test/helpers/images.js';
+import { isPackfarmError } from '../util/errors.js';
+import { openLayoutStore } from './layout-store.js';
+import {
+  displayImageLocation,
+  formatImageLocation,
+  insecureRegistriesFrom,
+  openImage,
+  parseImageLocation,
+} from './transport.js';
+
+const D = `sha256:${'c'.repeat(64)}`;
+
+describe('parseImageLocation', () => {
+  it.each([
+    ['oci:/tmp/x', { transport: 'oci', dir: '/tmp/x' }],
+    ['oci:/tmp/x:v1', { transport: 'oci', dir: '/tmp/x', tag: 'v1' }],
+    ['oci:/tmp/a:b:latest', { transport: 'oci', dir: '/tmp/a:b', tag: 'latest' }],
+    ['oci:/tmp/a:b/c', { transport: 'oci', dir: '/tmp/a:b/c' }],
+    [`oci:/tmp/x@${D}`, { transport: 'oci', dir: '/tmp/x', digest: D }],
+    ['oci:rel/dir:t', { transport: 'oci', dir: resolve('rel/dir'), tag: 't' }],
+  ])('%s', (text, want) => {
+    expect(parseImageLocation(text)).toEqual(want);
+  });
+
+  it('reads registry references with and without docker://', () => {
+    expect(parseImageLocation('docker://ubuntu')).toEqual({
+      transport: 'docker',
+      reference: { registry: 'docker.io', repository: 'library/ubuntu', tag: 'latest' },
+    });
+    const loc = parseImageLocation(`127.0.0.1:5000/team/app@${D}`);
+    expect(loc).toEqual({
+      transport: 'docker',
+      reference: { registry: '127.0.0.1:5000', repository: 'team/app', digest: D },
+    });
+    expect(formatImageLocation(loc)).toBe(`docker://127.0.0.1:5000/team/app@${D}`);
+    expect(displayImageLocation(parseImageLocation('docker://ubuntu:22.04'))).toBe('ubuntu:22.04');
+  });
+
+  it.each([
+    ['oci:', 'INVALID_LOCATION'],
+    ['oci:/x:', 'INVALID_LOCATION'],
+    ['oci:/x:bad tag', 'INVALID_LOCATION'],
+    ['dir:/x', 'UNSUPPORTED_TRANSPORT'],
+    ['docker://UPPER/x', 'INVALID_REFERENCE'],
+  ])('rejects %j', (text, code) => {
+    try {
+      parseImageLocation(text, 'SRC');
+      expect.unreachable();
+    } catch (err) {
+      expect(isPackfarmError(err, code)).toBe(true);
+      expect((err as Error).message).toContain('SRC');
+    }
+  });
+});
+
+describe('insecureRegistriesFrom', () => {
+  it('merges flags and CNB_INSECURE_REGISTRIES without duplicates', () => {
+    expect(insecureRegistriesFrom(['a:5000'], { CNB_INSECURE_REGISTRIES: 'b, c a:5000' })).toEqual([
+      'a:5000',
+      'b',
+      'c',
+    ]);
+    expect(insecureRegistriesFrom([], {})).toEqual([]);
+  });
+});
+
+describe('openImage on layouts', () => {
+  let tmp: string;
+  beforeEach(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'packfarm-transport-'));
+  });
+  afterEach(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('defaults a source to latest, or to the only image; a destination to latest', async () => {
+    const dir = join(tmp, 'l');
+    const store = await openLayoutStore(dir, { create: true });
+    const img = await writeTestImage(store, { tag: 'only' });
+    expect((await openImage(`oci:${dir}`)).target).toBe(img.digest);
+    await writeTestImage(store, { tag: 'latest', platform: 'linux/arm64' });
+    expect((await openImage(`oci:${dir}`)).target).toBe('latest');
+    const dst = await openImage(`oci:${join(tmp, 'new')}`, { create: true });
+    expect(dst.target).toBe('latest');
+    expect(dst.tag).toBe('latest');
+    const byDigest = await openImage(`oci:${dir}@${img.digest}`);
+    expect(byDigest.target).toBe(img.digest);
+    expect(byDigest.tag).toBeUndefined();
+  });
+
+  it('refuses a missing source layout', async () => {
+    const err = await openImage(`oci:${join(tmp, 'absent')}:x`).catch((e: unknown) => e);
+    expect(isPackfarmError(err, 'LAYOUT_NOT_FOUND')).toBe(true);
+  });
+});

@@ -1,0 +1,549 @@
+import { Readable } from 'node:stream';
+import pLimit, { type LimitFunction } from 'p-limit';
+import { Agent, type Dispatcher } from 'undici';
+import { registryApiHost } from '../oci/reference.js';
+import { PackfarmError } from '../util/errors.js';
+import { type Logger, silentLogger } from '../util/log.js';
+import { type AuthScheme, Authenticator, schemeFromChallenges } from './auth.js';
+import { parseWwwAuthenticate } from './challenge.js';
+import { type Credential, type CredentialResolver, createKeychain } from './credentials.js';
+import { type RequestContext, displayUrl, errorFromNetwork, errorFromResponse } from './errors.js';
+import { isInsecureRegistry } from './insecure.js';
+import {
+  type ResolvedRetry,
+  type RetryOptions,
+  isRetryableNetworkError,
+  isRetryableStatus,
+  parseRetryAfter,
+  resolveRetry,
+  retryDelay,
+} from './retry.js';
+
+export type HttpMethod = 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
+
+export interface RegistryClientOptions {
+  /** The registry as written in image references: host[:port]; docker.io means Docker Hub. */
+  registry: string;
+  /** Registries reachable over plain HTTP or unverified TLS (see insecure.ts for the matching rules). */
+  insecureRegistries?: readonly string[];
+  /** Static credentials, or a resolver; default: CNB_REGISTRY_AUTH, then docker config.json (of `env`). */
+  credentials?: Credential | CredentialResolver;
+  /** Environment for the default credential lookup (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Blob uploads running at once through this client (default 6). */
+  concurrency?: number;
+  userAgent?: string;
+  retry?: RetryOptions;
+  /** Redirects followed per GET/HEAD (default 5). */
+  maxRedirects?: number;
+  /** Blobs of known digest and size up to this many bytes go in one PUT; larger ones stream in one PATCH. */
+  monolithicUploadMaxBytes?: number;
+  /** Bound on establishing a connection (default 15 s). */
+  connectTimeoutMs?: number;
+  logger?: Logger;
+  /** Clock for token expiry (tests). */
+  now?: () => number;
+}
+
+export interface PingResult {
+  /** The base URL requests go to, e.g. https://registry.example or http://127.0.0.1:5000. */
+  origin: string;
+  auth: AuthScheme['kind'];
+  realm?: string;
+  service?: string;
+  /** `Docker-Distribution-API-Version`, when sent. */
+  apiVersion?: string;
+}
+
+export interface RegistryRequest {
+  method: HttpMethod;
+  /** A path on the registry (`/v2/…`, with query) … */
+  path?: string;
+  /** … or an absolute URL (upload session Locations). */
+  url?: URL;
+  headers?: Record<string, string>;
+  /** A Buffer can be sent again (retries, re-authentication); a stream is sent once. */
+  body?: Buffer | Readable;
+  /** Token scopes this request needs. */
+  scopes: readonly string[];
+  what: RequestContext['what'];
+  repository?: string;
+  /** Statuses handed back to the caller; any other becomes a PackfarmError. */
+  accept: readonly number[];
+  /** Follow redirects (default: for GET and HEAD only; never forwarding Authorization to another origin). */
+  followRedirects?: boolean;
+}
+
+export interface RegistryResponse {
+  status: number;
+  headers: Dispatcher.ResponseData['headers'];
+  body: Dispatcher.ResponseData['body'];
+  /** The URL that answered (after redirects). */
+  url: URL;
+}
+
+const REDIRECT_STATUS = new Set([301, 302, 303, 307, 308]);
+
+// Errors worth a new attempt one level up (an upload restarted from a re-opened source), with the delay
+// the registry asked for when it did.
+const transientErrors = new WeakMap<Error, { retryAfterMs?: number }>();
+
+export function isTransientRegistryError(err: unknown): err is Error {
+  return err instanceof Error && transientErrors.has(err);
+}
+
+export function transientRetryAfter(err: unknown): number | undefined {
+  return err instanceof Error ? transientErrors.get(err)?.retryAfterMs : undefined;
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/**
+ * A client for one registry (host[:port]): scheme detection, authentication with a token cache, bounded
+ * retries and manual redirects, over one undici Agent (a keep-alive pool per origin). The repository-level
+ * operations are functions over a client: manifests.ts, blobs.ts, tags.ts.
+ */
+export class RegistryClient {
+  readonly registry: string;
+  /** Listed in insecureRegistries: plain HTTP and unverified TLS are allowed. */
+  readonly insecure: boolean;
+  /** Bounds concurrent blob uploads through this client. */
+  readonly limit: LimitFunction;
+  readonly retry: ResolvedRetry;
+  readonly logger: Logger;
+  readonly monolithicUploadMaxBytes: number;
+  readonly auth: Authenticator;
+
+  private readonly apiHost: string;
+  private readonly insecureList: readonly string[];
+  private readonly agent: Agent;
+  private readonly unverifiedAgent: Agent | undefined;
+  private readonly userAgent: string;
+  private readonly maxRedirects: number;
+  private readonly resolveCred: () => Promise<Credential | undefined>;
+  private origin: URL | undefined;
+  private pinging: Promise<PingResult> | undefined;
+  private readonly warned = new Set<string>();
+
+  constructor(opts: RegistryClientOptions) {
+    this.registry = opts.registry;
+    this.apiHost = registryApiHost(opts.registry);
+    this.insecureList = opts.insecureRegistries ?? [];
+    this.insecure =
+      isInsecureRegistry(opts.registry, this.insecureList) ||
+      isInsecureRegistry(this.apiHost, this.insecureList);
+    this.limit = pLimit(Math.max(1, opts.concurrency ?? 6));
+    this.retry = resolveRetry(opts.retry);
+    this.logger = opts.logger ?? silentLogger;
+    this.monolithicUploadMaxBytes = opts.monolithicUploadMaxBytes ?? 32 * 1024 * 1024;
+    this.userAgent = opts.userAgent ?? `packfarm (node ${process.version})`;
+    this.maxRedirects = opts.maxRedirects ?? 5;
+    const connect = { timeout: opts.connectTimeoutMs ?? 15_000 };
+    this.agent = new Agent({ connect, keepAliveTimeout: 10_000 });
+    this.unverifiedAgent = this.insecure
+      ? new Agent({ connect: { ...connect, rejectUnauthorized: false }, keepAliveTimeout: 10_000 })
+      : undefined;
+
+    const creds = opts.credentials;
+    const resolver: CredentialResolver =
+      typeof creds === 'function'
+        ? creds
+        : creds !== undefined
+          ? async () => creds
+          : createKeychain({ ...(opts.env ? { env: opts.env } : {}) });
+    let cred: Promise<Credential | undefined> | undefined;
+    this.resolveCred = () => {
+      if (!cred) {
+        cred = resolver(this.registry);
+        cred.catch(() => {
+          cred = undefined;
+        });
+      }
+      return cred;
+    };
+    this.auth = new Authenticator({
+      registry: this.registry,
+      credential: this.resolveCred,
+      ...(opts.now ? { now: opts.now } : {}),
+      transport: {
+        send: async ({ method, url, headers, body }) => {
+          const res = await this.send({
+            method,
+            url,
+            headers,
+            ...(body ? { body } : {}),
+            ctx: { method, url, registry: this.registry, what: 'token', insecure: this.insecure },
+            authorize: false,
+            accept: 'any',
+          });
+          const text = await readText(res.body, 1024 * 1024);
+          const retryAfter = headerValue(res.headers['retry-after']);
+          return { status: res.status, text, url: res.url, ...(retryAfter ? { retryAfter } : {}) };
+        },
+      },
+    });
+  }
+
+  /**
+   * `GET /v2/`: decides the scheme (HTTPS; for an insecure registry HTTPS without verification, falling back
+   * to plain HTTP) and learns the auth challenge. Done once per client; a failure is not cached.
+   */
+  ping(): Promise<PingResult> {
+    if (!this.pinging) {
+      this.pinging = this.doPing();
+      this.pinging.catch(() => {
+        this.pinging = undefined;
+      });
+    }
+    return this.pinging;
+  }
+
+  private async doPing(): Promise<PingResult> {
+    const candidates = this.insecure ? ['https:', 'http:'] : ['https:'];
+    let lastErr: unknown;
+    for (const scheme of candidates) {
+      const url = new URL(`${scheme}//${this.apiHost}/v2/`);
+      const ctx: RequestContext = {
+        method: 'GET',
+        url,
+        registry: this.registry,
+        what: 'ping',
+        insecure: this.insecure,
+      };
+      let res: RegistryResponse;
+      try {
+        res = await this.send({ method: 'GET', url, ctx, authorize: false, accept: 'any' });
+      } catch (err) {
+        lastErr = err;
+        continue;
+      }
+      const text = await readText(res.body, 64 * 1024);
+      const apiVersion = headerValue(res.headers['docker-distribution-api-version']);
+      const base = { origin: url.origin, ...(apiVersion ? { apiVersion } : {}) };
+      if (res.status === 200) {
+        this.origin = new URL(url.origin);
+        this.auth.setScheme({ kind: 'none' });
+        return { ...base, auth: 'none' };
+      }
+      if (res.status === 401) {
+        const scheme = schemeFromChallenges(parseWwwAuthenticate(res.headers['www-authenticate']));
+        if (!scheme) {
+          throw new PackfarmError(
+            'REGISTRY_UNAUTHORIZED',
+            `GET ${displayUrl(url)} answered 401 without a Basic or Bearer challenge: cannot authenticate`,
+          );
+        }
+        this.origin = new URL(url.origin);
+        this.auth.setScheme(scheme);
+        return {
+          ...base,
+          auth: scheme.kind,
+          ...(scheme.kind === 'bearer'
+            ? { realm: scheme.realm, ...(scheme.service !== undefined ? { service: scheme.service } : {}) }
+            : {}),
+        };
+      }
+      const err = errorFromResponse(ctx, res.status, text);
+      if (res.status === 404) {
+        throw new PackfarmError(
+          'REGISTRY_ERROR',
+          `${displayUrl(url)} is not an OCI registry: GET /v2/ answered 404`,
+          { hint: 'check the registry host and port', cause: err },
+        );
+      }
+      throw err;
+    }
+    throw lastErr instanceof PackfarmError
+      ? lastErr
+      : errorFromNetwork(
+          {
+            method: 'GET',
+            url: new URL(`https://${this.apiHost}/v2/`),
+            registry: this.registry,
+            what: 'ping',
+            insecure: this.insecure,
+          },
+          lastErr,
+        );
+  }
+
+  /** The registry's base URL (after the ping). */
+  async baseUrl(): Promise<URL> {
+    await this.ping();
+    return this.origin!;
+  }
+
+  /** A request to the registry: authenticated, retried when safe, redirects followed per the rules. */
+  async request(req: RegistryRequest): Promise<RegistryResponse> {
+    const base = await this.baseUrl();
+    const url = req.url ?? new URL(req.path ?? '/v2/', base);
+    const ctx: RequestContext = {
+      method: req.method,
+      url,
+      registry: this.registry,
+      what: req.what,
+      insecure: this.insecure,
+      ...(req.repository !== undefined ? { repository: req.repository } : {}),
+    };
+    const res = await this.send({
+      method: req.method,
+      url,
+      ...(req.headers ? { headers: req.headers } : {}),
+      ...(req.body !== undefined ? { body: req.body } : {}),
+      ctx,
+      authorize: true,
+      scopes: req.scopes,
+      accept: req.accept,
+      followRedirects: req.followRedirects ?? (req.method === 'GET' || req.method === 'HEAD'),
+    });
+    return res;
+  }
+
+  /**
+   * Send with retries. `accept: 'any'` hands every HTTP answer back (ping, token); otherwise statuses outside
+   * the list become errors after the retryable ones have been retried.
+   */
+  private async send(opts: {
+    method: string;
+    url: URL;
+    headers?: Record<string, string>;
+    body?: Buffer | Readable;
+    ctx: RequestContext;
+    authorize: boolean;
+    scopes?: readonly string[];
+    accept: readonly number[] | 'any';
+    followRedirects?: boolean;
+  }): Promise<RegistryResponse> {
+    const resendable = !(opts.body instanceof Readable);
+    const policy = this.retry;
+    for (let attempt = 1; ; attempt++) {
+      let res: RegistryResponse;
+      try {
+        res = await this.sendOnce(opts, resendable);
+      } catch (err) {
+        if (err instanceof PackfarmError) throw err;
+        const transient = isRetryableNetworkError(err);
+        if (transient && resendable && attempt < policy.attempts) {
+          const delay = retryDelay(attempt, policy)!;
+          this.logger.debug(`retrying ${opts.method} ${displayUrl(opts.url)} in ${delay} ms`, {
+            error: String((err as Error).message),
+          });
+          await policy.sleep(delay);
+          continue;
+        }
+        const e = errorFromNetwork({ ...opts.ctx, url: opts.url }, err);
+        if (transient) transientErrors.set(e, {});
+        throw e;
+      }
+      if (opts.accept === 'any' || opts.accept.includes(res.status)) {
+        if (
+          opts.accept === 'any' &&
+          isRetryableStatus(res.status) &&
+          resendable &&
+          attempt < policy.attempts
+        ) {
+          const delay = retryDelay(attempt, policy, parseRetryAfter(headerValue(res.headers['retry-after'])));
+          if (delay !== undefined) {
+            await res.body.dump().catch(() => {});
+            await policy.sleep(delay);
+            continue;
+          }
+        }
+        return res;
+      }
+      const retryAfterText = headerValue(res.headers['retry-after']);
+      const retryAfterMs = parseRetryAfter(retryAfterText);
+      if (isRetryableStatus(res.status) && resendable && attempt < policy.attempts) {
+        const delay = retryDelay(attempt, policy, retryAfterMs);
+        if (delay !== undefined) {
+          this.logger.debug(
+            `retrying ${opts.method} ${displayUrl(res.url)} after HTTP ${res.status} in ${delay} ms`,
+          );
+          await res.body.dump().catch(() => {});
+          await policy.sleep(delay);
+          continue;
+        }
+      }
+      const text = await readText(res.body, 64 * 1024).catch(() => '');
+      let err = errorFromResponse({ ...opts.ctx, url: res.url }, res.status, text, {
+        ...(retryAfterText !== undefined ? { retryAfter: retryAfterText } : {}),
+      });
+      if (res.status === 401 && opts.authorize && (await this.insufficientScope(res))) {
+        // Authenticated, but the token service granted less than asked (a partial grant): logging in again
+        // will not help, permissions will.
+        err = new PackfarmError(
+          'REGISTRY_DENIED',
+          `${err.message} (the token lacks ${opts.scopes?.join(' ')})`,
+          {
+            hint: `the credentials used for ${this.registry} are not allowed this on ${opts.ctx.repository ?? 'the registry'}: check the account's permissions (push needs write access)`,
+          },
+        );
+      }
+      if (isRetryableStatus(res.status)) {
+        transientErrors.set(err, retryAfterMs !== undefined ? { retryAfterMs } : {});
+      }
+      throw err;
+    }
+  }
+
+  /** One attempt: redirects and one re-authentication after a 401. */
+  private async sendOnce(
+    opts: {
+      method: string;
+      url: URL;
+      headers?: Record<string, string>;
+      body?: Buffer | Readable;
+      ctx: RequestContext;
+      authorize: boolean;
+      scopes?: readonly string[];
+      followRedirects?: boolean;
+    },
+    resendable: boolean,
+  ): Promise<RegistryResponse> {
+    let url = opts.url;
+    let method = opts.method;
+    let body = opts.body;
+    let hops = 0;
+    let reauthenticated = false;
+    for (;;) {
+      this.checkScheme(url, opts.ctx);
+      const headers: Record<string, string> = { 'user-agent': this.userAgent, ...opts.headers };
+      // Credentials go to the registry's own origin only: never to a storage host a redirect points at,
+      // nor to an upload Location on another host.
+      const toRegistry = this.origin !== undefined && url.origin === this.origin.origin;
+      if (opts.authorize && toRegistry) {
+        const authz = await this.auth.authorization(opts.scopes ?? []);
+        if (authz) headers.authorization = authz;
+      }
+      const dispatcher =
+        url.protocol === 'https:' && this.unverifiedAgent && isInsecureRegistry(url.host, this.insecureList)
+          ? this.unverifiedAgent
+          : this.agent;
+      const r = await dispatcher.request({
+        origin: url.origin,
+        path: `${url.pathname}${url.search}`,
+        method: method as Dispatcher.HttpMethod,
+        headers,
+        body: body ?? null,
+      });
+      const res: RegistryResponse = { status: r.statusCode, headers: r.headers, body: r.body, url };
+      this.surfaceWarnings(res.headers.warning);
+      if (opts.followRedirects && REDIRECT_STATUS.has(res.status)) {
+        const location = headerValue(res.headers.location);
+        if (location) {
+          await res.body.dump().catch(() => {});
+          hops++;
+          if (hops > this.maxRedirects) {
+            throw new PackfarmError(
+              'REGISTRY_ERROR',
+              `${opts.method} ${displayUrl(opts.url)}: more than ${this.maxRedirects} redirects`,
+            );
+          }
+          url = new URL(location, url);
+          if (res.status === 303 && method !== 'HEAD') {
+            method = 'GET';
+            body = undefined;
+          }
+          continue;
+        }
+      }
+      if (res.status === 401 && opts.authorize && toRegistry && !reauthenticated) {
+        const retry = await this.auth.unauthorized(res.headers['www-authenticate'], opts.scopes ?? []);
+        if (retry && resendable) {
+          await res.body.dump().catch(() => {});
+          reauthenticated = true;
+          continue;
+        }
+      }
+      return res;
+    }
+  }
+
+  private async insufficientScope(res: RegistryResponse): Promise<boolean> {
+    const bearer = parseWwwAuthenticate(res.headers['www-authenticate']).find((c) => c.scheme === 'bearer');
+    if (bearer?.params.error !== 'insufficient_scope') return false;
+    return (await this.resolveCred().catch(() => undefined)) !== undefined;
+  }
+
+  /**
+   * Plain HTTP is allowed only towards a host listed as insecure, or when the registry itself is reached
+   * over plain HTTP (its answers, realms and Locations included, are then unprotected anyway).
+   */
+  private checkScheme(url: URL, ctx: RequestContext): void {
+    if (url.protocol === 'https:') return;
+    if (url.protocol === 'http:') {
+      if (isInsecureRegistry(url.host, this.insecureList)) return;
+      if (this.insecure && url.host === this.apiHost) return;
+      if (this.origin?.protocol === 'http:') return;
+    }
+    throw new PackfarmError(
+      'REGISTRY_INSECURE_URL',
+      `${ctx.registry}: refusing to send a request to ${displayUrl(url)} (plain HTTP or an unknown scheme, from a registry reached over HTTPS)`,
+      { hint: `if this is intended, pass --insecure-registry ${url.host}` },
+    );
+  }
+
+  private surfaceWarnings(header: string | string[] | undefined): void {
+    if (!header) return;
+    for (const h of Array.isArray(header) ? header : [header]) {
+      // `299 - "text"`: shown, never acted on.
+      const m = /^\s*299\s+\S+\s+"((?:[^"\\]|\\.)*)"/.exec(h);
+      const text = m ? m[1]!.replace(/\\(.)/g, '$1') : undefined;
+      if (text && !this.warned.has(text)) {
+        this.warned.add(text);
+        this.logger.warn(`registry ${this.registry}: ${text}`);
+      }
+    }
+  }
+
+  /** Close the connection pools. */
+  async close(): Promise<void> {
+    await Promise.all([this.agent.close(), this.unverifiedAgent?.close()]);
+  }
+}
+
+/** Read a body as text, at most `max` bytes (the rest is discarded). */
+export async function readText(body: Readable, max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body) {
+    const b = chunk as Buffer;
+    if (n < max) chunks.push(b.subarray(0, max - n));
+    n += b.length;
+    if (n >= max) {
+      body.destroy();
+      break;
+    }
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Read a whole body that must not exceed `max` bytes (manifests, tag lists); errors name the URL. */
+export async function readCapped(res: RegistryResponse, max: number, what: string): Promise<Buffer> {
+  const declared = Number(headerValue(res.headers['content-length']));
+  const tooLarge = () =>
+    new PackfarmError(
+      'REGISTRY_TOO_LARGE',
+      `${displayUrl(res.url)}: the ${what} is larger than ${max} bytes, more than packfarm accepts`,
+    );
+  if (Number.isFinite(declared) && declared > max) {
+    res.body.destroy();
+    throw tooLarge();
+  }
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of res.body) {
+    const b = chunk as Buffer;
+    n += b.length;
+    if (n > max) {
+      res.body.destroy();
+      throw tooLarge();
+    }
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks);
+}
+
+export { headerValue };
