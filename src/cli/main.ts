@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
+import { registerLayerCommands } from './layer.js';
 import { registerManifestCommands } from './manifest.js';
 import { runLifecycleCommand } from './lifecycle.js';
 
@@ -23,6 +24,7 @@ export function createProgram(io: CliIO): Command {
   );
   registerImageCommands(program, io);
   registerManifestCommands(program, io);
+  registerLayerCommands(program, io);
   return program;
 }
 
