@@ -15,12 +15,14 @@ export interface LoggerOptions {
   json?: boolean;
   write?: (line: string) => void;
   prefix?: string;
+  /** Force colour off (`false`) or on (`true`); default: on for a TTY stderr unless NO_COLOR is set. */
+  color?: boolean;
 }
 
 export function createLogger(opts: LoggerOptions = {}): Logger {
   const level = opts.level ?? 'info';
   const write = opts.write ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const color = !process.env.NO_COLOR && process.stderr.isTTY === true && !opts.json;
+  const color = !opts.json && (opts.color ?? (!process.env.NO_COLOR && process.stderr.isTTY === true));
   const emit = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>) => {
     if (ORDER[lvl] < ORDER[level]) return;
     if (opts.json) {

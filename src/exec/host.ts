@@ -1,0 +1,140 @@
+import { spawn } from 'node:child_process';
+import { stat } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
+import { PackfarmError } from '../util/errors.js';
+import type { ExecResult, ExecSpec, Executor } from './executor.js';
+
+export interface HostExecutorOptions {
+  /** How long a terminated process gets between SIGTERM and SIGKILL. Default 5 s. */
+  killGraceMs?: number;
+}
+
+/**
+ * Run processes as children of this Node process: native architecture, no isolation. Meant for tests and for
+ * running inside an already isolated build container.
+ *
+ * Built on `node:child_process` directly rather than execa: detect runs many tiny processes and execa's
+ * per-spawn bookkeeping measured ~3–4 ms extra per process here (see bench/detect.mjs), which dominated the
+ * lifecycle's own overhead for an order where nothing passes.
+ */
+export function createHostExecutor(opts: HostExecutorOptions = {}): Executor {
+  const killGraceMs = opts.killGraceMs ?? 5000;
+  return {
+    kind: 'host',
+    run: (spec) => runOnHost(spec, killGraceMs),
+  };
+}
+
+async function runOnHost(spec: ExecSpec, killGraceMs: number): Promise<ExecResult> {
+  const [file, ...args] = spec.argv;
+  if (!file) throw new Error('ExecSpec.argv must not be empty');
+  if (spec.signal?.aborted)
+    return { exitCode: 128 + signalNumber('SIGTERM'), signal: 'SIGTERM', aborted: true };
+
+  const child = spawn(file, args, {
+    cwd: spec.cwd,
+    env: spec.env,
+    stdio: [spec.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    shell: false,
+    windowsHide: true,
+  });
+
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout?.on('data', (chunk: Buffer) => {
+    spec.onStdout?.(chunk);
+    if (spec.capture) out.push(chunk);
+  });
+  child.stderr?.on('data', (chunk: Buffer) => {
+    spec.onStderr?.(chunk);
+    if (spec.capture) err.push(chunk);
+  });
+  if (spec.stdin !== undefined && child.stdin) {
+    // A process that exits without reading its stdin makes the write fail with EPIPE; that is its business.
+    child.stdin.on('error', () => {});
+    child.stdin.end(spec.stdin);
+  }
+
+  let timedOut = false;
+  let aborted = false;
+  let killTimer: NodeJS.Timeout | undefined;
+  const terminate = () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    killTimer = setTimeout(() => child.kill('SIGKILL'), killGraceMs);
+    killTimer.unref();
+  };
+  const timeout =
+    spec.timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          timedOut = true;
+          terminate();
+        }, spec.timeoutMs);
+  const onAbort = () => {
+    aborted = true;
+    terminate();
+  };
+  spec.signal?.addEventListener('abort', onAbort, { once: true });
+
+  try {
+    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
+      (resolve, reject) => {
+        child.once('error', reject);
+        child.once('close', (code, signal) => resolve({ code, signal }));
+      },
+    );
+    const result: ExecResult = {
+      exitCode: code ?? (signal ? 128 + signalNumber(signal) : 1),
+    };
+    if (signal) result.signal = signal;
+    if (timedOut) result.timedOut = true;
+    if (aborted) result.aborted = true;
+    if (spec.capture) {
+      result.stdout = Buffer.concat(out).toString('utf8');
+      result.stderr = Buffer.concat(err).toString('utf8');
+    }
+    return result;
+  } catch (e) {
+    throw await spawnError(e as NodeJS.ErrnoException, file, spec.cwd);
+  } finally {
+    if (timeout) clearTimeout(timeout);
+    if (killTimer) clearTimeout(killTimer);
+    spec.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+function signalNumber(signal: string): number {
+  return (osConstants.signals as Record<string, number>)[signal] ?? 0;
+}
+
+/** Turn a spawn failure into a message that names the file and the likely cause. */
+async function spawnError(e: NodeJS.ErrnoException, file: string, cwd: string): Promise<PackfarmError> {
+  const code = e.code ?? 'UNKNOWN';
+  let message: string;
+  let hint: string | undefined;
+  if (code === 'ENOENT') {
+    const cwdOk = await stat(cwd).then(
+      (s) => s.isDirectory(),
+      () => false,
+    );
+    const fileOk = await stat(file).then(
+      () => true,
+      () => false,
+    );
+    if (!cwdOk) message = `cannot run ${file}: working directory ${cwd} does not exist`;
+    else if (!fileOk) message = `cannot run ${file}: no such file`;
+    else {
+      message = `cannot run ${file}: its interpreter (#! line) was not found`;
+      hint = 'check the first line of the script and the PATH given to it';
+    }
+  } else if (code === 'EACCES') {
+    message = `cannot run ${file}: permission denied (is it executable?)`;
+    hint = `chmod +x ${file}`;
+  } else if (code === 'ENOEXEC') {
+    message = `cannot run ${file}: not an executable format (a script needs a #! line)`;
+  } else {
+    message = `cannot run ${file}: ${e.message}`;
+  }
+  return new PackfarmError('EXEC_FAILED', message, { cause: e, ...(hint ? { hint } : {}) });
+}
