@@ -1,0 +1,232 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Readable, Writable } from 'node:stream';
+import { writeLayer } from '../archive/layer-writer.js';
+import { buildpackLayersDir, escapeId, readBuildpackLayers } from '../buildpack/layers.js';
+import type { ImageStore } from '../image/store.js';
+import type { Digest } from '../oci/digest.js';
+import type { Platform } from '../oci/platform.js';
+import type { BuildpackLayersMetadata } from '../platform/labels.js';
+import { type Logger, silentLogger } from '../util/log.js';
+import { openDirCache } from './dir-cache.js';
+import { openImageCache } from './image-cache.js';
+import type { CacheMetadata } from './metadata.js';
+import type { CacheBackend } from './types.js';
+
+export {
+  CACHE_METADATA_LABEL,
+  type CacheMetadata,
+  CacheMetadataSchema,
+  cachedLayersFor,
+  cachePlatformKey,
+  emptyCacheMetadata,
+  parseCacheMetadata,
+} from './metadata.js';
+export { dirCachePaths } from './dir-cache.js';
+
+/** Where a build cache lives: a directory (`-cache-dir`) or an image tag in a store (`-cache-image`). */
+export type CacheLocation = { kind: 'dir'; dir: string } | { kind: 'image'; store: ImageStore; tag: string };
+
+/**
+ * Owner of cached layer entries unless -uid/-gid say otherwise: the exporter's default for buildpack layers,
+ * so a launch+cache layer tars to the same diffID for the app image and the cache.
+ */
+export const DEFAULT_LAYER_OWNER = 1000;
+
+/** Where launch layers live inside the app image; cached tars use the same paths (see spec/cache.md). */
+export const DEFAULT_IMAGE_LAYERS_DIR = '/layers';
+
+/** A cache opened for one target platform, read side. */
+export interface OpenedCache {
+  readonly description: string;
+  readonly platform: Platform;
+  /** The cache's record of layers; empty when there is no cache yet, it is another platform's, or it was cleared. */
+  metadata(): Promise<CacheMetadata>;
+  hasLayer(diffId: Digest): Promise<boolean>;
+  /** The cached layer's bytes (plain tar or gzip; `extractLayer` detects which). */
+  layer(diffId: Digest): Promise<Readable>;
+  /** Forget the cache's contents (dir cache: deleted; image cache: ignored, replaced by the next export). */
+  clear(): Promise<void>;
+  /** @internal the backend, for exportCache. */
+  readonly backend: CacheBackend;
+}
+
+export interface OpenCacheOptions {
+  logger?: Logger;
+  /** `--clear-cache`: start from an empty cache (and delete a dir cache's platform subdirectory). */
+  clear?: boolean;
+  /** Stamp of the cache image's config (default 1980-01-01T00:00:01Z, for reproducible cache images). */
+  creationTime?: Date;
+}
+
+export async function openCache(
+  location: CacheLocation,
+  target: Platform,
+  opts: OpenCacheOptions = {},
+): Promise<OpenedCache> {
+  const logger = opts.logger ?? silentLogger;
+  const backend =
+    location.kind === 'dir'
+      ? openDirCache(location.dir, target, logger)
+      : openImageCache({
+          store: location.store,
+          tag: location.tag,
+          platform: target,
+          logger,
+          ...(opts.creationTime ? { creationTime: opts.creationTime } : {}),
+        });
+  if (opts.clear) await backend.clear();
+  return {
+    description: backend.description,
+    platform: target,
+    metadata: () => backend.metadata(),
+    hasLayer: (d) => backend.hasLayer(d),
+    layer: (d) => backend.layer(d),
+    clear: () => backend.clear(),
+    backend,
+  };
+}
+
+export interface CacheGroupEntry {
+  id: string;
+  version: string;
+  api: string;
+}
+
+export interface ExportCacheOptions {
+  location: CacheLocation;
+  layersDir: string;
+  group: readonly CacheGroupEntry[];
+  target: Platform;
+  /** Tar entry mtimes and the cache image's creation time (default 1980-01-01T00:00:01Z). */
+  creationTime?: Date;
+  /** Owner of the tar entries (default 1000:1000, as the exporter's buildpack layers). */
+  uid?: number;
+  gid?: number;
+  /**
+   * The cache as the restorer saw it (reused by diffID). Default: the location opened afresh; pass an
+   * `openCache(..., {clear: true})` result to export without reusing anything.
+   */
+  previous?: OpenedCache;
+  /**
+   * diffIDs the caller already computed for layers (key `<buildpack id>:<layer name>`), e.g. the exporter for
+   * launch+cache layers. They must be of the very tar this function would write (same prefix, mtime and
+   * owner); a layer whose known diffID is in the previous cache is reused without being read at all.
+   */
+  knownDiffIds?: ReadonlyMap<string, Digest>;
+  /** The layers dir as seen inside the image: cached tars hold `<imageLayersDir>/<bp>/<layer>/…` (default /layers). */
+  imageLayersDir?: string;
+  logger?: Logger;
+  signal?: AbortSignal;
+}
+
+export interface ExportedCacheLayer {
+  buildpack: string;
+  layer: string;
+  diffId: Digest;
+  outcome: 'reused' | 'added';
+}
+
+export interface ExportCacheResult {
+  layers: ExportedCacheLayer[];
+  metadata: CacheMetadata;
+}
+
+/**
+ * Save every cache=true layer of the group (contents + `<layer>.toml` data) as the new cache for `target`.
+ * A layer whose freshly computed diffID is already in the previous cache is kept by reference: its tar is
+ * not moved or uploaded again. Nothing is visible to readers until the final commit; on failure the staged
+ * files are removed and the previous cache stays as it was.
+ */
+export async function exportCache(opts: ExportCacheOptions): Promise<ExportCacheResult> {
+  const logger = opts.logger ?? silentLogger;
+  const cache =
+    opts.previous ??
+    (await openCache(opts.location, opts.target, {
+      logger,
+      ...(opts.creationTime ? { creationTime: opts.creationTime } : {}),
+    }));
+  const backend = cache.backend;
+  // Reading the previous metadata makes sure a mismatching/damaged cache is detected (and logged) before reuse.
+  const previousHasLayers = (await backend.metadata()).buildpacks.length > 0;
+  const writer = await backend.startWrite(opts.creationTime ? { creationTime: opts.creationTime } : {});
+  const imageLayersDir = (opts.imageLayersDir ?? DEFAULT_IMAGE_LAYERS_DIR).replace(/^\/+|\/+$/g, '');
+  const result: ExportedCacheLayer[] = [];
+  const meta: CacheMetadata = { buildpacks: [] };
+  try {
+    let n = 0;
+    for (const bp of opts.group) {
+      const layers = await readBuildpackLayers(buildpackLayersDir(opts.layersDir, bp.id), {
+        buildpackApi: bp.api,
+      });
+      const entry: BuildpackLayersMetadata = { key: bp.id, version: bp.version, layers: {} };
+      for (const layer of layers) {
+        if (!layer.types.cache) continue;
+        if (!layer.hasDir) {
+          logger.warn(`layer ${bp.id}:${layer.name} is cache=true but has no contents; not cached`);
+          continue;
+        }
+        opts.signal?.throwIfAborted();
+        const tarOptions = {
+          dir: layer.path,
+          prefix: [imageLayersDir, escapeId(bp.id), layer.name].filter((s) => s !== '').join('/'),
+          ...(opts.creationTime ? { mtime: opts.creationTime } : {}),
+          uid: opts.uid ?? DEFAULT_LAYER_OWNER,
+          gid: opts.gid ?? DEFAULT_LAYER_OWNER,
+          ...(opts.signal ? { signal: opts.signal } : {}),
+        };
+        let diffId = opts.knownDiffIds?.get(`${bp.id}:${layer.name}`);
+        if (diffId === undefined && backend.compression === 'gzip' && previousHasLayers) {
+          // Hash the plain tar first: an unchanged layer then costs no gzip, no file and no upload.
+          diffId = (await writeLayer({ ...tarOptions, out: discard(), compression: 'none' })).diffId;
+        }
+        let outcome: 'reused' | 'added';
+        let sha: Digest;
+        if (diffId !== undefined && (await backend.hasLayer(diffId))) {
+          sha = diffId;
+          await writer.reuse(diffId);
+          outcome = 'reused';
+          logger.info(`Reusing cache layer '${bp.id}:${layer.name}'`);
+        } else {
+          const file = join(writer.tempDir, `layer-${n++}.tmp`);
+          const written = await writeLayer({ ...tarOptions, out: file, compression: backend.compression });
+          sha = written.diffId;
+          if (await backend.hasLayer(sha)) {
+            await rm(file, { force: true });
+            await writer.reuse(sha);
+            outcome = 'reused';
+            logger.info(`Reusing cache layer '${bp.id}:${layer.name}'`);
+          } else {
+            await writer.add(file, { diffId: sha, digest: written.digest, size: written.size });
+            outcome = 'added';
+            logger.info(`Adding cache layer '${bp.id}:${layer.name}'`);
+          }
+        }
+        logger.debug(`cache layer '${bp.id}:${layer.name}' SHA: ${sha}`);
+        entry.layers[layer.name] = {
+          sha,
+          data: layer.metadata,
+          build: layer.types.build,
+          launch: layer.types.launch,
+          cache: true,
+        };
+        result.push({ buildpack: bp.id, layer: layer.name, diffId: sha, outcome });
+      }
+      if (Object.keys(entry.layers).length > 0) meta.buildpacks.push(entry);
+    }
+    await writer.commit(meta);
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+  return { layers: result, metadata: meta };
+}
+
+/** A sink that only lets the archive writer compute digests. */
+function discard(): Writable {
+  return new Writable({
+    write(_chunk, _enc, cb) {
+      cb();
+    },
+  });
+}

@@ -1,0 +1,268 @@
+import { randomBytes } from 'node:crypto';
+import { chown, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import pLimit from 'p-limit';
+import { extractLayer } from '../archive/extract.js';
+import { apiAtLeast } from '../buildpack/api.js';
+import { buildpackLayersDir, encodeRestoredLayerToml, escapeId } from '../buildpack/layers.js';
+import { DEFAULT_IMAGE_LAYERS_DIR, type OpenedCache } from '../cache/index.js';
+import { cachedLayersFor } from '../cache/metadata.js';
+import type { Digest } from '../oci/digest.js';
+import type { AnalyzedFile } from '../platform/files.js';
+import {
+  type BuildpackLayerMetadata,
+  type LifecycleMetadata,
+  LifecycleMetadataSchema,
+} from '../platform/labels.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { type Logger, silentLogger } from '../util/log.js';
+import { stringifyToml } from '../util/toml.js';
+import { parseWith } from '../util/validate.js';
+
+export interface RestoreGroupEntry {
+  id: string;
+  version: string;
+  api: string;
+}
+
+export interface RestoreOptions {
+  layersDir: string;
+  group: readonly RestoreGroupEntry[];
+  /** The previous image's lifecycle metadata (analyzed.toml `[metadata]`); undefined on a first build. */
+  previousMetadata?: LifecycleMetadata;
+  /** The opened build cache, when the platform gave one. */
+  cache?: OpenedCache;
+  platformApi: string;
+  /** `-skip-layers`: restore store.toml only. */
+  skipLayers?: boolean;
+  /** The layers dir as seen inside images (cached tars hold `<it>/<bp>/<layer>/…`). Default /layers. */
+  imageLayersDir?: string;
+  /**
+   * `-uid`/`-gid`: owner of what is restored, applied only when running as root (the reference restorer runs
+   * as root and hands the layers to the build user). Extracted contents keep the owners recorded in the tar.
+   */
+  uid?: number;
+  gid?: number;
+  /** Layers extracted at once (default 4). */
+  concurrency?: number;
+  logger?: Logger;
+  signal?: AbortSignal;
+}
+
+export type RestoredLayerOutcome = 'metadata' | 'content';
+
+export interface RestoredLayer {
+  buildpack: string;
+  layer: string;
+  sha: string;
+  restored: RestoredLayerOutcome;
+}
+
+export interface SkippedLayer {
+  buildpack: string;
+  layer: string;
+  reason: string;
+}
+
+export interface RestoreResult {
+  layers: RestoredLayer[];
+  skipped: SkippedLayer[];
+  storeFiles: string[];
+}
+
+/** The previous image's metadata from analyzed.toml; unreadable metadata means "no previous image" (warned). */
+export function previousMetadataFromAnalyzed(
+  analyzed: AnalyzedFile | undefined,
+  source: string,
+  logger: Logger = silentLogger,
+): LifecycleMetadata | undefined {
+  if (!analyzed?.metadata) return undefined;
+  try {
+    return parseWith(LifecycleMetadataSchema, analyzed.metadata, `${source} [metadata]`);
+  } catch (err) {
+    logger.warn(`ignoring previous image metadata: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+interface Plan {
+  bp: RestoreGroupEntry;
+  name: string;
+  meta: BuildpackLayerMetadata;
+  content: boolean;
+}
+
+/**
+ * The restorer (platform.md "restorer", buildpack.md "Layer Types"):
+ * - `<layers>/<bp>/store.toml` from the previous image's metadata (also with skip-layers);
+ * - launch=true, cache=false, build=false layers of the previous image: `<layer>.toml` ([metadata] only)
+ *   and `<layer>.sha`, no contents — the exporter reuses the previous image's layer if the buildpack keeps it;
+ * - cache=true layers: `<layer>.toml`, `<layer>.sha` and contents from the cache, all or nothing. A layer that
+ *   is also launch=true is restored only when the previous image records the same diffID (or, Platform API
+ *   0.14+, does not record the layer at all);
+ * - contents are verified against the cached diffID; a mismatch removes the layer again.
+ * Buildpacks that are not in the group get nothing. Restored `<layer>.toml` files never carry [types].
+ */
+export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
+  const logger = opts.logger ?? silentLogger;
+  const result: RestoreResult = { layers: [], skipped: [], storeFiles: [] };
+  const prev = opts.previousMetadata;
+  const owner = ownerFor(opts);
+  const cacheMeta = opts.cache ? await opts.cache.metadata() : undefined;
+  const plans: Plan[] = [];
+
+  for (const bp of opts.group) {
+    const bpDir = buildpackLayersDir(opts.layersDir, bp.id);
+    const prevBp = prev?.buildpacks.find((b) => b.key === bp.id);
+    if (prevBp?.store?.metadata !== undefined) {
+      const path = join(bpDir, 'store.toml');
+      await writeOwned(path, stringifyToml({ metadata: prevBp.store.metadata }), owner);
+      result.storeFiles.push(path);
+    }
+    if (opts.skipLayers) continue;
+
+    const appLayers = prevBp?.layers ?? {};
+    const cached = cacheMeta ? cachedLayersFor(cacheMeta, bp.id) : {};
+    const skip = (name: string, reason: string) => {
+      logger.info(`Skipping restore for layer '${bp.id}:${name}': ${reason}`);
+      result.skipped.push({ buildpack: bp.id, layer: name, reason });
+    };
+
+    for (const [name, meta] of Object.entries(appLayers).sort(([a], [b]) => (a < b ? -1 : 1))) {
+      if (!meta.launch) continue;
+      if (meta.cache) {
+        const c = cached[name];
+        if (!c) skip(name, 'launch and cache layer not in the cache');
+        else if (c.sha !== meta.sha)
+          skip(name, 'the cache holds a different version than the previous image');
+        else plans.push({ bp, name, meta: c, content: true });
+        continue;
+      }
+      // build=true layers are not restored unless cached (the next build would see stale build-time data).
+      if (meta.build) continue;
+      plans.push({ bp, name, meta, content: false });
+    }
+    for (const [name, meta] of Object.entries(cached).sort(([a], [b]) => (a < b ? -1 : 1))) {
+      if (!meta.cache) continue;
+      // A layer the previous image records was decided above from that record (restored or skipped).
+      if (appLayers[name]?.launch) continue;
+      if (meta.launch) {
+        if (!apiAtLeast(opts.platformApi, '0.14')) {
+          skip(name, 'launch and cache layer not in the previous image');
+          continue;
+        }
+      }
+      plans.push({ bp, name, meta, content: true });
+    }
+  }
+
+  const limit = pLimit(opts.concurrency ?? 4);
+  const imageLayersDir = (opts.imageLayersDir ?? DEFAULT_IMAGE_LAYERS_DIR).replace(/^\/+|\/+$/g, '');
+  await Promise.all(
+    plans.map((p) =>
+      limit(async () => {
+        opts.signal?.throwIfAborted();
+        const bpDir = buildpackLayersDir(opts.layersDir, p.bp.id);
+        if (p.content) {
+          const why = await restoreContent({ ...opts, cache: opts.cache!, bpDir, plan: p, imageLayersDir });
+          if (why) {
+            logger.warn(`Not restoring layer '${p.bp.id}:${p.name}': ${why}`);
+            result.skipped.push({ buildpack: p.bp.id, layer: p.name, reason: why });
+            return;
+          }
+        }
+        await writeLayerFiles(bpDir, p, owner);
+        logger.info(
+          p.content
+            ? `Restoring data for '${p.bp.id}:${p.name}' from cache`
+            : `Restoring metadata for '${p.bp.id}:${p.name}' from app image`,
+        );
+        result.layers.push({
+          buildpack: p.bp.id,
+          layer: p.name,
+          sha: p.meta.sha,
+          restored: p.content ? 'content' : 'metadata',
+        });
+      }),
+    ),
+  );
+  // Parallel extraction finishes in any order; report in group order, then by layer name.
+  const rank = (l: { buildpack: string; layer: string }) => opts.group.findIndex((b) => b.id === l.buildpack);
+  const byGroup = (a: { buildpack: string; layer: string }, b: { buildpack: string; layer: string }) =>
+    rank(a) - rank(b) || (a.layer < b.layer ? -1 : a.layer > b.layer ? 1 : 0);
+  result.layers.sort(byGroup);
+  result.skipped.sort(byGroup);
+  return result;
+}
+
+/** `<layer>.toml` ([metadata] only) and `<layer>.sha` (the diffID the layer was recorded with). */
+async function writeLayerFiles(bpDir: string, p: Plan, owner: Owner | undefined): Promise<void> {
+  const data = p.meta.data;
+  const metadata =
+    data && typeof data === 'object' && !Array.isArray(data) ? (data as Record<string, unknown>) : {};
+  await writeOwned(join(bpDir, `${p.name}.toml`), encodeRestoredLayerToml(metadata), owner);
+  await writeOwned(join(bpDir, `${p.name}.sha`), p.meta.sha, owner);
+}
+
+type Owner = { uid: number; gid: number };
+
+function ownerFor(opts: RestoreOptions): Owner | undefined {
+  if (opts.uid === undefined || opts.gid === undefined || process.getuid?.() !== 0) return undefined;
+  return { uid: opts.uid, gid: opts.gid };
+}
+
+async function writeOwned(path: string, text: string, owner: Owner | undefined): Promise<void> {
+  await writeFileAtomic(path, text);
+  if (owner) {
+    await chown(dirname(path), owner.uid, owner.gid);
+    await chown(path, owner.uid, owner.gid);
+  }
+}
+
+/**
+ * Extract the cached tar into a scratch dir inside the layers dir (same filesystem), check its diffID, then
+ * rename the layer dir into place. Returns why it was not restored, or undefined.
+ */
+async function restoreContent(
+  opts: RestoreOptions & { cache: OpenedCache; bpDir: string; plan: Plan; imageLayersDir: string },
+): Promise<string | undefined> {
+  const { plan, cache } = opts;
+  const sha = plan.meta.sha as Digest;
+  if (!(await cache.hasLayer(sha))) return `cached layer ${sha} is missing from ${cache.description}`;
+  const scratch = join(opts.layersDir, `.restore-${randomBytes(6).toString('hex')}`);
+  try {
+    const res = await extractLayer({
+      source: await cache.layer(sha),
+      dest: scratch,
+      name: `cached layer ${plan.bp.id}:${plan.name} (${sha})`,
+      preserveOwner: ownerFor(opts) !== undefined,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    if (res.diffId !== sha) return `cached layer content is ${res.diffId}, expected ${sha}`;
+    const inTar = join(
+      scratch,
+      ...opts.imageLayersDir.split('/').filter(Boolean),
+      escapeId(plan.bp.id),
+      plan.name,
+    );
+    if (!(await isDir(inTar))) return `cached layer ${sha} has no ${inTar.slice(scratch.length + 1)}/`;
+    const dest = join(opts.bpDir, plan.name);
+    await mkdir(opts.bpDir, { recursive: true });
+    await rm(dest, { recursive: true, force: true });
+    await rename(inTar, dest);
+    return undefined;
+  } catch (err) {
+    if (opts.signal?.aborted) throw err;
+    return `cannot extract ${sha}: ${(err as Error).message}`;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
