@@ -1,0 +1,210 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type ApiVersion, formatApiVersion } from '../../buildpack/api.js';
+import { type OpenedImage, openImage } from '../../image/transport.js';
+import type { Digest } from '../../oci/digest.js';
+import { parseReference } from '../../oci/reference.js';
+import { EXIT } from '../../platform/exit-codes.js';
+import { readAnalyzedFile, readGroupFile, runImageTargetOf } from '../../platform/files.js';
+import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
+import type { ProjectMetadata } from '../../platform/labels.js';
+import { type ExportOutput, exportImage } from '../../phase/export.js';
+import { PackfarmError } from '../../util/errors.js';
+import { resolveCreationTime } from '../../util/time.js';
+import { parseToml } from '../../util/toml.js';
+import type { CliIO } from '../output.js';
+import { phaseUsage, preparePhase } from './common.js';
+import type { PhaseCommand } from './types.js';
+
+const SUMMARY = 'Assemble the app image from the run image and the build output; write report.toml.';
+
+/** The exporter's inputs (platform.md "exporter"). */
+export function exporterInputs(_platformApi: ApiVersion): InputDef[] {
+  const I = LIFECYCLE_INPUTS;
+  return [
+    I.analyzed,
+    I.app,
+    I['cache-dir'],
+    I['cache-image'],
+    I.daemon,
+    I.gid,
+    I.group,
+    I['insecure-registry'],
+    I['launch-cache'],
+    I.launcher,
+    I.layers,
+    I.layout,
+    I['layout-dir'],
+    I['log-level'],
+    I['no-color'],
+    I.parallel,
+    I['process-type'],
+    I['project-metadata'],
+    I.report,
+    I.run,
+    I.uid,
+  ];
+}
+
+function parseId(text: string | undefined, what: string, fallback: number): number {
+  if (text === undefined || text === '') return fallback;
+  if (!/^\d+$/.test(text)) {
+    throw new PackfarmError('INVALID_ARGS', `-${what}: "${text}" is not a number`, {
+      exitCode: EXIT.INVALID_ARGS,
+    });
+  }
+  return Number(text);
+}
+
+/**
+ * With -layout, image names map to layout directories the way lifecycle-based platforms lay them out:
+ * `<layout-dir>/<registry>/<repository>` holding the tag (`oci:` names are taken as they are).
+ */
+function layoutLocation(name: string, layoutDir: string | undefined): string {
+  if (name.startsWith('oci:')) return name;
+  if (!layoutDir) {
+    throw new PackfarmError('INVALID_ARGS', '-layout needs -layout-dir (CNB_LAYOUT_DIR)', {
+      exitCode: EXIT.INVALID_ARGS,
+    });
+  }
+  const ref = parseReference(name);
+  const dir = join(layoutDir, ref.registry, ref.repository);
+  return `oci:${dir}${ref.digest ? `@${ref.digest}` : `:${ref.tag ?? 'latest'}`}`;
+}
+
+async function readProjectMetadata(path: string): Promise<ProjectMetadata> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return {};
+  }
+  return parseToml(text, path) as ProjectMetadata;
+}
+
+async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<number> {
+  const ctx = preparePhase({
+    name: 'exporter',
+    args,
+    io,
+    env,
+    inputs: exporterInputs,
+    positionals: { min: 1, max: 64, usage: 'one or more image names' },
+  });
+  if (typeof ctx === 'number') return ctx;
+  const { inputs, logger, platformApi, positionals } = ctx;
+  if (inputs.bool('daemon')) {
+    throw new PackfarmError(
+      'DAEMON_UNSUPPORTED',
+      'packfarm does not export to a container daemon (-daemon)',
+      {
+        hint: 'export to a registry, or with -layout to OCI layout directories',
+        exitCode: EXIT.INVALID_ARGS,
+      },
+    );
+  }
+  const layout = inputs.bool('layout');
+  const layoutDir = inputs.string('layout-dir');
+  const insecure = inputs.list('insecure-registry');
+  const open = (name: string, create: boolean): Promise<OpenedImage> =>
+    openImage(layout ? layoutLocation(name, layoutDir) : name, { insecureRegistries: insecure, create });
+
+  const layersDir = inputs.require('layers');
+  const analyzedPath = inputs.require('analyzed');
+  const analyzed = await readAnalyzedFile(analyzedPath);
+  const group = await readGroupFile(inputs.require('group'));
+  const runName = analyzed?.['run-image']?.reference || analyzed?.['run-image']?.image;
+  if (!runName) {
+    throw new PackfarmError('EXPORT_NO_RUN_IMAGE', `${analyzedPath}: [run-image] reference is missing`, {
+      hint: 'run the analyzer with -run-image (or a run.toml) first',
+      exitCode: EXIT.EXPORT_ERROR,
+    });
+  }
+  const runImage = await open(runName, false);
+  const t = runImageTargetOf(analyzed);
+
+  // The first name decides the repository; further names are more tags (a tag-only difference) or more
+  // repositories that get the same blobs and manifest.
+  const outputs: ExportOutput[] = [];
+  for (const name of positionals) {
+    const o = await open(name, true);
+    const tag = o.tag ?? 'latest';
+    const same = outputs.find((x) => x.store.description === o.store.description);
+    if (same) {
+      same.tags.push(tag);
+      same.names?.push(name);
+    } else outputs.push({ store: o.store, tags: [tag], names: [name] });
+  }
+  const previousName = analyzed?.image?.reference;
+  const previous = previousName ? await open(previousName, false).catch(() => undefined) : undefined;
+  const uid = parseId(inputs.string('uid'), 'uid', 1000);
+  const gid = parseId(inputs.string('gid'), 'gid', 1000);
+  const createdAt = resolveCreationTime(undefined, env, 'SOURCE_DATE_EPOCH');
+
+  const result = await exportImage({
+    layersDir,
+    appDir: inputs.require('app'),
+    group,
+    analyzed,
+    runImage: { store: runImage.store, target: runImage.target, name: runName },
+    ...(t?.os && t.arch
+      ? { platform: { os: t.os, architecture: t.arch, ...(t.variant ? { variant: t.variant } : {}) } }
+      : {}),
+    outputs,
+    platformApi: formatApiVersion(platformApi),
+    createdAt,
+    uid,
+    gid,
+    defaultProcess: inputs.string('process-type') || undefined,
+    projectMetadata: await readProjectMetadata(inputs.require('project-metadata')),
+    ...(previous ? { previousImage: { store: previous.store, target: previous.target } } : {}),
+    concurrency: inputs.bool('parallel') ? 4 : 2,
+    reportPath: inputs.require('report'),
+    logger,
+  });
+  logger.info(`*** Images (${result.digest.slice(7, 19)}):`);
+  for (const tag of result.tags) logger.info(`      ${tag}`);
+  logger.info(`*** Digest: ${result.digest}`);
+
+  const cacheDir = inputs.string('cache-dir');
+  const cacheImage = inputs.string('cache-image');
+  if (cacheDir || cacheImage) {
+    const { exportCache } = await import('../../cache/index.js');
+    const cacheTarget = await (cacheImage ? open(cacheImage, true) : undefined);
+    await exportCache({
+      location: cacheImage
+        ? { kind: 'image', store: cacheTarget!.store, tag: cacheTarget!.tag ?? 'latest' }
+        : { kind: 'dir', dir: cacheDir! },
+      layersDir,
+      group: group.group,
+      target:
+        t?.os && t.arch
+          ? { os: t.os, architecture: t.arch, ...(t.variant ? { variant: t.variant } : {}) }
+          : { os: 'linux', architecture: 'amd64' },
+      creationTime: createdAt,
+      knownDiffIds: new Map(
+        result.lifecycleMetadata.buildpacks.flatMap((b) =>
+          Object.entries(b.layers)
+            .filter(([, l]) => l.cache && l.sha)
+            .map(([name, l]) => [`${b.key}:${name}`, l.sha as Digest] as const),
+        ),
+      ),
+      uid,
+      gid,
+      logger,
+    });
+  }
+  return EXIT.OK;
+}
+
+export const exporterCommand: PhaseCommand = {
+  name: 'exporter',
+  summary: SUMMARY,
+  usage: phaseUsage('exporter', SUMMARY, exporterInputs({ major: 0, minor: 15 }), [
+    '',
+    'Arguments: IMAGE [IMAGE…] — registry references, or oci:DIR[:TAG]; with -layout, references map to',
+    '<layout-dir>/<registry>/<repository>. The run image is analyzed.toml [run-image] reference.',
+    'Exit codes: 0 exported; 62 export error; 11 unsupported Platform API; 3 bad flags (also -daemon); 1 other.',
+  ]),
+  run,
+};
