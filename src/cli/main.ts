@@ -20,7 +20,8 @@ export function createProgram(io: CliIO): Command {
   program.addHelpText(
     'after',
     '\nLifecycle phases (CNB platform API, single-dash flags as the lifecycle takes them):\n' +
-      '  packfarm lifecycle <detector|builder> [-flag value ...]   see `packfarm lifecycle --help`',
+      '  packfarm lifecycle <analyzer|detector|restorer|builder|exporter|…> [-flag value ...]\n' +
+      '  see `packfarm lifecycle --help` for every phase',
   );
   registerImageCommands(program, io);
   registerManifestCommands(program, io);
