@@ -1,6 +1,6 @@
 // Push benchmark: packfarm copying an OCI layout image into a local docker-registry, against
-// `skopeo copy` of the same layout into the same registry. Each run pushes to a fresh repository so nothing
-// is skipped. Not a test: it prints figures and the ratio (target ≤ 1.0×).
+// `skopeo copy` of the same layout into a fresh registry. Each run pushes to a fresh repository so nothing
+// is skipped, and a fresh registry per run. Not a test: it prints figures and the ratio (target ≤ 1.0×).
 //   node bench/push.mjs                     full scale (~200 MB layer)
 //   BENCH_SCALE=0.1 node bench/push.mjs     quick run
 // Environment: BENCH_SCALE (default 1), BENCH_RUNS (default 3).
@@ -37,7 +37,7 @@ function freePort() {
 
 async function startRegistry() {
   const port = await freePort();
-  const dir = join(work, 'registry');
+  const dir = join(work, `registry-${port}`);
   mkdirSync(join(dir, 'storage'), { recursive: true });
   const config = join(dir, 'config.yml');
   writeFileSync(
@@ -110,10 +110,13 @@ async function main() {
     tag: 'bench',
   });
 
-  registry = await startRegistry();
   const ours = [];
   const theirs = [];
+  // A fresh registry (new port, empty storage) per run: skopeo remembers where it pushed a blob before and
+  // would mount it instead of uploading, which would not be the same work.
   for (let i = 0; i < runs; i++) {
+    registry?.proc.kill();
+    registry = await startRegistry();
     const ref = parseReference(`${registry.host}/packfarm-${i}:bench`);
     const dst = createRegistryStore(ref, { insecureRegistries: [registry.host] });
     let t = performance.now();
