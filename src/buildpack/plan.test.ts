@@ -127,19 +127,27 @@ describe('parseDetectPlan', () => {
     expect(parseDetectPlan('', 'bp', '/p')).toEqual({ main: { provides: [], requires: [] }, or: [] });
   });
 
-  it('refuses a top-level requires version, naming the buildpack and file', () => {
-    expect(() =>
-      parseDetectPlan('[[requires]]\nname = "ruby"\nversion = "3"\n', 'buildpack r@1', '/p.toml'),
-    ).toThrow(
-      'buildpack r@1: build plan /p.toml: requires[0] (ruby) has a "version" key, which is not supported',
-    );
-    expect(() =>
+  it('takes a deprecated top-level requires version as metadata.version, refusing only a conflict', () => {
+    expect(
+      parseDetectPlan('[[requires]]\nname = "ruby"\nversion = "3"\n', 'buildpack r@1', '/p.toml').main
+        .requires,
+    ).toEqual([{ name: 'ruby', metadata: { version: '3' } }]);
+    expect(
       parseDetectPlan(
         '[[or]]\n[[or.requires]]\nname = "b"\nversion = "1"\n[or.requires.metadata]\nversion = "1"\n',
         'bp',
         '/p',
+      ).or[0]?.requires,
+    ).toEqual([{ name: 'b', metadata: { version: '1' } }]);
+    expect(() =>
+      parseDetectPlan(
+        '[[requires]]\nname = "ruby"\nversion = "3"\n[requires.metadata]\nversion = "2"\n',
+        'buildpack r@1',
+        '/p.toml',
       ),
-    ).toThrow('or[0].requires[0] (b) has a "version" key and a "metadata.version"');
+    ).toThrow(
+      'buildpack r@1: build plan /p.toml: requires[0] (ruby) has "version" = "3" and "metadata.version" = "2", which disagree',
+    );
     expect(() => parseDetectPlan('[[requires]]\nversion = "1"\n', 'bp', '/p')).toThrow(/requires\[0\]\.name/);
     expect(() => parseDetectPlan('[[requires]\n', 'bp', '/p')).toThrow(/bp: build plan \/p: not valid TOML/);
   });

@@ -36,8 +36,9 @@ const detectPlanSchema = z.looseObject({
 type RawSections = { provides: { name: string }[]; requires: z.output<typeof requireSchema>[] };
 
 /**
- * Parse a buildpack's build plan output. `who` names the buildpack, `source` the file. Like the reference
- * lifecycle, a top-level `version` in a require is refused: it belongs in `metadata.version`.
+ * Parse a buildpack's build plan output. `who` names the buildpack, `source` the file. A top-level `version`
+ * in a require is deprecated (Buildpack API 0.3) but still honoured as `metadata.version`, as the spec asks;
+ * only a require whose two versions disagree is refused.
  */
 export function parseDetectPlan(text: string, who: string, source: string): DetectPlan {
   const where = `${who}: build plan ${source}`;
@@ -45,15 +46,18 @@ export function parseDetectPlan(text: string, who: string, source: string): Dete
   const sections = (s: RawSections, path: string): PlanSections => ({
     provides: s.provides.map((p) => ({ name: p.name })),
     requires: s.requires.map((r, i) => {
-      if ('version' in r) {
-        const both = r.metadata !== undefined && 'version' in r.metadata;
+      if (!('version' in r)) return { name: r.name, ...(r.metadata ? { metadata: r.metadata } : {}) };
+      const top = (r as Record<string, unknown>).version;
+      const metadata = { ...(r.metadata ?? {}) };
+      if ('version' in metadata && String(metadata.version) !== String(top)) {
         throw new PackfarmError(
           'INVALID_BUILD_PLAN',
-          `${where}: ${path}requires[${i}] (${r.name}) has a "version" key${both ? ' and a "metadata.version"' : ''}, which is not supported`,
-          { hint: 'write the version as [requires.metadata] version = "..."' },
+          `${where}: ${path}requires[${i}] (${r.name}) has "version" = ${JSON.stringify(top)} and "metadata.version" = ${JSON.stringify(metadata.version)}, which disagree`,
+          { hint: 'write the version once, as [requires.metadata] version = "..."' },
         );
       }
-      return { name: r.name, ...(r.metadata ? { metadata: r.metadata } : {}) };
+      metadata.version = metadata.version ?? top;
+      return { name: r.name, metadata };
     }),
   });
   return { main: sections(raw, ''), or: raw.or.map((s, i) => sections(s, `or[${i}].`)) };

@@ -225,12 +225,12 @@ describe('detect: exit codes', () => {
     expect(ids(result.group)).toEqual(['test/env-probe']);
   });
 
-  it('21 for a plan with a top-level requires version, naming buildpack and file', async () => {
+  it('21 for a plan whose top-level requires version disagrees with metadata.version, naming buildpack and file', async () => {
     const ws = await workspace();
     const { err, lines } = await failure(ws, { order: order(['test/bad-plan']) });
     expect(err.exitCode).toBe(21);
     expect(lines.join('\n')).toMatch(
-      /buildpack test\/bad-plan@1.0.0: build plan .*test_bad-plan@1.0.0.plan.toml: requires\[0\] \(ruby\) has a "version" key/,
+      /buildpack test\/bad-plan@1.0.0: build plan .*test_bad-plan@1.0.0.plan.toml: requires\[0\] \(ruby\) has "version" = "3.3" and "metadata.version" = "3.2", which disagree/,
     );
   });
 
