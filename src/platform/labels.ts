@@ -79,12 +79,16 @@ export const ProcessMetadataSchema = z.looseObject({
 export const BuildMetadataSchema = z.looseObject({
   bom: z.unknown().optional(),
   buildpacks: z
-    .array(z.looseObject({ id: z.string(), version: z.string().default(''), homepage: z.string().optional() }))
+    .array(
+      z.looseObject({ id: z.string(), version: z.string().default(''), homepage: z.string().optional() }),
+    )
     .default([]),
   launcher: z
     .looseObject({
       version: z.string().default(''),
-      source: z.looseObject({ git: z.looseObject({ repository: z.string(), commit: z.string() }).optional() }).optional(),
+      source: z
+        .looseObject({ git: z.looseObject({ repository: z.string(), commit: z.string() }).optional() })
+        .optional(),
     })
     .optional(),
   processes: z.array(ProcessMetadataSchema).default([]),

@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import * as api from './index.js';
+
+describe('public API', () => {
+  it('exports the phases, stores and copy as functions', () => {
+    for (const name of [
+      'detect',
+      'build',
+      'analyze',
+      'restore',
+      'exportImage',
+      'exportCache',
+      'openCache',
+      'openLayoutStore',
+      'createRegistryStore',
+      'copyImage',
+      'buildIndex',
+      'writeLayer',
+      'extractLayer',
+      'createHostExecutor',
+      'parseReference',
+      'parsePlatform',
+    ] as const) {
+      expect(typeof api[name], name).toBe('function');
+    }
+  });
+
+  it('reports user errors as PackfarmError with a stable code', () => {
+    try {
+      api.parseReference('Not Valid');
+      expect.unreachable();
+    } catch (err) {
+      expect(api.isPackfarmError(err, 'INVALID_REFERENCE')).toBe(true);
+    }
+  });
+});
