@@ -104,10 +104,12 @@ describe('runDetect', () => {
     expect(killed.error).toBe('bin/detect was killed by SIGKILL');
     const unstartable = await go(fake(new PackfarmError('EXEC_FAILED', 'cannot run /x: no such file')));
     expect(unstartable).toMatchObject({ code: -1, error: 'cannot run /x: no such file' });
-    const badPlan = await go(fake({ exitCode: 0 }, '[[requires]]\nname = "x"\nversion = "1"\n'));
+    const badPlan = await go(
+      fake({ exitCode: 0 }, '[[requires]]\nname = "x"\nversion = "1"\n[requires.metadata]\nversion = "2"\n'),
+    );
     expect(verdictOf(badPlan)).toBe('error');
     expect(badPlan.error).toMatch(
-      /^buildpack acme\/x@1.0.0: build plan .*: requires\[0\] \(x\) has a "version" key/,
+      /^buildpack acme\/x@1.0.0: build plan .*: requires\[0\] \(x\) has "version" = "1" and "metadata.version" = "2", which disagree/,
     );
   });
 });
