@@ -1,0 +1,412 @@
+import pLimit from 'p-limit';
+import { type BaseImage, readBaseImage } from '../image/assemble.js';
+import { runnableChildren } from '../image/copy.js';
+import type { ImageStore, PutBlobResult } from '../image/store.js';
+import { type Digest, sha256Digest } from '../oci/digest.js';
+import { MediaType, isDockerMediaType, isIndexMediaType } from '../oci/media-types.js';
+import { type Platform, formatPlatform, platformFromSpec } from '../oci/platform.js';
+import { parseReference } from '../oci/reference.js';
+import { type Descriptor, type ImageConfig, ImageIndexSchema } from '../oci/schemas.js';
+import { Label, type LifecycleMetadata, LifecycleMetadataSchema } from '../platform/labels.js';
+import { EXIT } from '../platform/exit-codes.js';
+import { PackfarmError } from '../util/errors.js';
+import { canonicalJson } from '../util/json.js';
+import { type Logger, silentLogger } from '../util/log.js';
+import { parseJson, parseWith } from '../util/validate.js';
+
+/** An image in a store, plus the name it is known by (recorded in labels and compared against them). */
+export interface RebaseImageRef {
+  store: ImageStore;
+  /** Tag or digest in `store`. */
+  target: string;
+  /** e.g. `registry.example/run:v2` or `oci:/dir:tag`; defaults to description:target. */
+  name?: string;
+}
+
+export interface RebaseOptions {
+  /** The app image (or index) to read. */
+  source: RebaseImageRef;
+  /** Where the result goes (default: the source store). */
+  destination?: { store: ImageStore; tag?: string };
+  /** The new run image (image or index). Without it, `open` resolves the name recorded in the label. */
+  runImage?: RebaseImageRef;
+  /** Opens a run image by name (used when runImage is not given). */
+  openRunImage?: (name: string) => Promise<RebaseImageRef>;
+  /** Skip the compatibility, rebasable and run-image-name checks. */
+  force?: boolean;
+  /** Blob transfers in flight at once (default 4). */
+  concurrency?: number;
+  logger?: Logger;
+}
+
+export interface RebasedImage {
+  digest: Digest;
+  mediaType: string;
+  size: number;
+  platform: string;
+  previousDigest: Digest;
+  runImage: { reference: string; topLayer: string; previousTopLayer: string; previousReference: string };
+  /** Base layers replaced (old count) and put (new count); app layers kept. */
+  baseLayers: { removed: number; added: number };
+  appLayers: number;
+  blobs: Record<PutBlobResult['outcome'], number>;
+}
+
+export interface RebaseResult {
+  kind: 'image' | 'index';
+  digest: Digest;
+  mediaType: string;
+  size: number;
+  tag?: string;
+  images: RebasedImage[];
+  /** Children of an index that are not runnable images (attestations …): dropped, they name old digests. */
+  dropped: Array<{ digest: Digest; reason: string }>;
+}
+
+const BASE_LABEL_PREFIXES = ['io.buildpacks.base.', 'io.buildpacks.stack.'];
+
+function rebaseError(message: string, hint?: string): PackfarmError {
+  return new PackfarmError('REBASE_ERROR', message, {
+    exitCode: EXIT.REBASE_ERROR,
+    ...(hint ? { hint } : {}),
+  });
+}
+
+function refName(r: RebaseImageRef): string {
+  if (r.name) return r.name;
+  const rr = r.store.registryRepository;
+  const sep = r.target.includes(':') ? '@' : ':';
+  return rr ? `${rr.registry}/${rr.repository}${sep}${r.target}` : `${r.store.description}${sep}${r.target}`;
+}
+
+/**
+ * Swap the run-image layers under a CNB app image for those of a new run image, by writing a new manifest and
+ * config only: app layers keep their blobs (never read), new base layers are mounted or copied from the new run
+ * image's store, and the new image (or index, one rebased child per platform) is tagged last.
+ */
+export async function rebase(opts: RebaseOptions): Promise<RebaseResult> {
+  const logger = opts.logger ?? silentLogger;
+  const src = opts.source;
+  const dstStore = opts.destination?.store ?? src.store;
+  const dstTag = opts.destination ? opts.destination.tag : isTag(src.target) ? src.target : undefined;
+  const top = await src.store.getManifest(src.target);
+  const ctx: RebaseContext = { opts, logger, dstStore, runImages: new Map() };
+
+  if (!isIndexMediaType(top.mediaType)) {
+    const image = await rebaseOne(ctx, top.digest, undefined);
+    await dstStore.putManifest({ bytes: image.bytes, mediaType: image.result.mediaType, ...tagged(dstTag) });
+    return {
+      kind: 'image',
+      digest: image.result.digest,
+      mediaType: image.result.mediaType,
+      size: image.result.size,
+      ...tagged(dstTag),
+      images: [image.result],
+      dropped: [],
+    };
+  }
+
+  const source = `${src.store.description}@${top.digest}`;
+  const index = parseWith(ImageIndexSchema, parseJson(top.bytes.toString('utf8'), source), source);
+  const runnable = new Set(runnableChildren(index).map((d) => d.digest));
+  const images: RebasedImage[] = [];
+  const dropped: RebaseResult['dropped'] = [];
+  const manifests: Descriptor[] = [];
+  // One platform after the other: each child is small work (a manifest and a config), and errors stay readable.
+  for (const child of index.manifests) {
+    if (!runnable.has(child.digest) || !child.platform) {
+      dropped.push({ digest: child.digest as Digest, reason: 'not a runnable image (e.g. an attestation)' });
+      continue;
+    }
+    const platform = platformFromSpec(child.platform);
+    const image = await rebaseOne(ctx, child.digest as Digest, platform);
+    // Children by digest first; the index (and its tag) only once every child is in place.
+    await dstStore.putManifest({ bytes: image.bytes, mediaType: image.result.mediaType });
+    images.push(image.result);
+    manifests.push({
+      ...child,
+      digest: image.result.digest,
+      size: image.result.size,
+      mediaType: image.result.mediaType,
+    });
+  }
+  if (images.length === 0) throw rebaseError(`${source}: the index holds no runnable image to rebase`);
+  for (const d of dropped) logger.warn(`Dropping ${d.digest} from the index: ${d.reason}`);
+  const newIndex = { ...index, manifests };
+  const bytes = Buffer.from(canonicalJson(newIndex));
+  const mediaType = index.mediaType ?? top.mediaType;
+  const digest = await dstStore.putManifest({ bytes, mediaType, ...tagged(dstTag) });
+  return { kind: 'index', digest, mediaType, size: bytes.length, ...tagged(dstTag), images, dropped };
+}
+
+function tagged(tag: string | undefined): { tag?: string } {
+  return tag !== undefined ? { tag } : {};
+}
+
+function isTag(target: string): boolean {
+  return !target.includes(':');
+}
+
+interface RebaseContext {
+  opts: RebaseOptions;
+  logger: Logger;
+  dstStore: ImageStore;
+  runImages: Map<string, RebaseImageRef>;
+}
+
+async function rebaseOne(
+  ctx: RebaseContext,
+  digest: Digest,
+  platform: Platform | undefined,
+): Promise<{ bytes: Buffer; result: RebasedImage }> {
+  const { opts, logger } = ctx;
+  const src = opts.source;
+  const app = await readBaseImage(src.store, digest, platform);
+  const appName = `${src.store.description}@${digest}`;
+  const labels = app.config.config?.Labels ?? {};
+  const raw = labels[Label.lifecycleMetadata];
+  if (!raw)
+    throw rebaseError(
+      `${appName} has no ${Label.lifecycleMetadata} label`,
+      'only CNB app images can be rebased',
+    );
+  const md = parseWith(
+    LifecycleMetadataSchema,
+    parseJson(raw, `${appName} label ${Label.lifecycleMetadata}`),
+    `${appName} label ${Label.lifecycleMetadata}`,
+  );
+  const force = opts.force === true;
+  if (labels[Label.rebasable] === 'false' && !force)
+    throw rebaseError(`${appName} is labelled ${Label.rebasable}=false`, 'pass --force to rebase it anyway');
+
+  const oldTop = md.runImage.topLayer;
+  const diffIds = app.config.rootfs.diff_ids;
+  const baseCount = oldTop ? diffIds.indexOf(oldTop as Digest) + 1 : 0;
+  if (baseCount === 0)
+    throw rebaseError(
+      `${appName}: the run image's top layer ${oldTop || '(empty)'} from ${Label.lifecycleMetadata} runImage.topLayer is not among the image's diff_ids`,
+    );
+
+  const runRef = await resolveRunImage(ctx, md, app);
+  const runName = refName(runRef);
+  const base = await readBaseImage(runRef.store, runRef.target, app.platform).catch((err: unknown) => {
+    if (
+      err instanceof PackfarmError &&
+      (err.code === 'NO_MATCHING_PLATFORM' || err.code === 'PLATFORM_MISMATCH')
+    )
+      throw rebaseError(`new run image ${runName}: ${err.message}`);
+    throw err;
+  });
+  if (!force) checkCompatible(app, base, appName, runName);
+  // A name taken from the label itself needs no check.
+  if (!force && opts.runImage) checkRunImageName(md, runName, appName);
+
+  const appLayers = app.manifest.layers.slice(baseCount);
+  const appDiffIds = diffIds.slice(baseCount);
+  const ociManifest = !isDockerMediaType(app.mediaType);
+  const baseLayers = base.manifest.layers.map((d) => ({
+    ...d,
+    mediaType: layerTypeFor(d.mediaType, ociManifest),
+  }));
+
+  const blobs: Record<PutBlobResult['outcome'], number> = { exists: 0, mounted: 0, uploaded: 0 };
+  const limit = pLimit(Math.max(1, opts.concurrency ?? 4));
+  const put = (d: Descriptor, from: ImageStore) =>
+    limit(async () => {
+      const mountFrom = from.registryRepository;
+      const r = await ctx.dstStore.putBlob({
+        digest: d.digest as Digest,
+        size: d.size,
+        open: () => from.getBlob(d.digest as Digest),
+        ...(mountFrom ? { mountFrom } : {}),
+      });
+      blobs[r.outcome]++;
+    });
+  await Promise.all([
+    ...baseLayers.map((d) => put(d, base.store)),
+    ...(ctx.dstStore === src.store ? [] : appLayers.map((d) => put(d, src.store))),
+  ]);
+
+  const newTop = base.config.rootfs.diff_ids.at(-1) ?? '';
+  const reference = digestRef(runRef, base.digest);
+  const newMd: LifecycleMetadata = {
+    ...md,
+    runImage: { ...md.runImage, topLayer: newTop, reference },
+  };
+  const newLabels: Record<string, string> = {};
+  for (const [k, v] of Object.entries(labels))
+    if (!BASE_LABEL_PREFIXES.some((p) => k.startsWith(p))) newLabels[k] = v;
+  for (const [k, v] of Object.entries(base.config.config?.Labels ?? {}))
+    if (BASE_LABEL_PREFIXES.some((p) => k.startsWith(p))) newLabels[k] = v;
+  newLabels[Label.lifecycleMetadata] = JSON.stringify(newMd);
+
+  const config: ImageConfig = {
+    ...app.config,
+    config: { ...(app.config.config ?? {}), Labels: newLabels },
+    rootfs: { type: 'layers', diff_ids: [...base.config.rootfs.diff_ids, ...appDiffIds] },
+  };
+  const history = splitHistory(app.config, baseCount);
+  if (history && base.config.history && countNonEmpty(base.config.history) === base.manifest.layers.length)
+    config.history = [...base.config.history, ...history];
+  else delete config.history;
+  // Platform fields stay the app's: they were checked equal above (or --force was given).
+  const configBytes = Buffer.from(canonicalJson(config));
+  const configDigest = sha256Digest(configBytes);
+  await ctx.dstStore.putBlob({
+    digest: configDigest,
+    size: configBytes.length,
+    open: async () => (await import('../image/layout-store.js')).bufferStream(configBytes),
+  });
+  const manifest = {
+    ...app.manifest,
+    config: { ...app.manifest.config, digest: configDigest, size: configBytes.length },
+    layers: [...baseLayers, ...appLayers],
+  };
+  const bytes = Buffer.from(canonicalJson(manifest));
+  const newDigest = sha256Digest(bytes);
+  logger.info(
+    `Rebased ${formatPlatform(app.platform)}: ${baseCount} run-image layer(s) → ${baseLayers.length} from ${runName}; ${appLayers.length} app layer(s) kept`,
+  );
+  return {
+    bytes,
+    result: {
+      digest: newDigest,
+      mediaType: app.mediaType,
+      size: bytes.length,
+      platform: formatPlatform(app.platform),
+      previousDigest: app.digest,
+      runImage: {
+        reference,
+        topLayer: newTop,
+        previousTopLayer: oldTop,
+        previousReference: md.runImage.reference,
+      },
+      baseLayers: { removed: baseCount, added: baseLayers.length },
+      appLayers: appLayers.length,
+      blobs,
+    },
+  };
+}
+
+function layerTypeFor(mediaType: string, oci: boolean): string {
+  // Same bytes, the manifest's own vocabulary: a mixed Docker/OCI manifest is rejected by some clients.
+  if (oci && mediaType === MediaType.dockerLayerGzip) return MediaType.ociLayerGzip;
+  if (!oci && mediaType === MediaType.ociLayerGzip) return MediaType.dockerLayerGzip;
+  return mediaType;
+}
+
+function countNonEmpty(history: NonNullable<ImageConfig['history']>): number {
+  return history.filter((h) => h.empty_layer !== true).length;
+}
+
+/** History entries above the old base's `baseCount` layers, or undefined when history and layers disagree. */
+function splitHistory(
+  config: ImageConfig,
+  baseCount: number,
+): NonNullable<ImageConfig['history']> | undefined {
+  const history = config.history;
+  if (!history || countNonEmpty(history) !== config.rootfs.diff_ids.length) return undefined;
+  let seen = 0;
+  for (let i = 0; i < history.length; i++) {
+    if (history[i]?.empty_layer !== true) seen++;
+    if (seen === baseCount) return history.slice(i + 1);
+  }
+  return undefined;
+}
+
+function digestRef(r: RebaseImageRef, digest: Digest): string {
+  const rr = r.store.registryRepository;
+  return rr ? `${rr.registry}/${rr.repository}@${digest}` : `${r.store.description}@${digest}`;
+}
+
+async function resolveRunImage(
+  ctx: RebaseContext,
+  md: LifecycleMetadata,
+  app: BaseImage,
+): Promise<RebaseImageRef> {
+  if (ctx.opts.runImage) return ctx.opts.runImage;
+  const names = runImageNames(md);
+  if (names.length === 0)
+    throw rebaseError(
+      `${app.store.description}@${app.digest}: no run image recorded in ${Label.lifecycleMetadata}`,
+      'name the new run image with --run-image',
+    );
+  if (!ctx.opts.openRunImage) throw new Error('rebase: neither runImage nor openRunImage given');
+  // A mirror on the app's own registry first: its layers can be mounted rather than copied.
+  const appRegistry = ctx.dstStore.registryRepository?.registry;
+  const preferred =
+    names.find((n) => appRegistry !== undefined && registryOf(n) === appRegistry) ?? names[0]!;
+  const cached = ctx.runImages.get(preferred);
+  if (cached) return cached;
+  const opened = await ctx.opts.openRunImage(preferred);
+  ctx.runImages.set(preferred, opened);
+  return opened;
+}
+
+function runImageNames(md: LifecycleMetadata): string[] {
+  const names = [
+    md.runImage.image,
+    ...(md.runImage.mirrors ?? []),
+    md.stack?.runImage.image,
+    ...(md.stack?.runImage.mirrors ?? []),
+  ];
+  return [...new Set(names.filter((n): n is string => typeof n === 'string' && n !== ''))];
+}
+
+function registryOf(name: string): string | undefined {
+  return repositoryKey(name)?.split('/')[0];
+}
+
+/** `registry/repository` of a reference, `oci:DIR` of a layout location; undefined when unparseable. */
+export function repositoryKey(name: string): string | undefined {
+  if (name.startsWith('oci:')) {
+    const rest = name.slice(4);
+    const at = rest.indexOf('@');
+    const body = at >= 0 ? rest.slice(0, at) : rest;
+    const colon = body.lastIndexOf(':');
+    return `oci:${colon >= 0 && !body.slice(colon + 1).includes('/') ? body.slice(0, colon) : body}`;
+  }
+  try {
+    const r = parseReference(name.startsWith('docker://') ? name.slice(9) : name);
+    return `${r.registry}/${r.repository}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The new run image must be one the app was built for: its repository is the recorded run image's or one of
+ * its mirrors'. Any tag or digest of that repository is accepted (a newer tag of the same run image is the
+ * normal case, as pack#2567 argues); another repository needs --force.
+ */
+function checkRunImageName(md: LifecycleMetadata, runName: string, appName: string): void {
+  const names = runImageNames(md);
+  if (names.length === 0) return;
+  const want = repositoryKey(runName);
+  if (want !== undefined && names.some((n) => repositoryKey(n) === want)) return;
+  throw rebaseError(
+    `${appName}: new run image ${runName} is not the recorded run image (${names.join(', ')}) or one of its mirrors`,
+    'pass --force to rebase onto a different run image repository',
+  );
+}
+
+function checkCompatible(app: BaseImage, base: BaseImage, appName: string, runName: string): void {
+  const a = app.platform;
+  const b = base.platform;
+  const mismatch: string[] = [];
+  if (a.os !== b.os) mismatch.push(`os ${a.os} ≠ ${b.os}`);
+  if (a.architecture !== b.architecture) mismatch.push(`architecture ${a.architecture} ≠ ${b.architecture}`);
+  if ((a.variant ?? '') !== (b.variant ?? ''))
+    mismatch.push(`variant ${a.variant ?? '(none)'} ≠ ${b.variant ?? '(none)'}`);
+  const al = app.config.config?.Labels ?? {};
+  const bl = base.config.config?.Labels ?? {};
+  for (const k of [Label.distroName, Label.distroVersion]) {
+    if (al[k] !== undefined && bl[k] !== undefined && al[k] !== bl[k])
+      mismatch.push(`${k} ${al[k]} ≠ ${bl[k]}`);
+  }
+  if (mismatch.length > 0)
+    throw rebaseError(
+      `${appName} cannot be rebased onto ${runName}: ${mismatch.join('; ')}`,
+      'use a run image for the same target, or --force',
+    );
+}
