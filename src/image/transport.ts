@@ -1,7 +1,8 @@
-import { isAbsolute, resolve as resolvePath } from 'node:path';
+import { isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { type Digest, isDigest } from '../oci/digest.js';
 import { type ImageReference, familiarReference, formatReference, parseReference } from '../oci/reference.js';
 import { PackfarmError } from '../util/errors.js';
+import { packfarmDataDir } from './local.js';
 import { isValidRefName, openLayoutStore } from './layout-store.js';
 import type { RegistryOptions } from './registry-store.js';
 import type { ImageStore } from './store.js';
@@ -147,4 +148,27 @@ export function insecureRegistriesFrom(
 ): string[] {
   const fromEnv = (env.CNB_INSECURE_REGISTRIES ?? '').split(/[\s,]+/).filter((s) => s !== '');
   return [...new Set([...flags, ...fromEnv])];
+}
+
+/** The default local layout root: bare references without `--publish` live under `<data dir>/images`. */
+export function localImagesDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(packfarmDataDir(env), 'images');
+}
+
+/**
+ * Where an app image is read or written when the user gives IMAGE to build, rebase or inspect:
+ * `oci:…` as written; a registry reference with `publish` (or `remote`) the registry; a bare reference without
+ * it the documented default local layout `<data dir>/images/<registry>/<repository>` holding the tag (or digest).
+ * This is packfarm's stand-in for pack's daemon: images stay on disk, readable by skopeo, podman and umoci.
+ */
+export function appImageLocation(
+  text: string,
+  opts: { publish: boolean; env?: NodeJS.ProcessEnv; source?: string },
+): ImageLocation {
+  const loc = parseImageLocation(text, opts.source ?? 'image');
+  if (loc.transport === 'oci' || opts.publish) return loc;
+  const ref = loc.reference;
+  const dir = join(localImagesDir(opts.env), ref.registry, ref.repository);
+  if (ref.digest) return { transport: 'oci', dir, digest: ref.digest };
+  return { transport: 'oci', dir, tag: ref.tag ?? 'latest' };
 }
