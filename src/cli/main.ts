@@ -1,9 +1,13 @@
 import { Command, CommanderError } from 'commander';
+import { registerBuildCommand } from './build.js';
 import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
+import { registerInspectCommands } from './inspect.js';
 import { registerLayerCommands } from './layer.js';
 import { registerManifestCommands } from './manifest.js';
 import { runLifecycleCommand } from './lifecycle.js';
+import { registerSbomCommands } from './sbom.js';
+import { registerRebaseCommand } from './rebase.js';
 
 export const VERSION = '0.1.0';
 
@@ -23,9 +27,13 @@ export function createProgram(io: CliIO): Command {
       '  packfarm lifecycle <analyzer|detector|restorer|builder|exporter|…> [-flag value ...]\n' +
       '  see `packfarm lifecycle --help` for every phase',
   );
+  registerBuildCommand(program, io);
   registerImageCommands(program, io);
   registerManifestCommands(program, io);
   registerLayerCommands(program, io);
+  registerInspectCommands(program, io);
+  registerSbomCommands(program, io);
+  registerRebaseCommand(program, io);
   return program;
 }
 

@@ -1,0 +1,309 @@
+import { join } from 'node:path';
+import type { BuildpackStore, Order } from '../buildpack/descriptor.js';
+import type { PlatformOrder } from '../buildpack/order.js';
+import { type CacheLocation, exportCache, type ExportCacheResult, openCache } from '../cache/index.js';
+import type { Executor } from '../exec/executor.js';
+import type { ImageStore } from '../image/store.js';
+import type { Digest } from '../oci/digest.js';
+import type { Platform } from '../oci/platform.js';
+import { writeGroupFile, writePlanFile } from '../platform/files.js';
+import type { ProjectMetadata } from '../platform/labels.js';
+import { type BuildMetadata, readBuildMetadata, buildMetadataPath } from '../platform/metadata.js';
+import { type Logger, silentLogger } from '../util/log.js';
+import { type AnalyzeResult, analyzeToFile } from './analyze.js';
+import { type BuildEvent, type BuildResult, build } from './build.js';
+import { type DetectEvent, type DetectResult, detect } from './detect.js';
+import { type ExportEvent, type ExportOutput, type ExportResult, exportImage } from './export.js';
+import { type RestoreResult, restore } from './restore.js';
+
+/**
+ * The creator (platform.md "creator"): analyze → detect → restore → build → export, then the cache, in one
+ * process over one set of directories. Each phase is the same function the single-phase commands run; the
+ * creator only passes results along in memory instead of through files (it still writes analyzed.toml,
+ * group.toml and plan.toml into the layers dir, as the reference creator does, for inspection and debugging).
+ */
+export interface CreateOptions {
+  appDir: string;
+  layersDir: string;
+  platformDir: string;
+  /** Where the group's buildpacks are looked up. */
+  buildpacks: BuildpackStore;
+  order: Order | PlatformOrder;
+  /** The run image to build on (a tag or digest in its store), with the name recorded in labels. */
+  runImage: { store: ImageStore; target: string; name?: string; mirrors?: string[] };
+  outputs: ExportOutput[];
+  /** The previous build (usually the first output's tag); a missing image is fine. */
+  previousImage?: { store: ImageStore; target: string } | undefined;
+  cache?: CacheLocation | undefined;
+  /** Start from an empty cache (the next export writes a fresh one). */
+  clearCache?: boolean;
+  /** `-skip-restore`: restore nothing (no previous-image metadata, no cache contents). */
+  skipRestore?: boolean;
+  /** Target platform: selects the child of a run-image index, the cache and the image's platform. */
+  platform: Platform;
+  platformApi: string;
+  createdAt?: Date;
+  defaultProcess?: string | undefined;
+  projectMetadata?: ProjectMetadata;
+  reportPath?: string;
+  /**
+   * The app and layers dirs as the buildpacks saw them, when that differs from where the image holds them
+   * (the host executor runs buildpacks in temp dirs; the image has /workspace and /layers). Process commands,
+   * args and working dirs that start with them are rewritten to the image paths.
+   */
+  hostPaths?: { appDir: string; layersDir: string };
+  imageAppDir?: string;
+  imageLayersDir?: string;
+  uid?: number;
+  gid?: number;
+  execEnv?: string;
+  executor?: Executor;
+  hostEnv?: Readonly<Record<string, string | undefined>>;
+  logger?: Logger;
+  onEvent?: (e: CreateEvent) => void;
+  signal?: AbortSignal;
+}
+
+export type CreatePhase = 'analyze' | 'detect' | 'restore' | 'build' | 'export' | 'cache';
+
+export type CreateEvent =
+  | { type: 'phase-start'; phase: CreatePhase }
+  | { type: 'phase-end'; phase: CreatePhase; durationMs: number }
+  | { type: 'detect'; event: DetectEvent }
+  | { type: 'build'; event: BuildEvent }
+  | { type: 'export'; event: ExportEvent };
+
+export interface CreateResult {
+  analyzed: AnalyzeResult;
+  detected: DetectResult;
+  restored: RestoreResult;
+  built: BuildResult;
+  exported: ExportResult;
+  cache: ExportCacheResult | undefined;
+  /** Wall time per phase, in milliseconds. */
+  timings: Record<CreatePhase, number>;
+  /** Time spent inside buildpacks' bin/build (the rest of `build` is lifecycle overhead). */
+  buildpackMs: number;
+}
+
+export async function create(opts: CreateOptions): Promise<CreateResult> {
+  const log = opts.logger ?? silentLogger;
+  const timings: Record<CreatePhase, number> = {
+    analyze: 0,
+    detect: 0,
+    restore: 0,
+    build: 0,
+    export: 0,
+    cache: 0,
+  };
+  const phase = async <T>(name: CreatePhase, fn: () => Promise<T>): Promise<T> => {
+    opts.onEvent?.({ type: 'phase-start', phase: name });
+    log.info(`===> ${name.toUpperCase()}`);
+    const t0 = performance.now();
+    try {
+      return await fn();
+    } finally {
+      timings[name] = performance.now() - t0;
+      opts.onEvent?.({ type: 'phase-end', phase: name, durationMs: timings[name] });
+    }
+  };
+  const signal = opts.signal ? { signal: opts.signal } : {};
+  const hostEnv = opts.hostEnv ? { hostEnv: opts.hostEnv } : {};
+  const executor = opts.executor ? { executor: opts.executor } : {};
+
+  const analyzed = await phase('analyze', () =>
+    analyzeToFile({
+      analyzedPath: join(opts.layersDir, 'analyzed.toml'),
+      runImage: { store: opts.runImage.store, target: opts.runImage.target },
+      ...(opts.previousImage && !opts.skipRestore ? { previousImage: opts.previousImage } : {}),
+      platform: opts.platform,
+      layersDir: opts.layersDir,
+      ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
+      logger: log,
+    }),
+  );
+
+  const detected = await phase('detect', async () => {
+    const r = await detect({
+      appDir: opts.appDir,
+      platformDir: opts.platformDir,
+      store: opts.buildpacks,
+      order: opts.order,
+      target: analyzed.runImage.target,
+      platformApi: opts.platformApi,
+      ...(opts.execEnv ? { execEnv: opts.execEnv } : {}),
+      ...executor,
+      ...hostEnv,
+      logger: log,
+      onEvent: (event) => opts.onEvent?.({ type: 'detect', event }),
+      ...signal,
+    });
+    await writeGroupFile(join(opts.layersDir, 'group.toml'), { group: r.group });
+    await writePlanFile(join(opts.layersDir, 'plan.toml'), r.plan);
+    for (const g of r.group) log.info(`${g.id} ${g.version}`);
+    return r;
+  });
+  const group = { group: detected.group };
+
+  // The cache is opened once: the restorer reads it, and the cache export reuses what it already holds.
+  const cache = opts.cache
+    ? await openCache(opts.cache, opts.platform, {
+        logger: log,
+        ...(opts.clearCache ? { clear: true } : {}),
+        ...(opts.createdAt ? { creationTime: opts.createdAt } : {}),
+      })
+    : undefined;
+
+  const restored = await phase('restore', () =>
+    restore({
+      layersDir: opts.layersDir,
+      group: detected.group,
+      ...(analyzed.previousMetadata && !opts.skipRestore
+        ? { previousMetadata: analyzed.previousMetadata }
+        : {}),
+      ...(cache && !opts.skipRestore ? { cache } : {}),
+      platformApi: opts.platformApi,
+      ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
+      logger: log,
+      ...signal,
+    }),
+  );
+
+  let buildpackMs = 0;
+  let started = 0;
+  const built = await phase('build', () =>
+    build({
+      appDir: opts.appDir,
+      layersDir: opts.layersDir,
+      platformDir: opts.platformDir,
+      buildpackStore: opts.buildpacks,
+      group,
+      plan: detected.plan,
+      analyzed: analyzed.analyzed,
+      target: detected.target,
+      platformApi: opts.platformApi,
+      ...(opts.execEnv ? { execEnv: opts.execEnv } : {}),
+      ...executor,
+      ...hostEnv,
+      logger: log,
+      onEvent: (event) => {
+        if (event.type === 'buildpack-start') started = performance.now();
+        if (event.type === 'buildpack-end') buildpackMs += performance.now() - started;
+        opts.onEvent?.({ type: 'build', event });
+      },
+      ...signal,
+    }),
+  );
+
+  const exported = await phase('export', async () => {
+    let metadata = await readBuildMetadata(buildMetadataPath(opts.layersDir));
+    if (opts.hostPaths) metadata = toImagePaths(metadata, opts.hostPaths, opts);
+    return exportImage({
+      layersDir: opts.layersDir,
+      appDir: opts.appDir,
+      group,
+      analyzed: analyzed.analyzed,
+      metadata,
+      runImage: {
+        store: opts.runImage.store,
+        target: analyzed.runImage.digest,
+        ...(opts.runImage.name ? { name: opts.runImage.name } : {}),
+        ...(opts.runImage.mirrors ? { mirrors: opts.runImage.mirrors } : {}),
+      },
+      platform: opts.platform,
+      outputs: opts.outputs,
+      platformApi: opts.platformApi,
+      ...(opts.createdAt ? { createdAt: opts.createdAt } : {}),
+      ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+      defaultProcess: opts.defaultProcess,
+      ...(opts.projectMetadata ? { projectMetadata: opts.projectMetadata } : {}),
+      ...(opts.previousImage ? { previousImage: opts.previousImage } : {}),
+      ...(opts.imageAppDir ? { imageAppDir: opts.imageAppDir } : {}),
+      ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
+      ...(opts.reportPath ? { reportPath: opts.reportPath } : {}),
+      logger: log,
+      onEvent: (event) => opts.onEvent?.({ type: 'export', event }),
+      ...signal,
+    });
+  });
+
+  const cacheResult = opts.cache
+    ? await phase('cache', () =>
+        exportCache({
+          location: opts.cache as CacheLocation,
+          layersDir: opts.layersDir,
+          group: detected.group,
+          target: opts.platform,
+          ...(opts.createdAt ? { creationTime: opts.createdAt } : {}),
+          ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+          ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+          ...(cache ? { previous: cache } : {}),
+          knownDiffIds: knownCacheDiffIds(exported),
+          ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
+          logger: log,
+          ...signal,
+        }),
+      )
+    : undefined;
+
+  return {
+    analyzed,
+    detected,
+    restored,
+    built,
+    exported,
+    cache: cacheResult,
+    timings,
+    buildpackMs,
+  };
+}
+
+/** diffIDs of launch+cache layers the exporter already computed: the cache export need not tar them again. */
+function knownCacheDiffIds(exported: ExportResult): Map<string, Digest> {
+  return new Map(
+    exported.lifecycleMetadata.buildpacks.flatMap((b) =>
+      Object.entries(b.layers)
+        .filter(([, l]) => l.cache && l.sha)
+        .map(([name, l]) => [`${b.key}:${name}`, l.sha as Digest] as const),
+    ),
+  );
+}
+
+/** Rewrite host paths in process definitions to where the image holds the app and the layers. */
+export function toImagePaths(
+  md: BuildMetadata,
+  host: { appDir: string; layersDir: string },
+  image: { imageAppDir?: string; imageLayersDir?: string },
+): BuildMetadata {
+  const pairs: Array<[string, string]> = [
+    [trimSlash(host.appDir), trimSlash(image.imageAppDir ?? '/workspace')],
+    [trimSlash(host.layersDir), trimSlash(image.imageLayersDir ?? '/layers')],
+  ];
+  const map = (s: string): string => {
+    let out = s;
+    for (const [from, to] of pairs) {
+      if (from === '' || from === to) continue;
+      // Only whole path prefixes: /tmp/ws must not match /tmp/ws2.
+      out = out.replace(new RegExp(`${escapeRegExp(from)}(?=$|[/\\s:;"'=])`, 'g'), () => to);
+    }
+    return out;
+  };
+  return {
+    ...md,
+    processes: md.processes.map((p) => ({
+      ...p,
+      command: p.command.map(map),
+      args: p.args.map(map),
+      ...(p.workingDir !== undefined ? { workingDir: map(p.workingDir) } : {}),
+    })),
+  };
+}
+
+function trimSlash(p: string): string {
+  return p.length > 1 ? p.replace(/\/+$/, '') : p;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

@@ -1,0 +1,313 @@
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BuildReport } from '../../src/api/build.js';
+import { main } from '../../src/cli/main.js';
+import type { CliIO } from '../../src/cli/output.js';
+import { createRegistryStore } from '../../src/image/registry-store.js';
+import { parseReference } from '../../src/oci/reference.js';
+import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { type PodmanRunner, createPodmanRunner, createVersionedRunImage } from '../helpers/run-image.js';
+
+/**
+ * `packfarm build` end to end, in process: fixture buildpacks on the host executor, a real registry behind a
+ * counting proxy, podman running what was built, skopeo and umoci reading it.
+ */
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const fixtures = join(repoRoot, 'test', 'fixtures');
+const helloBp = join(fixtures, 'buildpacks', 'export', 'export_hello', '1.0.0');
+const cacheBp = join(fixtures, 'buildpacks', 'cache', 'test_cache-user', '1.0.0');
+
+let root: string;
+let registry: TestRegistry;
+let podman: PodmanRunner;
+let runRef: string;
+const savedHome = process.env.PACKFARM_HOME;
+
+async function packfarm(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
+  const code = await main(argv, io);
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+async function buildJson(...argv: string[]): Promise<BuildReport> {
+  const r = await packfarm('build', ...argv, '--json');
+  if (r.code !== 0) throw new Error(`packfarm build failed (${r.code}):\n${r.err}\n${r.out}`);
+  return JSON.parse(r.out) as BuildReport;
+}
+
+async function makeApp(name: string, files: Record<string, string>): Promise<string> {
+  const dir = join(root, 'apps', name);
+  for (const [rel, text] of Object.entries(files)) {
+    await cp(join(fixtures, 'apps', 'build-basic'), dir, { recursive: true });
+    await writeFile(join(dir, rel), text);
+  }
+  return dir;
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'pf-build-cmd-'));
+  process.env.PACKFARM_HOME = join(root, 'home');
+  registry = await startRegistry();
+  podman = await createPodmanRunner();
+  const store = createRegistryStore(parseReference(`${registry.host}/run`), {
+    insecureRegistries: [registry.host],
+  });
+  await createVersionedRunImage({ store, tag: 'v1', version: 1 });
+  runRef = `${registry.host}/run:v1`;
+}, 120_000);
+
+afterAll(async () => {
+  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
+  else process.env.PACKFARM_HOME = savedHome;
+  await podman?.cleanup();
+  await registry?.stop();
+  await rm(root, { recursive: true, force: true });
+});
+
+describe('packfarm build --publish to a registry', () => {
+  const image = () => `${registry.host}/app:latest`;
+  let app: string;
+  let first: BuildReport;
+
+  it('builds an image podman runs: default process, another type, overriding args, launch env', async () => {
+    app = await makeApp('hello', { 'app.txt': 'version 1\n' });
+    first = await buildJson(
+      image(),
+      '--path',
+      app,
+      '--buildpack',
+      helloBp,
+      '--run-image',
+      runRef,
+      '--publish',
+      '--insecure-registry',
+      registry.host,
+      '--cache-dir',
+      join(root, 'cache-hello'),
+    );
+    expect(first.buildpacks).toEqual([{ id: 'export/hello', version: '1.0.0' }]);
+    expect(first.processes).toEqual(
+      expect.arrayContaining([
+        { type: 'web', default: true },
+        { type: 'worker', default: false },
+      ]),
+    );
+    // The run image's layer was already in the registry under another repository: mounted, never uploaded.
+    expect(first.baseLayers.uploaded).toBe(0);
+    expect(first.baseLayers.mounted + first.baseLayers.exists).toBeGreaterThan(0);
+
+    const web = await podman.run(image());
+    expect(web.stderr).not.toMatch(/Error/);
+    expect(web.stdout.trim()).toBe(
+      'hello world GREETING=bonjour WEB_ONLY=web-env WORKER_MODE=unset FROM_EXECD=yes pwd=/workspace user=1000',
+    );
+    const args = await podman.run(image(), { args: ['there'] });
+    expect(args.stdout.trim()).toMatch(/^hello there GREETING=bonjour/);
+    const worker = await podman.run(image(), { entrypoint: 'worker' });
+    expect(worker.stdout.trim()).toBe(
+      'worker a b GREETING=bonjour WEB_ONLY=unset WORKER_MODE=busy FROM_EXECD=yes',
+    );
+
+    const inspect = await execa('skopeo', ['inspect', '--tls-verify=false', `docker://${image()}`]);
+    const info = JSON.parse(inspect.stdout) as { Digest: string; Labels: Record<string, string> };
+    expect(info.Digest).toBe(first.digest);
+    expect(info.Labels['io.buildpacks.lifecycle.metadata']).toContain(first.runImage.topLayer);
+  }, 180_000);
+
+  it('rebuilds with no change without uploading a single blob', async () => {
+    registry.resetCounters();
+    const again = await buildJson(
+      image(),
+      '--path',
+      app,
+      '--buildpack',
+      helloBp,
+      '--run-image',
+      runRef,
+      '--publish',
+      '--insecure-registry',
+      registry.host,
+      '--cache-dir',
+      join(root, 'cache-hello'),
+    );
+    expect(again.digest).toBe(first.digest);
+    expect(again.layers.every((l) => l.outcome === 'reused')).toBe(true);
+    const c = registry.counters();
+    expect(c.blobUploads).toBe(0);
+    expect(c.mounts).toBe(0);
+    expect(c.bytesUploaded).toBe(0);
+  }, 180_000);
+
+  it('after a change to one app file uploads only the app layer (and the new config)', async () => {
+    await writeFile(join(app, 'app.txt'), 'version 2\n');
+    registry.resetCounters();
+    const changed = await buildJson(
+      image(),
+      '--path',
+      app,
+      '--buildpack',
+      helloBp,
+      '--run-image',
+      runRef,
+      '--publish',
+      '--insecure-registry',
+      registry.host,
+      '--cache-dir',
+      join(root, 'cache-hello'),
+    );
+    expect(changed.digest).not.toBe(first.digest);
+    expect(changed.layers.filter((l) => l.outcome === 'added').map((l) => l.name)).toEqual(['app']);
+    const c = registry.counters();
+    // One layer blob and one config blob.
+    expect(c.blobUploads).toBe(2);
+    expect(c.mounts).toBe(0);
+    const appLayer = changed.layers.find((l) => l.name === 'app');
+    expect(c.bytesUploaded).toBeGreaterThanOrEqual(appLayer?.size ?? 0);
+  }, 180_000);
+});
+
+describe('packfarm build into OCI layouts', () => {
+  it('writes a bare reference to the default local layout, readable by skopeo, umoci and podman', async () => {
+    const app = await makeApp('local', { 'app.txt': 'local\n' });
+    const r = await buildJson(
+      'example.test/team/app:dev',
+      '--path',
+      app,
+      '--buildpack',
+      helloBp,
+      '--run-image',
+      runRef,
+      '--insecure-registry',
+      registry.host,
+    );
+    const dir = join(root, 'home', 'images', 'example.test', 'team', 'app');
+    expect(r.location).toBe(`oci:${dir}:dev`);
+    const inspect = await execa('skopeo', ['inspect', `oci:${dir}:dev`]);
+    expect((JSON.parse(inspect.stdout) as { Digest: string }).Digest).toBe(r.digest);
+    const bundle = join(root, 'bundle');
+    await execa('umoci', ['unpack', '--rootless', '--image', `${dir}:dev`, bundle]);
+    expect(await readFile(join(bundle, 'rootfs', 'workspace', 'app.txt'), 'utf8')).toBe('local\n');
+    expect(await readFile(join(bundle, 'rootfs', 'etc', 'run-image-version'), 'utf8')).toBe('1\n');
+    const run = await podman.run(`oci:${dir}:dev`);
+    expect(run.stdout).toMatch(/^hello world GREETING=bonjour/);
+  }, 180_000);
+
+  it('gives the same digest for two clean builds of the same app (determinism)', async () => {
+    const app = await makeApp('det', { 'app.txt': 'same\n' });
+    const build = (n: number) =>
+      buildJson(
+        `oci:${join(root, `det-${n}`)}:app`,
+        '--path',
+        app,
+        '--buildpack',
+        helloBp,
+        '--run-image',
+        runRef,
+        '--insecure-registry',
+        registry.host,
+        '--cache-dir',
+        join(root, `det-cache-${n}`),
+      );
+    const a = await build(1);
+    const b = await build(2);
+    expect(b.digest).toBe(a.digest);
+    expect(a.layers.every((l) => l.outcome === 'added')).toBe(true);
+  }, 180_000);
+
+  it('builds a project.toml app: relative buildpack uri, build env, exclude; host paths become image paths', async () => {
+    const app = join(root, 'apps', 'project-relative');
+    await cp(join(fixtures, 'apps', 'project-relative'), app, { recursive: true });
+    const out = `oci:${join(root, 'project')}:app`;
+    const r = await buildJson(
+      out,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--insecure-registry',
+      registry.host,
+    );
+    expect(r.buildpacks.map((b) => b.id)).toEqual(['fixtures/local']);
+    const bundle = join(root, 'project-bundle');
+    await execa('umoci', ['unpack', '--rootless', '--image', `${join(root, 'project')}:app`, bundle]);
+    // excluded by project.toml
+    await expect(readFile(join(bundle, 'rootfs', 'workspace', 'README.md'))).rejects.toThrow();
+    const run = await podman.run(out);
+    expect(run.stderr).not.toMatch(/Error/);
+    expect(run.stdout.trim()).toBe('the app');
+  }, 180_000);
+});
+
+describe('packfarm build caches', () => {
+  async function cacheBuild(out: string, cacheFlag: string[], extra: string[] = []) {
+    const app = join(root, 'apps', 'cache-app');
+    await cp(join(fixtures, 'apps', 'build-basic'), app, { recursive: true });
+    const r = await packfarm(
+      'build',
+      out,
+      '--path',
+      app,
+      '--buildpack',
+      cacheBp,
+      '--run-image',
+      runRef,
+      '--insecure-registry',
+      registry.host,
+      ...cacheFlag,
+      ...extra,
+    );
+    if (r.code !== 0) throw new Error(`build failed:\n${r.err}\n${r.out}`);
+    return r.out;
+  }
+
+  it('a cache dir restores the cache=true layer with its metadata; --clear-cache starts over', async () => {
+    const out = `oci:${join(root, 'cache-dir-out')}:app`;
+    const flag = ['--cache-dir', join(root, 'cache-dir')];
+    expect(await cacheBuild(out, flag)).toMatch(/deps: building version 1/);
+    const second = await cacheBuild(out, flag);
+    expect(second).toMatch(/deps: reusing cached version 1/);
+    expect(second).toMatch(/runtime: previous metadata flavour = "plain"/);
+    expect(await cacheBuild(out, flag, ['--clear-cache'])).toMatch(/deps: building version 1/);
+  }, 180_000);
+
+  it('a cache image in the registry restores the cache=true layer with its metadata', async () => {
+    const out = `${registry.host}/cached-app:latest`;
+    const flag = ['--cache-image', `${registry.host}/cached-app-cache:build`, '--publish'];
+    // (--insecure-registry is passed by cacheBuild)
+    expect(await cacheBuild(out, flag)).toMatch(/deps: building version 1/);
+    const second = await cacheBuild(out, flag);
+    expect(second).toMatch(/deps: reusing cached version 1/);
+    expect(second).toMatch(/runtime: previous metadata flavour = "plain"/);
+  }, 180_000);
+});
+
+describe('packfarm build errors', () => {
+  it('needs --run-image without a builder, and says so', async () => {
+    const app = await makeApp('err', { 'app.txt': 'x\n' });
+    const r = await packfarm('build', `oci:${join(root, 'err')}:x`, '--path', app, '--buildpack', helloBp);
+    expect(r.code).not.toBe(0);
+    expect(r.err).toMatch(/--run-image is required/);
+  });
+
+  it('names a missing buildpack directory', async () => {
+    const app = await makeApp('err2', { 'app.txt': 'x\n' });
+    const r = await packfarm(
+      'build',
+      `oci:${join(root, 'err')}:x`,
+      '--path',
+      app,
+      '--buildpack',
+      './nope/',
+      '--run-image',
+      runRef,
+    );
+    expect(r.code).not.toBe(0);
+    expect(r.err).toMatch(/--buildpack \.\/nope\/: no such directory or archive/);
+  });
+});
