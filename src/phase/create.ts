@@ -57,6 +57,8 @@ export interface CreateOptions {
   uid?: number;
   gid?: number;
   execEnv?: string;
+  /** `<build-config>`: operator env (`env/`) applied to every buildpack. */
+  buildConfigDir?: string | undefined;
   executor?: Executor;
   hostEnv?: Readonly<Record<string, string | undefined>>;
   logger?: Logger;
@@ -132,6 +134,7 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
       target: analyzed.runImage.target,
       platformApi: opts.platformApi,
       ...(opts.execEnv ? { execEnv: opts.execEnv } : {}),
+      ...(opts.buildConfigDir ? { buildConfigDir: opts.buildConfigDir } : {}),
       ...executor,
       ...hostEnv,
       logger: log,
@@ -183,6 +186,7 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
       target: detected.target,
       platformApi: opts.platformApi,
       ...(opts.execEnv ? { execEnv: opts.execEnv } : {}),
+      ...(opts.buildConfigDir ? { buildConfigDir: opts.buildConfigDir } : {}),
       ...executor,
       ...hostEnv,
       logger: log,

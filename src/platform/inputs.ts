@@ -251,6 +251,13 @@ export const LIFECYCLE_INPUTS = {
     default: false,
     help: 'do not reuse layers of a previous image',
   }),
+  'skip-restore': def({
+    name: 'skip-restore',
+    kind: 'bool',
+    env: 'CNB_SKIP_RESTORE',
+    default: false,
+    help: 'do not restore layers or layer metadata from the previous image or the cache',
+  }),
   system: def({
     name: 'system',
     kind: 'string',

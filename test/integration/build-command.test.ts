@@ -242,6 +242,33 @@ describe('packfarm build into OCI layouts', () => {
     expect(run.stderr).not.toMatch(/Error/);
     expect(run.stdout.trim()).toBe('the app');
   }, 180_000);
+  it('builds a schema 0.1 project.toml app ([[build.buildpacks]] uri, [build] exclude, [[build.env]])', async () => {
+    const app = join(root, 'apps', 'project-v01');
+    await cp(join(fixtures, 'apps', 'project-v01'), app, { recursive: true });
+    const out = `oci:${join(root, 'project-v01')}:app`;
+    const r = await buildJson(
+      out,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--insecure-registry',
+      registry.host,
+    );
+    expect(r.buildpacks).toEqual([{ id: 'fixtures/sh-script', version: '0.0.1' }]);
+    const run = await podman.run(out);
+    expect(run.stderr).not.toMatch(/Error/);
+    expect(run.stdout.trim()).toBe('app says hello to schema 0.1');
+    const inspect = await execa('skopeo', ['inspect', out]);
+    const labels = (JSON.parse(inspect.stdout) as { Labels: Record<string, string> }).Labels;
+    expect(JSON.parse(labels['io.buildpacks.project.metadata'] ?? '{}')).toEqual({
+      source: {
+        type: 'project',
+        version: { declared: '2.1.0' },
+        metadata: { url: 'https://example.test/project-v01' },
+      },
+    });
+  }, 180_000);
 });
 
 describe('packfarm build caches', () => {

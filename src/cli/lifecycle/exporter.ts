@@ -72,7 +72,7 @@ function layoutLocation(name: string, layoutDir: string | undefined): string {
   return `oci:${dir}${ref.digest ? `@${ref.digest}` : `:${ref.tag ?? 'latest'}`}`;
 }
 
-async function readProjectMetadata(path: string): Promise<ProjectMetadata> {
+export async function readProjectMetadata(path: string): Promise<ProjectMetadata> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');

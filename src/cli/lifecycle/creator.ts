@@ -1,0 +1,197 @@
+import { stat } from 'node:fs/promises';
+import { formatApiVersion } from '../../buildpack/api.js';
+import { createBuildpackStore } from '../../buildpack/descriptor.js';
+import { readOrder } from '../../buildpack/order.js';
+import { createHostExecutor } from '../../exec/host.js';
+import { hostPlatform } from '../../oci/platform.js';
+import { type CreatePhase, create } from '../../phase/create.js';
+import type { ExportOutput } from '../../phase/export.js';
+import { EXIT } from '../../platform/exit-codes.js';
+import { readRunFile } from '../../platform/files.js';
+import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
+import { PackfarmError, isPackfarmError } from '../../util/errors.js';
+import { resolveCreationTime } from '../../util/time.js';
+import type { CliIO } from '../output.js';
+import { imageOpener, refuseDaemon } from './analyzer.js';
+import { phaseUsage, preparePhase } from './common.js';
+import { CNB_ORDER_PATH } from './detector.js';
+import { readProjectMetadata } from './exporter.js';
+import { ownerFrom } from './restorer.js';
+import type { PhaseCommand } from './types.js';
+
+const I = LIFECYCLE_INPUTS;
+/** The creator's inputs (platform.md "creator"). */
+const CREATOR_INPUTS: readonly InputDef[] = [
+  I.app,
+  I['build-config'],
+  I.buildpacks,
+  I['cache-dir'],
+  I['cache-image'],
+  I.daemon,
+  I['exec-env'],
+  I.gid,
+  I['insecure-registry'],
+  I['launch-cache'],
+  I.launcher,
+  I.layers,
+  I.layout,
+  I['layout-dir'],
+  I['log-level'],
+  I['no-color'],
+  I.order,
+  I.platform,
+  I['previous-image'],
+  I['process-type'],
+  I['project-metadata'],
+  I.report,
+  I.run,
+  I['run-image'],
+  I['skip-restore'],
+  I.tag,
+  I.uid,
+];
+
+const SUMMARY = 'Run analyze, detect, restore, build and export (and the cache) in one process.';
+
+/** Which phase failed decides the exit code, as in the reference creator. */
+const PHASE_EXIT: Record<CreatePhase, number> = {
+  analyze: EXIT.ANALYZE_ERROR,
+  detect: EXIT.DETECT_ERROR,
+  restore: EXIT.RESTORE_ERROR,
+  build: EXIT.BUILD_ERROR,
+  export: EXIT.EXPORT_ERROR,
+  cache: EXIT.EXPORT_ERROR,
+};
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<number> {
+  const ctx = preparePhase({
+    name: 'creator',
+    args,
+    io,
+    env,
+    inputs: () => [...CREATOR_INPUTS],
+    positionals: { min: 1, max: 1, usage: 'one argument, the output image' },
+  });
+  if (typeof ctx === 'number') return ctx;
+  const { inputs, logger } = ctx;
+  refuseDaemon(inputs, 'creator');
+  const opener = imageOpener(inputs);
+  const image = ctx.positionals[0] as string;
+  const layersDir = inputs.require('layers');
+  const appDir = inputs.require('app');
+
+  let runNames: string[];
+  const runFlag = inputs.string('run-image');
+  if (runFlag) runNames = [runFlag];
+  else {
+    const runFile = await readRunFile(inputs.require('run'));
+    const first = runFile.images[0];
+    runNames = first ? [first.image, ...(first.mirrors ?? [])] : [];
+  }
+  const runName = runNames[0];
+  if (!runName)
+    throw new PackfarmError('RUN_IMAGE_MISSING', `no run image: ${inputs.require('run')} lists none`, {
+      exitCode: EXIT.INVALID_ARGS,
+      hint: 'pass -run-image REF or provide run.toml with [[images]]',
+    });
+
+  let orderPath = inputs.require('order');
+  if (inputs.from('order') === 'default' && !(await exists(orderPath))) orderPath = CNB_ORDER_PATH;
+
+  // The output image, then -tag: more tags of the same repository, or more repositories.
+  const outputs: ExportOutput[] = [];
+  for (const name of [image, ...inputs.list('tag')]) {
+    const o = await opener.open(name, { create: true });
+    const tag = o.tag ?? 'latest';
+    const same = outputs.find((x) => x.store.description === o.store.description);
+    if (same) {
+      same.tags.push(tag);
+      same.names?.push(name);
+    } else outputs.push({ store: o.store, tags: [tag], names: [name] });
+  }
+
+  let current: CreatePhase = 'analyze';
+  try {
+    const run = await opener.open(runName);
+    const previous = await opener.open(inputs.string('previous-image') ?? image).catch(() => undefined);
+    const cacheImage = inputs.string('cache-image');
+    const cacheDir = inputs.string('cache-dir');
+    const cacheTarget = cacheImage ? await opener.open(cacheImage, { create: true }) : undefined;
+    const result = await create({
+      appDir,
+      layersDir,
+      platformDir: inputs.require('platform'),
+      buildConfigDir: inputs.require('build-config'),
+      buildpacks: createBuildpackStore(inputs.require('buildpacks')),
+      order: await readOrder(orderPath),
+      runImage: {
+        store: run.store,
+        target: run.target,
+        name: runName,
+        mirrors: runNames.slice(1),
+      },
+      outputs,
+      ...(previous ? { previousImage: { store: previous.store, target: previous.target } } : {}),
+      cache: cacheTarget
+        ? { kind: 'image', store: cacheTarget.store, tag: cacheTarget.tag ?? 'latest' }
+        : cacheDir
+          ? { kind: 'dir', dir: cacheDir }
+          : undefined,
+      skipRestore: inputs.bool('skip-restore'),
+      platform: hostPlatform(),
+      platformApi: formatApiVersion(ctx.platformApi),
+      createdAt: resolveCreationTime(undefined, env, 'SOURCE_DATE_EPOCH'),
+      defaultProcess: inputs.string('process-type') || undefined,
+      projectMetadata: await readProjectMetadata(inputs.require('project-metadata')),
+      reportPath: inputs.require('report'),
+      // Buildpacks see the dirs as given; the image holds them at /workspace and /layers.
+      hostPaths: { appDir, layersDir },
+      execEnv: inputs.require('exec-env'),
+      ...ownerFrom(inputs.string('uid'), inputs.string('gid')),
+      executor: createHostExecutor(),
+      hostEnv: env,
+      logger,
+      onEvent: (e) => {
+        if (e.type === 'phase-start') current = e.phase;
+        if (e.type === 'build' && e.event.type === 'buildpack-output') {
+          if (e.event.stream === 'stdout') io.out(e.event.line);
+          else io.err(e.event.line);
+        }
+      },
+    });
+    logger.info(`*** Images (${result.exported.digest.slice(7, 19)}):`);
+    for (const tag of result.exported.tags) logger.info(`      ${tag}`);
+    logger.info(`*** Digest: ${result.exported.digest}`);
+    return EXIT.OK;
+  } catch (err) {
+    if (isPackfarmError(err) && err.exitCode === EXIT.FAILED) {
+      throw new PackfarmError(err.code, err.message, {
+        exitCode: PHASE_EXIT[current],
+        ...(err.hint ? { hint: err.hint } : {}),
+        cause: err,
+      });
+    }
+    throw err;
+  }
+}
+
+export const creatorCommand: PhaseCommand = {
+  name: 'creator',
+  summary: SUMMARY,
+  usage: phaseUsage('creator', SUMMARY, CREATOR_INPUTS, [
+    '',
+    'Argument: <image>, the output image (also the previous image unless -previous-image is given).',
+    'Buildpacks run as host processes. The image holds the app at /workspace and the layers at /layers;',
+    'process commands that name the -app or -layers dir are rewritten to those paths.',
+    'Exit codes: the failing phase’s (20–22 detect, 32 analyze, 42 restore, 51–52 build, 62 export);',
+    '11 unsupported Platform API; 3 bad flags (also -daemon); 1 other.',
+  ]),
+  run: runCreator,
+};
