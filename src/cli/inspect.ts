@@ -1,0 +1,145 @@
+import type { Command } from 'commander';
+import { insecureRegistriesFrom } from '../image/transport.js';
+import {
+  type AppImageDetails,
+  type AppInspectReport,
+  type AppInspectSection,
+  inspectApp,
+} from '../phase/inspect.js';
+import { PackfarmError } from '../util/errors.js';
+import { type CliIO, collect } from './output.js';
+
+/** `packfarm inspect IMAGE`: what a CNB app image was built from and how it starts (pack's `inspect`). */
+export function registerInspectCommands(program: Command, io: CliIO): void {
+  program
+    .command('inspect')
+    .alias('inspect-image')
+    .description(
+      'Show a CNB app image: run image, target, buildpacks, processes, rebasable (local layout and registry)',
+    )
+    .argument('<image>', 'REF (looked up in the local layout and the registry) or oci:DIR[:TAG]')
+    .option('--json', 'print one JSON document (shape: spec/inspect.md)')
+    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .action(async (image: string, o: { json?: boolean; insecureRegistry?: string[] }) => {
+      const report = await inspectApp(image, {
+        insecureRegistries: insecureRegistriesFrom(o.insecureRegistry),
+      });
+      const sections = [report.remote, report.local].filter((s): s is AppInspectSection => s !== null);
+      if (!sections.some((s) => s.present)) {
+        const failed = sections.find((s) => s.error)?.error;
+        if (failed)
+          throw new PackfarmError(failed.code, failed.message, {
+            ...(failed.hint ? { hint: failed.hint } : {}),
+            exitCode: failed.exitCode,
+          });
+        throw new PackfarmError(
+          'IMAGE_NOT_FOUND',
+          `unable to find image ${image} ${report.remote ? `locally (${report.local.location}) or remotely (${report.remote.location})` : `at ${report.local.location}`}`,
+          { hint: 'check the name and tag; a local image is one built without --publish' },
+        );
+      }
+      if (o.json) {
+        io.out(JSON.stringify(report, null, 2));
+        return;
+      }
+      io.out(renderReport(report));
+    });
+}
+
+/** Human output in pack's order: the registry first, then the local copy. */
+export function renderReport(report: AppInspectReport): string {
+  const lines = [`Inspecting image: ${report.image}`];
+  if (report.remote) lines.push('', 'REMOTE:', ...renderSection(report.remote));
+  lines.push('', report.remote ? 'LOCAL:' : 'IMAGE:', ...renderSection(report.local));
+  return lines.join('\n');
+}
+
+function renderSection(s: AppInspectSection): string[] {
+  const lines = [`Location: ${s.location}`];
+  if (s.error) {
+    lines.push(`error: ${s.error.message}`);
+    if (s.error.hint) lines.push(`hint: ${s.error.hint}`);
+    return lines;
+  }
+  if (!s.result) return [...lines, '(not present)'];
+  const r = s.result;
+  if (r.kind === 'image') return [...lines, '', ...renderImage(r)];
+  lines.push(
+    '',
+    `Index: ${r.digest}`,
+    `Media Type: ${r.mediaType}`,
+    `Images: ${r.images.length}${r.images.length ? ` (${r.images.map((i) => i.platform).join(', ')})` : ''}`,
+  );
+  for (const img of r.images) {
+    // The platform heads each child's block; the rest of the block is indented under it.
+    const [first, ...rest] = renderImage(img);
+    lines.push('', first ?? '', ...rest.map((l) => (l ? `  ${l}` : l)));
+  }
+  return lines;
+}
+
+export function renderImage(d: AppImageDetails): string[] {
+  const lines = [`Platform: ${d.platform}`, `Digest: ${d.digest}`];
+  if (d.created) lines.push(`Created: ${d.created}`);
+  const t = d.target;
+  const distro = t.distro ? `${t.distro.name}${t.distro.version ? ` ${t.distro.version}` : ''}` : null;
+  if (!d.cnb) {
+    lines.push(
+      '',
+      `Target: ${[t.os, t.arch, t.variant].filter(Boolean).join('/')}${distro ? ` (${distro})` : ''}`,
+      '',
+      '(no CNB labels: this image was not built by a buildpacks lifecycle)',
+    );
+    return lines;
+  }
+  if (d.stack) lines.push('', `Stack: ${d.stack}`);
+  lines.push('', 'Base Image:');
+  if (d.runImage?.reference) lines.push(`  Reference: ${d.runImage.reference}`);
+  lines.push(`  Top Layer: ${d.runImage?.topLayer ?? '(unknown)'}`);
+  lines.push(`  Target: ${[t.os, t.arch, t.variant].filter(Boolean).join('/')}`);
+  if (distro) lines.push(`  Distro: ${distro}`);
+  if (t.baseId) lines.push(`  Base ID: ${t.baseId}`);
+
+  lines.push('', 'Run Images:');
+  const runImages = [
+    ...(d.runImage?.image ? [d.runImage.image] : []),
+    ...(d.runImage?.mirrors ?? []).map((m) => `${m} (mirror)`),
+  ];
+  lines.push(...(runImages.length ? runImages.map((r) => `  ${r}`) : ['  (none)']));
+
+  lines.push('', `Rebasable: ${d.rebasable}`);
+
+  lines.push('', 'Buildpacks:');
+  if (d.buildpacks.length === 0) lines.push('  (buildpack metadata not present)');
+  else
+    lines.push(
+      ...table([
+        ['ID', 'VERSION', 'HOMEPAGE'],
+        ...d.buildpacks.map((b) => [b.id, b.version, b.homepage ?? '-']),
+      ]),
+    );
+
+  if (d.processes.length > 0) {
+    lines.push('', 'Processes:');
+    lines.push(
+      ...table([
+        ['TYPE', 'COMMAND', 'ARGS', 'WORK DIR'],
+        ...d.processes.map((p) => [
+          p.default ? `${p.type} (default)` : p.type,
+          p.command.join(' '),
+          p.args.join(' '),
+          p.workingDir,
+        ]),
+      ]),
+    );
+  }
+  if (d.sbom) lines.push('', `SBOM: ${d.sbom.diffId}`);
+  return lines;
+}
+
+/** Columns padded to the widest cell, indented by two spaces (trailing blanks trimmed). */
+function table(rows: string[][]): string[] {
+  const widths: number[] = [];
+  for (const row of rows) for (const [i, c] of row.entries()) widths[i] = Math.max(widths[i] ?? 0, c.length);
+  return rows.map((row) => `  ${row.map((c, i) => c.padEnd((widths[i] ?? 0) + 4)).join('')}`.trimEnd());
+}
