@@ -2,9 +2,15 @@ import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import pLimit from 'p-limit';
-import { type LayerResult, type MemoryEntry, writeLayer, writeLayerFromEntries } from '../archive/index.js';
+import {
+  type LayerOutput,
+  type LayerResult,
+  type MemoryEntry,
+  writeLayer,
+  writeLayerFromEntries,
+} from '../archive/index.js';
 import { LATEST_PLATFORM_API, checkPlatformApi } from '../buildpack/api.js';
 import {
   type BuildpackLayer,
@@ -145,8 +151,13 @@ interface PlannedLayer {
   /** Key for metadata and logs: `bp:<id>:<layer>`, `app`, `app-slice-N`, `sbom`, `launcher`, `process-types`, `config`. */
   name: string;
   createdBy: string;
-  /** Produce the blob at `path`. */
-  write?: (path: string) => Promise<LayerResult>;
+  /** Produce the blob at `out`; with `raw`, an uncompressed tar (used to learn the diffID cheaply). */
+  write?: (out: LayerOutput, raw?: boolean) => Promise<LayerResult>;
+  /**
+   * A directory layer that may be unchanged since the previous image: its diffID is learnt from a plain tar
+   * first (no gzip), and when the previous image has that diffID its blob is reused without compressing.
+   */
+  probe?: boolean;
   /** An existing blob in another store (a launch layer kept as metadata only). */
   existing?: { store: ImageStore; digest: Digest; size: number; diffId: Digest };
 }
@@ -157,6 +168,8 @@ interface ProducedLayer {
   size: number;
   diffId: Digest;
   file?: string;
+  /** Where the blob already is when it was not written (a previous image's layer). */
+  source?: ImageStore;
 }
 
 function dropUndefined<T extends Record<string, unknown>>(o: T): T {
@@ -219,8 +232,10 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
         planned.push({
           name,
           createdBy,
-          write: (out) =>
+          probe: true,
+          write: (out, raw) =>
             writeLayer({
+              ...(raw ? { compression: 'none' as const } : {}),
               dir: layer.path,
               prefix: imagePath.slice(1),
               uid,
@@ -262,8 +277,10 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
     planned.push({
       name: 'sbom',
       createdBy: 'Layer: SBOM',
-      write: (out) =>
+      probe: true,
+      write: (out, raw) =>
         writeLayer({
+          ...(raw ? { compression: 'none' as const } : {}),
           dir: sbomDir,
           prefix: `${imgLayers.slice(1)}/sbom/launch`,
           uid,
@@ -286,8 +303,10 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
       name,
       createdBy:
         i < slices.length ? `Layer: 'slice-${i + 1}', Created by lifecycle:exporter` : 'Layer: Application',
-      write: (out) =>
+      probe: true,
+      write: (out, raw) =>
         writeLayer({
+          ...(raw ? { compression: 'none' as const } : {}),
           dir: opts.appDir,
           prefix: imgApp.slice(1),
           uid,
@@ -448,7 +467,19 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
       planned.map((p, i) =>
         limit(async (): Promise<ProducedLayer> => {
           opts.signal?.throwIfAborted();
-          if (p.existing) return { planned: p, ...p.existing };
+          if (p.existing) return { planned: p, ...p.existing, source: p.existing.store };
+          if (p.probe && previous && previous.byDiffId.size > 0) {
+            const r = await exportError(() => p.write!(discardSink(), true));
+            const found = previous.byDiffId.get(r.diffId);
+            if (found)
+              return {
+                planned: p,
+                digest: found.digest,
+                size: found.size,
+                diffId: r.diffId,
+                source: previous.store,
+              };
+          }
           const file = join(tmp, `layer-${i}.tar.gz`);
           const r = await exportError(() => p.write!(file));
           return { planned: p, digest: r.digest, size: r.size, diffId: r.diffId, file };
@@ -559,7 +590,7 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
               const outcome: LayerOutcome = reused ? 'reused' : 'added';
               return { name: p.planned.name, digest: p.digest, diffId: p.diffId, size: p.size, outcome };
             }
-            const src = p.planned.existing?.store;
+            const src = p.source;
             const r = await exportError(() =>
               out.store.putBlob({
                 digest: p.digest,
@@ -583,9 +614,12 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
         await out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType });
       }
       for (const [ti, tag] of out.tags.entries()) {
-        await exportError(() =>
-          out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType, tag }),
-        );
+        // A rebuild that changed nothing leaves the tag as it is: not even the manifest is sent again.
+        const current = await out.store.resolve(tag).catch(() => undefined);
+        if (current?.digest !== assembled.manifestDigest)
+          await exportError(() =>
+            out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType, tag }),
+          );
         tags.push(out.names?.[ti] ?? `${out.store.description}:${tag}`);
       }
       if (oi === 0) {
@@ -630,6 +664,15 @@ function layoutOf(store: ImageStore): LayoutStore | undefined {
   return s.kind === 'layout' && typeof s.blobPath === 'function' && typeof s.dir === 'string'
     ? (store as LayoutStore)
     : undefined;
+}
+
+/** A sink for a tar whose digests are all we want. */
+function discardSink(): Writable {
+  return new Writable({
+    write(_chunk, _enc, cb) {
+      cb();
+    },
+  });
 }
 
 function bufferReadable(b: Buffer): Readable {

@@ -1,4 +1,5 @@
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,7 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildReport } from '../../src/api/build.js';
 import { main } from '../../src/cli/main.js';
 import type { CliIO } from '../../src/cli/output.js';
+import { writeLayer } from '../../src/archive/index.js';
+import { openLayoutStore } from '../../src/image/layout-store.js';
 import { createRegistryStore } from '../../src/image/registry-store.js';
+import { sha256Digest } from '../../src/oci/digest.js';
+import { MediaType } from '../../src/oci/media-types.js';
+import { canonicalJson } from '../../src/util/json.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { type PodmanRunner, createPodmanRunner, createVersionedRunImage } from '../helpers/run-image.js';
@@ -142,6 +148,8 @@ describe('packfarm build --publish to a registry', () => {
     expect(c.blobUploads).toBe(0);
     expect(c.mounts).toBe(0);
     expect(c.bytesUploaded).toBe(0);
+    // The tag already names the same manifest: nothing is sent at all.
+    expect(c.manifestPuts).toBe(0);
   }, 180_000);
 
   it('after a change to one app file uploads only the app layer (and the new config)', async () => {
@@ -311,6 +319,112 @@ describe('packfarm build caches', () => {
     const second = await cacheBuild(out, flag);
     expect(second).toMatch(/deps: reusing cached version 1/);
     expect(second).toMatch(/runtime: previous metadata flavour = "plain"/);
+  }, 180_000);
+});
+
+describe('packfarm build with a builder', () => {
+  it('takes order and run image from a builder.toml directory; ID@VERSION names a builder buildpack', async () => {
+    const builderDir = join(root, 'builder-toml');
+    await mkdir(builderDir, { recursive: true });
+    await writeFile(
+      join(builderDir, 'builder.toml'),
+      [
+        '[[buildpacks]]',
+        `uri = "${helloBp}"`,
+        '[[buildpacks]]',
+        `uri = "${cacheBp}"`,
+        '[[order]]',
+        '[[order.group]]',
+        'id = "export/hello"',
+        'version = "1.0.0"',
+        '[[run.images]]',
+        `image = "${runRef}"`,
+        '',
+      ].join('\n'),
+    );
+    const app = await makeApp('with-builder', { 'app.txt': 'builder\n' });
+    const image = `${registry.host}/builder-app:latest`;
+    const r = await buildJson(
+      image,
+      '--path',
+      app,
+      '--builder',
+      builderDir,
+      '--publish',
+      '--insecure-registry',
+      registry.host,
+    );
+    expect(r.buildpacks).toEqual([{ id: 'export/hello', version: '1.0.0' }]);
+    expect(r.runImage.reference).toMatch(new RegExp(`^${registry.host}/run@sha256:`));
+    const run = await podman.run(image);
+    expect(run.stdout).toMatch(/^hello world GREETING=bonjour/);
+
+    const pinned = await buildJson(
+      `oci:${join(root, 'pinned')}:app`,
+      '--path',
+      app,
+      '--builder',
+      builderDir,
+      '--buildpack',
+      'test/cache-user@1.0.0',
+      '--insecure-registry',
+      registry.host,
+    );
+    expect(pinned.buildpacks).toEqual([{ id: 'test/cache-user', version: '1.0.0' }]);
+  }, 180_000);
+
+  it('runs the buildpacks of a builder image (oci: layout), with its run image from the builder label', async () => {
+    // A builder image: one layer holding /cnb/order.toml and /cnb/buildpacks/<id>/<version>/.
+    const tree = join(root, 'builder-tree');
+    await mkdir(join(tree, 'cnb', 'buildpacks', 'export_hello'), { recursive: true });
+    await cp(helloBp, join(tree, 'cnb', 'buildpacks', 'export_hello', '1.0.0'), { recursive: true });
+    await writeFile(
+      join(tree, 'cnb', 'order.toml'),
+      '[[order]]\n[[order.group]]\nid = "export/hello"\nversion = "1.0.0"\n',
+    );
+    const layerFile = join(root, 'builder-layer.tar.gz');
+    const layer = await writeLayer({ dir: tree, out: layerFile });
+    const store = await openLayoutStore(join(root, 'builder-image'), { create: true });
+    const gz = await readFile(layerFile);
+    await store.putBlob({ digest: layer.digest, size: layer.size, open: () => Readable.from([gz]) });
+    const config = Buffer.from(
+      canonicalJson({
+        architecture: 'amd64',
+        os: 'linux',
+        config: {
+          Labels: {
+            'io.buildpacks.builder.metadata': JSON.stringify({ images: [{ image: runRef }] }),
+          },
+        },
+        rootfs: { type: 'layers', diff_ids: [layer.diffId] },
+      }),
+    );
+    const configDigest = sha256Digest(config);
+    await store.putBlob({ digest: configDigest, size: config.length, open: () => Readable.from([config]) });
+    const manifest = Buffer.from(
+      canonicalJson({
+        schemaVersion: 2,
+        mediaType: MediaType.ociManifest,
+        config: { mediaType: MediaType.ociConfig, digest: configDigest, size: config.length },
+        layers: [{ mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size }],
+      }),
+    );
+    await store.putManifest({ bytes: manifest, mediaType: MediaType.ociManifest, tag: 'builder' });
+
+    const app = await makeApp('builder-image', { 'app.txt': 'from a builder image\n' });
+    const out = `oci:${join(root, 'builder-image-out')}:app`;
+    const r = await buildJson(
+      out,
+      '--path',
+      app,
+      '--builder',
+      `oci:${join(root, 'builder-image')}:builder`,
+      '--insecure-registry',
+      registry.host,
+    );
+    expect(r.buildpacks).toEqual([{ id: 'export/hello', version: '1.0.0' }]);
+    const run = await podman.run(out, { args: ['builder'] });
+    expect(run.stdout).toMatch(/^hello builder GREETING=bonjour/);
   }, 180_000);
 });
 
