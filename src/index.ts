@@ -39,7 +39,42 @@ export { type BuildEvent, type BuildOptions, type BuildResult, build } from './p
 export { type AnalyzeOptions, type AnalyzeResult, analyze, analyzeToFile } from './phase/analyze.js';
 export { type RestoreOptions, type RestoreResult, restore } from './phase/restore.js';
 export { type ExportEvent, type ExportOptions, type ExportResult, exportImage } from './phase/export.js';
+export {
+  type RebaseImageRef,
+  type RebaseOptions,
+  type RebaseResult,
+  type RebasedImage,
+  rebase,
+} from './phase/rebase.js';
 export { type CacheLocation, type ExportCacheOptions, exportCache, openCache } from './cache/index.js';
+export {
+  type AppImageDetails,
+  type AppImageResult,
+  type AppInspectReport,
+  inspectApp,
+  inspectAppImage,
+} from './phase/inspect.js';
+export {
+  type DownloadSbomOptions,
+  type DownloadSbomResult,
+  downloadAppSbom,
+  downloadSbom,
+} from './phase/sbom.js';
 
 // How buildpack processes run
 export { createHostExecutor, type ExecResult, type ExecSpec, type Executor } from './exec/index.js';
+
+// Where a build's buildpacks come from: --buildpack DIR|ARCHIVE and --builder DIR|REF
+export { type StagedBuildpack, layeredBuildpackStore, stageBuildpack } from './buildpack/source.js';
+export { type ResolveBuilderOptions, type ResolvedBuilder, resolveBuilder } from './builder/resolve.js';
+export { type BuilderToml, parseBuilderToml, readBuilderToml } from './builder/builder-toml.js';
+
+// `packfarm build` as a function: one platform, buildpacks on the host executor.
+export { type BuildAppHooks, type BuildAppOptions, type BuildReport, buildApp } from './api/build.js';
+export {
+  type CreateEvent,
+  type CreateOptions,
+  type CreatePhase,
+  type CreateResult,
+  create,
+} from './phase/create.js';

@@ -1,8 +1,10 @@
 import { EXIT } from '../platform/exit-codes.js';
 import { analyzerCommand } from './lifecycle/analyzer.js';
 import { builderCommand } from './lifecycle/builder.js';
+import { creatorCommand } from './lifecycle/creator.js';
 import { detectorCommand } from './lifecycle/detector.js';
 import { exporterCommand } from './lifecycle/exporter.js';
+import { rebaserCommand } from './lifecycle/rebaser.js';
 import { restorerCommand } from './lifecycle/restorer.js';
 import type { PhaseCommand } from './lifecycle/types.js';
 import { type CliIO, reportError } from './output.js';
@@ -14,6 +16,8 @@ export const LIFECYCLE_PHASES: readonly PhaseCommand[] = [
   restorerCommand,
   builderCommand,
   exporterCommand,
+  rebaserCommand,
+  creatorCommand,
 ];
 
 const HELP_ARGS = new Set(['-h', '-help', '--help', 'help']);
