@@ -20,7 +20,13 @@ import {
   parseImageLocation,
 } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
-import { formatPlatform, hostPlatform, type Platform, parsePlatform } from '../oci/platform.js';
+import {
+  formatPlatform,
+  hostPlatform,
+  type Platform,
+  parsePlatform,
+  platformCompatible,
+} from '../oci/platform.js';
 import { appFileFilter, copyAppDir } from '../platform/app-files.js';
 import { collectUserEnv, writePlatformEnv } from '../platform/env-files.js';
 import type { ProjectMetadata } from '../platform/labels.js';
@@ -118,6 +124,10 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     throw new PackfarmError('INVALID_ARGS', '--cache-dir and --cache-image cannot be used together');
   const insecure = insecureRegistriesFrom(opts.insecureRegistries, env);
   const platform: Platform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
+  if (!platformCompatible(hostPlatform(), platform))
+    log.warn(
+      `building for ${formatPlatform(platform)} on ${formatPlatform(hostPlatform())}: buildpacks run on this machine (host executor), so what they install must suit ${formatPlatform(platform)}`,
+    );
   const createdAt = resolveCreationTime(opts.creationTime, env);
 
   const descriptorPath = opts.descriptor ? resolve(cwd, opts.descriptor) : join(appPath, 'project.toml');
