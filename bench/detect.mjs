@@ -2,17 +2,19 @@
 // passes), against bare spawns of the same number of processes measured in the same run.
 // Run after `npm run build`:  node bench/detect.mjs [rounds]
 import { spawn } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { detect } from '../dist/phase/detect.js';
+import { load, median, scratch } from './lib.mjs';
+
+const { detect } = await load('phase/detect.js');
 
 const GROUPS = 30;
 const PER_GROUP = 2;
 const ROUNDS = Number(process.argv[2] ?? 7);
 
-const root = await mkdtemp(join(tmpdir(), 'packfarm-bench-detect-'));
+const { work: root } = scratch('detect');
 const buildpacks = join(root, 'buildpacks');
 const app = join(root, 'workspace');
 const platform = join(root, 'platform');
@@ -121,7 +123,6 @@ const cases = {
 for (const fn of Object.values(cases)) await fn();
 const samples = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
 for (let r = 0; r < ROUNDS; r++) for (const [k, fn] of Object.entries(cases)) samples[k].push(await time(fn));
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 console.log(
   `detect bench: ${GROUPS} groups x ${PER_GROUP} buildpacks, bin/detect = exit 100, ${ROUNDS} rounds, median wall time`,
@@ -147,5 +148,3 @@ console.log(
   `vs bare sequential sh -c: ratio ${(detectMs / med["bare sh -c 'exit 100', sequential"]).toFixed(2)}x; ` +
     `execa instead of child_process for the same spawns: ratio ${(med['execa bin/detect scripts, 2 at a time'] / baseMs).toFixed(2)}x`,
 );
-
-await rm(root, { recursive: true, force: true });

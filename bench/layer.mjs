@@ -2,80 +2,18 @@
 // plus peak RSS while writing a ~1 GB layer. Run after `npx tsc -p tsconfig.build.json`:
 //   node bench/layer.mjs                 full size (~200 MB / ~10k files tree, ~1 GB RSS tree)
 //   BENCH_SCALE=0.1 node bench/layer.mjs quick run
-// Environment: BENCH_SCALE (default 1), BENCH_RUNS (default 3), BENCH_LEVELS (default "1,6").
+// The tree is bench/lib.mjs's makeTree (the one export and rebuild use); the RSS tree has ~1 GB of binaries.
+// Environment: BENCH_SCALE (default 1), BENCH_RUNS (default 3), BENCH_LEVELS (default "1,6"), BENCH_DIST.
 // Figures are printed, never asserted: this is not a test.
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync, rmSync, statSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { distUrl, fmtMB, fmtS, load, MB, makeTree, median, setup } from './lib.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const distIndex = join(here, '..', 'dist', 'archive', 'index.js');
-const { writeLayer } = await import(distIndex).catch((err) => {
-  console.error(`cannot load ${distIndex}: run \`npx tsc -p tsconfig.build.json\` first (${err.message})`);
-  process.exit(2);
-});
-
-const scale = Number(process.env.BENCH_SCALE ?? '1');
-const runs = Math.max(1, Number.parseInt(process.env.BENCH_RUNS ?? '3', 10));
+const { scale, runs, work } = setup('layer');
+const { writeLayer } = await load('archive/index.js');
 const levels = (process.env.BENCH_LEVELS ?? '1,6').split(',').map((s) => Number.parseInt(s, 10));
-if (!(scale > 0)) throw new Error(`BENCH_SCALE must be a positive number, got ${process.env.BENCH_SCALE}`);
-
-const MB = 1024 * 1024;
-const work = mkdtempSync(join(tmpdir(), 'packfarm-bench-layer-'));
-process.on('exit', () => rmSync(work, { recursive: true, force: true }));
-for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
-
-// Words for compressible "source code" text; a fixed seed keeps trees comparable between runs.
-const WORDS =
-  'const let function return import export from async await if else for while class new this value result error buffer stream digest layer tar gzip entry path mode size options'.split(
-    ' ',
-  );
-let seed = 42;
-const rand = () => {
-  seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-  return seed / 0x7fffffff;
-};
-function textFile(bytes) {
-  const parts = [];
-  let n = 0;
-  while (n < bytes) {
-    const line = `${'  '.repeat(Math.floor(rand() * 4))}${Array.from({ length: 3 + Math.floor(rand() * 8) }, () => WORDS[Math.floor(rand() * WORDS.length)]).join(' ')};\n`;
-    parts.push(line);
-    n += line.length;
-  }
-  return parts.join('').slice(0, bytes);
-}
-
-/** A tree of `smallFiles` text files (1–8 KiB) in nested directories plus `largeBytes` of random data. */
-function makeTree(root, { smallFiles, largeBytes, largeFileSize }) {
-  let total = 0;
-  for (let i = 0; i < smallFiles; i++) {
-    const dir = join(root, 'src', `pkg${i % 50}`, `mod${Math.floor(i / 50) % 20}`);
-    if (i < 1000) mkdirSync(dir, { recursive: true });
-    const content = textFile(1024 + Math.floor(rand() * 7 * 1024));
-    writeFileSync(join(dir, `file${i}.js`), content);
-    total += content.length;
-  }
-  mkdirSync(join(root, 'bin'), { recursive: true });
-  for (let i = 0; largeBytes > 0; i++) {
-    const size = Math.min(largeFileSize, largeBytes);
-    const chunk = 16 * MB;
-    const buf = [];
-    for (let off = 0; off < size; off += chunk) buf.push(randomBytes(Math.min(chunk, size - off)));
-    writeFileSync(join(root, 'bin', `blob${i}.bin`), Buffer.concat(buf));
-    largeBytes -= size;
-    total += size;
-  }
-  return total;
-}
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 /** Runs the baseline under /usr/bin/time (when present) to get the CPU time of tar and gzip together. */
 function baseline(tree, out, level) {
@@ -110,18 +48,11 @@ function timedBaseline(tree, out, level) {
   return { wall: Number(process.hrtime.bigint() - t0) / 1e6, cpu };
 }
 
-const fmtMs = (ms) => `${(ms / 1000).toFixed(2)} s`;
-const fmtMB = (b) => `${(b / MB).toFixed(1)} MB`;
-
 console.log(`packfarm layer benchmark — scale ${scale}, ${runs} run(s) per figure, node ${process.version}`);
 
 // 1. Throughput against tar | gzip.
 const tree = join(work, 'tree');
-const treeBytes = makeTree(tree, {
-  smallFiles: Math.round(10_000 * scale),
-  largeBytes: Math.round(160 * MB * scale),
-  largeFileSize: 20 * MB,
-});
+const treeBytes = makeTree(tree, scale);
 console.log(
   `tree: ${Math.round(10_000 * scale)} small text files + random binaries, ${fmtMB(treeBytes)} of content\n`,
 );
@@ -156,7 +87,7 @@ console.log(
 );
 for (const r of rows) {
   console.log(
-    `${pad(`-${r.level}`, 6)}${pad(fmtMs(r.ours), 12)}${pad(fmtMs(r.base), 12)}${pad(`${(r.ours / r.base).toFixed(2)}x`, 8)}${pad(fmtMs(r.oursCpu), 10)}${pad(fmtMs(r.baseCpu), 10)}${pad(fmtMB(r.oursSize), 11)}${fmtMB(r.baseSize)}`,
+    `${pad(`-${r.level}`, 6)}${pad(fmtS(r.ours), 12)}${pad(fmtS(r.base), 12)}${pad(`${(r.ours / r.base).toFixed(2)}x`, 8)}${pad(fmtS(r.oursCpu), 10)}${pad(fmtS(r.baseCpu), 10)}${pad(fmtMB(r.oursSize), 11)}${fmtMB(r.baseSize)}`,
   );
 }
 console.log(
@@ -166,15 +97,14 @@ rmSync(tree, { recursive: true, force: true });
 
 // 2. Peak RSS of a child process writing a ~1 GB layer.
 const bigTree = join(work, 'big');
-const bigBytes = makeTree(bigTree, {
-  smallFiles: Math.round(10_000 * scale),
+const bigBytes = makeTree(bigTree, scale, {
   largeBytes: Math.round(1000 * MB * scale),
   largeFileSize: 100 * MB,
 });
 // Peak resident set from /proc (VmHWM): getrusage's maxRSS can carry over the parent's peak across fork+exec.
 const child = `
   const { readFileSync } = await import('node:fs');
-  const { writeLayer } = await import(${JSON.stringify(distIndex)});
+  const { writeLayer } = await import(${JSON.stringify(distUrl('archive/index.js'))});
   const hwm = () => {
     try {
       const m = /VmHWM:\\s+(\\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));

@@ -6,26 +6,19 @@
 //   node bench/rebuild.mjs                  full size
 //   BENCH_SCALE=0.1 node bench/rebuild.mjs  quick run
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fmtMB, fmtS, load, makeTree, putTinyRunImage, startCountingRegistry } from './lib.mjs';
+import { fmtMB, fmtS, load, makeTree, putTinyRunImage, setup, startCountingRegistry } from './lib.mjs';
 
-const scale = Number(process.env.BENCH_SCALE ?? '1');
-if (!(scale > 0)) throw new Error(`BENCH_SCALE must be a positive number, got ${process.env.BENCH_SCALE}`);
+const { scale, work, onExit } = setup('rebuild');
 const { buildApp } = await load('api/build.js');
 const { createRegistryStore } = await load('image/registry-store.js');
 const { parseReference } = await load('oci/reference.js');
 const { writeLayerFromEntries } = await load('archive/index.js');
 const { closeSharedRegistryClients } = await load('registry/index.js');
 
-const work = mkdtempSync(join(tmpdir(), 'packfarm-bench-rebuild-'));
 let registry;
-process.on('exit', () => {
-  registry?.stop();
-  rmSync(work, { recursive: true, force: true });
-});
-for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
+onExit(() => registry?.stop());
 
 // A buildpack that does a little real work each build: a launch layer (a 4 MB runtime), a cache layer, and
 // a process. Its output is the same every time, so a rebuild can reuse every layer by diffID.
@@ -130,3 +123,4 @@ console.log(
   `  one-file change uploaded ${fmtMB(registry.counts.uploadedBytes)} (app layer ${fmtMB(appLayer?.size ?? 0)} + config)`,
 );
 await closeSharedRegistryClients?.();
+await registry.stop();
