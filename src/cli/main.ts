@@ -5,7 +5,6 @@ import { registerImageCommands } from './image.js';
 import { registerInspectCommands } from './inspect.js';
 import { registerLayerCommands } from './layer.js';
 import { registerManifestCommands } from './manifest.js';
-import { runLifecycleCommand } from './lifecycle.js';
 import { registerSbomCommands } from './sbom.js';
 import { registerRebaseCommand } from './rebase.js';
 
@@ -41,7 +40,11 @@ export function createProgram(io: CliIO): Command {
 export async function main(argv: string[], io: CliIO = processIO): Promise<number> {
   // The lifecycle phase commands take the lifecycle's single-dash flags (-app, -layers …), which commander
   // cannot parse, so they have their own small parser.
-  if (argv[0] === 'lifecycle') return runLifecycleCommand(argv.slice(1), io);
+  // Loaded only when asked for: the phases pull in most of packfarm, which other commands need not load.
+  if (argv[0] === 'lifecycle') {
+    const { runLifecycleCommand } = await import('./lifecycle.js');
+    return runLifecycleCommand(argv.slice(1), io);
+  }
   const program = createProgram(io);
   const json = argv.includes('--json');
   try {

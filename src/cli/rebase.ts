@@ -7,7 +7,7 @@ import {
   openImage,
   parseImageLocation,
 } from '../image/transport.js';
-import { type RebaseImageRef, type RebaseResult, rebase } from '../phase/rebase.js';
+import type { RebaseImageRef, RebaseResult } from '../phase/rebase.js';
 import { createLogger } from '../util/log.js';
 import { type CliIO, collect } from './output.js';
 
@@ -67,7 +67,7 @@ export function registerRebaseCommand(program: Command, io: CliIO): void {
         write: (l) => io.err(l),
         ...(o.json ? { json: true } : {}),
       });
-      const result = await rebase({
+      const result = await (await import('../phase/rebase.js')).rebase({
         source: { store: app.store, target: app.target, name: app.display },
         ...(runImage ? { runImage } : { openRunImage: open }),
         force: o.force === true,

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { insecureRegistriesFrom } from '../image/transport.js';
 import { parsePlatform } from '../oci/platform.js';
-import { downloadAppSbom } from '../phase/sbom.js';
 import { type CliIO, collect } from './output.js';
 
 /** `packfarm sbom download IMAGE`: pack's `sbom download`. */
@@ -29,7 +28,7 @@ export function registerSbomCommands(program: Command, io: CliIO): void {
           json?: boolean;
         },
       ) => {
-        const result = await downloadAppSbom(image, {
+        const result = await (await import('../phase/sbom.js')).downloadAppSbom(image, {
           destDir: o.outputDir,
           remote: o.remote === true,
           insecureRegistries: insecureRegistriesFrom(o.insecureRegistry),
