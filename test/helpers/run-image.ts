@@ -1,92 +1,29 @@
 import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, symlink } from 'node:fs/promises';
+import { mkdir, rm, symlink } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
-import { Readable, Writable } from 'node:stream';
 import { execa } from 'execa';
-import { type MemoryEntry, writeLayerFromEntries } from '../../src/archive/index.js';
-import type { ImageStore } from '../../src/image/store.js';
-import { type Digest, sha256Digest } from '../../src/oci/digest.js';
-import { MediaType } from '../../src/oci/media-types.js';
-import { type Platform, platformToSpec } from '../../src/oci/platform.js';
-import { canonicalJson } from '../../src/util/json.js';
+import {
+  BUSYBOX_APPLETS,
+  type BusyboxRunImage,
+  type BusyboxRunImageOptions,
+  writeBusyboxRunImage,
+} from '../../src/builder/busybox-run-image.js';
 
 /**
- * A real, tiny run image for export/rebase/launch tests: one layer with a static busybox as /bin/busybox and
- * its applets as symlinks in /bin, /etc/passwd and /etc/group with a `cnb` user, and a sticky /tmp. podman can
- * run it on the host architecture (and on others through qemu-user-static when `busyboxPath` is a binary for
- * that architecture).
+ * A real, tiny run image for export/rebase/launch tests: packfarm's busybox run image
+ * (src/builder/busybox-run-image.ts, also behind scripts/run-image.mjs) with test defaults. podman can run it on
+ * the host architecture (and on others through qemu-user-static when `busyboxPath` is a binary for that
+ * architecture).
  */
-export interface RunImageOptions {
-  store: ImageStore;
-  tag: string;
-  /** Default linux/amd64. */
-  platform?: Platform;
-  /** A statically linked busybox for `platform` (default /bin/busybox from Debian's busybox-static). */
-  busyboxPath?: string;
-  /** Added to the io.buildpacks.base.* labels (which callers may override). */
-  labels?: Record<string, string>;
-  /** Config User (default '1000:1000'). */
-  user?: string;
-  /** Extra files in the layer: path (no leading /) → content. Use it to tell v1 from v2 (see runImageVersion). */
-  extraFiles?: Record<string, string>;
-  /** Extra config Env entries after PATH. */
-  env?: string[];
-  /** Leave /bin/sh out (a run image without a shell). */
-  noShell?: boolean;
-  /** Docker media types instead of OCI. */
-  docker?: boolean;
+export interface RunImageOptions extends Omit<BusyboxRunImageOptions, 'createdBy'> {
+  /** Default linux/amd64 (not the host's: tests name the platform they check). */
+  platform?: BusyboxRunImageOptions['platform'];
 }
 
-export interface RunImage {
-  digest: Digest;
-  manifestBytes: Buffer;
-  mediaType: string;
-  size: number;
-  platform: Platform;
-  config: { digest: Digest; bytes: Buffer; value: Record<string, unknown> };
-  layers: Array<{ digest: Digest; size: number; diffId: Digest }>;
-}
+export type RunImage = BusyboxRunImage;
 
-export const BUSYBOX_APPLETS = [
-  'sh',
-  'echo',
-  'cat',
-  'env',
-  'ls',
-  'id',
-  'sleep',
-  'true',
-  'false',
-  'pwd',
-  'test',
-  '[',
-  'mkdir',
-  'rm',
-  'cp',
-  'mv',
-  'chmod',
-  'grep',
-  'sed',
-  'head',
-  'tail',
-  'wc',
-  'sort',
-  'tr',
-  'basename',
-  'dirname',
-  'readlink',
-  'uname',
-  'whoami',
-  'date',
-  'touch',
-  'find',
-  'xargs',
-  'expr',
-  'mktemp',
-];
-
-const CREATED = '1980-01-01T00:00:01Z';
+export { BUSYBOX_APPLETS };
 
 function requireBusybox(path: string): void {
   if (!existsSync(path)) {
@@ -96,105 +33,13 @@ function requireBusybox(path: string): void {
   }
 }
 
-function collect(): { stream: Writable; bytes: () => Buffer } {
-  const chunks: Buffer[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      chunks.push(chunk);
-      cb();
-    },
-  });
-  return { stream, bytes: () => Buffer.concat(chunks) };
-}
-
 export async function createRunImage(opts: RunImageOptions): Promise<RunImage> {
-  const busyboxPath = opts.busyboxPath ?? '/bin/busybox';
-  requireBusybox(busyboxPath);
-  const platform = opts.platform ?? { os: 'linux', architecture: 'amd64' };
-  const user = opts.user ?? '1000:1000';
-  const entries: MemoryEntry[] = [
-    { path: 'bin', type: 'dir', mode: 0o755 },
-    { path: 'bin/busybox', type: 'file', mode: 0o755, content: await readFile(busyboxPath) },
-    { path: 'etc', type: 'dir', mode: 0o755 },
-    {
-      path: 'etc/passwd',
-      type: 'file',
-      content: 'root:x:0:0:root:/root:/bin/sh\ncnb:x:1000:1000:cnb:/home/cnb:/bin/sh\n',
-    },
-    { path: 'etc/group', type: 'file', content: 'root:x:0:\ncnb:x:1000:\n' },
-    { path: 'home/cnb', type: 'dir', mode: 0o755, uid: 1000, gid: 1000 },
-    { path: 'root', type: 'dir', mode: 0o700 },
-    { path: 'tmp', type: 'dir', mode: 0o1777 },
-    { path: 'usr/bin', type: 'dir', mode: 0o755 },
-    { path: 'usr/local/bin', type: 'dir', mode: 0o755 },
-  ];
-  for (const applet of BUSYBOX_APPLETS) {
-    if (opts.noShell && applet === 'sh') continue;
-    entries.push({ path: `bin/${applet}`, type: 'symlink', linkname: 'busybox' });
-  }
-  for (const [path, content] of Object.entries(opts.extraFiles ?? {})) {
-    entries.push({ path, type: 'file', content });
-  }
-  const out = collect();
-  const layer = await writeLayerFromEntries(entries, { out: out.stream, gzipLevel: 6 });
-  const gz = out.bytes();
-
-  const labels = {
-    'io.buildpacks.base.distro.name': 'busybox',
-    'io.buildpacks.base.distro.version': '1',
-    ...(opts.labels ?? {}),
-  };
-  const config = {
-    ...platformToSpec(platform),
-    created: CREATED,
-    config: {
-      Env: ['PATH=/usr/local/bin:/usr/bin:/bin', ...(opts.env ?? [])],
-      User: user,
-      Labels: labels,
-    },
-    rootfs: { type: 'layers', diff_ids: [layer.diffId] },
-    history: [{ created: CREATED, created_by: 'packfarm test run image (busybox)' }],
-  };
-  const cfgBytes = Buffer.from(canonicalJson(config));
-  const cfgDigest = sha256Digest(cfgBytes);
-  await opts.store.putBlob({
-    digest: layer.digest,
-    size: layer.size,
-    open: () => Readable.from([gz]),
+  requireBusybox(opts.busyboxPath ?? '/bin/busybox');
+  return writeBusyboxRunImage({
+    ...opts,
+    platform: opts.platform ?? { os: 'linux', architecture: 'amd64' },
+    createdBy: 'packfarm test run image (busybox)',
   });
-  await opts.store.putBlob({
-    digest: cfgDigest,
-    size: cfgBytes.length,
-    open: () => Readable.from([cfgBytes]),
-  });
-  const mediaType = opts.docker ? MediaType.dockerManifest : MediaType.ociManifest;
-  const manifest = {
-    schemaVersion: 2,
-    mediaType,
-    config: {
-      mediaType: opts.docker ? MediaType.dockerConfig : MediaType.ociConfig,
-      digest: cfgDigest,
-      size: cfgBytes.length,
-    },
-    layers: [
-      {
-        mediaType: opts.docker ? MediaType.dockerLayerGzip : MediaType.ociLayerGzip,
-        digest: layer.digest,
-        size: layer.size,
-      },
-    ],
-  };
-  const manifestBytes = Buffer.from(canonicalJson(manifest));
-  const digest = await opts.store.putManifest({ bytes: manifestBytes, mediaType, tag: opts.tag });
-  return {
-    digest,
-    manifestBytes,
-    mediaType,
-    size: manifestBytes.length,
-    platform,
-    config: { digest: cfgDigest, bytes: cfgBytes, value: config },
-    layers: [{ digest: layer.digest, size: layer.size, diffId: layer.diffId }],
-  };
 }
 
 /**
