@@ -1,4 +1,5 @@
 import { constants as fsConstants } from 'node:fs';
+import type { Dirent } from 'node:fs';
 import { chmod, copyFile, lstat, mkdir, readdir, readlink, symlink } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { join } from 'node:path';
@@ -123,21 +124,15 @@ export async function copyAppDir(
   from: string,
   to: string,
   filter: AppFileFilter | undefined,
-): Promise<{ files: number; bytes: number }> {
-  const stats = { files: 0, bytes: 0 };
+): Promise<{ files: number }> {
+  const stats = { files: 0 };
   await mkdir(to, { recursive: true });
-  const files: Array<{ src: string; dst: string; mode: number }> = [];
+  const files: Array<{ src: string; dst: string }> = [];
   const dirs: Array<{ dst: string; mode: number }> = [];
   await walk(from, to, '', filter, stats, files, dirs);
   const limit = pLimit(COPY_CONCURRENCY);
-  await Promise.all(
-    files.map((f) =>
-      limit(async () => {
-        await copyFile(f.src, f.dst, fsConstants.COPYFILE_FICLONE);
-        await chmod(f.dst, f.mode);
-      }),
-    ),
-  );
+  // copyFile gives the copy the source's permission bits (libuv), so no chmod per file.
+  await Promise.all(files.map((f) => limit(() => copyFile(f.src, f.dst, fsConstants.COPYFILE_FICLONE))));
   // Modes of directories last: a read-only directory must not stop the copies into it.
   for (const d of dirs.reverse()) await chmod(d.dst, d.mode);
   return stats;
@@ -150,14 +145,16 @@ async function walk(
   dest: string,
   rel: string,
   filter: AppFileFilter | undefined,
-  stats: { files: number; bytes: number },
-  files: Array<{ src: string; dst: string; mode: number }>,
+  stats: { files: number },
+  files: Array<{ src: string; dst: string }>,
   dirs: Array<{ dst: string; mode: number }>,
 ): Promise<void> {
   const dir = rel === '' ? root : join(root, rel);
-  let names: string[];
+  let entries: Dirent[];
   try {
-    names = (await readdir(dir)).sort();
+    entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) =>
+      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+    );
   } catch (err) {
     throw new PackfarmError(
       'APP_UNREADABLE',
@@ -168,23 +165,21 @@ async function walk(
       },
     );
   }
-  for (const name of names) {
-    const r = rel === '' ? name : `${rel}/${name}`;
+  for (const e of entries) {
+    const r = rel === '' ? e.name : `${rel}/${e.name}`;
     const src = join(root, r);
     const dst = join(dest, r);
-    const st = await lstat(src);
-    if (filter && !filter(r, st.isDirectory())) continue;
-    if (st.isDirectory()) {
-      await mkdir(dst, { recursive: true });
-      dirs.push({ dst, mode: st.mode & 0o7777 });
+    if (filter && !filter(r, e.isDirectory())) continue;
+    if (e.isDirectory()) {
+      await mkdir(dst);
+      dirs.push({ dst, mode: (await lstat(src)).mode & 0o7777 });
       await walk(root, dest, r, filter, stats, files, dirs);
-    } else if (st.isSymbolicLink()) {
+    } else if (e.isSymbolicLink()) {
       await symlink(await readlink(src), dst);
       stats.files++;
-    } else if (st.isFile()) {
-      files.push({ src, dst, mode: st.mode & 0o7777 });
+    } else if (e.isFile()) {
+      files.push({ src, dst });
       stats.files++;
-      stats.bytes += st.size;
     }
     // Sockets, fifos and devices have no place in an image layer: skipped.
   }
