@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_BUSYBOX_PATH, writeBusyboxRunImage } from '../dist/builder/busybox-run-image.js';
 import { openImage } from '../dist/image/transport.js';
 import { isPackfarmError } from '../dist/util/errors.js';
+import { ensureTools } from './ensure-tools.mjs';
 
 const usage = `usage: node scripts/run-image.mjs DESTINATION [--insecure-registry HOST[:PORT]]... [--busybox PATH]
 
@@ -51,6 +52,9 @@ async function run(argv) {
     console.error(`${positionals[0]}: give a tag to write the run image under, not a digest`);
     return 2;
   }
+  // The default busybox comes from Debian's busybox-static: installed here when running as root, else the
+  // exact apt-get command is printed.
+  if (values.busybox === DEFAULT_BUSYBOX_PATH && !ensureTools(['busybox'], 'the demo run image')) return 1;
   const image = await writeBusyboxRunImage({
     store: dest.store,
     tag: dest.tag,
