@@ -80,13 +80,12 @@ describe('packfarm build --publish to a registry', () => {
   const image = () => `${registry.host}/app:latest`;
   let app: string;
   let first: BuildReport;
-
-  it('builds an image podman runs: default process, another type, overriding args, launch env', async () => {
-    app = await makeApp('hello', { 'app.txt': 'version 1\n' });
-    first = await buildJson(
+  // The same build each time: only the app's files change between the tests.
+  const publishHello = (dir: string) =>
+    buildJson(
       image(),
       '--path',
-      app,
+      dir,
       '--buildpack',
       helloBp,
       '--run-image',
@@ -97,6 +96,10 @@ describe('packfarm build --publish to a registry', () => {
       '--cache-dir',
       join(root, 'cache-hello'),
     );
+
+  it('builds an image podman runs: default process, another type, overriding args, launch env', async () => {
+    app = await makeApp('hello', { 'app.txt': 'version 1\n' });
+    first = await publishHello(app);
     expect(first.buildpacks).toEqual([{ id: 'export/hello', version: '1.0.0' }]);
     expect(first.processes).toEqual(
       expect.arrayContaining([
@@ -128,20 +131,7 @@ describe('packfarm build --publish to a registry', () => {
 
   it('rebuilds with no change without uploading a single blob', async () => {
     registry.resetCounters();
-    const again = await buildJson(
-      image(),
-      '--path',
-      app,
-      '--buildpack',
-      helloBp,
-      '--run-image',
-      runRef,
-      '--publish',
-      '--insecure-registry',
-      registry.host,
-      '--cache-dir',
-      join(root, 'cache-hello'),
-    );
+    const again = await publishHello(app);
     expect(again.digest).toBe(first.digest);
     expect(again.layers.every((l) => l.outcome === 'reused')).toBe(true);
     const c = registry.counters();
@@ -155,20 +145,7 @@ describe('packfarm build --publish to a registry', () => {
   it('after a change to one app file uploads only the app layer (and the new config)', async () => {
     await writeFile(join(app, 'app.txt'), 'version 2\n');
     registry.resetCounters();
-    const changed = await buildJson(
-      image(),
-      '--path',
-      app,
-      '--buildpack',
-      helloBp,
-      '--run-image',
-      runRef,
-      '--publish',
-      '--insecure-registry',
-      registry.host,
-      '--cache-dir',
-      join(root, 'cache-hello'),
-    );
+    const changed = await publishHello(app);
     expect(changed.digest).not.toBe(first.digest);
     expect(changed.layers.filter((l) => l.outcome === 'added').map((l) => l.name)).toEqual(['app']);
     const c = registry.counters();
