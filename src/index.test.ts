@@ -20,8 +20,15 @@ describe('public API', () => {
       'createHostExecutor',
       'parseReference',
       'parsePlatform',
-    ] as const) {
-      expect(typeof api[name], name).toBe('function');
+      'buildApp',
+      'create',
+      'rebase',
+      'inspectApp',
+      'downloadSbom',
+      'resolveBuilder',
+      'stageBuildpack',
+    ]) {
+      expect(typeof (api as Record<string, unknown>)[name], name).toBe('function');
     }
   });
 

@@ -37,7 +37,7 @@ import {
   resolveProjectBuildpack,
 } from '../platform/project.js';
 import { type CreateEvent, type CreatePhase, create } from '../phase/create.js';
-import type { ExportOutput, LayerOutcome } from '../phase/export.js';
+import { type ExportOutput, type LayerOutcome, addExportOutput } from '../phase/export.js';
 import { PackfarmError } from '../util/errors.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { resolveCreationTime } from '../util/time.js';
@@ -192,11 +192,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
         insecureRegistries: insecure,
         create: true,
       });
-      const same = outputs.find((x) => x.store.description === o.store.description);
-      if (same) {
-        same.tags.push(o.tag ?? 'latest');
-        same.names?.push(t);
-      } else outputs.push({ store: o.store, tags: [o.tag ?? 'latest'], names: [t] });
+      addExportOutput(outputs, o.store, o.tag ?? 'latest', t);
     }
 
     const runNames = opts.runImage ? [opts.runImage] : (builder?.runImages ?? []);

@@ -71,6 +71,18 @@ export interface ExportOutput {
   names?: string[];
 }
 
+/**
+ * Add a destination to a list of outputs: a store already listed (the same repository or layout) gets one more
+ * tag, another store becomes another output that receives the same blobs and manifest.
+ */
+export function addExportOutput(outputs: ExportOutput[], store: ImageStore, tag: string, name: string): void {
+  const same = outputs.find((x) => x.store.description === store.description);
+  if (same) {
+    same.tags.push(tag);
+    same.names?.push(name);
+  } else outputs.push({ store, tags: [tag], names: [name] });
+}
+
 export type ExportEvent =
   | { type: 'layer'; name: string; outcome: LayerOutcome; digest: Digest; size: number }
   | { type: 'warning'; message: string };

@@ -5,7 +5,7 @@ import { readOrder } from '../../buildpack/order.js';
 import { createHostExecutor } from '../../exec/host.js';
 import { hostPlatform } from '../../oci/platform.js';
 import { type CreatePhase, create } from '../../phase/create.js';
-import type { ExportOutput } from '../../phase/export.js';
+import { type ExportOutput, addExportOutput } from '../../phase/export.js';
 import { EXIT } from '../../platform/exit-codes.js';
 import { readRunFile } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
@@ -109,12 +109,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
   const outputs: ExportOutput[] = [];
   for (const name of [image, ...inputs.list('tag')]) {
     const o = await opener.open(name, { create: true });
-    const tag = o.tag ?? 'latest';
-    const same = outputs.find((x) => x.store.description === o.store.description);
-    if (same) {
-      same.tags.push(tag);
-      same.names?.push(name);
-    } else outputs.push({ store: o.store, tags: [tag], names: [name] });
+    addExportOutput(outputs, o.store, o.tag ?? 'latest', name);
   }
 
   let current: CreatePhase = 'analyze';

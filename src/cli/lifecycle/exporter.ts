@@ -8,11 +8,12 @@ import { EXIT } from '../../platform/exit-codes.js';
 import { readAnalyzedFile, readGroupFile, runImageTargetOf } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import type { ProjectMetadata } from '../../platform/labels.js';
-import { type ExportOutput, exportImage } from '../../phase/export.js';
+import { type ExportOutput, addExportOutput, exportImage } from '../../phase/export.js';
 import { PackfarmError } from '../../util/errors.js';
 import { resolveCreationTime } from '../../util/time.js';
 import { parseToml } from '../../util/toml.js';
 import type { CliIO } from '../output.js';
+import { refuseDaemon } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import type { PhaseCommand } from './types.js';
 
@@ -93,16 +94,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   });
   if (typeof ctx === 'number') return ctx;
   const { inputs, logger, platformApi, positionals } = ctx;
-  if (inputs.bool('daemon')) {
-    throw new PackfarmError(
-      'DAEMON_UNSUPPORTED',
-      'packfarm does not export to a container daemon (-daemon)',
-      {
-        hint: 'export to a registry, or with -layout to OCI layout directories',
-        exitCode: EXIT.INVALID_ARGS,
-      },
-    );
-  }
+  refuseDaemon(inputs, 'exporter');
   const layout = inputs.bool('layout');
   const layoutDir = inputs.string('layout-dir');
   const insecure = inputs.list('insecure-registry');
@@ -128,12 +120,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   const outputs: ExportOutput[] = [];
   for (const name of positionals) {
     const o = await open(name, true);
-    const tag = o.tag ?? 'latest';
-    const same = outputs.find((x) => x.store.description === o.store.description);
-    if (same) {
-      same.tags.push(tag);
-      same.names?.push(name);
-    } else outputs.push({ store: o.store, tags: [tag], names: [name] });
+    addExportOutput(outputs, o.store, o.tag ?? 'latest', name);
   }
   const previousName = analyzed?.image?.reference;
   const previous = previousName ? await open(previousName, false).catch(() => undefined) : undefined;

@@ -8,6 +8,7 @@ import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import { writeReport } from '../../platform/report.js';
 import { PackfarmError, isPackfarmError } from '../../util/errors.js';
 import type { CliIO } from '../output.js';
+import { refuseDaemon } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import type { PhaseCommand } from './types.js';
 
@@ -73,16 +74,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   });
   if (typeof ctx === 'number') return ctx;
   const { inputs, logger, positionals } = ctx;
-  if (inputs.bool('daemon')) {
-    throw new PackfarmError(
-      'DAEMON_UNSUPPORTED',
-      'packfarm does not rebase images in a container daemon (-daemon)',
-      {
-        hint: 'rebase in a registry, or with -layout in OCI layout directories',
-        exitCode: EXIT.INVALID_ARGS,
-      },
-    );
-  }
+  refuseDaemon(inputs, 'rebaser');
   const layout = inputs.bool('layout');
   const layoutDir = inputs.string('layout-dir');
   const insecure = inputs.list('insecure-registry');
