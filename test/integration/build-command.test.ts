@@ -254,6 +254,31 @@ describe('packfarm build into OCI layouts', () => {
       },
     });
   }, 180_000);
+  it('takes a buildpack as a .tgz archive, and --env / --env-file over project.toml env', async () => {
+    const app = join(root, 'apps', 'project-v01-env');
+    await cp(join(fixtures, 'apps', 'project-v01'), app, { recursive: true });
+    const tgz = join(root, 'sh-buildpack.tgz');
+    await execa('tar', ['-czf', tgz, '-C', join(app, 'sh-buildpack'), '.']);
+    await writeFile(join(root, 'build.env'), 'WHO=env file\n');
+    const out = `oci:${join(root, 'project-v01-env')}:app`;
+    const build = (...extra: string[]) =>
+      buildJson(
+        out,
+        '--path',
+        app,
+        '--run-image',
+        runRef,
+        '--insecure-registry',
+        registry.host,
+        '--buildpack',
+        tgz,
+        ...extra,
+      );
+    await build('--env-file', join(root, 'build.env'));
+    expect((await podman.run(out)).stdout.trim()).toBe('app says hello to env file');
+    await build('--env-file', join(root, 'build.env'), '--env', 'WHO=flag');
+    expect((await podman.run(out)).stdout.trim()).toBe('app says hello to flag');
+  }, 180_000);
 });
 
 describe('packfarm build caches', () => {
