@@ -8,12 +8,12 @@ import type { Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
 import { writeGroupFile, writePlanFile } from '../platform/files.js';
 import type { ProjectMetadata } from '../platform/labels.js';
-import { type BuildMetadata, readBuildMetadata, buildMetadataPath } from '../platform/metadata.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { type AnalyzeResult, analyzeToFile } from './analyze.js';
 import { type BuildEvent, type BuildResult, build } from './build.js';
 import { type DetectEvent, type DetectResult, detect } from './detect.js';
 import { type ExportEvent, type ExportOutput, type ExportResult, exportImage } from './export.js';
+import type { HostPaths } from './host-paths.js';
 import { type RestoreResult, restore } from './restore.js';
 
 /**
@@ -49,9 +49,9 @@ export interface CreateOptions {
   /**
    * The app and layers dirs as the buildpacks saw them, when that differs from where the image holds them
    * (the host executor runs buildpacks in temp dirs; the image has /workspace and /layers). Process commands,
-   * args and working dirs that start with them are rewritten to the image paths.
+   * args, working dirs and launch env values that name them are rewritten to the image paths.
    */
-  hostPaths?: { appDir: string; layersDir: string };
+  hostPaths?: HostPaths;
   imageAppDir?: string;
   imageLayersDir?: string;
   uid?: number;
@@ -200,14 +200,12 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
   );
 
   const exported = await phase('export', async () => {
-    let metadata = await readBuildMetadata(buildMetadataPath(opts.layersDir));
-    if (opts.hostPaths) metadata = toImagePaths(metadata, opts.hostPaths, opts);
     return exportImage({
       layersDir: opts.layersDir,
       appDir: opts.appDir,
       group,
       analyzed: analyzed.analyzed,
-      metadata,
+      ...(opts.hostPaths ? { hostPaths: opts.hostPaths } : {}),
       runImage: {
         store: opts.runImage.store,
         target: analyzed.runImage.digest,
@@ -272,42 +270,4 @@ function knownCacheDiffIds(exported: ExportResult): Map<string, Digest> {
         .map(([name, l]) => [`${b.key}:${name}`, l.sha as Digest] as const),
     ),
   );
-}
-
-/** Rewrite host paths in process definitions to where the image holds the app and the layers. */
-export function toImagePaths(
-  md: BuildMetadata,
-  host: { appDir: string; layersDir: string },
-  image: { imageAppDir?: string; imageLayersDir?: string },
-): BuildMetadata {
-  const pairs: Array<[string, string]> = [
-    [trimSlash(host.appDir), trimSlash(image.imageAppDir ?? '/workspace')],
-    [trimSlash(host.layersDir), trimSlash(image.imageLayersDir ?? '/layers')],
-  ];
-  const map = (s: string): string => {
-    let out = s;
-    for (const [from, to] of pairs) {
-      if (from === '' || from === to) continue;
-      // Only whole path prefixes: /tmp/ws must not match /tmp/ws2.
-      out = out.replace(new RegExp(`${escapeRegExp(from)}(?=$|[/\\s:;"'=])`, 'g'), () => to);
-    }
-    return out;
-  };
-  return {
-    ...md,
-    processes: md.processes.map((p) => ({
-      ...p,
-      command: p.command.map(map),
-      args: p.args.map(map),
-      ...(p.workingDir !== undefined ? { workingDir: map(p.workingDir) } : {}),
-    })),
-  };
-}
-
-function trimSlash(p: string): string {
-  return p.length > 1 ? p.replace(/\/+$/, '') : p;
-}
-
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

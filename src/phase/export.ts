@@ -62,6 +62,7 @@ import { REPRODUCIBLE_EPOCH } from '../util/time.js';
 import { parseToml } from '../util/toml.js';
 import { parseJson, parseWith } from '../util/validate.js';
 import { assignSlices } from './export-slices.js';
+import { type HostPaths, type PathRewriter, hostPathRewriter, processesToImagePaths } from './host-paths.js';
 
 /** Where an image goes: a store and the tags to put the manifest under; `names` are the references reported. */
 export interface ExportOutput {
@@ -117,6 +118,11 @@ export interface ExportOptions {
   shell?: boolean;
   /** The previous app image, for launch layers restored as metadata only (no dir): their blobs are reused. */
   previousImage?: { store: ImageStore; target: string } | undefined;
+  /**
+   * Where the buildpacks saw the app and layers dirs, when not at the in-image paths (host executor):
+   * process commands, args, working dirs and launch env values naming them are rewritten.
+   */
+  hostPaths?: HostPaths;
   /** In-image paths (defaults /layers, /workspace). */
   imageLayersDir?: string;
   imageAppDir?: string;
@@ -209,7 +215,13 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
   const gid = opts.gid ?? 1000;
   const imgLayers = (opts.imageLayersDir ?? '/layers').replace(/\/+$/, '');
   const imgApp = (opts.imageAppDir ?? '/workspace').replace(/\/+$/, '');
-  const metadata = opts.metadata ?? (await readBuildMetadata(buildMetadataPath(opts.layersDir)));
+  const rewrite: PathRewriter = opts.hostPaths
+    ? hostPathRewriter(opts.hostPaths, { appDir: imgApp, layersDir: imgLayers })
+    : (v) => v;
+  const metadata = processesToImagePaths(
+    opts.metadata ?? (await readBuildMetadata(buildMetadataPath(opts.layersDir))),
+    rewrite,
+  );
   const platform = opts.platform ?? platformOf(opts.analyzed);
 
   const base = await exportError(() => readBaseImage(opts.runImage.store, opts.runImage.target, platform));
@@ -348,16 +360,21 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
   }
   const order = opts.group.group.map((g) => g.id);
   const baseEnv = envFromConfig(base.config.config?.Env);
-  const general = await computeLaunchEnv({ base: baseEnv, layers: launchLayers, buildpackOrder: order });
+  const inImage = (env: Map<string, string>) => new Map([...env].map(([k, v]) => [k, rewrite(v)] as const));
+  const general = inImage(
+    await computeLaunchEnv({ base: baseEnv, layers: launchLayers, buildpackOrder: order }),
+  );
   const scriptEntries: MemoryEntry[] = [];
   let anyExecD = false;
   for (const p of processes) {
-    const own = await computeLaunchEnv({
-      base: baseEnv,
-      layers: launchLayers,
-      buildpackOrder: order,
-      processType: p.type,
-    });
+    const own = inImage(
+      await computeLaunchEnv({
+        base: baseEnv,
+        layers: launchLayers,
+        buildpackOrder: order,
+        processType: p.type,
+      }),
+    );
     const execD: string[] = [];
     for (const bp of order) {
       for (const l of launchLayers
@@ -409,12 +426,14 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
     entrypoint = [LAUNCHER_PATH];
   } else if (defaultProc) {
     // No shell: the default process is resolved into the config, its own env included.
-    const own = await computeLaunchEnv({
-      base: baseEnv,
-      layers: launchLayers,
-      buildpackOrder: order,
-      processType: defaultProc.type,
-    });
+    const own = inImage(
+      await computeLaunchEnv({
+        base: baseEnv,
+        layers: launchLayers,
+        buildpackOrder: order,
+        processType: defaultProc.type,
+      }),
+    );
     env = new Map(cnbEnv);
     for (const [k, v] of envDifference(general, own))
       env.set(k, k === 'PATH' ? `${PROCESS_DIR}:/cnb/lifecycle:${v}` : v);

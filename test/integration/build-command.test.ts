@@ -243,7 +243,7 @@ describe('packfarm build into OCI layouts', () => {
     expect(r.buildpacks).toEqual([{ id: 'fixtures/sh-script', version: '0.0.1' }]);
     const run = await podman.run(out);
     expect(run.stderr).not.toMatch(/Error/);
-    expect(run.stdout.trim()).toBe('app says hello to schema 0.1');
+    expect(run.stdout.trim()).toBe('app says hello to schema 0.1 from /workspace');
     const inspect = await execa('skopeo', ['inspect', out]);
     const labels = (JSON.parse(inspect.stdout) as { Labels: Record<string, string> }).Labels;
     expect(JSON.parse(labels['io.buildpacks.project.metadata'] ?? '{}')).toEqual({
@@ -275,9 +275,9 @@ describe('packfarm build into OCI layouts', () => {
         ...extra,
       );
     await build('--env-file', join(root, 'build.env'));
-    expect((await podman.run(out)).stdout.trim()).toBe('app says hello to env file');
+    expect((await podman.run(out)).stdout.trim()).toBe('app says hello to env file from /workspace');
     await build('--env-file', join(root, 'build.env'), '--env', 'WHO=flag');
-    expect((await podman.run(out)).stdout.trim()).toBe('app says hello to flag');
+    expect((await podman.run(out)).stdout.trim()).toBe('app says hello to flag from /workspace');
   }, 180_000);
 });
 
