@@ -143,7 +143,6 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
     });
     await writeGroupFile(join(opts.layersDir, 'group.toml'), { group: r.group });
     await writePlanFile(join(opts.layersDir, 'plan.toml'), r.plan);
-    for (const g of r.group) log.info(`${g.id} ${g.version}`);
     return r;
   });
   const group = { group: detected.group };
