@@ -622,12 +622,19 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
               return { name: p.planned.name, digest: p.digest, diffId: p.diffId, size: p.size, outcome };
             }
             const src = p.source;
+            // A freshly written blob that the previous image has too (same bytes, e.g. the launcher) can be
+            // mounted from there instead of uploaded.
+            const mountFrom =
+              src?.registryRepository ??
+              (previous?.byDiffId.get(p.diffId)?.digest === p.digest
+                ? previous.store.registryRepository
+                : undefined);
             const r = await exportError(() =>
               out.store.putBlob({
                 digest: p.digest,
                 size: p.size,
                 open: () => (p.file ? createReadStream(p.file) : src!.getBlob(p.digest)),
-                ...(src?.registryRepository ? { mountFrom: src.registryRepository } : {}),
+                ...(mountFrom ? { mountFrom } : {}),
               }),
             );
             const outcome: LayerOutcome =

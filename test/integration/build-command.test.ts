@@ -142,6 +142,33 @@ describe('packfarm build --publish to a registry', () => {
     expect(c.manifestPuts).toBe(0);
   }, 180_000);
 
+  it('--previous-image in another repository: its layers are mounted, not uploaded again', async () => {
+    registry.resetCounters();
+    const other = await buildJson(
+      `${registry.host}/app-copy:latest`,
+      '--path',
+      app,
+      '--buildpack',
+      helloBp,
+      '--run-image',
+      runRef,
+      '--publish',
+      '--insecure-registry',
+      registry.host,
+      '--previous-image',
+      image(),
+      '--cache-dir',
+      join(root, 'cache-hello'),
+    );
+    expect(other.digest).toBe(first.digest);
+    expect(other.layers.filter((l) => l.outcome === 'added')).toEqual([]);
+    expect(other.layers.some((l) => l.outcome === 'mounted')).toBe(true);
+    const c = registry.counters();
+    // Only the config blob is new to the repository; every layer is a mount.
+    expect(c.blobUploads).toBe(1);
+    expect(c.mounts).toBeGreaterThanOrEqual(other.layers.length);
+  }, 180_000);
+
   it('after a change to one app file uploads only the app layer (and the new config)', async () => {
     await writeFile(join(app, 'app.txt'), 'version 2\n');
     registry.resetCounters();
