@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { LATEST_PLATFORM_API } from '../buildpack/api.js';
@@ -27,7 +26,7 @@ import {
   parsePlatform,
   platformCompatible,
 } from '../oci/platform.js';
-import { appFileFilter, copyAppDir } from '../platform/app-files.js';
+import { appFileFilter, syncAppDir } from '../platform/app-files.js';
 import { collectUserEnv, writePlatformEnv } from '../platform/env-files.js';
 import type { ProjectMetadata } from '../platform/labels.js';
 import {
@@ -41,6 +40,7 @@ import { type ExportOutput, type LayerOutcome, addExportOutput } from '../phase/
 import { PackfarmError } from '../util/errors.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { resolveCreationTime } from '../util/time.js';
+import { buildDirKey, openBuildDirs } from './workdir.js';
 import { parseWith } from '../util/validate.js';
 
 /**
@@ -74,9 +74,9 @@ export const BuildAppOptionsSchema = z.object({
   /** `os/arch[/variant]` (default: the host's). */
   platform: z.string().min(1).optional(),
   platformApi: z.string().default(LATEST_PLATFORM_API),
-  /** Where temp dirs go (default os.tmpdir()). */
+  /** Where --keep-temp builds go (default os.tmpdir()). */
   tmpDir: z.string().optional(),
-  /** Keep the temp workspace and layers dir (for debugging); their path is in the report. */
+  /** Build in a fresh temp dir (under tmpDir) and keep it, for debugging; its path is in the report. */
   keepTemp: z.boolean().default(false),
 });
 
@@ -135,20 +135,22 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
   if (opts.descriptor && !project)
     throw new PackfarmError('DESCRIPTOR_NOT_FOUND', `--descriptor ${descriptorPath}: no such file`);
 
-  const work = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'packfarm-build-'));
-  const dirs = {
-    app: join(work, 'workspace'),
-    layers: join(work, 'layers'),
-    platform: join(work, 'platform'),
-    scratch: join(work, 'scratch'),
-  };
+  const outputLocation = appImageLocation(opts.image, { publish: opts.publish, env, source: 'IMAGE' });
+  const dirs = await openBuildDirs({
+    key: buildDirKey(formatImageLocation(outputLocation), formatPlatform(platform)),
+    dataDir: packfarmDataDir(env),
+    tmpDir: opts.tmpDir,
+    keepTemp: opts.keepTemp,
+  });
   let builder: ResolvedBuilder | undefined;
   try {
-    await Promise.all(Object.values(dirs).map((d) => mkdir(d, { recursive: true })));
     const filter = project
       ? appFileFilter({ include: project.include, exclude: project.exclude }, project.source)
       : undefined;
-    await copyAppDir(appPath, dirs.app, filter);
+    const synced = await syncAppDir(appPath, dirs.app, filter);
+    log.debug(
+      `workspace ${dirs.app}: ${synced.copied} file(s) copied, ${synced.kept} unchanged, ${synced.removed} removed`,
+    );
 
     const builderName = opts.builder ?? project?.builder;
     if (builderName) {
@@ -182,7 +184,6 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
         insecureRegistries: insecure,
         create,
       });
-    const outputLocation = appImageLocation(opts.image, { publish: opts.publish, env, source: 'IMAGE' });
     const output = await openImage(outputLocation, { insecureRegistries: insecure, create: true });
     if (!output.tag)
       throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
@@ -288,11 +289,11 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
         total,
       },
       warnings: ex.warnings,
-      ...(opts.keepTemp ? { workDir: work } : {}),
+      ...(opts.keepTemp ? { workDir: dirs.root } : {}),
     };
   } finally {
     await builder?.cleanup().catch(() => undefined);
-    if (!opts.keepTemp) await rm(work, { recursive: true, force: true });
+    await dirs.release();
   }
 }
 

@@ -69,7 +69,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
     .option('-d, --descriptor <file>', 'project descriptor (default <path>/project.toml)')
     .option('-t, --tag <ref>', 'additional tag (repeatable)', collect, [])
     .option('--platform <os/arch[/variant]>', 'target platform (default: the host)')
-    .option('--keep-temp', 'keep the workspace and layers dir (for debugging)')
+    .option('--keep-temp', 'build in a fresh temp dir and keep it (workspace, layers) for debugging')
     .option('-v, --verbose', 'show debug logs')
     .option('-q, --quiet', 'show only warnings, errors and the result')
     .option('--json', 'print the build report as JSON on stdout (logs go to stderr)')

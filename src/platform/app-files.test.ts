@@ -1,8 +1,19 @@
-import { mkdir, mkdtemp, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readdir,
+  readlink,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appFileFilter, copyAppDir } from './app-files.js';
+import { appFileFilter, syncAppDir } from './app-files.js';
 
 describe('appFileFilter', () => {
   it('is undefined with neither include nor exclude', () => {
@@ -45,7 +56,7 @@ describe('appFileFilter', () => {
   });
 });
 
-describe('copyAppDir', () => {
+describe('syncAppDir', () => {
   let root: string;
   beforeAll(async () => {
     root = await mkdtemp(join(tmpdir(), 'pf-appfiles-'));
@@ -61,12 +72,36 @@ describe('copyAppDir', () => {
     await rm(root, { recursive: true, force: true });
   });
 
-  it('copies files, modes and symlinks, leaving out what the filter excludes', async () => {
+  it('copies files, modes and symlinks into an empty dir, leaving out what the filter excludes', async () => {
     const dest = join(root, 'ws');
-    const r = await copyAppDir(join(root, 'app'), dest, appFileFilter({ exclude: ['skip'] }));
+    const r = await syncAppDir(join(root, 'app'), dest, appFileFilter({ exclude: ['skip'] }));
     expect((await readdir(dest)).sort()).toEqual(['link', 'run.sh', 'sub']);
     expect((await stat(join(dest, 'run.sh'))).mode & 0o777).toBe(0o755);
     expect(await readlink(join(dest, 'link'))).toBe('run.sh');
-    expect(r.files).toBe(3);
+    expect(r).toEqual({ copied: 3, kept: 0, removed: 0 });
+  });
+
+  it('copies again only what changed, and removes what a build added or the app no longer has', async () => {
+    const app = join(root, 'app');
+    const dest = join(root, 'ws2');
+    await syncAppDir(app, dest, undefined);
+    // What a buildpack might do to the workspace:
+    await writeFile(join(dest, 'sub', 'deep', 'data'), 'changed by a buildpack');
+    await mkdir(join(dest, 'node_modules', 'x'), { recursive: true });
+    await writeFile(join(dest, 'node_modules', 'x', 'index.js'), '');
+    await chmod(join(dest, 'run.sh'), 0o644);
+    const r = await syncAppDir(app, dest, undefined);
+    expect(r).toEqual({ copied: 2, kept: 2, removed: 1 });
+    expect(await readFile(join(dest, 'sub', 'deep', 'data'), 'utf8')).toBe('x');
+    expect((await stat(join(dest, 'run.sh'))).mode & 0o777).toBe(0o755);
+    expect((await readdir(dest)).sort()).toEqual(['link', 'run.sh', 'skip', 'sub']);
+    // Unchanged: nothing to copy.
+    expect(await syncAppDir(app, dest, undefined)).toEqual({ copied: 0, kept: 4, removed: 0 });
+    // A file replaced by a directory of the same name in the app.
+    await rm(join(app, 'skip', 'big'));
+    await mkdir(join(app, 'skip', 'big'));
+    const again = await syncAppDir(app, dest, undefined);
+    expect(again.removed).toBe(1);
+    expect((await stat(join(dest, 'skip', 'big'))).isDirectory()).toBe(true);
   });
 });

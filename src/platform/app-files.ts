@@ -1,6 +1,6 @@
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import type { Dirent } from 'node:fs';
-import { chmod, copyFile, lstat, mkdir, readdir, readlink, symlink } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, rm, symlink, utimes } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { join } from 'node:path';
 import { PackfarmError } from '../util/errors.js';
@@ -115,72 +115,138 @@ function excludedByAncestry(rules: readonly Rule[], rel: string, isDir: boolean)
   return matches(rules, rel, isDir);
 }
 
+interface TreeEntry {
+  kind: 'dir' | 'file' | 'symlink';
+  mode: number;
+  size: number;
+  mtimeMs: number;
+  target?: string;
+}
+
 /**
- * Copy the app's files into a fresh workspace (buildpacks may change the workspace; the user's checkout stays
- * as it was). Modes and symlinks are kept. Directories are made first, in one walk; file copies then run
- * several at a time (one at a time, small files leave the disk idle between system calls).
+ * Every entry below `root` that the filter keeps (sockets, fifos and devices are left out). Synchronous on
+ * purpose: listing is tens of thousands of tiny system calls, which the thread pool makes ten times slower,
+ * and nothing else runs while a build prepares its workspace.
  */
-export async function copyAppDir(
+function listTree(root: string, filter: AppFileFilter | undefined, source: boolean): Map<string, TreeEntry> {
+  const out = new Map<string, TreeEntry>();
+  const walk = (rel: string): void => {
+    const dir = rel === '' ? root : join(root, rel);
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch (err) {
+      if (!source && (err as { code?: string }).code === 'ENOENT') return;
+      throw new PackfarmError(
+        'APP_UNREADABLE',
+        `${dir}: cannot read the ${source ? 'app' : 'workspace'} directory: ${(err as Error).message}`,
+        { cause: err, ...(source ? { hint: 'check --path' } : {}) },
+      );
+    }
+    for (const e of entries) {
+      if (!e.isDirectory() && !e.isFile() && !e.isSymbolicLink()) continue;
+      const r = rel === '' ? e.name : `${rel}/${e.name}`;
+      if (filter && !filter(r, e.isDirectory())) continue;
+      const st = lstatSync(join(root, r));
+      const entry: TreeEntry = {
+        kind: e.isDirectory() ? 'dir' : e.isSymbolicLink() ? 'symlink' : 'file',
+        mode: st.mode & 0o7777,
+        size: st.size,
+        mtimeMs: st.mtimeMs,
+      };
+      if (entry.kind === 'symlink') entry.target = readlinkSync(join(root, r));
+      out.set(r, entry);
+      if (entry.kind === 'dir') walk(r);
+    }
+  };
+  walk('');
+  return out;
+}
+
+export interface SyncResult {
+  /** Files and links copied or created. */
+  copied: number;
+  /** Entries of the workspace that were not (or no longer) in the app: removed. */
+  removed: number;
+  /** Files left as they were: same type, size, mode and mtime as the app's. */
+  kept: number;
+}
+
+/**
+ * Make `to` hold exactly the app's files (after the filter), copying only what differs from what is there:
+ * a file is kept when its size, mode and mtime equal the app file's (copies get the app file's mtime, so a
+ * file a buildpack changed differs and is copied again); everything not in the app is removed. On an empty
+ * `to` this is a full copy. Buildpacks may change the workspace; the user's directory is never written.
+ */
+export async function syncAppDir(
   from: string,
   to: string,
   filter: AppFileFilter | undefined,
-): Promise<{ files: number }> {
-  const stats = { files: 0 };
+): Promise<SyncResult> {
+  const result: SyncResult = { copied: 0, removed: 0, kept: 0 };
   await mkdir(to, { recursive: true });
-  const files: Array<{ src: string; dst: string }> = [];
-  const dirs: Array<{ dst: string; mode: number }> = [];
-  await walk(from, to, '', filter, stats, files, dirs);
+  const want = listTree(from, filter, true);
+  const have = listTree(to, undefined, false);
+
+  // Remove what the app does not have, or has as another kind (deepest first; rm takes subtrees along).
+  const stale = [...have.keys()]
+    .filter((r) => {
+      const w = want.get(r);
+      const h = have.get(r) as TreeEntry;
+      return !w || w.kind !== h.kind || (w.kind === 'symlink' && w.target !== h.target);
+    })
+    .sort((a, b) => b.length - a.length);
+  const removed = new Set(stale);
+  for (const r of stale) {
+    if (isBelowAny(r, removed)) continue;
+    await rm(join(to, r), { recursive: true, force: true });
+    result.removed++;
+  }
+  const present = (r: string) => have.has(r) && !removed.has(r) && !isBelowAny(r, removed);
+
   const limit = pLimit(COPY_CONCURRENCY);
-  // copyFile gives the copy the source's permission bits (libuv), so no chmod per file.
-  await Promise.all(files.map((f) => limit(() => copyFile(f.src, f.dst, fsConstants.COPYFILE_FICLONE))));
+  const copies: Array<Promise<void>> = [];
+  const dirs: Array<[string, number]> = [];
+  // Sorted: parents before children.
+  for (const r of [...want.keys()].sort()) {
+    const w = want.get(r) as TreeEntry;
+    const dst = join(to, r);
+    if (w.kind === 'dir') {
+      if (!present(r)) await mkdir(dst);
+      dirs.push([dst, w.mode]);
+    } else if (w.kind === 'symlink') {
+      if (!present(r)) {
+        await symlink(w.target as string, dst);
+        result.copied++;
+      } else result.kept++;
+    } else {
+      const h = present(r) ? have.get(r) : undefined;
+      // utimes round-trips through floating-point seconds: equal within a millisecond is equal.
+      if (h && h.size === w.size && h.mode === w.mode && Math.abs(h.mtimeMs - w.mtimeMs) < 1) {
+        result.kept++;
+        continue;
+      }
+      result.copied++;
+      copies.push(
+        limit(async () => {
+          if (h) await rm(dst, { force: true });
+          // copyFile gives the copy the source's permission bits (libuv), so no chmod.
+          await copyFile(join(from, r), dst, fsConstants.COPYFILE_FICLONE);
+          await utimes(dst, w.mtimeMs / 1000, w.mtimeMs / 1000);
+        }),
+      );
+    }
+  }
+  await Promise.all(copies);
   // Modes of directories last: a read-only directory must not stop the copies into it.
-  for (const d of dirs.reverse()) await chmod(d.dst, d.mode);
-  return stats;
+  for (const [dst, mode] of dirs.reverse()) await chmod(dst, mode);
+  return result;
+}
+
+function isBelowAny(rel: string, dirs: ReadonlySet<string>): boolean {
+  const parts = rel.split('/');
+  for (let i = 1; i < parts.length; i++) if (dirs.has(parts.slice(0, i).join('/'))) return true;
+  return false;
 }
 
 const COPY_CONCURRENCY = 16;
-
-async function walk(
-  root: string,
-  dest: string,
-  rel: string,
-  filter: AppFileFilter | undefined,
-  stats: { files: number },
-  files: Array<{ src: string; dst: string }>,
-  dirs: Array<{ dst: string; mode: number }>,
-): Promise<void> {
-  const dir = rel === '' ? root : join(root, rel);
-  let entries: Dirent[];
-  try {
-    entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) =>
-      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
-    );
-  } catch (err) {
-    throw new PackfarmError(
-      'APP_UNREADABLE',
-      `${dir}: cannot read the app directory: ${(err as Error).message}`,
-      {
-        cause: err,
-        hint: 'check --path',
-      },
-    );
-  }
-  for (const e of entries) {
-    const r = rel === '' ? e.name : `${rel}/${e.name}`;
-    const src = join(root, r);
-    const dst = join(dest, r);
-    if (filter && !filter(r, e.isDirectory())) continue;
-    if (e.isDirectory()) {
-      await mkdir(dst);
-      dirs.push({ dst, mode: (await lstat(src)).mode & 0o7777 });
-      await walk(root, dest, r, filter, stats, files, dirs);
-    } else if (e.isSymbolicLink()) {
-      await symlink(await readlink(src), dst);
-      stats.files++;
-    } else if (e.isFile()) {
-      files.push({ src, dst });
-      stats.files++;
-    }
-    // Sockets, fifos and devices have no place in an image layer: skipped.
-  }
-}

@@ -273,6 +273,19 @@ describe('packfarm build into OCI layouts', () => {
     expect(run.stdout.trim()).toBe('app says hello to schema 0.1 from /workspace');
     const inspect = await execa('skopeo', ['inspect', out]);
     const labels = (JSON.parse(inspect.stdout) as { Labels: Record<string, string> }).Labels;
+    // The buildpack wrote its app dir into a launch layer; the build dir is the same for every build of this
+    // image, so a rebuild gives the same layer and the same image.
+    const again = await buildJson(
+      out,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--insecure-registry',
+      registry.host,
+    );
+    expect(again.digest).toBe(r.digest);
+    expect(again.layers.every((l) => l.outcome === 'reused')).toBe(true);
     expect(JSON.parse(labels['io.buildpacks.project.metadata'] ?? '{}')).toEqual({
       source: {
         type: 'project',
