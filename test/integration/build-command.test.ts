@@ -319,6 +319,52 @@ describe('packfarm build into OCI layouts', () => {
     await build('--env-file', join(root, 'build.env'), '--env', 'WHO=flag');
     expect((await podman.run(out)).stdout.trim()).toBe('app says hello to flag from /workspace');
   }, 180_000);
+  it('runs an inline buildpack from project.toml (script run by its shell; detect always passes), then the post group', async () => {
+    const app = join(root, 'apps', 'inline');
+    await mkdir(app, { recursive: true });
+    await writeFile(join(app, 'greeting.txt'), 'inline hello\n');
+    await writeFile(
+      join(app, 'project.toml'),
+      [
+        '[_]',
+        'schema-version = "0.2"',
+        '[[io.buildpacks.group]]',
+        'id = "example/inline"',
+        '[io.buildpacks.group.script]',
+        'api = "0.10"',
+        'shell = "/bin/sh"',
+        "inline = '''",
+        'set -eu',
+        'cat > "$CNB_LAYERS_DIR/launch.toml" <<TOML',
+        '[[processes]]',
+        'type = "web"',
+        'command = ["cat", "greeting.txt"]',
+        'default = true',
+        'TOML',
+        "'''",
+        '[[io.buildpacks.post.group]]',
+        `uri = "${cacheBp}"`,
+        '',
+      ].join('\n'),
+    );
+    const out = `oci:${join(root, 'inline-out')}:app`;
+    const r = await buildJson(
+      out,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--insecure-registry',
+      registry.host,
+    );
+    // The post group runs after the group.
+    expect(r.buildpacks).toEqual([
+      { id: 'example/inline', version: '0.0.0' },
+      { id: 'test/cache-user', version: '1.0.0' },
+    ]);
+    const run = await podman.run(out);
+    expect(run.stdout.trim()).toBe('inline hello');
+  }, 180_000);
 });
 
 describe('packfarm build caches', () => {
