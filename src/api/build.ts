@@ -39,6 +39,7 @@ import { type CreateEvent, type CreatePhase, create } from '../phase/create.js';
 import { type ExportOutput, type LayerOutcome, addExportOutput } from '../phase/export.js';
 import { PackfarmError } from '../util/errors.js';
 import { type Logger, silentLogger } from '../util/log.js';
+import { pathExists } from '../util/fs.js';
 import { resolveCreationTime } from '../util/time.js';
 import { buildDirKey, openBuildDirs } from './workdir.js';
 import { parseWith } from '../util/validate.js';
@@ -179,11 +180,6 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     });
     await writePlatformEnv(dirs.platform, userEnv);
 
-    const open = (text: string, create: boolean) =>
-      openImage(text.startsWith('oci:') ? text : parseImageLocation(text, 'image'), {
-        insecureRegistries: insecure,
-        create,
-      });
     const output = await openImage(outputLocation, { insecureRegistries: insecure, create: true });
     if (!output.tag)
       throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
@@ -206,7 +202,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
           : 'no run image: without a builder, --run-image is required',
         { hint: 'pass --run-image REF (a registry reference or oci:DIR[:TAG])' },
       );
-    const runImage = await open(runName, false);
+    const runImage = await openImage(runName, { insecureRegistries: insecure });
 
     const previous: OpenedImage | undefined = opts.previousImage
       ? await openImage(
@@ -406,7 +402,7 @@ export async function resolveBuildpacks(
 
   const fromFlag = async (flag: string): Promise<OrderElement> => {
     const path = isAbsolute(flag) ? flag : resolve(input.cwd, flag);
-    if (await exists(path)) {
+    if (await pathExists(path)) {
       const s = await stageBuildpack(path, { cwd: input.cwd, scratchDir: await scratch() });
       staged.push(s);
       return element(s);
@@ -477,13 +473,6 @@ async function seq<T, R>(items: readonly T[], fn: (t: T) => Promise<R>): Promise
   const out: R[] = [];
   for (const i of items) out.push(await fn(i));
   return out;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
 }
 
 /**

@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { access, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -16,6 +16,7 @@ import { isIndexMediaType, layerCompression } from '../oci/media-types.js';
 import { type Platform, hostPlatform } from '../oci/platform.js';
 import { type OrderFile, readOrderFile, readRunFile } from '../platform/files.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
+import { pathExists } from '../util/fs.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { parseToml } from '../util/toml.js';
 import { type BuilderToml, readBuilderToml } from './builder-toml.js';
@@ -80,22 +81,16 @@ function looksLikePath(spec: string): boolean {
   return spec === '.' || spec === '..' || /^(\.{1,2}\/|\/|~)/.test(spec);
 }
 
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
-
 async function fromDirectory(
   spec: string,
   dir: string,
   opts: ResolveBuilderOptions,
 ): Promise<ResolvedBuilder> {
-  if (await exists(join(dir, 'builder.toml'))) return fromBuilderToml(spec, join(dir, 'builder.toml'), opts);
-  if (await exists(join(dir, 'order.toml'))) return fromCnbDir(spec, dir);
+  if (await pathExists(join(dir, 'builder.toml')))
+    return fromBuilderToml(spec, join(dir, 'builder.toml'), opts);
+  if (await pathExists(join(dir, 'order.toml'))) return fromCnbDir(spec, dir);
   // A builder's root filesystem (or a copy of it) with /cnb inside.
-  if (await exists(join(dir, 'cnb', 'order.toml'))) return fromCnbDir(spec, join(dir, 'cnb'));
+  if (await pathExists(join(dir, 'cnb', 'order.toml'))) return fromCnbDir(spec, join(dir, 'cnb'));
   throw new PackfarmError(
     'BUILDER_INVALID',
     `builder "${spec}": ${dir} has neither builder.toml nor order.toml`,
@@ -378,7 +373,7 @@ async function fromImage(spec: string, opts: ResolveBuilderOptions): Promise<Res
     await rm(tars, { recursive: true, force: true });
 
     const cnb = join(root, 'cnb');
-    if (!(await exists(join(cnb, 'order.toml'))))
+    if (!(await pathExists(join(cnb, 'order.toml'))))
       throw new PackfarmError(
         'BUILDER_INVALID',
         `builder ${opened.display}: the image has no /cnb/order.toml`,

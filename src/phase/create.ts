@@ -4,15 +4,19 @@ import type { PlatformOrder } from '../buildpack/order.js';
 import { type CacheLocation, exportCache, type ExportCacheResult, openCache } from '../cache/index.js';
 import type { Executor } from '../exec/executor.js';
 import type { ImageStore } from '../image/store.js';
-import type { Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
-import { writeGroupFile, writePlanFile } from '../platform/files.js';
 import type { ProjectMetadata } from '../platform/labels.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { type AnalyzeResult, analyzeToFile } from './analyze.js';
 import { type BuildEvent, type BuildResult, build } from './build.js';
 import { type DetectEvent, type DetectResult, detect } from './detect.js';
-import { type ExportEvent, type ExportOutput, type ExportResult, exportImage } from './export.js';
+import {
+  type ExportEvent,
+  type ExportOutput,
+  type ExportResult,
+  exportImage,
+  knownCacheDiffIds,
+} from './export.js';
 import type { HostPaths } from './host-paths.js';
 import { type RestoreResult, restore } from './restore.js';
 
@@ -125,8 +129,8 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
     }),
   );
 
-  const detected = await phase('detect', async () => {
-    const r = await detect({
+  const detected = await phase('detect', () =>
+    detect({
       appDir: opts.appDir,
       platformDir: opts.platformDir,
       store: opts.buildpacks,
@@ -138,13 +142,12 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
       ...executor,
       ...hostEnv,
       logger: log,
+      groupPath: join(opts.layersDir, 'group.toml'),
+      planPath: join(opts.layersDir, 'plan.toml'),
       onEvent: (event) => opts.onEvent?.({ type: 'detect', event }),
       ...signal,
-    });
-    await writeGroupFile(join(opts.layersDir, 'group.toml'), { group: r.group });
-    await writePlanFile(join(opts.layersDir, 'plan.toml'), r.plan);
-    return r;
-  });
+    }),
+  );
   const group = { group: detected.group };
 
   // The cache is opened once: the restorer reads it, and the cache export reuses what it already holds.
@@ -258,15 +261,4 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
     timings,
     buildpackMs,
   };
-}
-
-/** diffIDs of launch+cache layers the exporter already computed: the cache export need not tar them again. */
-function knownCacheDiffIds(exported: ExportResult): Map<string, Digest> {
-  return new Map(
-    exported.lifecycleMetadata.buildpacks.flatMap((b) =>
-      Object.entries(b.layers)
-        .filter(([, l]) => l.cache && l.sha)
-        .map(([name, l]) => [`${b.key}:${name}`, l.sha as Digest] as const),
-    ),
-  );
 }

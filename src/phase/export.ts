@@ -704,6 +704,20 @@ function layoutOf(store: ImageStore): LayoutStore | undefined {
     : undefined;
 }
 
+/**
+ * diffIDs of the launch+cache layers an export wrote (key `<buildpack id>:<layer>`): the cache export can reuse
+ * them instead of tarring those layers again.
+ */
+export function knownCacheDiffIds(exported: Pick<ExportResult, 'lifecycleMetadata'>): Map<string, Digest> {
+  return new Map(
+    exported.lifecycleMetadata.buildpacks.flatMap((b) =>
+      Object.entries(b.layers)
+        .filter(([, l]) => l.cache && l.sha)
+        .map(([name, l]) => [`${b.key}:${name}`, l.sha as Digest] as const),
+    ),
+  );
+}
+
 /** A sink for a tar whose digests are all we want. */
 function discardSink(): Writable {
   return new Writable({

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, basename } from 'node:path';
 
 /** A temp path beside `target` (same filesystem, so rename is atomic). */
@@ -34,4 +34,12 @@ export async function writeFileAtomic(
     await rm(tmp, { force: true });
     throw err;
   }
+}
+
+/** Whether anything can be stat'ed at `path` (a missing or unreadable path is simply "no"). */
+export async function pathExists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }

@@ -1,4 +1,3 @@
-import { stat } from 'node:fs/promises';
 import { formatApiVersion } from '../../buildpack/api.js';
 import { createBuildpackStore } from '../../buildpack/descriptor.js';
 import { readOrder } from '../../buildpack/order.js';
@@ -14,7 +13,7 @@ import { resolveCreationTime } from '../../util/time.js';
 import type { CliIO } from '../output.js';
 import { imageOpener, refuseDaemon } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
-import { CNB_ORDER_PATH } from './detector.js';
+import { resolveOrderPath } from './detector.js';
 import { readProjectMetadata } from './exporter.js';
 import { ownerFrom } from './restorer.js';
 import type { PhaseCommand } from './types.js';
@@ -63,13 +62,6 @@ const PHASE_EXIT: Record<CreatePhase, number> = {
   cache: EXIT.EXPORT_ERROR,
 };
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}
-
 async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<number> {
   const ctx = preparePhase({
     name: 'creator',
@@ -102,8 +94,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
       hint: 'pass -run-image REF or provide run.toml with [[images]]',
     });
 
-  let orderPath = inputs.require('order');
-  if (inputs.from('order') === 'default' && !(await exists(orderPath))) orderPath = CNB_ORDER_PATH;
+  const orderPath = await resolveOrderPath(inputs);
 
   // The output image, then -tag: more tags of the same repository, or more repositories.
   const outputs: ExportOutput[] = [];

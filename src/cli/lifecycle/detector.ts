@@ -1,8 +1,8 @@
-import { stat } from 'node:fs/promises';
+import { pathExists } from '../../util/fs.js';
 import { type ApiVersion, apiAtLeast, formatApiVersion } from '../../buildpack/api.js';
 import { detect } from '../../phase/detect.js';
 import { EXIT } from '../../platform/exit-codes.js';
-import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
+import { type InputDef, LIFECYCLE_INPUTS, type ResolvedInputs } from '../../platform/inputs.js';
 import { isPackfarmError } from '../../util/errors.js';
 import type { CliIO } from '../output.js';
 import { phaseUsage, preparePhase } from './common.js';
@@ -37,11 +37,11 @@ export function detectorInputs(platformApi: ApiVersion): InputDef[] {
   return defs;
 }
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
+/** `-order`, or when it was defaulted and `<layers>/order.toml` does not exist, the builder's /cnb/order.toml. */
+export async function resolveOrderPath(inputs: ResolvedInputs): Promise<string> {
+  const orderPath = inputs.require('order');
+  if (inputs.from('order') === 'default' && !(await pathExists(orderPath))) return CNB_ORDER_PATH;
+  return orderPath;
 }
 
 async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<number> {
@@ -49,8 +49,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   if (typeof ctx === 'number') return ctx;
   const { inputs, logger, platformApi } = ctx;
 
-  let orderPath = inputs.require('order');
-  if (inputs.from('order') === 'default' && !(await exists(orderPath))) orderPath = CNB_ORDER_PATH;
+  const orderPath = await resolveOrderPath(inputs);
   const systemPath = apiAtLeast(platformApi, '0.15') ? inputs.string('system') : undefined;
 
   try {

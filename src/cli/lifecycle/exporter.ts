@@ -2,13 +2,12 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ApiVersion, formatApiVersion } from '../../buildpack/api.js';
 import { type OpenedImage, openImage } from '../../image/transport.js';
-import type { Digest } from '../../oci/digest.js';
 import { parseReference } from '../../oci/reference.js';
 import { EXIT } from '../../platform/exit-codes.js';
 import { readAnalyzedFile, readGroupFile, runImageTargetOf } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import type { ProjectMetadata } from '../../platform/labels.js';
-import { type ExportOutput, addExportOutput, exportImage } from '../../phase/export.js';
+import { type ExportOutput, addExportOutput, exportImage, knownCacheDiffIds } from '../../phase/export.js';
 import { PackfarmError } from '../../util/errors.js';
 import { resolveCreationTime } from '../../util/time.js';
 import { parseToml } from '../../util/toml.js';
@@ -169,13 +168,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
           ? { os: t.os, architecture: t.arch, ...(t.variant ? { variant: t.variant } : {}) }
           : { os: 'linux', architecture: 'amd64' },
       creationTime: createdAt,
-      knownDiffIds: new Map(
-        result.lifecycleMetadata.buildpacks.flatMap((b) =>
-          Object.entries(b.layers)
-            .filter(([, l]) => l.cache && l.sha)
-            .map(([name, l]) => [`${b.key}:${name}`, l.sha as Digest] as const),
-        ),
-      ),
+      knownDiffIds: knownCacheDiffIds(result),
       uid,
       gid,
       logger,
