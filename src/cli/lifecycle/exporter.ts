@@ -58,9 +58,10 @@ function parseId(text: string | undefined, what: string, fallback: number): numb
 
 /**
  * With -layout, image names map to layout directories the way lifecycle-based platforms lay them out:
- * `<layout-dir>/<registry>/<repository>` holding the tag (`oci:` names are taken as they are).
+ * `<layout-dir>/<registry>/<repository>` holding the tag (`oci:` names are taken as they are). The rebaser
+ * uses the same mapping.
  */
-function layoutLocation(name: string, layoutDir: string | undefined): string {
+export function layoutLocation(name: string, layoutDir: string | undefined): string {
   if (name.startsWith('oci:')) return name;
   if (!layoutDir) {
     throw new PackfarmError('INVALID_ARGS', '-layout needs -layout-dir (CNB_LAYOUT_DIR)', {

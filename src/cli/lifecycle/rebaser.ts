@@ -1,7 +1,5 @@
-import { join } from 'node:path';
 import type { ApiVersion } from '../../buildpack/api.js';
 import { type OpenedImage, openImage } from '../../image/transport.js';
-import { parseReference } from '../../oci/reference.js';
 import { type RebaseImageRef, rebase } from '../../phase/rebase.js';
 import { EXIT } from '../../platform/exit-codes.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
@@ -10,6 +8,7 @@ import { PackfarmError, isPackfarmError } from '../../util/errors.js';
 import type { CliIO } from '../output.js';
 import { refuseDaemon } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
+import { layoutLocation } from './exporter.js';
 import type { PhaseCommand } from './types.js';
 
 const SUMMARY = 'Put an app image on a new run image (manifest and config only); write report.toml.';
@@ -48,15 +47,6 @@ function invalid(message: string, hint?: string): PackfarmError {
     exitCode: EXIT.INVALID_ARGS,
     ...(hint ? { hint } : {}),
   });
-}
-
-/** With -layout, `<layout-dir>/<registry>/<repository>` holding the tag; `oci:` names are taken as written. */
-function layoutLocation(name: string, layoutDir: string | undefined): string {
-  if (name.startsWith('oci:')) return name;
-  if (!layoutDir) throw invalid('-layout needs -layout-dir (CNB_LAYOUT_DIR)');
-  const ref = parseReference(name);
-  const dir = join(layoutDir, ref.registry, ref.repository);
-  return `oci:${dir}${ref.digest ? `@${ref.digest}` : `:${ref.tag ?? 'latest'}`}`;
 }
 
 function registryOf(o: OpenedImage): string | undefined {
