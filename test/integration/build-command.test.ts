@@ -47,6 +47,11 @@ async function buildJson(...argv: string[]): Promise<BuildReport> {
   return JSON.parse(r.out) as BuildReport;
 }
 
+/** `build --json` of APP into OUT on the test run image (v1 in the test registry), with more flags after. */
+function buildOnRun(out: string, app: string, ...extra: string[]): Promise<BuildReport> {
+  return buildJson(out, '--path', app, '--run-image', runRef, '--insecure-registry', registry.host, ...extra);
+}
+
 async function makeApp(name: string, files: Record<string, string>): Promise<string> {
   const dir = join(root, 'apps', name);
   for (const [rel, text] of Object.entries(files)) {
@@ -82,20 +87,7 @@ describe('packfarm build --publish to a registry', () => {
   let first: BuildReport;
   // The same build each time: only the app's files change between the tests.
   const publishHello = (dir: string) =>
-    buildJson(
-      image(),
-      '--path',
-      dir,
-      '--buildpack',
-      helloBp,
-      '--run-image',
-      runRef,
-      '--publish',
-      '--insecure-registry',
-      registry.host,
-      '--cache-dir',
-      join(root, 'cache-hello'),
-    );
+    buildOnRun(image(), dir, '--buildpack', helloBp, '--publish', '--cache-dir', join(root, 'cache-hello'));
 
   it('builds an image podman runs: default process, another type, overriding args, launch env', async () => {
     app = await makeApp('hello', { 'app.txt': 'version 1\n' });
@@ -144,17 +136,12 @@ describe('packfarm build --publish to a registry', () => {
 
   it('--previous-image in another repository: its layers are mounted, not uploaded again', async () => {
     registry.resetCounters();
-    const other = await buildJson(
+    const other = await buildOnRun(
       `${registry.host}/app-copy:latest`,
-      '--path',
       app,
       '--buildpack',
       helloBp,
-      '--run-image',
-      runRef,
       '--publish',
-      '--insecure-registry',
-      registry.host,
       '--previous-image',
       image(),
       '--cache-dir',
@@ -187,17 +174,7 @@ describe('packfarm build --publish to a registry', () => {
 describe('packfarm build into OCI layouts', () => {
   it('writes a bare reference to the default local layout, readable by skopeo, umoci and podman', async () => {
     const app = await makeApp('local', { 'app.txt': 'local\n' });
-    const r = await buildJson(
-      'example.test/team/app:dev',
-      '--path',
-      app,
-      '--buildpack',
-      helloBp,
-      '--run-image',
-      runRef,
-      '--insecure-registry',
-      registry.host,
-    );
+    const r = await buildOnRun('example.test/team/app:dev', app, '--buildpack', helloBp);
     const dir = join(root, 'home', 'images', 'example.test', 'team', 'app');
     expect(r.location).toBe(`oci:${dir}:dev`);
     const inspect = await execa('skopeo', ['inspect', `oci:${dir}:dev`]);
@@ -213,16 +190,11 @@ describe('packfarm build into OCI layouts', () => {
   it('gives the same digest for two clean builds of the same app (determinism)', async () => {
     const app = await makeApp('det', { 'app.txt': 'same\n' });
     const build = (n: number) =>
-      buildJson(
+      buildOnRun(
         `oci:${join(root, `det-${n}`)}:app`,
-        '--path',
         app,
         '--buildpack',
         helloBp,
-        '--run-image',
-        runRef,
-        '--insecure-registry',
-        registry.host,
         '--cache-dir',
         join(root, `det-cache-${n}`),
       );
@@ -236,15 +208,7 @@ describe('packfarm build into OCI layouts', () => {
     const app = join(root, 'apps', 'project-relative');
     await cp(join(fixtures, 'apps', 'project-relative'), app, { recursive: true });
     const out = `oci:${join(root, 'project')}:app`;
-    const r = await buildJson(
-      out,
-      '--path',
-      app,
-      '--run-image',
-      runRef,
-      '--insecure-registry',
-      registry.host,
-    );
+    const r = await buildOnRun(out, app);
     expect(r.buildpacks.map((b) => b.id)).toEqual(['fixtures/local']);
     const bundle = join(root, 'project-bundle');
     await execa('umoci', ['unpack', '--rootless', '--image', `${join(root, 'project')}:app`, bundle]);
@@ -258,15 +222,7 @@ describe('packfarm build into OCI layouts', () => {
     const app = join(root, 'apps', 'project-v01');
     await cp(join(fixtures, 'apps', 'project-v01'), app, { recursive: true });
     const out = `oci:${join(root, 'project-v01')}:app`;
-    const r = await buildJson(
-      out,
-      '--path',
-      app,
-      '--run-image',
-      runRef,
-      '--insecure-registry',
-      registry.host,
-    );
+    const r = await buildOnRun(out, app);
     expect(r.buildpacks).toEqual([{ id: 'fixtures/sh-script', version: '0.0.1' }]);
     const run = await podman.run(out);
     expect(run.stderr).not.toMatch(/Error/);
@@ -275,15 +231,7 @@ describe('packfarm build into OCI layouts', () => {
     const labels = (JSON.parse(inspect.stdout) as { Labels: Record<string, string> }).Labels;
     // The buildpack wrote its app dir into a launch layer; the build dir is the same for every build of this
     // image, so a rebuild gives the same layer and the same image.
-    const again = await buildJson(
-      out,
-      '--path',
-      app,
-      '--run-image',
-      runRef,
-      '--insecure-registry',
-      registry.host,
-    );
+    const again = await buildOnRun(out, app);
     expect(again.digest).toBe(r.digest);
     expect(again.layers.every((l) => l.outcome === 'reused')).toBe(true);
     expect(JSON.parse(labels['io.buildpacks.project.metadata'] ?? '{}')).toEqual({
@@ -301,19 +249,7 @@ describe('packfarm build into OCI layouts', () => {
     await execa('tar', ['-czf', tgz, '-C', join(app, 'sh-buildpack'), '.']);
     await writeFile(join(root, 'build.env'), 'WHO=env file\n');
     const out = `oci:${join(root, 'project-v01-env')}:app`;
-    const build = (...extra: string[]) =>
-      buildJson(
-        out,
-        '--path',
-        app,
-        '--run-image',
-        runRef,
-        '--insecure-registry',
-        registry.host,
-        '--buildpack',
-        tgz,
-        ...extra,
-      );
+    const build = (...extra: string[]) => buildOnRun(out, app, '--buildpack', tgz, ...extra);
     await build('--env-file', join(root, 'build.env'));
     expect((await podman.run(out)).stdout.trim()).toBe('app says hello to env file from /workspace');
     await build('--env-file', join(root, 'build.env'), '--env', 'WHO=flag');
@@ -348,15 +284,7 @@ describe('packfarm build into OCI layouts', () => {
       ].join('\n'),
     );
     const out = `oci:${join(root, 'inline-out')}:app`;
-    const r = await buildJson(
-      out,
-      '--path',
-      app,
-      '--run-image',
-      runRef,
-      '--insecure-registry',
-      registry.host,
-    );
+    const r = await buildOnRun(out, app);
     // The post group runs after the group.
     expect(r.buildpacks).toEqual([
       { id: 'example/inline', version: '0.0.0' },
