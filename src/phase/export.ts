@@ -360,21 +360,23 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
   }
   const order = opts.group.group.map((g) => g.id);
   const baseEnv = envFromConfig(base.config.config?.Env);
-  const inImage = (env: Map<string, string>) => new Map([...env].map(([k, v]) => [k, rewrite(v)] as const));
-  const general = inImage(
-    await computeLaunchEnv({ base: baseEnv, layers: launchLayers, buildpackOrder: order }),
-  );
+  // The launch env for every process, or for one process type; values name in-image paths.
+  const launchEnv = async (processType?: string) => {
+    const env = await computeLaunchEnv({
+      base: baseEnv,
+      layers: launchLayers,
+      buildpackOrder: order,
+      ...(processType !== undefined ? { processType } : {}),
+    });
+    return new Map([...env].map(([k, v]) => [k, rewrite(v)] as const));
+  };
+  const general = await launchEnv();
+  const envOf = new Map<string, Map<string, string>>();
   const scriptEntries: MemoryEntry[] = [];
   let anyExecD = false;
   for (const p of processes) {
-    const own = inImage(
-      await computeLaunchEnv({
-        base: baseEnv,
-        layers: launchLayers,
-        buildpackOrder: order,
-        processType: p.type,
-      }),
-    );
+    const own = await launchEnv(p.type);
+    envOf.set(p.type, own);
     const execD: string[] = [];
     for (const bp of order) {
       for (const l of launchLayers
@@ -426,14 +428,7 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
     entrypoint = [LAUNCHER_PATH];
   } else if (defaultProc) {
     // No shell: the default process is resolved into the config, its own env included.
-    const own = inImage(
-      await computeLaunchEnv({
-        base: baseEnv,
-        layers: launchLayers,
-        buildpackOrder: order,
-        processType: defaultProc.type,
-      }),
-    );
+    const own = envOf.get(defaultProc.type) ?? general;
     env = new Map(cnbEnv);
     for (const [k, v] of envDifference(general, own))
       env.set(k, k === 'PATH' ? `${PROCESS_DIR}:/cnb/lifecycle:${v}` : v);
