@@ -114,8 +114,16 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
     }
   };
   const signal = opts.signal ? { signal: opts.signal } : {};
-  const hostEnv = opts.hostEnv ? { hostEnv: opts.hostEnv } : {};
-  const executor = opts.executor ? { executor: opts.executor } : {};
+  // How detect and build run buildpacks: the same for both.
+  const runner = {
+    platformApi: opts.platformApi,
+    ...(opts.execEnv ? { execEnv: opts.execEnv } : {}),
+    ...(opts.buildConfigDir ? { buildConfigDir: opts.buildConfigDir } : {}),
+    ...(opts.executor ? { executor: opts.executor } : {}),
+    ...(opts.hostEnv ? { hostEnv: opts.hostEnv } : {}),
+    logger: log,
+    ...signal,
+  };
 
   const analyzed = await phase('analyze', () =>
     analyzeToFile({
@@ -136,16 +144,10 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
       store: opts.buildpacks,
       order: opts.order,
       target: analyzed.runImage.target,
-      platformApi: opts.platformApi,
-      ...(opts.execEnv ? { execEnv: opts.execEnv } : {}),
-      ...(opts.buildConfigDir ? { buildConfigDir: opts.buildConfigDir } : {}),
-      ...executor,
-      ...hostEnv,
-      logger: log,
+      ...runner,
       groupPath: join(opts.layersDir, 'group.toml'),
       planPath: join(opts.layersDir, 'plan.toml'),
       onEvent: (event) => opts.onEvent?.({ type: 'detect', event }),
-      ...signal,
     }),
   );
   const group = { group: detected.group };
@@ -186,18 +188,12 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
       plan: detected.plan,
       analyzed: analyzed.analyzed,
       target: detected.target,
-      platformApi: opts.platformApi,
-      ...(opts.execEnv ? { execEnv: opts.execEnv } : {}),
-      ...(opts.buildConfigDir ? { buildConfigDir: opts.buildConfigDir } : {}),
-      ...executor,
-      ...hostEnv,
-      logger: log,
+      ...runner,
       onEvent: (event) => {
         if (event.type === 'buildpack-start') started = performance.now();
         if (event.type === 'buildpack-end') buildpackMs += performance.now() - started;
         opts.onEvent?.({ type: 'build', event });
       },
-      ...signal,
     }),
   );
 
