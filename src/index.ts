@@ -64,6 +64,7 @@ export {
 // How buildpack processes run: on the host, or with runc inside the target's build image (qemu for other arches)
 export {
   type BuildRootfs,
+  createBuildImageExecutor,
   createHostExecutor,
   createOciExecutor,
   detectPlatforms,
@@ -78,7 +79,7 @@ export {
   prepareRootfs,
   setupEmulation,
 } from './exec/index.js';
-export { type NodeInfo, nodeInfo } from './exec/node-info.js';
+export { type NodeInfo, nodeInfo } from './exec/index.js';
 
 // Where a build's buildpacks come from: --buildpack DIR|ARCHIVE and --builder DIR|REF
 export { type StagedBuildpack, layeredBuildpackStore, stageBuildpack } from './buildpack/source.js';

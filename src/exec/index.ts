@@ -28,3 +28,8 @@ export {
 } from './binfmt.js';
 export { type SetupEmulationOptions, type SetupEmulationResult, setupEmulation } from './emulation.js';
 export { handOver, hostToInside, toExecutorView } from './view.js';
+export {
+  type BuildImageExecutorOptions,
+  createBuildImageExecutor,
+} from './build-image.js';
+export { type NodeInfo, nodeInfo, runtimeVersion } from './node-info.js';

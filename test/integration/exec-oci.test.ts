@@ -3,7 +3,11 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBuildImageExecutor } from '../../src/exec/build-image.js';
 import { createOciExecutor, type OciExecutor } from '../../src/exec/oci.js';
+import { createBuildpackStore } from '../../src/buildpack/descriptor.js';
+import { create } from '../../src/phase/create.js';
+import { createPodmanRunner } from '../helpers/run-image.js';
 import { prepareRootfs } from '../../src/exec/rootfs.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import type { ImageStore } from '../../src/image/store.js';
@@ -87,6 +91,7 @@ describe('oci executor: detect and build inside the build image', () => {
       const platform = { os: 'linux', architecture: arch };
       const { exec, ws } = await executorFor(platform);
       process.env.PACKFARM_CANARY = 'host-canary';
+      process.env.CNB_REGISTRY_AUTH = '{"registry.example":"Basic c2VjcmV0OnNlY3JldA=="}';
       try {
         const detected = await detect({
           appDir: ws.app,
@@ -135,6 +140,8 @@ describe('oci executor: detect and build inside the build image', () => {
             .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
         );
         expect(env.PACKFARM_CANARY).toBeUndefined();
+        expect(env.CNB_REGISTRY_AUTH).toBeUndefined();
+        expect(await read('env')).not.toContain('c2VjcmV0');
         // Only the allowlisted part of the build image's Env (as the reference lifecycle passes its own env).
         expect(env.IMAGE_ONLY).toBeUndefined();
         expect(env.PATH).toBe('/usr/local/bin:/usr/bin:/bin');
@@ -152,6 +159,7 @@ describe('oci executor: detect and build inside the build image', () => {
         expect(launch).toContain('/layers/test_arch/facts/machine');
       } finally {
         delete process.env.PACKFARM_CANARY;
+        delete process.env.CNB_REGISTRY_AUTH;
       }
     });
   }
@@ -215,6 +223,47 @@ describe('oci executor: detect and build inside the build image', () => {
     expect(isPackfarmError(missing, 'RUNC_MISSING')).toBe(true);
     expect(missing.message).toContain('no-such-runc');
     expect(missing.hint).toMatch(/apt-get install runc/);
+  });
+});
+
+describe('the creator with the oci executor', () => {
+  it('builds a linux/arm64 image whose buildpack ran emulated; podman runs its process and prints aarch64', async () => {
+    const platform = { os: 'linux', architecture: 'arm64' };
+    const { store, digest } = await buildImage(platform);
+    const ws = await workspace();
+    const exec = await createBuildImageExecutor({
+      store,
+      image: digest,
+      platform,
+      dataDir,
+      dirs: { ...ws, buildpacks: buildpacksDir },
+    });
+    executors.push(exec);
+    const out = await openLayoutStore(join(root, 'app-layout'), { create: true });
+    const result = await create({
+      appDir: ws.app,
+      layersDir: ws.layers,
+      platformDir: ws.platform,
+      buildpacks: createBuildpackStore(buildpacksDir),
+      order: [{ group: [{ ...bp, optional: false }] }],
+      runImage: { store, target: digest },
+      outputs: [{ store: out, tags: ['app'] }],
+      platform,
+      platformApi: '0.15',
+      uid: exec.user.uid,
+      gid: exec.user.gid,
+      executor: exec,
+    });
+    expect(result.detected.target.arch).toBe('arm64');
+    const podman = await createPodmanRunner();
+    try {
+      const r = await podman.run(`oci:${join(root, 'app-layout')}:app`, { flags: ['--arch', 'arm64'] });
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim()).toBe('aarch64');
+      expect(r.exitCode).toBe(0);
+    } finally {
+      await podman.cleanup();
+    }
   });
 });
 
