@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type ApiVersion, formatApiVersion } from '../../buildpack/api.js';
+import { type ApiVersion, formatApiVersion } from '../../util/api-version.js';
 import { type OpenedImage, openImage } from '../../image/transport.js';
 import { parseReference } from '../../oci/reference.js';
 import { EXIT } from '../../platform/exit-codes.js';
@@ -156,7 +156,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   const cacheDir = inputs.string('cache-dir');
   const cacheImage = inputs.string('cache-image');
   if (cacheDir || cacheImage) {
-    const { exportCache } = await import('../../cache/index.js');
+    const { exportCache } = await import('../../phase/cache.js');
     const cacheTarget = await (cacheImage ? open(cacheImage, true) : undefined);
     await exportCache({
       location: cacheImage
