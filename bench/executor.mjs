@@ -18,7 +18,7 @@ const { runDetect } = await load('buildpack/detect.js');
 const { parseBuildpackDescriptor } = await load('buildpack/descriptor.js');
 const { createHostExecutor } = await load('exec/host.js');
 const { createOciExecutor, runtimeConfig } = await load('exec/oci.js');
-const { prepareRootfs } = await load('exec/rootfs.js');
+const { prepareBuildImageRootfs } = await load('phase/build-image.js');
 const { detectPlatforms, howToRun } = await load('exec/binfmt.js');
 const { writeBusyboxRunImage } = await load('builder/busybox-run-image.js');
 const { openLayoutStore } = await load('image/layout-store.js');
@@ -115,7 +115,7 @@ async function ociExecutor(arch) {
     busyboxPath: await busyboxFor(arch),
     env: ['CNB_USER_ID=1000', 'CNB_GROUP_ID=1000'],
   });
-  const rootfs = await prepareRootfs({ store, image: img.digest, dataDir: join(root, 'data') });
+  const rootfs = await prepareBuildImageRootfs({ store, image: img.digest, dataDir: join(root, 'data') });
   const ws = await workspace(`oci-${arch}`);
   const exec = await createOciExecutor({
     rootfs: rootfs.dir,

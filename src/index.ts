@@ -65,7 +65,6 @@ export {
 // How buildpack processes run: on the host, or with runc inside the target's build image (qemu for other arches)
 export {
   type BuildRootfs,
-  createBuildImageExecutor,
   createHostExecutor,
   createOciExecutor,
   detectPlatforms,
@@ -77,9 +76,14 @@ export {
   type MachinePlatforms,
   type OciExecutor,
   type OciExecutorOptions,
-  prepareRootfs,
   setupEmulation,
 } from './exec/index.js';
+export {
+  type BuildImageExecutorOptions,
+  type BuildImageRootfsOptions,
+  createBuildImageExecutor,
+  prepareBuildImageRootfs,
+} from './phase/build-image.js';
 export { type NodeInfo, nodeInfo } from './exec/index.js';
 
 // Where a build's buildpacks come from: --buildpack DIR|ARCHIVE and --builder DIR|REF

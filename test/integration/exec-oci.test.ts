@@ -3,12 +3,11 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBuildImageExecutor } from '../../src/exec/build-image.js';
 import { createOciExecutor, type OciExecutor } from '../../src/exec/oci.js';
 import { createBuildpackStore } from '../../src/buildpack/descriptor.js';
+import { createBuildImageExecutor, prepareBuildImageRootfs } from '../../src/phase/build-image.js';
 import { create } from '../../src/phase/create.js';
 import { createPodmanRunner } from '../helpers/run-image.js';
-import { prepareRootfs } from '../../src/exec/rootfs.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import type { ImageStore } from '../../src/image/store.js';
 import type { Platform } from '../../src/oci/platform.js';
@@ -58,7 +57,7 @@ async function workspace() {
 
 async function executorFor(platform: Platform, opts: { network?: boolean; killGraceMs?: number } = {}) {
   const { store, digest } = await buildImage(platform);
-  const rootfs = await prepareRootfs({ store, image: digest, dataDir });
+  const rootfs = await prepareBuildImageRootfs({ store, image: digest, dataDir });
   const ws = await workspace();
   const exec = await createOciExecutor({
     rootfs: rootfs.dir,
@@ -280,8 +279,8 @@ describe('build image root filesystem', () => {
     });
     const dd = join(root, 'data-rootfs');
     const [a, b] = await Promise.all([
-      prepareRootfs({ store, image: img.digest, dataDir: dd }),
-      prepareRootfs({ store, image: img.digest, dataDir: dd }),
+      prepareBuildImageRootfs({ store, image: img.digest, dataDir: dd }),
+      prepareBuildImageRootfs({ store, image: img.digest, dataDir: dd }),
     ]);
     expect(a.dir).toBe(b.dir);
     expect([a.unpacked, b.unpacked].filter(Boolean)).toHaveLength(1);
@@ -306,7 +305,11 @@ describe('build image root filesystem', () => {
     expect(a.config).toMatchObject({ uid: 1001, gid: 1002, env: { PATH: '/bin', HOME: '/home/cnb' } });
     // Reuse needs no store: a store that fails every read still gets the unpacked tree.
     const broken = { ...store, getManifest: () => Promise.reject(new Error('no store access expected')) };
-    const again = await prepareRootfs({ store: broken as ImageStore, image: img.digest, dataDir: dd });
+    const again = await prepareBuildImageRootfs({
+      store: broken as ImageStore,
+      image: img.digest,
+      dataDir: dd,
+    });
     expect(again).toMatchObject({ dir: a.dir, unpacked: false });
     expect((await readdir(join(dd, 'rootfs'))).filter((n) => !n.endsWith('.lock'))).toEqual([
       `sha256-${img.digest.slice(7)}`,
