@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createOciExecutor, type OciExecutor } from '../../src/exec/oci.js';
 import { createBuildpackStore } from '../../src/buildpack/descriptor.js';
 import { createBuildImageExecutor, prepareBuildImageRootfs } from '../../src/phase/build-image.js';
@@ -222,6 +222,29 @@ describe('oci executor: detect and build inside the build image', () => {
     expect(isPackfarmError(missing, 'RUNC_MISSING')).toBe(true);
     expect(missing.message).toContain('no-such-runc');
     expect(missing.hint).toMatch(/apt-get install runc/);
+
+    const base = {
+      rootfs: rootfs.dir,
+      dirs: { ...ws, buildpacks: buildpacksDir },
+      uid: 1000,
+      gid: 1000,
+      env: {},
+    };
+    const uid = vi.spyOn(process, 'getuid').mockReturnValue(1000);
+    try {
+      const notRoot = await createOciExecutor(base).catch((e) => e);
+      expect(isPackfarmError(notRoot, 'OCI_NEEDS_ROOT')).toBe(true);
+      expect(notRoot.hint).toMatch(/--executor host/);
+    } finally {
+      uid.mockRestore();
+    }
+    const foreign = await createOciExecutor({
+      ...base,
+      platform: { os: 'linux', architecture: 'sparc64' },
+    }).catch((e) => e);
+    expect(isPackfarmError(foreign, 'PLATFORM_NOT_RUNNABLE')).toBe(true);
+    expect(foreign.message).toMatch(/cannot run linux\/sparc64/);
+    expect(foreign.hint).toMatch(/packfarm node setup-emulation/);
   });
 });
 
