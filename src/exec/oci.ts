@@ -133,10 +133,8 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
     hostPaths,
     user: { uid: opts.uid, gid: opts.gid },
     baseEnv: { ...opts.env },
-    run: (spec) => {
-      if (closed) throw new Error('the oci executor is closed');
-      return runInContainer(ctx, spec);
-    },
+    run: (spec) =>
+      closed ? Promise.reject(new Error('the oci executor is closed')) : runInContainer(ctx, spec),
     async close() {
       if (closed) return;
       closed = true;
