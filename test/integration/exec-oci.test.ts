@@ -186,6 +186,19 @@ describe('oci executor: detect and build inside the build image', () => {
     // …one that ignores it (PID 1 without a handler) is killed after the grace period.
     const k = await sh(exec, 'exec sleep 30', { timeoutMs: 300 });
     expect(k).toMatchObject({ timedOut: true, signal: 'SIGKILL', exitCode: 137 });
+    // Abort works the same way.
+    const ac = new AbortController();
+    const pending = exec.run({
+      argv: ['/bin/sh', '-c', 'trap "exit 143" TERM; echo started; sleep 30 & wait'],
+      cwd: '/workspace',
+      env: { PATH: '/bin' },
+      onStdout: () => ac.abort(),
+      signal: ac.signal,
+    });
+    expect(await pending).toMatchObject({ aborted: true, signal: 'SIGTERM', exitCode: 143 });
+    // Processes run side by side (detect runs a group's buildpacks at once), each in its own container.
+    const many = await Promise.all([1, 2, 3, 4].map((i) => sh(exec, `echo ${i} $$`)));
+    expect(many.map((m) => m.stdout)).toEqual(['1 1\n', '2 1\n', '3 1\n', '4 1\n']);
     // Nothing is left running in the executor's runtime state.
     const state = join(exec.hostPaths.scratch, '..', 'runc');
     const list = execFileSync('/usr/sbin/runc', ['--root', state, 'list', '-q'], { encoding: 'utf8' });
