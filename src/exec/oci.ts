@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { access, chown, lstat, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chown, lstat, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type Platform, formatPlatform } from '../oci/platform.js';
@@ -382,6 +382,32 @@ async function checkInside(ctx: RunContext, spec: ExecSpec): Promise<void> {
     throw new PackfarmError('EXEC_FAILED', `cannot run ${exe}: permission denied (is it executable?)`, {
       hint: `chmod +x ${hostOf(exe)}`,
     });
+  // runc reports a failed execve only as text on the process' stderr, so a missing #! interpreter is
+  // looked for here, in the build image's view.
+  if (st.isFile()) {
+    const interpreter = await shebangInterpreter(hostOf(exe));
+    if (interpreter?.startsWith('/') && !(await lstat(hostOf(interpreter)).catch(() => undefined)))
+      throw new PackfarmError(
+        'EXEC_FAILED',
+        `cannot run ${exe}: its interpreter (#! line) ${interpreter} was not found in the build image`,
+        { hint: 'check the first line of the script against the build image' },
+      );
+  }
+}
+
+/** The interpreter a `#!` line names, if the file starts with one. */
+async function shebangInterpreter(path: string): Promise<string | undefined> {
+  const fh = await open(path, 'r').catch(() => undefined);
+  if (!fh) return undefined;
+  try {
+    const buf = Buffer.alloc(256);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    const head = buf.subarray(0, bytesRead).toString('latin1');
+    if (!head.startsWith('#!')) return undefined;
+    return head.slice(2).split('\n')[0]?.trim().split(/\s+/)[0] || undefined;
+  } finally {
+    await fh.close();
+  }
 }
 
 /** The runtime's own error when it could not start the process (read from its JSON log). */

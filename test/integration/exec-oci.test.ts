@@ -226,6 +226,16 @@ describe('oci executor: detect and build inside the build image', () => {
       .catch((e) => e);
     expect(isPackfarmError(err, 'EXEC_FAILED')).toBe(true);
     expect(err.message).toMatch(/nope\/bin\/detect: no such file/);
+    // An interpreter the build image lacks: the runtime's own report becomes the same clear error.
+    await mkdir(join(buildpacksDir, 'badinterp', 'bin'), { recursive: true });
+    await writeFile(join(buildpacksDir, 'badinterp', 'bin', 'detect'), '#!/nonexistent/sh\nexit 0\n', {
+      mode: 0o755,
+    });
+    const interp = await exec
+      .run({ argv: ['/cnb/buildpacks/badinterp/bin/detect'], cwd: '/workspace', env: {} })
+      .catch((e) => e);
+    expect(isPackfarmError(interp, 'EXEC_FAILED')).toBe(true);
+    expect(interp.message).toMatch(/badinterp\/bin\/detect: its interpreter \(#! line\)/);
 
     const missing = await createOciExecutor({
       rootfs: rootfs.dir,
