@@ -236,6 +236,20 @@ describe('oci executor: detect and build inside the build image', () => {
       .catch((e) => e);
     expect(isPackfarmError(interp, 'EXEC_FAILED')).toBe(true);
     expect(interp.message).toMatch(/badinterp\/bin\/detect: its interpreter \(#! line\)/);
+    // A binary of an architecture nothing here runs or emulates (an ELF header for IA-64, machine 50).
+    const elf = Buffer.alloc(64);
+    elf.write('\x7fELF', 'latin1');
+    elf.set([2, 1, 1], 4);
+    elf.writeUInt16LE(2, 16);
+    elf.writeUInt16LE(50, 18);
+    await writeFile(join(buildpacksDir, 'badinterp', 'bin', 'ia64'), elf, { mode: 0o755 });
+    const foreignBin = await exec
+      .run({ argv: ['/cnb/buildpacks/badinterp/bin/ia64'], cwd: '/workspace', env: {} })
+      .catch((e) => e);
+    expect(isPackfarmError(foreignBin, 'EXEC_FAILED')).toBe(true);
+    expect(foreignBin.message).toMatch(
+      /exec format error: it is an ELF binary for machine 50 \(64-bit, little-endian\)/,
+    );
 
     const missing = await createOciExecutor({
       rootfs: rootfs.dir,
