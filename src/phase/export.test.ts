@@ -191,4 +191,14 @@ describe('exportImage, step by step (fake layer producer)', () => {
     expect(isPackfarmError(err, 'EXPORT_LAYER_MISSING')).toBe(true);
     expect(err.exitCode).toBe(62);
   });
+
+  it('reports a plain I/O error while writing a layer as an export error (exit 62), not an internal one', async () => {
+    const failing: LayerProducer = {
+      write: () =>
+        Promise.reject(Object.assign(new Error('ENOENT: no such file or directory'), { code: 'ENOENT' })),
+    };
+    const err = await exportImage(options({ layerProducer: failing })).catch((e) => e);
+    expect(isPackfarmError(err, 'EXPORT_ERROR')).toBe(true);
+    expect(err.exitCode).toBe(62);
+  });
 });

@@ -29,7 +29,7 @@ import { LAUNCHER_PATH, PROCESS_DIR, launcherScript, processScript } from '../la
 import type { Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
-import { EXIT } from '../platform/exit-codes.js';
+import { EXIT, withExitCode } from '../platform/exit-codes.js';
 import { type AnalyzedFile, type GroupFile, runImageTargetOf } from '../platform/files.js';
 import {
   type BuildMetadata as BuildMetadataLabel,
@@ -321,7 +321,9 @@ async function prepareExport(opts: ExportOptions): Promise<ExportContext> {
     rewrite,
   );
   const platform = opts.platform ?? platformOf(opts.analyzed);
-  const base = await exportError(() => readBaseImage(opts.runImage.store, opts.runImage.target, platform));
+  const base = await withExitCode(EXIT.EXPORT_ERROR, () =>
+    readBaseImage(opts.runImage.store, opts.runImage.target, platform),
+  );
   const shell = opts.shell ?? base.config.config?.Labels?.[SHELL_LABEL] !== 'false';
   const previous = opts.previousImage ? await readPrevious(opts.previousImage) : undefined;
   const producer =
@@ -360,9 +362,11 @@ async function buildpackLayers(ctx: ExportContext): Promise<BuildpackLayersPlan>
   const plan: BuildpackLayersPlan = { planned: [], metadata: [], launchLayers: [] };
   for (const bp of opts.group.group) {
     const dir = buildpackLayersDir(opts.layersDir, bp.id);
-    const layers = await exportError(() => readBuildpackLayers(dir, { buildpackApi: bp.api }));
+    const layers = await withExitCode(EXIT.EXPORT_ERROR, () =>
+      readBuildpackLayers(dir, { buildpackApi: bp.api }),
+    );
     const entry: LifecycleMetadata['buildpacks'][number] = { key: bp.id, version: bp.version, layers: {} };
-    const store = await exportError(() => readStoreToml(dir));
+    const store = await withExitCode(EXIT.EXPORT_ERROR, () => readStoreToml(dir));
     if (store) entry.store = { metadata: store.metadata };
     for (const layer of layers) {
       if (!layer.types.launch) continue;
@@ -630,7 +634,9 @@ async function produceLayers(
         if (p.existing) return { planned: p, ...p.existing, source: p.existing.store };
         const spec = p.spec!;
         if (p.probe && previous && previous.byDiffId.size > 0) {
-          const r = await exportError(() => producer.write(spec, discard(), { raw: true }));
+          const r = await withExitCode(EXIT.EXPORT_ERROR, () =>
+            producer.write(spec, discard(), { raw: true }),
+          );
           const found = previous.byDiffId.get(r.diffId);
           if (found)
             return {
@@ -642,7 +648,7 @@ async function produceLayers(
             };
         }
         const file = join(tmp, `layer-${i}.tar.gz`);
-        const r = await exportError(() => producer.write(spec, file));
+        const r = await withExitCode(EXIT.EXPORT_ERROR, () => producer.write(spec, file));
         return { planned: p, digest: r.digest, size: r.size, diffId: r.diffId, file };
       }),
     ),
@@ -739,7 +745,7 @@ async function saveImage(
   let baseLayers: ExportResult['baseLayers'] = [];
   const tags: string[] = [];
   for (const [oi, out] of opts.outputs.entries()) {
-    const bl = await exportError(() =>
+    const bl = await withExitCode(EXIT.EXPORT_ERROR, () =>
       transferBaseLayers(ctx.base, out.store, {
         concurrency: 3,
         ...(opts.signal ? { signal: opts.signal } : {}),
@@ -765,7 +771,7 @@ async function saveImage(
             (previous?.byDiffId.get(p.diffId)?.digest === p.digest
               ? previous.store.registryRepository
               : undefined);
-          const r = await exportError(() =>
+          const r = await withExitCode(EXIT.EXPORT_ERROR, () =>
             out.store.putBlob({
               digest: p.digest,
               size: p.size,
@@ -791,7 +797,7 @@ async function saveImage(
       // A rebuild that changed nothing leaves the tag as it is: not even the manifest is sent again.
       const current = await out.store.resolve(tag).catch(() => undefined);
       if (current?.digest !== assembled.manifestDigest)
-        await exportError(() =>
+        await withExitCode(EXIT.EXPORT_ERROR, () =>
           out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType, tag }),
         );
       tags.push(out.names?.[ti] ?? `${out.store.description}:${tag}`);
@@ -872,23 +878,4 @@ async function readPrevious(prev: { store: ImageStore; target: string }): Promis
     if (l) byDiffId.set(d, { digest: l.digest as Digest, size: l.size });
   });
   return { store: prev.store, metadata, byDiffId };
-}
-
-/** Errors of the export phase carry the lifecycle's export exit code unless they already have one. */
-async function exportError<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof PackfarmError) {
-      if (err.exitCode === 1) {
-        throw new PackfarmError(err.code, err.message, {
-          ...(err.hint ? { hint: err.hint } : {}),
-          exitCode: EXIT.EXPORT_ERROR,
-          cause: err,
-        });
-      }
-      throw err;
-    }
-    throw err;
-  }
 }

@@ -5,10 +5,10 @@ import { createHostExecutor } from '../../exec/host.js';
 import { hostPlatform } from '../../oci/platform.js';
 import { type CreatePhase, create } from '../../phase/create.js';
 import { type ExportOutput, addExportOutput } from '../../phase/export.js';
-import { EXIT } from '../../platform/exit-codes.js';
+import { asPhaseError, EXIT } from '../../platform/exit-codes.js';
 import { readRunFile } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
-import { PackfarmError, isPackfarmError } from '../../util/errors.js';
+import { PackfarmError } from '../../util/errors.js';
 import { resolveCreationTime } from '../../util/time.js';
 import type { CliIO } from '../output.js';
 import { imageOpener, refuseDaemon } from './analyzer.js';
@@ -157,14 +157,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
     logger.info(`*** Digest: ${result.exported.digest}`);
     return EXIT.OK;
   } catch (err) {
-    if (isPackfarmError(err) && err.exitCode === EXIT.FAILED) {
-      throw new PackfarmError(err.code, err.message, {
-        exitCode: PHASE_EXIT[current],
-        ...(err.hint ? { hint: err.hint } : {}),
-        cause: err,
-      });
-    }
-    throw err;
+    throw asPhaseError(err, PHASE_EXIT[current]);
   }
 }
 
