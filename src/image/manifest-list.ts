@@ -203,7 +203,7 @@ const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 async function readSmallBlob(store: ImageStore, digest: Digest, size: number, what: string): Promise<Buffer> {
   if (size > MAX_CONFIG_BYTES)
     throw new PackfarmError(
-      'BLOB_TOO_LARGE',
+      'TOO_LARGE',
       `${what} ${digest} is ${size} bytes; configs are expected to be small`,
     );
   const chunks: Buffer[] = [];
@@ -311,7 +311,7 @@ async function collectChildren(
   if (isIndexMediaType(top.mediaType)) {
     if (add.os ?? add.arch ?? add.variant ?? add.osVersion ?? add.osFeatures)
       throw new PackfarmError(
-        'INVALID_ARGUMENT',
+        'INVALID_ARGS',
         `${opened.display} is an index: platform flags apply to a single image`,
         { hint: 'add the index, then set platforms per entry with `packfarm manifest annotate LIST DIGEST`' },
       );

@@ -118,7 +118,7 @@ async function readBlobBytes(store: ImageStore, digest: Digest, max: number): Pr
     n += b.length;
     if (n > max) {
       stream.destroy();
-      throw new PackfarmError('BLOB_TOO_LARGE', `${store.description}: blob ${digest} exceeds ${max} bytes`);
+      throw new PackfarmError('TOO_LARGE', `${store.description}: blob ${digest} exceeds ${max} bytes`);
     }
     chunks.push(b);
   }

@@ -12,6 +12,7 @@ import {
   openImage,
   parseImageLocation,
 } from './transport.js';
+import type { ErrorCode } from '../util/error-codes.js';
 
 const D = `sha256:${'c'.repeat(64)}`;
 
@@ -52,7 +53,7 @@ describe('parseImageLocation', () => {
       parseImageLocation(text, 'SRC');
       expect.unreachable();
     } catch (err) {
-      expect(isPackfarmError(err, code)).toBe(true);
+      expect(isPackfarmError(err, code as ErrorCode)).toBe(true);
       expect((err as Error).message).toContain('SRC');
     }
   });

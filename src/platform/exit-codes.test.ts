@@ -14,13 +14,13 @@ describe('error kinds → exit codes', () => {
   });
 
   it('keeps a specific exit code and leaves other errors alone', async () => {
-    const specific = new PackfarmError('X', 'x', { exitCode: 62, kind: 'buildpack-failed' });
+    const specific = new PackfarmError('EXPORT_ERROR', 'x', { exitCode: 62, kind: 'buildpack-failed' });
     expect(exitCodeOf(specific)).toBe(62);
     expect(await mapErrorKinds(() => Promise.reject(specific)).catch((e) => e)).toBe(specific);
-    const plain = new PackfarmError('Y', 'y');
+    const plain = new PackfarmError('MANIFEST_INVALID', 'y');
     expect(exitCodeOf(plain)).toBe(1);
     expect(await mapErrorKinds(() => Promise.reject(plain)).catch((e) => e)).toBe(plain);
-    expect(exitCodeOf(new PackfarmError('Z', 'z', { kind: 'buildpack-failed' }))).toBe(51);
+    expect(exitCodeOf(new PackfarmError('BUILDPACK_BUILD_FAILED', 'z', { kind: 'buildpack-failed' }))).toBe(51);
   });
 });
 
@@ -44,13 +44,13 @@ describe('withExitCode: one way for every phase to give its failures its exit co
   });
 
   it('gives generic errors the phase code, kinds their own code, and keeps specific codes', () => {
-    expect(asPhaseError(new PackfarmError('X', 'x', { hint: 'h' }), EXIT.EXPORT_ERROR)).toMatchObject({
-      code: 'X',
+    expect(asPhaseError(new PackfarmError('MANIFEST_INVALID', 'x', { hint: 'h' }), EXIT.EXPORT_ERROR)).toMatchObject({
+      code: 'MANIFEST_INVALID',
       exitCode: 62,
       hint: 'h',
     });
-    expect(asPhaseError(new PackfarmError('B', 'b', { kind: 'buildpack-failed' }), 52).exitCode).toBe(51);
-    const args = new PackfarmError('A', 'a', { exitCode: EXIT.INVALID_ARGS });
+    expect(asPhaseError(new PackfarmError('BUILDPACK_BUILD_FAILED', 'b', { kind: 'buildpack-failed' }), 52).exitCode).toBe(51);
+    const args = new PackfarmError('INVALID_ARGS', 'a', { exitCode: EXIT.INVALID_ARGS });
     expect(asPhaseError(args, 62)).toBe(args);
   });
 });

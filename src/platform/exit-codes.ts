@@ -1,4 +1,5 @@
 import { type ErrorKind, PackfarmError } from '../util/errors.js';
+import type { ErrorCode } from '../util/error-codes.js';
 
 /**
  * Exit codes of the lifecycle phases (platform.md, per-phase "Exit Code" tables; the concrete values inside
@@ -57,7 +58,7 @@ export function withExitCodeSet(err: PackfarmError, exitCode: number): PackfarmE
 }
 
 /** The error code a phase gives an error that is not a PackfarmError (an I/O failure, say). */
-const PHASE_ERROR_CODE: Readonly<Record<number, string>> = {
+const PHASE_ERROR_CODE: Readonly<Record<number, ErrorCode>> = {
   [EXIT.DETECT_ERROR]: 'DETECT_ERROR',
   [EXIT.ANALYZE_ERROR]: 'ANALYZE_ERROR',
   [EXIT.RESTORE_ERROR]: 'RESTORE_ERROR',
