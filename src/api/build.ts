@@ -13,6 +13,7 @@ import { packfarmDataDir } from '../image/data-dir.js';
 import {
   appImageLocation,
   formatImageLocation,
+  ifImageExists,
   insecureRegistriesFrom,
   type OpenedImage,
   openImage,
@@ -205,12 +206,14 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     const runImage = await openImage(runName, { insecureRegistries: insecure });
 
     const previous: OpenedImage | undefined = opts.previousImage
-      ? await openImage(
-          appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
-          {
-            insecureRegistries: insecure,
-          },
-        ).catch(() => undefined)
+      ? await ifImageExists(
+          openImage(
+            appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
+            {
+              insecureRegistries: insecure,
+            },
+          ),
+        )
       : output;
 
     const cache = await cacheLocation(opts, outputLocation, env, insecure);

@@ -207,10 +207,7 @@ function platformFlags(o: AddFlags) {
 function parseFormat(value: string): IndexFormat {
   if (value === 'oci') return 'oci';
   if (value === 'docker' || value === 'v2s2') return 'docker';
-  throw new PackfarmError(
-    'INVALID_ARGS',
-    `--format: "${value}" is not a format (expected oci or docker)`,
-  );
+  throw new PackfarmError('INVALID_ARGS', `--format: "${value}" is not a format (expected oci or docker)`);
 }
 
 /** `key=value` flags → a record; the value may contain '='; an empty key is an error. */

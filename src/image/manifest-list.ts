@@ -17,7 +17,7 @@ import {
   type PlatformSpec,
 } from '../oci/schemas.js';
 import { PackfarmError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { readFileIfExists, writeFileAtomic } from '../util/fs.js';
 import { parseJson, parseWith } from '../util/validate.js';
 import { type CopyEvent, type CopyReport, copyImage } from './copy.js';
 import {
@@ -128,13 +128,8 @@ function listHandle(name: string, opts: LocalListOptions): ListHandle {
 }
 
 async function readState(h: ListHandle): Promise<LocalListState | undefined> {
-  let text: string;
-  try {
-    text = await readFile(h.stateFile, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const text = await readFileIfExists(h.stateFile);
+  if (text === undefined) return undefined;
   return parseWith(ListStateSchema, parseJson(text, h.stateFile), h.stateFile, 'INVALID_MANIFEST_LIST');
 }
 

@@ -8,6 +8,7 @@ import { openLayoutStore } from './layout-store.js';
 import {
   displayImageLocation,
   formatImageLocation,
+  ifImageExists,
   insecureRegistriesFrom,
   openImage,
   parseImageLocation,
@@ -97,5 +98,13 @@ describe('openImage on layouts', () => {
   it('refuses a missing source layout', async () => {
     const err = await openImage(`oci:${join(tmp, 'absent')}:x`).catch((e: unknown) => e);
     expect(isPackfarmError(err, 'LAYOUT_NOT_FOUND')).toBe(true);
+  });
+
+  it('takes only a missing layout as "no previous image"; a mistyped name is still an error', async () => {
+    expect(await ifImageExists(openImage(`oci:${join(tmp, 'absent')}:x`))).toBeUndefined();
+    const err = await ifImageExists(openImage('oci:')).catch((e: unknown) => e);
+    expect(isPackfarmError(err, 'INVALID_LOCATION')).toBe(true);
+    const bad = await ifImageExists(openImage('ftp://example/app')).catch((e: unknown) => e);
+    expect(isPackfarmError(bad)).toBe(true);
   });
 });

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -15,6 +15,7 @@ import {
 } from '../buildpack/layers.js';
 import { PROCESS_TYPE_PATTERN } from '../buildpack/launch.js';
 import { assembleImage, transferBaseLayers } from '../image/assemble.js';
+import { digestReference } from '../image/image-name.js';
 import { type BaseImage, readBaseImage } from '../image/read.js';
 import type { LayoutStore } from '../image/layout-store.js';
 import type { ImageStore } from '../image/store.js';
@@ -28,7 +29,6 @@ import {
 import { LAUNCHER_PATH, PROCESS_DIR, launcherScript, processScript } from '../launch/scripts.js';
 import type { Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
-import { parseReference } from '../oci/reference.js';
 import { EXIT, withExitCode } from '../platform/exit-codes.js';
 import { type AnalyzedFile, type GroupFile, runImageTargetOf } from '../platform/files.js';
 import {
@@ -54,6 +54,7 @@ import { parseJson, parseWith } from '../util/validate.js';
 import { assignSlices } from './export-slices.js';
 import { archiveLayerProducer, type LayerProducer, type LayerSpec } from './layer-producer.js';
 import { type HostPaths, type PathRewriter, hostPathRewriter, processesToImagePaths } from './host-paths.js';
+import { isDir } from '../util/fs.js';
 
 /** Where an image goes: a store and the tags to put the manifest under; `names` are the references reported. */
 export interface ExportOutput {
@@ -90,7 +91,7 @@ export interface ExportOptions {
   metadata?: BuildMetadata;
   /** The run image: a store, a tag or digest in it, and the name recorded in labels. */
   runImage: { store: ImageStore; target: string; name?: string; mirrors?: string[] };
-  /** Target platform (default: analyzed.toml's run-image target, else linux/amd64). */
+  /** Target platform (default: analyzed.toml's run-image target, else this machine's when the run image is an index). */
   platform?: Platform;
   outputs: ExportOutput[];
   platformApi?: string;
@@ -795,7 +796,7 @@ async function saveImage(
     }
     for (const [ti, tag] of out.tags.entries()) {
       // A rebuild that changed nothing leaves the tag as it is: not even the manifest is sent again.
-      const current = await out.store.resolve(tag).catch(() => undefined);
+      const current = await out.store.resolve(tag);
       if (current?.digest !== assembled.manifestDigest)
         await withExitCode(EXIT.EXPORT_ERROR, () =>
           out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType, tag }),
@@ -845,20 +846,6 @@ function platformOf(analyzed: AnalyzedFile | undefined): Platform | undefined {
   const t = runImageTargetOf(analyzed);
   if (!t?.os || !t.arch) return undefined;
   return { os: t.os, architecture: t.arch, ...(t.variant ? { variant: t.variant } : {}) };
-}
-
-/** `registry/repo@digest` for a registry name; `name@digest` for anything else (a layout path). */
-function digestReference(name: string, digest: Digest): string {
-  try {
-    const ref = parseReference(name);
-    return `${ref.registry}/${ref.repository}@${digest}`;
-  } catch {
-    return `${name.replace(/:[^/:@]*$/, '')}@${digest}`;
-  }
-}
-
-async function isDir(p: string): Promise<boolean> {
-  return (await stat(p).catch(() => undefined))?.isDirectory() ?? false;
 }
 
 async function readPrevious(prev: { store: ImageStore; target: string }): Promise<PreviousImage | undefined> {

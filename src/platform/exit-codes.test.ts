@@ -20,7 +20,9 @@ describe('error kinds → exit codes', () => {
     const plain = new PackfarmError('MANIFEST_INVALID', 'y');
     expect(exitCodeOf(plain)).toBe(1);
     expect(await mapErrorKinds(() => Promise.reject(plain)).catch((e) => e)).toBe(plain);
-    expect(exitCodeOf(new PackfarmError('BUILDPACK_BUILD_FAILED', 'z', { kind: 'buildpack-failed' }))).toBe(51);
+    expect(exitCodeOf(new PackfarmError('BUILDPACK_BUILD_FAILED', 'z', { kind: 'buildpack-failed' }))).toBe(
+      51,
+    );
   });
 });
 
@@ -44,12 +46,17 @@ describe('withExitCode: one way for every phase to give its failures its exit co
   });
 
   it('gives generic errors the phase code, kinds their own code, and keeps specific codes', () => {
-    expect(asPhaseError(new PackfarmError('MANIFEST_INVALID', 'x', { hint: 'h' }), EXIT.EXPORT_ERROR)).toMatchObject({
+    expect(
+      asPhaseError(new PackfarmError('MANIFEST_INVALID', 'x', { hint: 'h' }), EXIT.EXPORT_ERROR),
+    ).toMatchObject({
       code: 'MANIFEST_INVALID',
       exitCode: 62,
       hint: 'h',
     });
-    expect(asPhaseError(new PackfarmError('BUILDPACK_BUILD_FAILED', 'b', { kind: 'buildpack-failed' }), 52).exitCode).toBe(51);
+    expect(
+      asPhaseError(new PackfarmError('BUILDPACK_BUILD_FAILED', 'b', { kind: 'buildpack-failed' }), 52)
+        .exitCode,
+    ).toBe(51);
     const args = new PackfarmError('INVALID_ARGS', 'a', { exitCode: EXIT.INVALID_ARGS });
     expect(asPhaseError(args, 62)).toBe(args);
   });

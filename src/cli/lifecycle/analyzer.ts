@@ -1,12 +1,12 @@
 import { join } from 'node:path';
 import { type CacheLocation, openCache } from '../../cache/open.js';
-import { type OpenedImage, openImage } from '../../image/transport.js';
+import { ifImageExists, type OpenedImage, openImage } from '../../image/transport.js';
 import { parseReference } from '../../oci/reference.js';
 import { analyzeToFile } from '../../phase/analyze.js';
 import { EXIT, withExitCode } from '../../platform/exit-codes.js';
 import { readRunFile } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS, type ResolvedInputs } from '../../platform/inputs.js';
-import { PackfarmError, isPackfarmError } from '../../util/errors.js';
+import { PackfarmError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import type { CliIO } from '../output.js';
 import { phaseUsage, preparePhase } from './common.js';
@@ -151,11 +151,8 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
     }
     const run = await opener.open(runRef);
     const previousRef = inputs.string('previous-image') ?? image;
-    const previous = await opener.open(previousRef).catch((err: unknown) => {
-      // A layout dir that does not exist yet is simply "no previous image".
-      if (isPackfarmError(err) && inputs.bool('layout')) return undefined;
-      throw err;
-    });
+    // A layout dir that does not exist yet is simply "no previous image".
+    const previous = await ifImageExists(opener.open(previousRef));
     const result = await analyzeToFile({
       analyzedPath: inputs.require('analyzed'),
       runImage: { store: run.store, target: run.target },

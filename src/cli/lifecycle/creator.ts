@@ -2,6 +2,7 @@ import { formatApiVersion } from '../../util/api-version.js';
 import { createBuildpackStore } from '../../buildpack/descriptor.js';
 import { readOrder } from '../../platform/order.js';
 import { createHostExecutor } from '../../exec/host.js';
+import { ifImageExists } from '../../image/transport.js';
 import { hostPlatform } from '../../oci/platform.js';
 import { type CreatePhase, create } from '../../phase/create.js';
 import { type ExportOutput, addExportOutput } from '../../phase/export.js';
@@ -106,7 +107,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
   let current: CreatePhase = 'analyze';
   try {
     const run = await opener.open(runName);
-    const previous = await opener.open(inputs.string('previous-image') ?? image).catch(() => undefined);
+    const previous = await ifImageExists(opener.open(inputs.string('previous-image') ?? image));
     const cacheImage = inputs.string('cache-image');
     const cacheDir = inputs.string('cache-dir');
     const cacheTarget = cacheImage ? await opener.open(cacheImage, { create: true }) : undefined;
