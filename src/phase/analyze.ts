@@ -32,6 +32,8 @@ export interface AnalyzeImageRef {
   store: ImageStore;
   /** Tag or digest inside the store. */
   target: string;
+  /** The name the platform gave (recorded as `[run-image] image`); default: derived from the store. */
+  name?: string;
 }
 
 export interface AnalyzeOptions {
@@ -209,13 +211,20 @@ export function targetOf(config: ImageConfig): RunImageTarget {
   return t;
 }
 
-/** `registry/repo@sha256:…` for a registry store, `oci:/dir@sha256:…` for a layout. */
+/**
+ * `registry/repo@sha256:…` for a registry store; `/dir@sha256:…` for a layout, the form the reference
+ * lifecycle writes in layout mode (`<layout dir>/<registry>/<repo>/<tag>@<digest>`), which the exporter and
+ * the creator take back.
+ */
 export function digestReference(store: ImageStore, digest: Digest): string {
   const rr = store.registryRepository;
-  return rr ? `${rr.registry}/${rr.repository}@${digest}` : `${store.description}@${digest}`;
+  if (rr) return `${rr.registry}/${rr.repository}@${digest}`;
+  const where = store.description.startsWith('oci:') ? store.description.slice(4) : store.description;
+  return `${where}@${digest}`;
 }
 
 function imageName(ref: AnalyzeImageRef): string {
+  if (ref.name) return ref.name;
   const rr = ref.store.registryRepository;
   const sep = ref.target.includes(':') ? '@' : ':';
   return rr

@@ -1,10 +1,20 @@
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { type CacheLocation, openCache } from '../../cache/index.js';
-import { type OpenedImage, openImage } from '../../image/transport.js';
+import {
+  type ImageLocation,
+  type OpenedImage,
+  openImage,
+  parseImageLocation,
+} from '../../image/transport.js';
+import { isDigest } from '../../oci/digest.js';
+import { openLayoutStore } from '../../image/layout-store.js';
 import { parseReference } from '../../oci/reference.js';
 import { analyzeToFile } from '../../phase/analyze.js';
 import { EXIT } from '../../platform/exit-codes.js';
+import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
 import { readRunFile } from '../../platform/files.js';
+import { chownFiles, ensureOwner, ownerToApply } from '../../platform/ownership.js';
+import { type SelectedRunImage, selectRunImage } from '../../platform/run-image.js';
 import { type InputDef, LIFECYCLE_INPUTS, type ResolvedInputs } from '../../platform/inputs.js';
 import { PackfarmError, isPackfarmError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
@@ -95,8 +105,44 @@ export interface ImageOpener {
   insecureRegistries: string[];
 }
 
-/** Open images the way the phase's inputs say: a registry, or (-layout) a layout dir per reference. */
-export function imageOpener(inputs: ResolvedInputs): ImageOpener {
+/**
+ * Where a name lives in layout mode, the same in every phase:
+ * - a reference (`registry/repo:tag`, `repo@sha256:…`) → the layout at `layoutPathFor`, holding the image
+ *   under its tag (or digest), as the reference lifecycle writes it;
+ * - a path with a digest (`<layout dir>/…/<tag>@sha256:…`, what analyzed.toml records) → that layout, by digest;
+ * - `oci:DIR[:TAG|@DIGEST]` → as written (packfarm's own form).
+ */
+export function layoutImageLocation(layoutDir: string, name: string): ImageLocation {
+  if (name.startsWith('oci:')) return parseImageLocation(name);
+  if (isAbsolute(name)) {
+    const at = name.lastIndexOf('@');
+    const digest = at > 0 ? name.slice(at + 1) : '';
+    if (isDigest(digest)) return { transport: 'oci', dir: name.slice(0, at), digest };
+    return { transport: 'oci', dir: name };
+  }
+  const ref = parseReference(name, { source: 'image reference' });
+  const dir = layoutPathFor(layoutDir, name);
+  return ref.digest
+    ? { transport: 'oci', dir, digest: ref.digest }
+    : { transport: 'oci', dir, tag: ref.tag ?? 'latest' };
+}
+
+/** Open a layout image; a source whose tag is not in the layout falls back to the layout's only image. */
+async function openLayoutImage(loc: ImageLocation, create: boolean): Promise<OpenedImage> {
+  if (create || loc.transport !== 'oci' || loc.tag === undefined) return openImage(loc, { create });
+  const store = await openLayoutStore(loc.dir);
+  const opened: OpenedImage = { ...(await openImage(loc)), store };
+  if ((await store.listTags()).includes(loc.tag)) return opened;
+  const entries = await store.entries();
+  const only = entries.length === 1 ? entries[0] : undefined;
+  return only ? { ...opened, target: only.digest } : opened;
+}
+
+/**
+ * Open images the way the phase's inputs say: a registry, or (-layout) a layout dir per reference. Registry
+ * credentials come from the phase's environment (CNB_REGISTRY_AUTH, then DOCKER_CONFIG / ~/.docker).
+ */
+export function imageOpener(inputs: ResolvedInputs, env?: NodeJS.ProcessEnv): ImageOpener {
   // Flag values, else CNB_INSECURE_REGISTRIES (resolved by the inputs layer).
   const insecureRegistries = inputs
     .list('insecure-registry')
@@ -112,12 +158,10 @@ export function imageOpener(inputs: ResolvedInputs): ImageOpener {
     insecureRegistries,
     open: (reference, opts = {}) =>
       layout
-        ? openImage(
-            { transport: 'oci', dir: layoutPathFor(layoutDir!, reference) },
-            { create: opts.create ?? false },
-          )
+        ? openLayoutImage(layoutImageLocation(layoutDir!, reference), opts.create ?? false)
         : openImage(reference.startsWith('oci:') ? reference : `docker://${reference}`, {
             insecureRegistries,
+            ...(env ? { registry: { env } } : {}),
             ...(opts.create ? { create: true } : {}),
           }),
   };
@@ -152,34 +196,36 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   const { inputs, logger } = ctx;
   refuseDaemon(inputs, 'analyzer');
   const image = ctx.positionals[0]!;
-  const opener = imageOpener(inputs);
+  const opener = imageOpener(inputs, env);
+  // The reference's order: inputs (run image choice included), the experimental gate, then privileges.
+  const run = await resolveRunImage(inputs, opener, image);
+  if (inputs.bool('layout')) guardExperimental(ExperimentalFeature.layout, env, logger);
+  const owner = ownerToApply(inputs.string('uid'), inputs.string('gid'));
+  const layersDir = inputs.require('layers');
+  const cacheDir = inputs.string('cache-dir');
+  if (owner) await ensureOwner(owner, [layersDir, cacheDir, inputs.string('launch-cache')]);
 
   return withPhaseExitCode(EXIT.ANALYZE_ERROR, async () => {
-    let runRef = inputs.string('run-image');
-    if (!runRef) {
-      const runFile = await readRunFile(inputs.require('run'));
-      runRef = runFile.images[0]?.image;
-      if (!runRef)
-        throw new PackfarmError('RUN_IMAGE_MISSING', `no run image: ${inputs.require('run')} lists none`, {
-          exitCode: EXIT.INVALID_ARGS,
-          hint: 'pass -run-image REF or provide run.toml with [[images]]',
-        });
-    }
-    const run = await opener.open(runRef);
+    const runImage = await opener.open(run.reference);
     const previousRef = inputs.string('previous-image') ?? image;
     const previous = await opener.open(previousRef).catch((err: unknown) => {
       // A layout dir that does not exist yet is simply "no previous image".
       if (isPackfarmError(err) && inputs.bool('layout')) return undefined;
       throw err;
     });
+    const analyzedPath = inputs.require('analyzed');
     const result = await analyzeToFile({
-      analyzedPath: inputs.require('analyzed'),
-      runImage: { store: run.store, target: run.target },
-      ...(previous ? { previousImage: { store: previous.store, target: previous.target } } : {}),
+      analyzedPath,
+      runImage: { store: runImage.store, target: runImage.target, name: run.reference },
+      ...(previous
+        ? { previousImage: { store: previous.store, target: previous.target, name: previousRef } }
+        : {}),
       skipLayers: inputs.bool('skip-layers'),
-      layersDir: inputs.require('layers'),
+      layersDir,
       logger,
     });
+    // Written as the build user, as the reference analyzer does after dropping to CNB_USER_ID.
+    await chownFiles(owner, [analyzedPath, join(layersDir, 'sbom')]);
     const location = await cacheLocationFrom(inputs, opener, logger);
     if (location) {
       // Reading the metadata now surfaces an unreadable cache early, as the reference analyzer does.
@@ -190,6 +236,36 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
     logger.debug(`Run image ${result.runImage.reference}`);
     return EXIT.OK;
   });
+}
+
+/**
+ * The run image to analyze: `-run-image` as given, else the first readable image of run.toml (mirrors on the
+ * output image's registry first). Nothing readable exits 3, as the reference's input resolution does.
+ */
+export async function resolveRunImage(
+  inputs: ResolvedInputs,
+  opener: ImageOpener,
+  outputImage: string,
+): Promise<SelectedRunImage> {
+  const flag = inputs.string('run-image');
+  if (flag) return { reference: flag, image: flag, mirrors: [] };
+  const runPath = inputs.require('run');
+  return selectRunImage({
+    run: await readRunFile(runPath),
+    runPath,
+    outputImage,
+    canRead: (ref) => canReadImage(opener, ref),
+  });
+}
+
+/** Whether an image can be read: it resolves in its store (missing, denied and unreachable all mean no). */
+export async function canReadImage(opener: ImageOpener, reference: string): Promise<boolean> {
+  try {
+    const opened = await opener.open(reference);
+    return (await opened.store.resolve(opened.target)) !== undefined;
+  } catch {
+    return false;
+  }
 }
 
 export const analyzerCommand: PhaseCommand = {

@@ -1,9 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { type ApiVersion, formatApiVersion } from '../../buildpack/api.js';
-import { type OpenedImage, openImage } from '../../image/transport.js';
-import { parseReference } from '../../oci/reference.js';
+import type { OpenedImage } from '../../image/transport.js';
 import { EXIT } from '../../platform/exit-codes.js';
+import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
 import { readAnalyzedFile, readGroupFile, runImageTargetOf } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import type { ProjectMetadata } from '../../platform/labels.js';
@@ -12,8 +11,9 @@ import { PackfarmError } from '../../util/errors.js';
 import { resolveCreationTime } from '../../util/time.js';
 import { parseToml } from '../../util/toml.js';
 import type { CliIO } from '../output.js';
-import { refuseDaemon } from './analyzer.js';
+import { imageOpener, refuseDaemon } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
+import { NO_CACHE_WARNING } from './restorer.js';
 import type { PhaseCommand } from './types.js';
 
 const SUMMARY = 'Assemble the app image from the run image and the build output; write report.toml.';
@@ -56,23 +56,6 @@ function parseId(text: string | undefined, what: string, fallback: number): numb
   return Number(text);
 }
 
-/**
- * With -layout, image names map to layout directories the way lifecycle-based platforms lay them out:
- * `<layout-dir>/<registry>/<repository>` holding the tag (`oci:` names are taken as they are). The rebaser
- * uses the same mapping.
- */
-export function layoutLocation(name: string, layoutDir: string | undefined): string {
-  if (name.startsWith('oci:')) return name;
-  if (!layoutDir) {
-    throw new PackfarmError('INVALID_ARGS', '-layout needs -layout-dir (CNB_LAYOUT_DIR)', {
-      exitCode: EXIT.INVALID_ARGS,
-    });
-  }
-  const ref = parseReference(name);
-  const dir = join(layoutDir, ref.registry, ref.repository);
-  return `oci:${dir}${ref.digest ? `@${ref.digest}` : `:${ref.tag ?? 'latest'}`}`;
-}
-
 export async function readProjectMetadata(path: string): Promise<ProjectMetadata> {
   let text: string;
   try {
@@ -95,17 +78,17 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   if (typeof ctx === 'number') return ctx;
   const { inputs, logger, platformApi, positionals } = ctx;
   refuseDaemon(inputs, 'exporter');
-  const layout = inputs.bool('layout');
-  const layoutDir = inputs.string('layout-dir');
-  const insecure = inputs.list('insecure-registry');
-  const open = (name: string, create: boolean): Promise<OpenedImage> =>
-    openImage(layout ? layoutLocation(name, layoutDir) : name, { insecureRegistries: insecure, create });
+  // -layout maps names to the same paths as in the analyzer (layoutImageLocation).
+  const opener = imageOpener(inputs, env);
+  const open = (name: string, create: boolean): Promise<OpenedImage> => opener.open(name, { create });
 
   const layersDir = inputs.require('layers');
   const analyzedPath = inputs.require('analyzed');
   const analyzed = await readAnalyzedFile(analyzedPath);
   const group = await readGroupFile(inputs.require('group'));
   const runName = analyzed?.['run-image']?.reference || analyzed?.['run-image']?.image;
+  if (inputs.bool('layout')) guardExperimental(ExperimentalFeature.layout, env, logger);
+  if (!inputs.string('cache-dir') && !inputs.string('cache-image')) logger.warn(NO_CACHE_WARNING);
   if (!runName) {
     throw new PackfarmError('EXPORT_NO_RUN_IMAGE', `${analyzedPath}: [run-image] reference is missing`, {
       hint: 'run the analyzer with -run-image (or a run.toml) first',
@@ -183,8 +166,9 @@ export const exporterCommand: PhaseCommand = {
   summary: SUMMARY,
   usage: phaseUsage('exporter', SUMMARY, exporterInputs({ major: 0, minor: 15 }), [
     '',
-    'Arguments: IMAGE [IMAGE…] — registry references, or oci:DIR[:TAG]; with -layout, references map to',
-    '<layout-dir>/<registry>/<repository>. The run image is analyzed.toml [run-image] reference.',
+    'Arguments: IMAGE [IMAGE…] — registry references, or oci:DIR[:TAG]; with -layout (experimental, see',
+    'CNB_EXPERIMENTAL_MODE), references map to the layout dir <layout-dir>/<registry>/<repository>/<tag>.',
+    'The run image is analyzed.toml [run-image] reference.',
     'Exit codes: 0 exported; 62 export error; 11 unsupported Platform API; 3 bad flags (also -daemon); 1 other.',
   ]),
   run,

@@ -16,6 +16,9 @@ import { cacheLocationFrom, imageOpener, refuseDaemon, withPhaseExitCode } from 
 import { phaseUsage, preparePhase } from './common.js';
 import type { PhaseCommand } from './types.js';
 
+/** The reference lifecycle's warning when a phase that uses a cache is given none. */
+export const NO_CACHE_WARNING = 'No cached data will be used, no cache specified.';
+
 const I = LIFECYCLE_INPUTS;
 
 /** The restorer's inputs under a Platform API (platform.md "restorer"; -run arrived with 0.14). */
@@ -62,7 +65,7 @@ async function runRestorer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   if (typeof ctx === 'number') return ctx;
   const { inputs, logger } = ctx;
   refuseDaemon(inputs, 'restorer');
-  const opener = imageOpener(inputs);
+  const opener = imageOpener(inputs, env);
 
   return withPhaseExitCode(EXIT.RESTORE_ERROR, async () => {
     const analyzedPath = inputs.require('analyzed');
@@ -71,7 +74,8 @@ async function runRestorer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
     const group = await readGroupFile(inputs.require('group'));
     const location = await cacheLocationFrom(inputs, opener, logger);
     const cache = location ? await openCache(location, cachePlatformOf(analyzed), { logger }) : undefined;
-    if (!cache) logger.debug('No cached data will be used, no cache specified.');
+    // The reference warns when no cache is given (restorer, exporter, creator); platforms grep for it.
+    if (!cache) logger.warn(NO_CACHE_WARNING);
     const previousMetadata = previousMetadataFromAnalyzed(analyzed, analyzedPath, logger);
     const result = await restore({
       layersDir: inputs.require('layers'),
