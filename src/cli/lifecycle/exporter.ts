@@ -81,14 +81,15 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   // -layout maps names to the same paths as in the analyzer (layoutImageLocation).
   const opener = imageOpener(inputs, env);
   const open = (name: string, create: boolean): Promise<OpenedImage> => opener.open(name, { create });
+  // The reference's order: input checks (the cache warning among them), then the experimental gate.
+  if (!inputs.string('cache-dir') && !inputs.string('cache-image')) logger.warn(NO_CACHE_WARNING);
+  if (inputs.bool('layout')) guardExperimental(ExperimentalFeature.layout, env, logger);
 
   const layersDir = inputs.require('layers');
   const analyzedPath = inputs.require('analyzed');
   const analyzed = await readAnalyzedFile(analyzedPath);
   const group = await readGroupFile(inputs.require('group'));
   const runName = analyzed?.['run-image']?.reference || analyzed?.['run-image']?.image;
-  if (inputs.bool('layout')) guardExperimental(ExperimentalFeature.layout, env, logger);
-  if (!inputs.string('cache-dir') && !inputs.string('cache-image')) logger.warn(NO_CACHE_WARNING);
   if (!runName) {
     throw new PackfarmError('EXPORT_NO_RUN_IMAGE', `${analyzedPath}: [run-image] reference is missing`, {
       hint: 'run the analyzer with -run-image (or a run.toml) first',
