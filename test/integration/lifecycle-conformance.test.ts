@@ -3,7 +3,6 @@ import { execFileSync } from 'node:child_process';
 import {
   chmod,
   chown,
-  cp,
   lstat,
   mkdir,
   mkdtemp,
@@ -330,6 +329,54 @@ describe('run image selection (analyzer_test.go "called with run")', () => {
     const label = JSON.parse(JSON.parse(stdout).config.Labels['io.buildpacks.lifecycle.metadata']);
     expect(label.runImage.image).toBe(`${reg.host}/conf/run-ok:v1`);
     expect(label.runImage.mirrors).toEqual([`${other.host}/conf/run:v1`]);
+  });
+});
+
+describe('run image after the analyzer (restorer_test.go, exporter_test.go)', () => {
+  it('the restorer (Platform API 0.14+) fails with exit 1 when the chosen run.toml image is no longer readable', async () => {
+    const ws = await workspace('restore-run-check');
+    const run = join(ws.dir, 'run.toml');
+    await writeFile(run, `[[images]]\nimage = "${reg.host}/conf/run-denied:v1"\n`);
+    await writeFile(join(ws.layers, 'group.toml'), GROUP);
+    await writeFile(
+      join(ws.layers, 'analyzed.toml'),
+      `[run-image]\nreference = "${reg.host}/conf/run-denied@sha256:${'0'.repeat(64)}"\nimage = "${reg.host}/conf/run-denied:v1"\n`,
+    );
+    const denied = await phase('restorer', ['-layers', ws.layers, '-run', run]);
+    expect(denied.code).toBe(1);
+    expect(denied.err).toContain(`selected run image '${reg.host}/conf/run-denied:v1' is not accessible`);
+    // Platform API 0.13 has no -run and no such check.
+    const old = await phase('restorer', ['-layers', ws.layers], {
+      CNB_PLATFORM_API: '0.13',
+      CNB_RUN_PATH: run,
+    });
+    expect(old.code, old.err).toBe(0);
+  });
+
+  it('the exporter records the run.toml entry holding the chosen image (image and mirrors) in the label', async () => {
+    const ws = await workspace('export-run-label');
+    const run = join(ws.dir, 'run.toml');
+    await writeFile(
+      run,
+      `[[images]]\nimage = "${other.host}/conf/run:v1"\nmirrors = ["${reg.host}/conf/run-ok:v1"]\n`,
+    );
+    const a = await phase('analyzer', ['-layers', ws.layers, '-run', run, `${reg.host}/conf/app-label`]);
+    expect(a.code, a.err).toBe(0);
+    await detectAndBuild(ws);
+    const image = `${reg.host}/conf/app-label:latest`;
+    const e = await phase('exporter', [...exportFlags(ws), '-run', run, image]);
+    expect(e.code, e.err).toBe(0);
+    const { stdout } = await execa('skopeo', [
+      'inspect',
+      '--config',
+      '--tls-verify=false',
+      '--creds',
+      'builder:builder-secret',
+      `docker://${image}`,
+    ]);
+    const label = JSON.parse(JSON.parse(stdout).config.Labels['io.buildpacks.lifecycle.metadata']);
+    expect(label.runImage.image).toBe(`${other.host}/conf/run:v1`);
+    expect(label.runImage.mirrors).toEqual([`${reg.host}/conf/run-ok:v1`]);
   });
 });
 

@@ -3,7 +3,7 @@ import { type ApiVersion, formatApiVersion } from '../../buildpack/api.js';
 import type { OpenedImage } from '../../image/transport.js';
 import { EXIT } from '../../platform/exit-codes.js';
 import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
-import { readAnalyzedFile, readGroupFile, runImageTargetOf } from '../../platform/files.js';
+import { readAnalyzedFile, readGroupFile, readRunFile, runImageTargetOf } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import type { ProjectMetadata } from '../../platform/labels.js';
 import { type ExportOutput, addExportOutput, exportImage, knownCacheDiffIds } from '../../phase/export.js';
@@ -54,6 +54,21 @@ function parseId(text: string | undefined, what: string, fallback: number): numb
     });
   }
   return Number(text);
+}
+
+/**
+ * The run image the app image's label records (image and mirrors): the run.toml entry that holds the image
+ * the analyzer chose (as image or mirror), else the first entry, as the reference exporter does; without
+ * run.toml entries, the image the analyzer chose.
+ */
+export async function runImageForLabel(
+  runPath: string,
+  chosen: string,
+): Promise<{ name: string; mirrors: string[] }> {
+  const run = await readRunFile(runPath);
+  const entry =
+    run.images.find((e) => e.image === chosen || (e.mirrors ?? []).includes(chosen)) ?? run.images[0];
+  return entry ? { name: entry.image, mirrors: entry.mirrors ?? [] } : { name: chosen, mirrors: [] };
 }
 
 export async function readProjectMetadata(path: string): Promise<ProjectMetadata> {
@@ -117,7 +132,11 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
     appDir: inputs.require('app'),
     group,
     analyzed,
-    runImage: { store: runImage.store, target: runImage.target, name: runName },
+    runImage: {
+      store: runImage.store,
+      target: runImage.target,
+      ...(await runImageForLabel(inputs.require('run'), analyzed?.['run-image']?.image || runName)),
+    },
     ...(t?.os && t.arch
       ? { platform: { os: t.os, architecture: t.arch, ...(t.variant ? { variant: t.variant } : {}) } }
       : {}),

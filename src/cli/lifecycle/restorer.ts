@@ -7,12 +7,20 @@ import {
   type AnalyzedFile,
   readAnalyzedFile,
   readGroupFile,
+  readRunFile,
   runImageTargetOf,
 } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import { PackfarmError } from '../../util/errors.js';
 import type { CliIO } from '../output.js';
-import { cacheLocationFrom, imageOpener, refuseDaemon, withPhaseExitCode } from './analyzer.js';
+import {
+  type ImageOpener,
+  cacheLocationFrom,
+  canReadImage,
+  imageOpener,
+  refuseDaemon,
+  withPhaseExitCode,
+} from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import type { PhaseCommand } from './types.js';
 
@@ -67,9 +75,15 @@ async function runRestorer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   refuseDaemon(inputs, 'restorer');
   const opener = imageOpener(inputs, env);
 
+  const analyzedPath = inputs.require('analyzed');
+  const analyzed = await readAnalyzedFile(analyzedPath, { missingOk: true });
+  // Platform API 0.14+: the run image the analyzer chose from run.toml must still be readable (a plain
+  // failure, exit 1, as in the reference restorer).
+  const chosen = analyzed?.['run-image']?.image;
+  if (chosen && apiAtLeast(ctx.platformApi, '0.14'))
+    await checkChosenRunImage(inputs.require('run'), chosen, opener);
+
   return withPhaseExitCode(EXIT.RESTORE_ERROR, async () => {
-    const analyzedPath = inputs.require('analyzed');
-    const analyzed = await readAnalyzedFile(analyzedPath, { missingOk: true });
     if (!analyzed) logger.warn(`no analyzed metadata at ${analyzedPath}; restoring from the cache only`);
     const group = await readGroupFile(inputs.require('group'));
     const location = await cacheLocationFrom(inputs, opener, logger);
@@ -98,6 +112,16 @@ export const restorerCommand: PhaseCommand = {
   usage: USAGE,
   run: runRestorer,
 };
+
+/** A run image named in run.toml that the analyzer chose must still be readable (images outside run.toml are not checked). */
+async function checkChosenRunImage(runPath: string, chosen: string, opener: ImageOpener): Promise<void> {
+  const run = await readRunFile(runPath);
+  if (!run.images.some((e) => e.image === chosen || (e.mirrors ?? []).includes(chosen))) return;
+  if (await canReadImage(opener, chosen)) return;
+  throw new PackfarmError('RUN_IMAGE_INACCESSIBLE', `selected run image '${chosen}' is not accessible`, {
+    hint: 'check the registry credentials for the run image the analyzer recorded in analyzed.toml',
+  });
+}
 
 /** -uid/-gid (CNB_USER_ID/CNB_GROUP_ID) as numbers; both or neither. */
 export function ownerFrom(uid: string | undefined, gid: string | undefined): { uid?: number; gid?: number } {
