@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import {
   chmod,
   chown,
+  cp,
   lstat,
   mkdir,
   mkdtemp,
@@ -232,6 +233,39 @@ describe('privileges (analyzer_test.go, creator_test.go)', () => {
     );
     expect(notUser).toEqual([]);
     expect((await owners(cache)).size).toBeGreaterThan(2);
+  });
+});
+
+describe('privileges of the exporter and the restorer (exporter_test.go, restorer_test.go)', () => {
+  it('as root they hand the cache dir, report.toml and restored layers to CNB_USER_ID:CNB_GROUP_ID', async () => {
+    const ws = await workspace('priv-export-restore');
+    await writeFile(
+      join(ws.layers, 'analyzed.toml'),
+      `[run-image]\nreference = "${reg.host}/conf/run-ok:v1"\n[run-image.target]\nos = "linux"\narch = "amd64"\n`,
+    );
+    await detectAndBuild(ws);
+    const cache = join(ws.dir, 'cache');
+    await mkdir(cache, { mode: 0o755 });
+    const user = { CNB_USER_ID: String(USER.uid), CNB_GROUP_ID: String(USER.gid) };
+    const e = await phase(
+      'exporter',
+      [...exportFlags(ws), '-cache-dir', cache, `${reg.host}/conf/app-priv:latest`],
+      user,
+    );
+    expect(e.code, e.err).toBe(0);
+    expect([...(await owners(cache))].filter(([, o]) => o !== '2222:3333')).toEqual([]);
+    expect(await ownerOf(join(ws.layers, 'report.toml'))).toBe('2222:3333');
+
+    const fresh = await workspace('priv-restore');
+    await writeFile(join(fresh.layers, 'group.toml'), GROUP);
+    await cp(join(ws.layers, 'analyzed.toml'), join(fresh.layers, 'analyzed.toml'));
+    const r = await phase('restorer', ['-layers', fresh.layers, '-cache-dir', cache], user);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('Restoring data for "conf/cacher:deps" from cache');
+    expect(await ownerOf(fresh.layers)).toBe('2222:3333');
+    const deps = [...(await owners(join(fresh.layers, 'conf_cacher')))];
+    expect(deps.length).toBeGreaterThan(3);
+    expect(deps.filter(([, o]) => o !== '2222:3333')).toEqual([]);
   });
 });
 

@@ -71,6 +71,12 @@ export async function withPhaseExitCode<T>(code: number, fn: () => Promise<T>): 
   }
 }
 
+/** The reference's warning for -launch-cache without -daemon (packfarm has no daemon, so always). */
+export function warnLaunchCache(inputs: ResolvedInputs, logger: Logger): void {
+  if (inputs.string('launch-cache'))
+    logger.warn('Ignoring -launch-cache, only intended for use with -daemon');
+}
+
 export function refuseDaemon(inputs: ResolvedInputs, phase: string): void {
   if (inputs.bool('daemon')) {
     throw new PackfarmError(
@@ -199,6 +205,7 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   const opener = imageOpener(inputs, env);
   // The reference's order: inputs (run image choice included), the experimental gate, then privileges.
   const run = await resolveRunImage(inputs, opener, image);
+  warnLaunchCache(inputs, logger);
   if (inputs.bool('layout')) guardExperimental(ExperimentalFeature.layout, env, logger);
   const owner = ownerToApply(inputs.string('uid'), inputs.string('gid'));
   const layersDir = inputs.require('layers');

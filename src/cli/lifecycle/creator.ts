@@ -12,7 +12,7 @@ import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import { PackfarmError, isPackfarmError } from '../../util/errors.js';
 import { resolveCreationTime } from '../../util/time.js';
 import type { CliIO } from '../output.js';
-import { imageOpener, refuseDaemon, resolveRunImage } from './analyzer.js';
+import { imageOpener, refuseDaemon, resolveRunImage, warnLaunchCache } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import { resolveOrderPath } from './detector.js';
 import { readProjectMetadata } from './exporter.js';
@@ -83,6 +83,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
   const run = await resolveRunImage(inputs, opener, image);
   if (inputs.bool('layout')) guardExperimental(ExperimentalFeature.layout, env, logger);
   if (!inputs.string('cache-dir') && !inputs.string('cache-image')) logger.warn(NO_CACHE_WARNING);
+  warnLaunchCache(inputs, logger);
   // As root, hand the volumes to the build user first (the reference creator then runs as that user).
   const owner = ownerToApply(inputs.string('uid'), inputs.string('gid'));
   const cacheDir = inputs.string('cache-dir');

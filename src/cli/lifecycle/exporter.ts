@@ -3,6 +3,7 @@ import { type ApiVersion, formatApiVersion } from '../../buildpack/api.js';
 import type { OpenedImage } from '../../image/transport.js';
 import { EXIT } from '../../platform/exit-codes.js';
 import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
+import { chownFiles, ensureOwner, ownerToApply } from '../../platform/ownership.js';
 import { readAnalyzedFile, readGroupFile, readRunFile, runImageTargetOf } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import type { ProjectMetadata } from '../../platform/labels.js';
@@ -11,7 +12,7 @@ import { PackfarmError } from '../../util/errors.js';
 import { resolveCreationTime } from '../../util/time.js';
 import { parseToml } from '../../util/toml.js';
 import type { CliIO } from '../output.js';
-import { imageOpener, refuseDaemon } from './analyzer.js';
+import { imageOpener, refuseDaemon, warnLaunchCache } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import { NO_CACHE_WARNING } from './restorer.js';
 import type { PhaseCommand } from './types.js';
@@ -98,7 +99,11 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   const open = (name: string, create: boolean): Promise<OpenedImage> => opener.open(name, { create });
   // The reference's order: input checks (the cache warning among them), then the experimental gate.
   if (!inputs.string('cache-dir') && !inputs.string('cache-image')) logger.warn(NO_CACHE_WARNING);
+  warnLaunchCache(inputs, logger);
   if (inputs.bool('layout')) guardExperimental(ExperimentalFeature.layout, env, logger);
+  // As root, the cache dir goes to the build user first, and what the exporter writes there is that user's.
+  const owner = ownerToApply(inputs.string('uid'), inputs.string('gid'));
+  if (owner) await ensureOwner(owner, [inputs.string('cache-dir'), inputs.string('launch-cache')]);
 
   const layersDir = inputs.require('layers');
   const analyzedPath = inputs.require('analyzed');
@@ -178,6 +183,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
       logger,
     });
   }
+  await chownFiles(owner, [cacheDir, inputs.require('report')]);
   return EXIT.OK;
 }
 

@@ -3,6 +3,9 @@ import { openCache } from '../../cache/index.js';
 import { hostPlatform, normalizePlatform, type Platform } from '../../oci/platform.js';
 import { previousMetadataFromAnalyzed, restore } from '../../phase/restore.js';
 import { EXIT } from '../../platform/exit-codes.js';
+import { chownFiles, ensureOwner, ownerToApply } from '../../platform/ownership.js';
+import { buildpackLayersDir } from '../../buildpack/layers.js';
+import { join } from 'node:path';
 import {
   type AnalyzedFile,
   readAnalyzedFile,
@@ -83,6 +86,11 @@ async function runRestorer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   if (chosen && apiAtLeast(ctx.platformApi, '0.14'))
     await checkChosenRunImage(inputs.require('run'), chosen, opener);
 
+  // As root: the layers and cache dirs go to the build user first; restored layers end up that user's.
+  const owner = ownerToApply(inputs.string('uid'), inputs.string('gid'));
+  const layersDir = inputs.require('layers');
+  if (owner) await ensureOwner(owner, [layersDir, inputs.string('cache-dir')]);
+
   return withPhaseExitCode(EXIT.RESTORE_ERROR, async () => {
     if (!analyzed) logger.warn(`no analyzed metadata at ${analyzedPath}; restoring from the cache only`);
     const group = await readGroupFile(inputs.require('group'));
@@ -92,7 +100,7 @@ async function runRestorer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
     if (!cache) logger.warn(NO_CACHE_WARNING);
     const previousMetadata = previousMetadataFromAnalyzed(analyzed, analyzedPath, logger);
     const result = await restore({
-      layersDir: inputs.require('layers'),
+      layersDir,
       group: group.group,
       ...(previousMetadata ? { previousMetadata } : {}),
       ...(cache ? { cache } : {}),
@@ -101,6 +109,10 @@ async function runRestorer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
       ...ownerFrom(inputs.string('uid'), inputs.string('gid')),
       logger,
     });
+    await chownFiles(
+      owner,
+      result.layers.map((l) => join(buildpackLayersDir(layersDir, l.buildpack), l.layer)),
+    );
     logger.debug(`restored ${result.layers.length} layer(s), skipped ${result.skipped.length}`);
     return EXIT.OK;
   });
