@@ -50,9 +50,13 @@ const SUMMARY =
 
 const USAGE = phaseUsage('analyzer', SUMMARY, ANALYZER_INPUTS, [
   'Argument: <image>, the output image (also the previous image unless -previous-image is given).',
-  'Images are registry references, or with -layout paths under -layout-dir (<dir>/<registry>/<repo>/<tag>).',
+  'Images are registry references, or with -layout paths under -layout-dir (<dir>/<registry>/<repo>/<tag>);',
+  '-layout is experimental: CNB_EXPERIMENTAL_MODE=warn or quiet allows it (the default, error, refuses it).',
+  'Without -run-image the first readable image of run.toml is used (mirrors on the output registry first).',
+  'Run as root with -uid/-gid, the layers and cache dirs and analyzed.toml are given to that user.',
   '-daemon is refused: packfarm writes to registries and OCI layouts only.',
-  'Exit codes: 0 success, 11 unsupported Platform API, 3 bad arguments, 32 analysis failed.',
+  'Exit codes: 0 success, 11 unsupported Platform API, 3 bad arguments or no readable run image,',
+  '1 experimental feature refused, 32 analysis failed.',
 ]);
 
 /** Raise a phase's failures with its exit code (argument errors keep theirs). */

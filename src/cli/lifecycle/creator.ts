@@ -174,6 +174,8 @@ export const creatorCommand: PhaseCommand = {
     'Argument: <image>, the output image (also the previous image unless -previous-image is given).',
     'Buildpacks run as host processes. The image holds the app at /workspace and the layers at /layers;',
     'process commands that name the -app or -layers dir are rewritten to those paths.',
+    '-layout is experimental: CNB_EXPERIMENTAL_MODE=warn or quiet allows it (the default, error, refuses it).',
+    'Run as root with -uid/-gid, the layers and cache dirs and everything written there are given to that user.',
     'Exit codes: the failing phase’s (20–22 detect, 32 analyze, 42 restore, 51–52 build, 62 export);',
     '11 unsupported Platform API; 3 bad flags (also -daemon); 1 other.',
   ]),
