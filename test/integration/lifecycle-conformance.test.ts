@@ -41,7 +41,10 @@ const ORDER = '[[order]]\n[[order.group]]\nid = "conf/cacher"\nversion = "1.0.0"
 const USER = { uid: 2222, gid: 3333 };
 
 let root: string;
-/** Token auth: `builder` may do everything except read conf/run-denied; `admin` may do everything. */
+/**
+ * Token auth: `builder` may do everything except read conf/run-denied and push to conf/readonly; `admin` may do
+ * everything.
+ */
 let reg: TestRegistry;
 /** Another registry, anonymous: for the mirror choice. */
 let other: TestRegistry;
@@ -58,7 +61,12 @@ beforeAll(async () => {
       { name: 'builder', password: 'builder-secret' },
     ],
     token: {
-      grant: (user, _type, name, asked) => (user === 'builder' && name === 'conf/run-denied' ? [] : asked),
+      grant: (user, _type, name, asked) => {
+        if (user !== 'builder') return asked;
+        if (name === 'conf/run-denied') return [];
+        if (name === 'conf/readonly') return asked.filter((a) => a === 'pull');
+        return asked;
+      },
     },
   });
   other = await startRegistry();
@@ -363,6 +371,48 @@ describe('run image selection (analyzer_test.go "called with run")', () => {
     const label = JSON.parse(JSON.parse(stdout).config.Labels['io.buildpacks.lifecycle.metadata']);
     expect(label.runImage.image).toBe(`${reg.host}/conf/run-ok:v1`);
     expect(label.runImage.mirrors).toEqual([`${other.host}/conf/run:v1`]);
+  });
+});
+
+describe('registry access checked before analysis (analyzer_test.go "ensure registry read/write access")', () => {
+  it('the analyzer and the creator refuse an output image, a -tag or a cache image they cannot push to, and a previous image they cannot read (exit 32)', async () => {
+    const ws = await workspace('access');
+    const runOk = `${reg.host}/conf/run-ok:v1`;
+    const readonly = `${reg.host}/conf/readonly`;
+    const analyze = (args: string[]) =>
+      phase('analyzer', ['-layers', ws.layers, '-run-image', runOk, ...args]);
+
+    const out = await analyze([readonly]);
+    expect(out.code).toBe(32);
+    expect(out.err).toContain(`failed to ensure registry read/write access to ${readonly}`);
+    const tag = await analyze(['-tag', `${readonly}:extra`, `${reg.host}/conf/app-access`]);
+    expect(tag.code).toBe(32);
+    expect(tag.err).toContain(`failed to ensure registry read/write access to ${readonly}:extra`);
+    const cache = await analyze(['-cache-image', `${readonly}:cache`, `${reg.host}/conf/app-access`]);
+    expect(cache.code).toBe(32);
+    expect(cache.err).toContain(`failed to ensure registry read/write access to ${readonly}:cache`);
+    const prev = await analyze([
+      '-previous-image',
+      `${reg.host}/conf/run-denied:v1`,
+      `${reg.host}/conf/app-access`,
+    ]);
+    expect(prev.code).toBe(32);
+    expect(prev.err).toContain(`failed to ensure registry read access to ${reg.host}/conf/run-denied:v1`);
+    // A previous image that does not exist yet is fine; nothing was pushed by the checks.
+    const ok = await analyze([`${reg.host}/conf/app-access`]);
+    expect(ok.code, ok.err).toBe(0);
+    const c = await phase('creator', [
+      ...dirFlags(ws),
+      '-buildpacks',
+      BUILDPACKS,
+      '-order',
+      ws.order,
+      '-run-image',
+      runOk,
+      readonly,
+    ]);
+    expect(c.code).toBe(32);
+    expect(c.err).toContain(`failed to ensure registry read/write access to ${readonly}`);
   });
 });
 

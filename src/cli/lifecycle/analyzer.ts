@@ -217,8 +217,12 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   if (owner) await ensureOwner(owner, [layersDir, cacheDir, inputs.string('launch-cache')]);
 
   return withPhaseExitCode(EXIT.ANALYZE_ERROR, async () => {
-    const runImage = await opener.open(run.reference);
     const previousRef = inputs.string('previous-image') ?? image;
+    await ensureRegistryAccess(inputs, opener, {
+      read: [previousRef, run.reference],
+      write: [image, ...inputs.list('tag')],
+    });
+    const runImage = await opener.open(run.reference);
     const previous = await opener.open(previousRef).catch((err: unknown) => {
       // A layout dir that does not exist yet is simply "no previous image".
       if (isPackfarmError(err) && inputs.bool('layout')) return undefined;
@@ -247,6 +251,49 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
     logger.debug(`Run image ${result.runImage.reference}`);
     return EXIT.OK;
   });
+}
+
+/**
+ * The reference analyzer's access check, before any work: in registry mode the previous and run images must be
+ * readable (a missing previous image is fine) and the output image and `-tag`s writable; the cache image must
+ * be writable in either mode. Fails with "failed to ensure registry read/write access to <image>".
+ */
+export async function ensureRegistryAccess(
+  inputs: ResolvedInputs,
+  opener: ImageOpener,
+  images: { read: string[]; write: string[] },
+): Promise<void> {
+  const layout = inputs.bool('layout');
+  const cacheImage = inputs.string('cache-image');
+  const read = layout ? [] : images.read;
+  const write = [...(cacheImage ? [cacheImage] : []), ...(layout ? [] : images.write)];
+  for (const ref of new Set(read)) {
+    try {
+      const opened = await opener.open(ref);
+      await opened.store.resolve(opened.target);
+    } catch (err) {
+      throw accessError(ref, 'read', err);
+    }
+  }
+  for (const ref of new Set(write)) {
+    try {
+      const opened = await opener.open(ref, { create: true });
+      await opened.store.checkWriteAccess?.();
+    } catch (err) {
+      throw accessError(ref, 'read/write', err);
+    }
+  }
+}
+
+function accessError(ref: string, kind: string, err: unknown): PackfarmError {
+  return new PackfarmError(
+    'REGISTRY_ACCESS_DENIED',
+    `failed to ensure registry ${kind} access to ${ref}: ${(err as Error).message}`,
+    {
+      cause: err,
+      hint: 'check the credentials (CNB_REGISTRY_AUTH, DOCKER_CONFIG) and their rights on that repository',
+    },
+  );
 }
 
 /**

@@ -12,7 +12,13 @@ import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import { PackfarmError, isPackfarmError } from '../../util/errors.js';
 import { resolveCreationTime } from '../../util/time.js';
 import type { CliIO } from '../output.js';
-import { imageOpener, refuseDaemon, resolveRunImage, warnLaunchCache } from './analyzer.js';
+import {
+  ensureRegistryAccess,
+  imageOpener,
+  refuseDaemon,
+  resolveRunImage,
+  warnLaunchCache,
+} from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import { resolveOrderPath } from './detector.js';
 import { readProjectMetadata } from './exporter.js';
@@ -100,8 +106,13 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
 
   let current: CreatePhase = 'analyze';
   try {
+    const previousRef = inputs.string('previous-image') ?? image;
+    await ensureRegistryAccess(inputs, opener, {
+      read: [previousRef, run.reference],
+      write: [image, ...inputs.list('tag')],
+    });
     const runImage = await opener.open(run.reference);
-    const previous = await opener.open(inputs.string('previous-image') ?? image).catch(() => undefined);
+    const previous = await opener.open(previousRef).catch(() => undefined);
     const cacheImage = inputs.string('cache-image');
     const cacheTarget = cacheImage ? await opener.open(cacheImage, { create: true }) : undefined;
     const result = await create({
