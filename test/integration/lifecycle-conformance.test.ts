@@ -679,6 +679,21 @@ describe('caches as the reference writes them (restorer_test.go, exporter_test.g
     expect(e.out).toContain("Adding cache layer 'conf/cacher:deps'");
     const fresh = await readFile(join(cache, 'linux-amd64', 'committed', `${sha}.tar`));
     expect(sha256(fresh)).toBe(sha);
+
+    // An intact layer in a reference-layout cache is reused (linked into packfarm's own layout).
+    const intact = join(ws.dir, 'intact-cache');
+    await referenceCache(intact, [{ bp: 'conf/cacher', layer: 'deps', tar: fresh }]);
+    const again = await phase('exporter', [
+      ...exportFlags(ws),
+      '-cache-dir',
+      intact,
+      `${reg.host}/conf/app-cache:latest`,
+    ]);
+    expect(again.code, again.err).toBe(0);
+    expect(again.out).toContain("Reusing cache layer 'conf/cacher:deps'");
+    expect(again.err).not.toContain('Skipping reuse');
+    const linked = await stat(join(intact, 'linux-amd64', 'committed', `${sha}.tar`));
+    expect(linked.nlink).toBe(2);
   });
 
   it('a cache image with nothing cached has one layer, the empty tar', async () => {
