@@ -1,5 +1,6 @@
 import { isAbsolute, join } from 'node:path';
-import { type CacheLocation, openCache } from '../../cache/index.js';
+import { type CacheLocation, openCache } from '../../cache/open.js';
+import { openLayoutStore } from '../../image/layout-store.js';
 import {
   type ImageLocation,
   type OpenedImage,
@@ -7,7 +8,6 @@ import {
   parseImageLocation,
 } from '../../image/transport.js';
 import { isDigest } from '../../oci/digest.js';
-import { openLayoutStore } from '../../image/layout-store.js';
 import { parseReference } from '../../oci/reference.js';
 import { analyzeToFile } from '../../phase/analyze.js';
 import { EXIT } from '../../platform/exit-codes.js';

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { type ApiVersion, formatApiVersion } from '../../buildpack/api.js';
+import { type ApiVersion, formatApiVersion } from '../../util/api-version.js';
 import type { OpenedImage } from '../../image/transport.js';
 import { EXIT } from '../../platform/exit-codes.js';
 import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
@@ -164,7 +164,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   const cacheDir = inputs.string('cache-dir');
   const cacheImage = inputs.string('cache-image');
   if (cacheDir || cacheImage) {
-    const { exportCache } = await import('../../cache/index.js');
+    const { exportCache } = await import('../../phase/cache.js');
     const cacheTarget = await (cacheImage ? open(cacheImage, true) : undefined);
     await exportCache({
       location: cacheImage
