@@ -532,11 +532,12 @@ describe('OCI layout mode, phase by phase and in the creator (analyzer_test.go, 
       await detectAndBuild(ws, env);
       const e = await phase('exporter', [...exportFlags(ws), app], env);
       expect(e.code, e.err).toBe(0);
-      return { analyzed, restorer: r, exporter: e };
+      return { analyzed, analyzer: a, restorer: r, exporter: e };
     };
 
     const first = await build();
     expect(first.analyzed?.image).toBeUndefined();
+    expect(first.analyzer.out).toContain(`Previous image with name "${app}" not found`);
     const firstDigest = (await readReport(join(ws.layers, 'report.toml'))).image.digest;
     // The app image is its own layout, tagged with the reference's tag; skopeo reads it.
     expect((await openLayoutStore(appDir).then((s) => s.resolve('v1')))?.digest).toBe(firstDigest);

@@ -224,8 +224,11 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
     });
     const runImage = await opener.open(run.reference);
     const previous = await opener.open(previousRef).catch((err: unknown) => {
-      // A layout dir that does not exist yet is simply "no previous image".
-      if (isPackfarmError(err) && inputs.bool('layout')) return undefined;
+      // A layout dir that does not exist yet is simply "no previous image" (the reference's line).
+      if (isPackfarmError(err) && inputs.bool('layout')) {
+        logger.info(`Previous image with name "${previousRef}" not found`);
+        return undefined;
+      }
       throw err;
     });
     const analyzedPath = inputs.require('analyzed');
