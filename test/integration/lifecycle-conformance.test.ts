@@ -735,6 +735,28 @@ describe('log lines platforms read', () => {
     expect(r.err).toContain('No cached data will be used, no cache specified.');
   });
 
+  it('the analyzer warns about -launch-cache without -daemon and parallel export without a cache', async () => {
+    const ws = await workspace('warnings');
+    const r = await phase(
+      'analyzer',
+      [
+        '-layers',
+        ws.layers,
+        '-launch-cache',
+        join(ws.dir, 'lc'),
+        '-run-image',
+        `${reg.host}/conf/run-ok:v1`,
+        `${reg.host}/conf/app-warn`,
+      ],
+      { CNB_PARALLEL_EXPORT: 'true' },
+    );
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toContain('Ignoring -launch-cache, only intended for use with -daemon');
+    expect(r.err).toContain(
+      'Parallel export has been enabled, but it has not taken effect because no cache has been specified.',
+    );
+  });
+
   it('the detector prints the group, the creator the reference phase headers', async () => {
     const ws = await workspace('lines');
     const { detect } = await detectAndBuild(ws);

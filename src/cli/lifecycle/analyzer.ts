@@ -37,6 +37,8 @@ const ANALYZER_INPUTS: readonly InputDef[] = [
   I['layout-dir'],
   I['log-level'],
   I['no-color'],
+  // No flag in the reference analyzer, but CNB_PARALLEL_EXPORT is read (for its warning).
+  { ...I.parallel, envOnly: true },
   I['previous-image'],
   I.run,
   I['run-image'],
@@ -79,6 +81,14 @@ export async function withPhaseExitCode<T>(code: number, fn: () => Promise<T>): 
 export function warnLaunchCache(inputs: ResolvedInputs, logger: Logger): void {
   if (inputs.string('launch-cache'))
     logger.warn('Ignoring -launch-cache, only intended for use with -daemon');
+}
+
+/** The reference's warning for parallel export without a cache (analyzer and creator). */
+export function warnParallelWithoutCache(inputs: ResolvedInputs, logger: Logger): void {
+  if (inputs.bool('parallel') && !inputs.string('cache-dir') && !inputs.string('cache-image'))
+    logger.warn(
+      'Parallel export has been enabled, but it has not taken effect because no cache has been specified.',
+    );
 }
 
 export function refuseDaemon(inputs: ResolvedInputs, phase: string): void {
@@ -210,6 +220,7 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   // The reference's order: inputs (run image choice included), the experimental gate, then privileges.
   const run = await resolveRunImage(inputs, opener, image);
   warnLaunchCache(inputs, logger);
+  warnParallelWithoutCache(inputs, logger);
   if (inputs.bool('layout')) guardExperimental(ExperimentalFeature.layout, env, logger);
   const owner = ownerToApply(inputs.string('uid'), inputs.string('gid'));
   const layersDir = inputs.require('layers');

@@ -18,6 +18,7 @@ import {
   refuseDaemon,
   resolveRunImage,
   warnLaunchCache,
+  warnParallelWithoutCache,
 } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import { resolveOrderPath } from './detector.js';
@@ -45,6 +46,7 @@ const CREATOR_INPUTS: readonly InputDef[] = [
   I['log-level'],
   I['no-color'],
   I.order,
+  I.parallel,
   I.platform,
   I['previous-image'],
   I['process-type'],
@@ -90,6 +92,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
   if (inputs.bool('layout')) guardExperimental(ExperimentalFeature.layout, env, logger);
   if (!inputs.string('cache-dir') && !inputs.string('cache-image')) logger.warn(NO_CACHE_WARNING);
   warnLaunchCache(inputs, logger);
+  warnParallelWithoutCache(inputs, logger);
   // As root, hand the volumes to the build user first (the reference creator then runs as that user).
   const owner = ownerToApply(inputs.string('uid'), inputs.string('gid'));
   const cacheDir = inputs.string('cache-dir');
