@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportCache } from '../../src/phase/cache.js';
 import { runLifecycleCommand } from '../../src/cli/lifecycle.js';
-import { layoutPathFor } from '../../src/cli/lifecycle/analyzer.js';
+import { layoutImageLocation, layoutPathFor } from '../../src/cli/lifecycle/analyzer.js';
 import type { CliIO } from '../../src/cli/output.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { createRegistryStore } from '../../src/image/registry-store.js';
@@ -272,5 +272,31 @@ describe('layoutPathFor', () => {
     expect(layoutPathFor('/l', `127.0.0.1:5000/a/b@sha256:${'c'.repeat(64)}`)).toBe(
       `/l/127.0.0.1:5000/a/b/sha256/${'c'.repeat(64)}`,
     );
+  });
+});
+
+describe('layoutImageLocation', () => {
+  const d = `sha256:${'d'.repeat(64)}`;
+  it('maps a reference to its own layout under its tag or digest, the same in every phase', () => {
+    expect(layoutImageLocation('/l', 'example.test/team/app:v1')).toEqual({
+      transport: 'oci',
+      dir: '/l/example.test/team/app/v1',
+      tag: 'v1',
+    });
+    expect(layoutImageLocation('/l', `example.test/team/app@${d}`)).toEqual({
+      transport: 'oci',
+      dir: `/l/example.test/team/app/sha256/${'d'.repeat(64)}`,
+      digest: d,
+    });
+  });
+
+  it("takes back analyzed.toml's <path>@<digest> form and packfarm's oci: form", () => {
+    expect(layoutImageLocation('/l', `/l/example.test/team/app/v1@${d}`)).toEqual({
+      transport: 'oci',
+      dir: '/l/example.test/team/app/v1',
+      digest: d,
+    });
+    expect(layoutImageLocation('/l', '/elsewhere/run')).toEqual({ transport: 'oci', dir: '/elsewhere/run' });
+    expect(layoutImageLocation('/l', 'oci:/x/y:t')).toEqual({ transport: 'oci', dir: '/x/y', tag: 't' });
   });
 });
