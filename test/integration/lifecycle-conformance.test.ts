@@ -548,6 +548,8 @@ describe('OCI layout mode, phase by phase and in the creator (analyzer_test.go, 
     expect(second.analyzed?.image?.reference).toBe(`${appDir}@${firstDigest}`);
     expect(second.restorer.out).toContain('Restoring metadata for "conf/cacher:runtime" from app image');
     expect(second.exporter.out).toContain("Reusing layer 'conf/cacher:runtime'");
+    expect(second.exporter.out).toContain(`Reusing layers from image '${appDir}'`);
+    expect(second.exporter.out).toContain(`Using app image: ${appDir}`);
 
     // The creator takes the same names and paths.
     const cws = await workspace('layout-creator');

@@ -128,6 +128,13 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   }
   const previousName = analyzed?.image?.reference;
   const previous = previousName ? await open(previousName, false).catch(() => undefined) : undefined;
+  if (inputs.bool('layout')) {
+    // The reference exporter's layout-mode lines.
+    const dirOf = (o: OpenedImage) => (o.location.transport === 'oci' ? o.location.dir : o.display);
+    if (previous) logger.info(`Reusing layers from image '${dirOf(previous)}'`);
+    const first = await open(positionals[0]!, true);
+    logger.info(`Using app image: ${dirOf(first)}`);
+  }
   const uid = parseId(inputs.string('uid'), 'uid', 1000);
   const gid = parseId(inputs.string('gid'), 'gid', 1000);
   const createdAt = resolveCreationTime(undefined, env, 'SOURCE_DATE_EPOCH');
