@@ -1,3 +1,4 @@
+import { REPRODUCIBLE_EPOCH } from '../util/time.js';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -170,11 +171,7 @@ export function openImageCache(opts: {
           // A cache with nothing cached still gets one layer, the empty tar, as the reference writes it
           // (some registries refuse manifests without layers).
           if (layers.length === 0) await addEmptyLayer(store, push);
-          const created = (
-            writeOpts.creationTime ??
-            opts.creationTime ??
-            new Date(315532801000)
-          ).toISOString();
+          const created = (writeOpts.creationTime ?? opts.creationTime ?? REPRODUCIBLE_EPOCH).toISOString();
           const config = {
             ...platformToSpec(platform),
             created,

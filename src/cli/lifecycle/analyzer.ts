@@ -3,6 +3,7 @@ import { type CacheLocation, openCache } from '../../cache/open.js';
 import { openLayoutStore } from '../../image/layout-store.js';
 import {
   type ImageLocation,
+  ifImageExists,
   type OpenedImage,
   openImage,
   parseImageLocation,
@@ -10,13 +11,13 @@ import {
 import { isDigest } from '../../oci/digest.js';
 import { parseReference } from '../../oci/reference.js';
 import { analyzeToFile } from '../../phase/analyze.js';
-import { EXIT } from '../../platform/exit-codes.js';
+import { EXIT, withExitCode } from '../../platform/exit-codes.js';
 import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
 import { readRunFile } from '../../platform/files.js';
 import { chownFiles, ensureOwner, ownerToApply } from '../../platform/ownership.js';
 import { type SelectedRunImage, selectRunImage } from '../../platform/run-image.js';
 import { type InputDef, LIFECYCLE_INPUTS, type ResolvedInputs } from '../../platform/inputs.js';
-import { PackfarmError, isPackfarmError } from '../../util/errors.js';
+import { PackfarmError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import type { CliIO } from '../output.js';
 import { phaseUsage, preparePhase } from './common.js';
@@ -60,22 +61,6 @@ const USAGE = phaseUsage('analyzer', SUMMARY, ANALYZER_INPUTS, [
   'Exit codes: 0 success, 11 unsupported Platform API, 3 bad arguments or no readable run image,',
   '1 experimental feature refused, 32 analysis failed.',
 ]);
-
-/** Raise a phase's failures with its exit code (argument errors keep theirs). */
-export async function withPhaseExitCode<T>(code: number, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (isPackfarmError(err) && err.exitCode === 1) {
-      throw new PackfarmError(err.code, err.message, {
-        exitCode: code,
-        ...(err.hint ? { hint: err.hint } : {}),
-        cause: err,
-      });
-    }
-    throw err;
-  }
-}
 
 /** The reference's warning for -launch-cache without -daemon (packfarm has no daemon, so always). */
 export function warnLaunchCache(inputs: ResolvedInputs, logger: Logger): void {
@@ -227,21 +212,16 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   const cacheDir = inputs.string('cache-dir');
   if (owner) await ensureOwner(owner, [layersDir, cacheDir, inputs.string('launch-cache')]);
 
-  return withPhaseExitCode(EXIT.ANALYZE_ERROR, async () => {
+  return withExitCode(EXIT.ANALYZE_ERROR, async () => {
     const previousRef = inputs.string('previous-image') ?? image;
     await ensureRegistryAccess(inputs, opener, {
       read: [previousRef, run.reference],
       write: [image, ...inputs.list('tag')],
     });
     const runImage = await opener.open(run.reference);
-    const previous = await opener.open(previousRef).catch((err: unknown) => {
-      // A layout dir that does not exist yet is simply "no previous image" (the reference's line).
-      if (isPackfarmError(err) && inputs.bool('layout')) {
-        logger.info(`Previous image with name "${previousRef}" not found`);
-        return undefined;
-      }
-      throw err;
-    });
+    // A layout dir that does not exist yet is simply "no previous image" (the reference's line).
+    const previous = await ifImageExists(opener.open(previousRef));
+    if (!previous) logger.info(`Previous image with name "${previousRef}" not found`);
     const analyzedPath = inputs.require('analyzed');
     const result = await analyzeToFile({
       analyzedPath,

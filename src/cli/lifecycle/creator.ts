@@ -2,14 +2,14 @@ import { formatApiVersion } from '../../util/api-version.js';
 import { createBuildpackStore } from '../../buildpack/descriptor.js';
 import { readOrder } from '../../platform/order.js';
 import { createHostExecutor } from '../../exec/host.js';
+import { ifImageExists } from '../../image/transport.js';
 import { hostPlatform } from '../../oci/platform.js';
 import { type CreatePhase, create } from '../../phase/create.js';
 import { type ExportOutput, addExportOutput } from '../../phase/export.js';
-import { EXIT } from '../../platform/exit-codes.js';
+import { asPhaseError, EXIT } from '../../platform/exit-codes.js';
 import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
 import { chownFiles, ensureOwner, ownerToApply } from '../../platform/ownership.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
-import { PackfarmError, isPackfarmError } from '../../util/errors.js';
 import { resolveCreationTime } from '../../util/time.js';
 import type { CliIO } from '../output.js';
 import {
@@ -115,7 +115,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
       write: [image, ...inputs.list('tag')],
     });
     const runImage = await opener.open(run.reference);
-    const previous = await opener.open(previousRef).catch(() => undefined);
+    const previous = await ifImageExists(opener.open(previousRef));
     const cacheImage = inputs.string('cache-image');
     const cacheTarget = cacheImage ? await opener.open(cacheImage, { create: true }) : undefined;
     const result = await create({
@@ -166,14 +166,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
     logger.info(`*** Digest: ${result.exported.digest}`);
     return EXIT.OK;
   } catch (err) {
-    if (isPackfarmError(err) && err.exitCode === EXIT.FAILED) {
-      throw new PackfarmError(err.code, err.message, {
-        exitCode: PHASE_EXIT[current],
-        ...(err.hint ? { hint: err.hint } : {}),
-        cause: err,
-      });
-    }
-    throw err;
+    throw asPhaseError(err, PHASE_EXIT[current]);
   } finally {
     // What the creator wrote belongs to the build user, as if it had run as that user.
     await chownFiles(owner, [layersDir, cacheDir, inputs.require('report')]);

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { type ApiVersion, formatApiVersion } from '../../util/api-version.js';
-import type { OpenedImage } from '../../image/transport.js';
+import { ifImageExists, type OpenedImage } from '../../image/transport.js';
 import { EXIT } from '../../platform/exit-codes.js';
 import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
 import { chownFiles, ensureOwner, ownerToApply } from '../../platform/ownership.js';
@@ -127,7 +127,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
     addExportOutput(outputs, o.store, o.tag ?? 'latest', name);
   }
   const previousName = analyzed?.image?.reference;
-  const previous = previousName ? await open(previousName, false).catch(() => undefined) : undefined;
+  const previous = previousName ? await ifImageExists(open(previousName, false)) : undefined;
   if (inputs.bool('layout')) {
     // The reference exporter's layout-mode lines.
     const dirOf = (o: OpenedImage) => (o.location.transport === 'oci' ? o.location.dir : o.display);

@@ -2,7 +2,7 @@ import { type ApiVersion, apiAtLeast, formatApiVersion, parseApiVersion } from '
 import { openCache } from '../../cache/open.js';
 import { hostPlatform, normalizePlatform, type Platform } from '../../oci/platform.js';
 import { previousMetadataFromAnalyzed, restore } from '../../phase/restore.js';
-import { EXIT } from '../../platform/exit-codes.js';
+import { EXIT, withExitCode } from '../../platform/exit-codes.js';
 import { chownFiles, ensureOwner, ownerToApply } from '../../platform/ownership.js';
 import { buildpackLayersDir } from '../../buildpack/layers.js';
 import { join } from 'node:path';
@@ -16,14 +16,7 @@ import {
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import { PackfarmError } from '../../util/errors.js';
 import type { CliIO } from '../output.js';
-import {
-  type ImageOpener,
-  cacheLocationFrom,
-  canReadImage,
-  imageOpener,
-  refuseDaemon,
-  withPhaseExitCode,
-} from './analyzer.js';
+import { type ImageOpener, cacheLocationFrom, canReadImage, imageOpener, refuseDaemon } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import type { PhaseCommand } from './types.js';
 
@@ -91,7 +84,7 @@ async function runRestorer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   const layersDir = inputs.require('layers');
   if (owner) await ensureOwner(owner, [layersDir, inputs.string('cache-dir')]);
 
-  return withPhaseExitCode(EXIT.RESTORE_ERROR, async () => {
+  return withExitCode(EXIT.RESTORE_ERROR, async () => {
     if (!analyzed) logger.warn(`no analyzed metadata at ${analyzedPath}; restoring from the cache only`);
     const group = await readGroupFile(inputs.require('group'));
     const location = await cacheLocationFrom(inputs, opener, logger);
