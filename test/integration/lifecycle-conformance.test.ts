@@ -371,6 +371,7 @@ describe('run image selection (analyzer_test.go "called with run")', () => {
     const label = JSON.parse(JSON.parse(stdout).config.Labels['io.buildpacks.lifecycle.metadata']);
     expect(label.runImage.image).toBe(`${reg.host}/conf/run-ok:v1`);
     expect(label.runImage.mirrors).toEqual([`${other.host}/conf/run:v1`]);
+    expect(label.runImage.reference).toMatch(new RegExp(`^${reg.host}/conf/run-ok@sha256:`));
   });
 });
 
@@ -461,6 +462,11 @@ describe('run image after the analyzer (restorer_test.go, exporter_test.go)', ()
     const label = JSON.parse(JSON.parse(stdout).config.Labels['io.buildpacks.lifecycle.metadata']);
     expect(label.runImage.image).toBe(`${other.host}/conf/run:v1`);
     expect(label.runImage.mirrors).toEqual([`${reg.host}/conf/run-ok:v1`]);
+    // The reference names where the run image was read: the mirror.
+    expect(label.runImage.reference).toMatch(new RegExp(`^${reg.host}/conf/run-ok@sha256:`));
+    expect(e.out).toMatch(
+      new RegExp(`Adding layer 'conf/cacher:runtime'[\\s\\S]*Saving ${image}\\.\\.\\.\\n\\*\\*\\* Images`),
+    );
   });
 });
 
@@ -550,6 +556,7 @@ describe('OCI layout mode, phase by phase and in the creator (analyzer_test.go, 
     expect(second.exporter.out).toContain("Reusing layer 'conf/cacher:runtime'");
     expect(second.exporter.out).toContain(`Reusing layers from image '${appDir}'`);
     expect(second.exporter.out).toContain(`Using app image: ${appDir}`);
+    expect(second.exporter.out).toContain(`Saving ${app}...`);
 
     // The creator takes the same names and paths.
     const cws = await workspace('layout-creator');
@@ -774,6 +781,7 @@ describe('log lines platforms read', () => {
       `${reg.host}/conf/app-lines:latest`,
     ]);
     expect(c.code, c.err).toBe(0);
+    expect(c.out).toContain(`Saving ${reg.host}/conf/app-lines:latest...`);
     const headers = c.out.split('\n').filter((l) => l.startsWith('===> '));
     expect(headers).toEqual([
       '===> ANALYZING',
