@@ -74,6 +74,16 @@ export interface CreateOptions {
 
 export type CreatePhase = 'analyze' | 'detect' | 'restore' | 'build' | 'export' | 'cache';
 
+/** The reference creator's phase headers (platforms show them); the cache is saved within EXPORTING. */
+const PHASE_HEADER: Record<CreatePhase, string | undefined> = {
+  analyze: 'ANALYZING',
+  detect: 'DETECTING',
+  restore: 'RESTORING',
+  build: 'BUILDING',
+  export: 'EXPORTING',
+  cache: undefined,
+};
+
 export type CreateEvent =
   | { type: 'phase-start'; phase: CreatePhase }
   | { type: 'phase-end'; phase: CreatePhase; durationMs: number }
@@ -106,7 +116,8 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
   };
   const phase = async <T>(name: CreatePhase, fn: () => Promise<T>): Promise<T> => {
     opts.onEvent?.({ type: 'phase-start', phase: name });
-    log.info(`===> ${name.toUpperCase()}`);
+    const header = PHASE_HEADER[name];
+    if (header) log.info(`===> ${header}`);
     const t0 = performance.now();
     try {
       return await fn();
