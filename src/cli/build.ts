@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { BuildReport } from '../api/build.js';
 import { createLogger } from '../util/log.js';
-import { type CliIO, collect } from './output.js';
+import { type CliIO, collect, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
 
 interface BuildFlags {
   path: string;
@@ -54,12 +54,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
     )
     .option('--env-file <file>', 'file of NAME=VALUE lines (repeatable)', collect, [])
     .option('--publish', 'write IMAGE to its registry (without it a bare reference goes to the local layout)')
-    .option(
-      '--insecure-registry <host>',
-      'allow plain HTTP / unverified TLS for this registry (repeatable; also CNB_INSECURE_REGISTRIES)',
-      collect,
-      [],
-    )
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect, [])
     .option('--cache-dir <dir>', 'directory build cache (default: one per image under the data dir)')
     .option('--cache-image <ref>', 'registry (or oci:) build cache image')
     .option('--clear-cache', 'start with an empty build cache')
@@ -78,8 +73,9 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
       [
         '',
         'Buildpacks run on this machine (host executor). Without --publish, a bare IMAGE is written to the',
-        'OCI layout <data dir>/images/<registry>/<repository> (data dir: $PACKFARM_HOME, else',
-        '$XDG_DATA_HOME/packfarm, else ~/.local/share/packfarm); podman/skopeo read it as oci:DIR:TAG.',
+        'OCI layout <data dir>/images/<registry>/<repository> (a ":" in the registry becomes "_"; data dir:',
+        '$PACKFARM_HOME, else $XDG_DATA_HOME/packfarm, else ~/.local/share/packfarm); podman and skopeo open',
+        'the printed location (oci:DIR:TAG) as printed.',
         'Examples:',
         '  packfarm build localhost:5000/app --path ./app --buildpack ./bp --run-image localhost:5000/run --publish',
         '  packfarm build oci:/tmp/out:app --path ./app --builder ./builder-dir',

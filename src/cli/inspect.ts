@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { insecureRegistriesFrom } from '../image/transport.js';
 import type { AppImageDetails, AppInspectReport, AppInspectSection } from '../phase/inspect.js';
 import { PackfarmError } from '../util/errors.js';
-import { type CliIO, collect } from './output.js';
+import { type CliIO, collect, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
 
 /** `packfarm inspect IMAGE`: what a CNB app image was built from and how it starts (pack's `inspect`). */
 export function registerInspectCommands(program: Command, io: CliIO): void {
@@ -14,7 +14,7 @@ export function registerInspectCommands(program: Command, io: CliIO): void {
     )
     .argument('<image>', 'REF (looked up in the local layout and the registry) or oci:DIR[:TAG]')
     .option('--json', 'print one JSON document (shape: spec/inspect.md)')
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .action(async (image: string, o: { json?: boolean; insecureRegistry?: string[] }) => {
       const report = await (await import('../phase/inspect.js')).inspectApp(image, {
         insecureRegistries: insecureRegistriesFrom(o.insecureRegistry),

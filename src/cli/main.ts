@@ -4,6 +4,7 @@ import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
 import { registerInspectCommands } from './inspect.js';
 import { registerLayerCommands } from './layer.js';
+import { registerLoginCommands } from './login.js';
 import { registerManifestCommands } from './manifest.js';
 import { registerSbomCommands } from './sbom.js';
 import { registerRebaseCommand } from './rebase.js';
@@ -33,6 +34,7 @@ export function createProgram(io: CliIO): Command {
   registerInspectCommands(program, io);
   registerSbomCommands(program, io);
   registerRebaseCommand(program, io);
+  registerLoginCommands(program, io);
   return program;
 }
 

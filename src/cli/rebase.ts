@@ -9,7 +9,7 @@ import {
 } from '../image/transport.js';
 import type { RebaseImageRef, RebaseResult } from '../phase/rebase.js';
 import { createLogger } from '../util/log.js';
-import { type CliIO, collect } from './output.js';
+import { type CliIO, collect, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
 
 interface RebaseFlags {
   runImage?: string;
@@ -51,7 +51,7 @@ export function registerRebaseCommand(program: Command, io: CliIO): void {
       '--force',
       'rebase even when targets differ, the image is not rebasable or the run image is another',
     )
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .option('--json', 'print the result as JSON')
     .action(async (imageText: string, o: RebaseFlags) => {
       const insecureRegistries = insecureRegistriesFrom(o.insecureRegistry);

@@ -156,9 +156,20 @@ export function localImagesDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /**
+ * The directory name of a registry in the default local layout. skopeo's and podman's `oci:` transport splits
+ * `oci:DIR:TAG` at the FIRST ':', so a directory named `localhost:5000` could not be opened as printed. Every
+ * ':' (the port separator, and those of an IPv6 address) becomes '_', which no registry host name contains
+ * (the reference grammar allows only letters, digits, '.' and '-'), so the mapping stays one to one:
+ * `localhost:5000` → `localhost_5000`, `[::1]:5000` → `[__1]_5000`.
+ */
+export function localRegistryDirName(registry: string): string {
+  return registry.replaceAll(':', '_');
+}
+
+/**
  * Where an app image is read or written when the user gives IMAGE to build, rebase or inspect:
  * `oci:…` as written; a registry reference with `publish` (or `remote`) the registry; a bare reference without
- * it the documented default local layout `<data dir>/images/<registry>/<repository>` holding the tag (or digest).
+ * it the documented default local layout `<data dir>/images/<registry>/<repository>` holding the tag (or digest), the registry's ':' written as '_'.
  * This is packfarm's stand-in for pack's daemon: images stay on disk, readable by skopeo, podman and umoci.
  */
 export function appImageLocation(
@@ -168,7 +179,7 @@ export function appImageLocation(
   const loc = parseImageLocation(text, opts.source ?? 'image');
   if (loc.transport === 'oci' || opts.publish) return loc;
   const ref = loc.reference;
-  const dir = join(localImagesDir(opts.env), ref.registry, ref.repository);
+  const dir = join(localImagesDir(opts.env), localRegistryDirName(ref.registry), ref.repository);
   if (ref.digest) return { transport: 'oci', dir, digest: ref.digest };
   return { transport: 'oci', dir, tag: ref.tag ?? 'latest' };
 }

@@ -187,6 +187,31 @@ describe('packfarm build into OCI layouts', () => {
     expect(run.stdout).toMatch(/^hello world GREETING=bonjour/);
   }, 180_000);
 
+  it('a host:port registry goes to a directory without ":"; the printed location opens as printed; loopback needs no flag', async () => {
+    const app = await makeApp('hostport', { 'app.txt': 'hostport\n' });
+    // Human output: the summary's location line is what a user copies into podman or skopeo.
+    const r = await packfarm(
+      'build',
+      `${registry.host}/team/app:dev`,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+    );
+    // No --insecure-registry: a loopback registry may speak plain HTTP, as with docker and pack.
+    expect(r.code, r.err).toBe(0);
+    const printed = /location: (\S+)/.exec(r.out)?.[1] ?? '';
+    const dir = join(root, 'home', 'images', registry.host.replace(':', '_'), 'team', 'app');
+    expect(printed).toBe(`oci:${dir}:dev`);
+    expect(printed.slice('oci:'.length).indexOf(':')).toBe(dir.length);
+    const inspect = await execa('skopeo', ['inspect', printed]);
+    expect((JSON.parse(inspect.stdout) as { Digest: string }).Digest).toMatch(/^sha256:/);
+    const run = await podman.run(printed);
+    expect(run.stdout).toMatch(/^hello world GREETING=bonjour/);
+  }, 180_000);
+
   it('gives the same digest for two clean builds of the same app (determinism)', async () => {
     const app = await makeApp('det', { 'app.txt': 'same\n' });
     const build = (n: number) =>

@@ -202,7 +202,9 @@ describe('inspectApp', () => {
     const report = await inspectApp(`${registry.host}/app:1`, { insecureRegistries: [registry.host] });
     expect(report.local.present).toBe(false);
     expect(report.local.error).toBeNull();
-    expect(report.local.location).toBe(`oci:${join(home, 'images', registry.host, 'app')}:1`);
+    expect(report.local.location).toBe(
+      `oci:${join(home, 'images', registry.host.replace(':', '_'), 'app')}:1`,
+    );
     const remote = report.remote!;
     expect(remote.present).toBe(true);
     expect(remote.location).toBe(`${registry.host}/app:1`);
