@@ -171,6 +171,40 @@ describe('packfarm build --publish to a registry', () => {
   }, 180_000);
 });
 
+describe('rebase and rebuild agree', () => {
+  it('rebasing onto run image v2 and rebuilding on v2 give the same digest (same label bytes)', async () => {
+    const store = createRegistryStore(parseReference(`${registry.host}/run`), {
+      insecureRegistries: [registry.host],
+    });
+    await createVersionedRunImage({ store, tag: 'v2', version: 2 });
+    const runV2 = `${registry.host}/run:v2`;
+    const app = await makeApp('same', { 'app.txt': 'same content\n' });
+    const onV1 = await buildOnRun(`${registry.host}/same:rebased`, app, '--buildpack', helloBp, '--publish');
+    const rebased = await packfarm(
+      'rebase',
+      `${registry.host}/same:rebased`,
+      '--run-image',
+      runV2,
+      '--publish',
+      '--json',
+    );
+    expect(rebased.code, rebased.err).toBe(0);
+    const rebasedDigest = (JSON.parse(rebased.out) as { digest: string }).digest;
+    expect(rebasedDigest).not.toBe(onV1.digest);
+    const rebuilt = await buildJson(
+      `${registry.host}/same:rebuilt`,
+      '--path',
+      app,
+      '--run-image',
+      runV2,
+      '--buildpack',
+      helloBp,
+      '--publish',
+    );
+    expect(rebuilt.digest).toBe(rebasedDigest);
+  }, 180_000);
+});
+
 describe('packfarm build into OCI layouts', () => {
   it('writes a bare reference to the default local layout, readable by skopeo, umoci and podman', async () => {
     const app = await makeApp('local', { 'app.txt': 'local\n' });
