@@ -8,6 +8,7 @@ import { registerLoginCommands } from './login.js';
 import { registerManifestCommands } from './manifest.js';
 import { registerSbomCommands } from './sbom.js';
 import { registerRebaseCommand } from './rebase.js';
+import { registerSystemCommands } from './system.js';
 
 export const VERSION = '0.1.0';
 
@@ -35,6 +36,7 @@ export function createProgram(io: CliIO): Command {
   registerSbomCommands(program, io);
   registerRebaseCommand(program, io);
   registerLoginCommands(program, io);
+  registerSystemCommands(program, io, VERSION);
   return program;
 }
 
