@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { LATEST_PLATFORM_API } from '../buildpack/api.js';
@@ -42,6 +42,7 @@ import { type Logger, silentLogger } from '../util/log.js';
 import { pathExists } from '../util/fs.js';
 import { resolveCreationTime } from '../util/time.js';
 import { buildDirKey, openBuildDirs } from './workdir.js';
+import { NetworkSchema, PullPolicySchema, VolumeSchema, pulledImageName } from './build-flags.js';
 import { parseWith } from '../util/validate.js';
 
 /**
@@ -79,6 +80,18 @@ export const BuildAppOptionsSchema = z.object({
   tmpDir: z.string().optional(),
   /** Build in a fresh temp dir (under tmpDir) and keep it, for debugging; its path is in the report. */
   keepTemp: z.boolean().default(false),
+  /** pack's --pull-policy, for the builder and run images (build-flags.ts pulledImageName). */
+  pullPolicy: PullPolicySchema.default('always'),
+  /** The buildpacks' network; executors that cannot honour it refuse it (checkExecutorOptions). */
+  network: NetworkSchema.optional(),
+  /** Host directories mounted for the buildpacks (container executors). */
+  volumes: z.array(VolumeSchema).default([]),
+  /** Copy `<layers>/sbom` (the SBOMs buildpacks wrote) here after the build. */
+  sbomOutputDir: z.string().min(1).optional(),
+  /** Copy report.toml here after the build. */
+  reportOutputDir: z.string().min(1).optional(),
+  /** Group id owning the buildpack and app layers in the image (default 1000, the CNB group). */
+  gid: z.number().int().nonnegative().optional(),
 });
 
 export type BuildAppOptions = z.input<typeof BuildAppOptionsSchema>;
@@ -124,6 +137,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
   if (opts.cacheDir && opts.cacheImage)
     throw new PackfarmError('INVALID_ARGS', '--cache-dir and --cache-image cannot be used together');
   const insecure = insecureRegistriesFrom(opts.insecureRegistries, env);
+  checkExecutorOptions(opts, 'host', log);
   const platform: Platform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
   if (!platformCompatible(hostPlatform(), platform))
     log.warn(
@@ -156,7 +170,10 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     const builderName = opts.builder ?? project?.builder;
     if (builderName) {
       const { resolveBuilder } = await import('../builder/resolve.js');
-      builder = await resolveBuilder(builderName, {
+      const builderSource = (await pathExists(resolve(cwd, builderName)))
+        ? builderName
+        : await pulledImageName(builderName, opts.pullPolicy, 'builder', env);
+      builder = await resolveBuilder(builderSource, {
         cwd,
         scratchDir: join(dirs.scratch, 'builder'),
         insecureRegistries: insecure,
@@ -202,7 +219,9 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
           : 'no run image: without a builder, --run-image is required',
         { hint: 'pass --run-image REF (a registry reference or oci:DIR[:TAG])' },
       );
-    const runImage = await openImage(runName, { insecureRegistries: insecure });
+    const runImage = await openImage(await pulledImageName(runName, opts.pullPolicy, 'run image', env), {
+      insecureRegistries: insecure,
+    });
 
     const previous: OpenedImage | undefined = opts.previousImage
       ? await openImage(
@@ -237,6 +256,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
       defaultProcess: opts.defaultProcess,
       projectMetadata: projectMetadata(project),
       reportPath: join(dirs.layers, 'report.toml'),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
       hostPaths: { appDir: dirs.app, layersDir: dirs.layers },
       executor: createHostExecutor(),
       hostEnv: env,
@@ -245,6 +265,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
       ...(hooks.signal ? { signal: hooks.signal } : {}),
     });
 
+    await copyBuildOutputs(opts, dirs.layers, cwd);
     const ex = result.exported;
     const baseLayers = { exists: 0, mounted: 0, uploaded: 0 };
     for (const b of ex.baseLayers) baseLayers[b.outcome]++;
@@ -290,6 +311,54 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
   } finally {
     await builder?.cleanup().catch(() => undefined);
     await dirs.release();
+  }
+}
+
+/**
+ * Options only a container executor can honour, checked against the executor that runs the buildpacks. The
+ * host executor runs them as child processes on this machine: they already use its network (so `host` is
+ * what they get) and see its filesystem as it is, so `none` and volumes would be false promises.
+ */
+export function checkExecutorOptions(
+  opts: { network?: string | undefined; volumes: readonly { host: string; target: string }[] },
+  executor: 'host',
+  log: Logger,
+): void {
+  if (opts.network === 'none')
+    throw new PackfarmError(
+      'EXECUTOR_UNSUPPORTED',
+      `--network none: the ${executor} executor runs buildpacks as processes on this machine and cannot cut them off the network`,
+      { hint: 'drop --network none, or build where buildpacks run in containers' },
+    );
+  if (opts.network === 'host')
+    log.info(`--network host: buildpacks run on this machine (${executor} executor) and use its network`);
+  const v = opts.volumes[0];
+  if (v)
+    throw new PackfarmError(
+      'EXECUTOR_UNSUPPORTED',
+      `--volume ${v.host}:${v.target}: the ${executor} executor runs buildpacks on this machine, with nothing mounted at ${v.target}`,
+      {
+        hint: 'buildpacks run by the host executor read host paths directly: drop --volume, or pass the path with --env',
+      },
+    );
+}
+
+/** --sbom-output-dir and --report-output-dir: copies out of the layers dir before it is cleaned up. */
+async function copyBuildOutputs(
+  opts: { sbomOutputDir?: string | undefined; reportOutputDir?: string | undefined },
+  layersDir: string,
+  cwd: string,
+): Promise<void> {
+  if (opts.sbomOutputDir) {
+    const dest = resolve(cwd, opts.sbomOutputDir);
+    await mkdir(dest, { recursive: true });
+    const src = join(layersDir, 'sbom');
+    if (await pathExists(src)) await cp(src, join(dest, 'sbom'), { recursive: true });
+  }
+  if (opts.reportOutputDir) {
+    const dest = resolve(cwd, opts.reportOutputDir);
+    await mkdir(dest, { recursive: true });
+    await cp(join(layersDir, 'report.toml'), join(dest, 'report.toml'));
   }
 }
 

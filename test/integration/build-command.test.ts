@@ -1,4 +1,4 @@
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -501,6 +501,146 @@ describe('packfarm build with a builder', () => {
     const run = await podman.run(out, { args: ['builder'] });
     expect(run.stdout).toMatch(/^hello builder GREETING=bonjour/);
   }, 180_000);
+});
+
+describe("pack's build flags", () => {
+  it('--sbom-output-dir, --report-output-dir, --gid, --cache image spec, notes for --lifecycle-image/--trust-builder', async () => {
+    const app = await makeApp('flags', { 'app.txt': 'flags\n' });
+    const out = join(root, 'flags-out');
+    const r = await packfarm(
+      'build',
+      `oci:${join(root, 'flags-img')}:app`,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+      '--sbom-output-dir',
+      join(out, 'sbom-dir'),
+      '--report-output-dir',
+      join(out, 'report-dir'),
+      '--gid',
+      '2345',
+      '--cache',
+      `type=build;format=image;name=${registry.host}/flags-cache`,
+      '--lifecycle-image',
+      'buildpacksio/lifecycle:0.21',
+      '--trust-builder',
+      '--network',
+      'host',
+    );
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('note: --lifecycle-image buildpacksio/lifecycle:0.21 is not used');
+    expect(r.out).toContain('note: --trust-builder has no effect');
+    expect(r.out).toContain('--network host: buildpacks run on this machine');
+    const sbom = await readFile(
+      join(out, 'sbom-dir', 'sbom', 'launch', 'export_hello', 'hello', 'sbom.cdx.json'),
+      'utf8',
+    );
+    expect(JSON.parse(sbom).bomFormat).toBe('CycloneDX');
+    const report = await readFile(join(out, 'report-dir', 'report.toml'), 'utf8');
+    const digest = /digest: +(sha256:\S+)/.exec(r.out)?.[1];
+    expect(report).toContain(`digest = "${digest}"`);
+    // The cache went to the registry image the spec named.
+    const cache = await execa('skopeo', [
+      'inspect',
+      '--tls-verify=false',
+      `docker://${registry.host}/flags-cache:latest`,
+    ]);
+    expect(JSON.parse(cache.stdout).Labels['io.buildpacks.lifecycle.cache.metadata']).toBeDefined();
+    // --gid owns the app (and buildpack) layers in the image.
+    const layout = join(root, 'flags-img');
+    const raw = await execa('skopeo', ['inspect', '--raw', `oci:${layout}:app`]);
+    const layers = (JSON.parse(raw.stdout) as { layers: Array<{ digest: string }> }).layers;
+    const listings = await Promise.all(
+      layers.map(async (l) => {
+        const blob = join(layout, 'blobs', 'sha256', l.digest.slice('sha256:'.length));
+        return (await execa('tar', ['-tvzf', blob, '--numeric-owner'])).stdout;
+      }),
+    );
+    const appLine =
+      listings
+        .join('\n')
+        .split('\n')
+        .find((l) => l.endsWith('workspace/app.txt')) ?? '';
+    expect(appLine).toMatch(/^\S+ \d+\/2345 /);
+  }, 180_000);
+
+  it('--pull-policy never reads the run image from the local layout, and says where it looked when absent', async () => {
+    const app = await makeApp('pull', { 'app.txt': 'pull\n' });
+    const name = `${registry.host}/pulled-run:v1`;
+    const missing = await packfarm(
+      'build',
+      `oci:${join(root, 'pull-img')}:app`,
+      '--path',
+      app,
+      '--run-image',
+      name,
+      '--buildpack',
+      helloBp,
+      '--pull-policy',
+      'never',
+    );
+    expect(missing.code).toBe(1);
+    const localDir = join(root, 'home', 'images', registry.host.replace(':', '_'), 'pulled-run');
+    expect(missing.err).toContain(
+      `run image ${name}: not in the local layout oci:${localDir}:v1, and --pull-policy never forbids the registry`,
+    );
+    // A copy in the local layout (as `packfarm image copy` makes it) is used, without the registry.
+    const copy = await packfarm('image', 'copy', runRef, `oci:${localDir}:v1`);
+    expect(copy.code, copy.err).toBe(0);
+    registry.resetCounters();
+    const built = await buildJson(
+      `oci:${join(root, 'pull-img')}:app`,
+      '--path',
+      app,
+      '--run-image',
+      name,
+      '--buildpack',
+      helloBp,
+      '--pull-policy',
+      'never',
+    );
+    expect(registry.counters().requests).toBe(0);
+    expect(built.runImage.reference).toContain(`${registry.host}/pulled-run@sha256:`);
+    const bad = await packfarm('build', 'x', '--path', app, '--pull-policy', 'sometimes');
+    expect(bad.err).toContain('--pull-policy "sometimes": not a pull policy');
+  }, 180_000);
+
+  it('refuses --network none and --volume with the host executor, saying why', async () => {
+    const app = await makeApp('net', { 'app.txt': 'net\n' });
+    const none = await packfarm(
+      'build',
+      `oci:${join(root, 'net-img')}:app`,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+      '--network',
+      'none',
+    );
+    expect(none.code).toBe(1);
+    expect(none.err).toContain(
+      '--network none: the host executor runs buildpacks as processes on this machine',
+    );
+    const vol = await packfarm(
+      'build',
+      `oci:${join(root, 'net-img')}:app`,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+      '--volume',
+      `${app}:/data`,
+    );
+    expect(vol.code).toBe(1);
+    expect(vol.err).toContain(`--volume ${app}:/data: the host executor runs buildpacks on this machine`);
+  });
 });
 
 describe('packfarm build errors', () => {
