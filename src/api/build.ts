@@ -11,12 +11,14 @@ import type { CacheLocation } from '../phase/cache.js';
 import { createHostExecutor } from '../exec/host.js';
 import { packfarmDataDir } from '../image/manifest-list.js';
 import {
+  aboutImage,
   appImageLocation,
   formatImageLocation,
   insecureRegistriesFrom,
   type OpenedImage,
   openImage,
   parseImageLocation,
+  storeAbout,
 } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
 import {
@@ -173,13 +175,17 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
       const builderSource = (await pathExists(resolve(cwd, builderName)))
         ? builderName
         : await pulledImageName(builderName, opts.pullPolicy, 'builder', env);
-      builder = await resolveBuilder(builderSource, {
-        cwd,
-        scratchDir: join(dirs.scratch, 'builder'),
-        insecureRegistries: insecure,
-        platform,
-        logger: log,
-      });
+      try {
+        builder = await resolveBuilder(builderSource, {
+          cwd,
+          scratchDir: join(dirs.scratch, 'builder'),
+          insecureRegistries: insecure,
+          platform,
+          logger: log,
+        });
+      } catch (err) {
+        throw aboutImage(err, 'builder', builderName);
+      }
     }
     const { store, order } = await resolveBuildpacks({
       flags: opts.buildpacks,
@@ -197,16 +203,18 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     });
     await writePlatformEnv(dirs.platform, userEnv);
 
-    const output = await openImage(outputLocation, { insecureRegistries: insecure, create: true });
+    const opened = await openImage(outputLocation, { insecureRegistries: insecure, create: true });
+    const output = { ...opened, store: storeAbout(opened.store, 'IMAGE', opts.image) };
     if (!output.tag)
       throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
     const outputs: ExportOutput[] = [{ store: output.store, tags: [output.tag], names: [opts.image] }];
     for (const t of opts.tags) {
+      checkTagDestination(opts.image, t, opts.publish);
       const o = await openImage(appImageLocation(t, { publish: opts.publish, env, source: '--tag' }), {
         insecureRegistries: insecure,
         create: true,
       });
-      addExportOutput(outputs, o.store, o.tag ?? 'latest', t);
+      addExportOutput(outputs, storeAbout(o.store, '--tag', t), o.tag ?? 'latest', t);
     }
 
     const runNames = opts.runImage ? [opts.runImage] : (builder?.runImages ?? []);
@@ -219,9 +227,12 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
           : 'no run image: without a builder, --run-image is required',
         { hint: 'pass --run-image REF (a registry reference or oci:DIR[:TAG])' },
       );
-    const runImage = await openImage(await pulledImageName(runName, opts.pullPolicy, 'run image', env), {
-      insecureRegistries: insecure,
-    });
+    const runOpened = await pulledImageName(runName, opts.pullPolicy, 'run image', env)
+      .then((name) => openImage(name, { insecureRegistries: insecure }))
+      .catch((err: unknown) => {
+        throw aboutImage(err, 'run image', runName);
+      });
+    const runImage = { ...runOpened, store: storeAbout(runOpened.store, 'run image', runName) };
 
     const previous: OpenedImage | undefined = opts.previousImage
       ? await openImage(
@@ -229,7 +240,9 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
           {
             insecureRegistries: insecure,
           },
-        ).catch(() => undefined)
+        )
+          .then((o) => ({ ...o, store: storeAbout(o.store, 'previous image', opts.previousImage as string) }))
+          .catch(() => undefined)
       : output;
 
     const cache = await cacheLocation(opts, outputLocation, env, insecure);
@@ -263,6 +276,8 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
       logger: log,
       ...(hooks.onEvent ? { onEvent: hooks.onEvent } : {}),
       ...(hooks.signal ? { signal: hooks.signal } : {}),
+    }).catch((err: unknown) => {
+      throw inBuildTerms(err);
     });
 
     await copyBuildOutputs(opts, dirs.layers, cwd);
@@ -312,6 +327,41 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     await builder?.cleanup().catch(() => undefined);
     await dirs.release();
   }
+}
+
+/** Lifecycle flags that `packfarm build` spells its own way (the phases' messages name the lifecycle's). */
+const BUILD_FLAG_NAMES: Array<[RegExp, string]> = [
+  [/(^|[\s("'`])-(run-image|previous-image|cache-image|cache-dir|gid|uid|platform)\b/g, '$1--$2'],
+  [/ \(or run\.toml\)/g, " (or the builder's run image)"],
+];
+
+/** A phase's error in `build`'s words: its flag names in the message and the hint. */
+function inBuildTerms(err: unknown): unknown {
+  if (!(err instanceof PackfarmError)) return err;
+  const rewrite = (t: string) => BUILD_FLAG_NAMES.reduce((acc, [re, to]) => acc.replace(re, to), t);
+  const message = rewrite(err.message);
+  const hint = err.hint === undefined ? undefined : rewrite(err.hint);
+  if (message === err.message && hint === err.hint) return err;
+  return new PackfarmError(err.code, message, {
+    ...(hint !== undefined ? { hint } : {}),
+    exitCode: err.exitCode,
+    cause: err,
+  });
+}
+
+/**
+ * A bare `--tag REF` beside an `oci:` IMAGE would land in the default local layout, a place the user never
+ * named: refuse it and say how to put the tag where it is meant to go.
+ */
+function checkTagDestination(image: string, tag: string, publish: boolean): void {
+  if (publish || !image.startsWith('oci:') || tag.startsWith('oci:')) return;
+  throw new PackfarmError(
+    'INVALID_ARGS',
+    `--tag ${tag}: IMAGE ${image} is an OCI layout, and a bare --tag without --publish would go to the default local layout instead`,
+    {
+      hint: `give the tag as a layout location (e.g. --tag ${image.replace(/:[^:/]*$/, '')}:v2, or another oci:DIR:TAG), or add --publish to tag in a registry`,
+    },
+  );
 }
 
 /**
@@ -396,7 +446,11 @@ async function cacheLocation(
   if (opts.cacheImage) {
     const o = await openImage(opts.cacheImage, { insecureRegistries: insecure, create: true });
     return {
-      location: { kind: 'image', store: o.store, tag: o.tag ?? 'latest' },
+      location: {
+        kind: 'image',
+        store: storeAbout(o.store, 'cache image', opts.cacheImage),
+        tag: o.tag ?? 'latest',
+      },
       description: opts.cacheImage,
     };
   }

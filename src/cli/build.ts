@@ -201,6 +201,7 @@ function printReport(io: CliIO, r: BuildReport): void {
   const reused = r.layers.length - added;
   io.out(`Successfully built image ${r.image} (${r.platform})`);
   io.out(`  location: ${r.location}`);
+  if (r.tags.length > 1) io.out(`  tags:     ${r.tags.join(', ')}`);
   io.out(`  digest:   ${r.digest}`);
   io.out(
     `  layers:   ${added} added, ${reused} reused; run image layers: ${r.baseLayers.exists} present, ${r.baseLayers.mounted} mounted, ${r.baseLayers.uploaded} copied`,

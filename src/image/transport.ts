@@ -183,3 +183,65 @@ export function appImageLocation(
   if (ref.digest) return { transport: 'oci', dir, digest: ref.digest };
   return { transport: 'oci', dir, tag: ref.tag ?? 'latest' };
 }
+
+/**
+ * When `text` names a Docker Hub image only because it has no registry host (`localhost5077/app`,
+ * `myregistry/app`), a sentence saying so; undefined otherwise. Docker's rule: the first path component is a
+ * registry host only when it contains '.' or ':' or is `localhost`.
+ */
+export function dockerHubNote(text: string): string | undefined {
+  if (text.startsWith('oci:')) return undefined;
+  const bare = text.startsWith('docker://') ? text.slice('docker://'.length) : text;
+  let ref: ImageReference;
+  try {
+    ref = parseReference(bare);
+  } catch {
+    return undefined;
+  }
+  if (ref.registry !== 'docker.io' || /^(docker\.io|index\.docker\.io|registry-1\.docker\.io)\//.test(bare))
+    return undefined;
+  return `"${bare}" was read as ${formatReference(ref)} (Docker Hub): a first part without "." or ":" (other than localhost) is not a registry host`;
+}
+
+const contextual = new WeakSet<Error>();
+
+/**
+ * The error with the image it is about in front (`run image REF: …`), plus the Docker Hub note when the name
+ * was normalized to docker.io. Applied once: an error already naming its image is returned as it is.
+ */
+export function aboutImage(err: unknown, what: string, text: string): unknown {
+  if (!(err instanceof PackfarmError) || contextual.has(err)) return err;
+  const note = dockerHubNote(text);
+  // A message that already names the image keeps its words; only the Docker Hub note is added.
+  const named = err.message.includes(text) ? err.message : `${what} ${text}: ${err.message}`;
+  const out = new PackfarmError(err.code, `${named}${note ? ` (${note})` : ''}`, {
+    ...(err.hint ? { hint: err.hint } : {}),
+    exitCode: err.exitCode,
+    cause: err,
+  });
+  contextual.add(out);
+  return out;
+}
+
+/** `store` whose failures name the image (aboutImage): for the run, previous and cache images of a build. */
+export function storeAbout<T extends ImageStore>(store: T, what: string, text: string): T {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        let r: unknown;
+        try {
+          r = v.apply(target, args);
+        } catch (err) {
+          throw aboutImage(err, what, text);
+        }
+        return r instanceof Promise
+          ? r.catch((err: unknown) => {
+              throw aboutImage(err, what, text);
+            })
+          : r;
+      };
+    },
+  });
+}

@@ -651,6 +651,91 @@ describe('packfarm build errors', () => {
     expect(r.err).toMatch(/--run-image is required/);
   });
 
+  it('shows every --tag in the summary; refuses a bare --tag beside an oci: IMAGE', async () => {
+    const app = await makeApp('tags', { 'app.txt': 'tags\n' });
+    const out = `oci:${join(root, 'tags')}:app`;
+    const r = await packfarm(
+      'build',
+      out,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+      '--tag',
+      `oci:${join(root, 'tags')}:v2`,
+      '--tag',
+      `oci:${join(root, 'tags-other')}:x`,
+    );
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain(
+      `  tags:     ${out}, oci:${join(root, 'tags')}:v2, oci:${join(root, 'tags-other')}:x`,
+    );
+    const bare = await packfarm(
+      'build',
+      out,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+      '--tag',
+      'example.test/app:v3',
+    );
+    expect(bare.code).toBe(1);
+    expect(bare.err).toContain(
+      `error: --tag example.test/app:v3: IMAGE ${out} is an OCI layout, and a bare --tag without --publish would go to the default local layout instead`,
+    );
+    expect(bare.err).toContain(
+      `hint: give the tag as a layout location (e.g. --tag oci:${join(root, 'tags')}:v2`,
+    );
+  });
+
+  it("names the run image in its errors, in build's flag names, and says when a name was read as Docker Hub", async () => {
+    const app = await makeApp('named', { 'app.txt': 'x\n' });
+    const missing = await packfarm(
+      'build',
+      `oci:${join(root, 'named')}:x`,
+      '--path',
+      app,
+      '--buildpack',
+      helloBp,
+      '--run-image',
+      `${registry.host}/run:nope`,
+    );
+    expect(missing.code).toBe(1);
+    expect(missing.err).toContain(`run image ${registry.host}/run:nope`);
+    expect(missing.err).toContain('--run-image');
+    expect(missing.err).not.toMatch(/(^|\s)-run-image/);
+    const hub = await packfarm(
+      'build',
+      `oci:${join(root, 'named')}:x`,
+      '--path',
+      app,
+      '--buildpack',
+      helloBp,
+      '--run-image',
+      'localhost5077/run:v1',
+      '--pull-policy',
+      'never',
+    );
+    expect(hub.code).toBe(1);
+    expect(hub.err).toContain(
+      '"localhost5077/run:v1" was read as docker.io/localhost5077/run:v1 (Docker Hub)',
+    );
+  });
+
+  it('rebase of a registry image without --publish says that --publish is needed', async () => {
+    const r = await packfarm('rebase', `${registry.host}/app:latest`, '--run-image', runRef);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`error: ${registry.host}/app:latest is not in the local layout oci:`);
+    expect(r.err).toContain(
+      `hint: to rebase it in its registry, add --publish: packfarm rebase ${registry.host}/app:latest --publish`,
+    );
+  });
+
   it('names a missing buildpack directory', async () => {
     const app = await makeApp('err2', { 'app.txt': 'x\n' });
     const r = await packfarm(
