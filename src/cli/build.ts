@@ -51,8 +51,8 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
     .option('-p, --path <dir>', 'app directory', '.')
     .option('-B, --builder <ref|dir>', 'builder image, builder.toml directory, or /cnb-style directory')
     .option(
-      '-b, --buildpack <dir|archive|id@version>',
-      'buildpack to run (repeatable; one group in flag order)',
+      '-b, --buildpack <buildpack>',
+      'a buildpack directory, .tgz/.tar archive, or ID@VERSION of a builder buildpack (repeatable; one group in flag order)',
       collect,
       [],
     )
@@ -110,12 +110,14 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
       'after',
       [
         '',
-        'Buildpacks run on this machine (host executor). Without --publish, a bare IMAGE is written to the',
-        'OCI layout <data dir>/images/<registry>/<repository> (a ":" in the registry becomes "_"; data dir:',
-        '$PACKFARM_HOME, else $XDG_DATA_HOME/packfarm, else ~/.local/share/packfarm); podman and skopeo open',
-        'the printed location (oci:DIR:TAG) as printed.',
+        'Buildpacks run on this machine (host executor). Without --publish, a bare',
+        'IMAGE is written to the OCI layout <data dir>/images/<registry>/<repository>',
+        '(a ":" in the registry becomes "_"; data dir: $PACKFARM_HOME, else',
+        '$XDG_DATA_HOME/packfarm, else ~/.local/share/packfarm); podman and skopeo open',
+        'the printed location as printed.',
         'Examples:',
-        '  packfarm build localhost:5000/app --path ./app --buildpack ./bp --run-image localhost:5000/run --publish',
+        '  packfarm build localhost:5000/app --path ./app --buildpack ./bp \\',
+        '    --run-image localhost:5000/run --publish',
         '  packfarm build oci:/tmp/out:app --path ./app --builder ./builder-dir',
       ].join('\n'),
     )

@@ -44,11 +44,12 @@ export function registerLoginCommands(program: Command, io: CliIO): void {
       [
         '',
         'Writes auths["<registry>"] in containers-auth.json: $REGISTRY_AUTH_FILE, else',
-        '$XDG_RUNTIME_DIR/containers/auth.json, else /run/containers/<uid>/auth.json (mode 0600, replaced',
-        'atomically). Every packfarm command reads CNB_REGISTRY_AUTH, that file,',
-        '$XDG_CONFIG_HOME/containers/auth.json, then the docker config.',
+        '$XDG_RUNTIME_DIR/containers/auth.json, else /run/containers/<uid>/auth.json',
+        '(mode 0600, replaced atomically). Every packfarm command reads',
+        'CNB_REGISTRY_AUTH, that file, $XDG_CONFIG_HOME/containers/auth.json, then the',
+        'docker config.',
         'Example:',
-        '  printf %s "$PASSWORD" | packfarm login registry.example:5000 -u me --password-stdin',
+        '  printf %s "$PASSWORD" | packfarm login reg.example:5000 -u me --password-stdin',
       ].join('\n'),
     )
     .action(async (registry: string, f: LoginFlags) => {

@@ -20,12 +20,21 @@ export function createProgram(io: CliIO): Command {
     )
     .version(VERSION)
     .showHelpAfterError()
+    // Command lists show name and arguments only (each command's own --help has its options), so the
+    // descriptions beside them have room to wrap at the terminal's width like everything else.
+    .configureHelp({
+      subcommandTerm: (cmd) =>
+        [
+          cmd.name(),
+          ...cmd.registeredArguments.map((a) => (a.required ? `<${a.name()}>` : `[${a.name()}]`)),
+        ].join(' '),
+    })
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
   program.addHelpText(
     'after',
-    '\nLifecycle phases (CNB platform API, single-dash flags as the lifecycle takes them):\n' +
-      '  packfarm lifecycle <analyzer|detector|restorer|builder|exporter|…> [-flag value ...]\n' +
+    "\nLifecycle phases (CNB platform API, the lifecycle's single-dash flags):\n" +
+      '  packfarm lifecycle <analyzer|detector|restorer|builder|exporter|…> [-flag v]\n' +
       '  see `packfarm lifecycle --help` for every phase',
   );
   registerBuildCommand(program, io);

@@ -18,7 +18,7 @@ export function registerSystemCommands(program: Command, io: CliIO, version: str
     .option('--json', 'print one JSON document')
     .addHelpText(
       'after',
-      '\nNo secrets are printed: credential sources are listed with the registries they name.',
+      '\nNo secrets are printed: credential sources are listed with the registries\nthey name.',
     )
     .action(async (f: { json?: boolean }) => {
       const { environmentReport } = await import('../api/report.js');
@@ -39,8 +39,9 @@ export function registerSystemCommands(program: Command, io: CliIO, version: str
       'after',
       [
         '',
-        'Removes <data dir>/builds/*, <data dir>/cache/* and <data dir>/rootfs/* that no running build uses',
-        '(with --older-than, only those unused for that long). Images and manifest lists are never removed.',
+        'Removes <data dir>/builds/*, <data dir>/cache/* and <data dir>/rootfs/* that',
+        'no running build uses (with --older-than, only those unused for that long).',
+        'Images and manifest lists are never removed.',
       ].join('\n'),
     )
     .action(async (f: { olderThan?: string; dryRun?: boolean; json?: boolean }) => {

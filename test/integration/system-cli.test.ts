@@ -1,9 +1,11 @@
-import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli/main.js';
+import type { CliIO } from '../../src/cli/output.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { createVersionedRunImage } from '../helpers/run-image.js';
 
@@ -68,6 +70,52 @@ describe('packfarm version and report', () => {
       expect(out).not.toContain('TOPSECRET');
       expect(out).not.toContain(Buffer.from('me:TOPSECRET').toString('base64'));
     }
+  });
+});
+
+describe('help and packaging', () => {
+  const commands = [
+    [],
+    ['build'],
+    ['rebase'],
+    ['inspect'],
+    ['sbom', 'download'],
+    ['image', 'copy'],
+    ['image', 'inspect'],
+    ['manifest', 'create'],
+    ['manifest', 'add'],
+    ['manifest', 'annotate'],
+    ['manifest', 'push'],
+    ['layer', 'create'],
+    ['login'],
+    ['logout'],
+    ['version'],
+    ['report'],
+    ['prune'],
+  ];
+
+  it('wraps every --help at 80 columns and describes --insecure-registry one way', async () => {
+    const descriptions = new Set<string>();
+    for (const c of commands) {
+      const out: string[] = [];
+      const io: CliIO = { out: (t) => out.push(t), err: (t) => out.push(t) };
+      expect(await main([...c, '--help'], io)).toBe(0);
+      const text = out.join('');
+      const long = text.split('\n').filter((l) => l.length > 80);
+      expect(long, `packfarm ${c.join(' ')} --help`).toEqual([]);
+      // The option's description, unwrapped.
+      const m = /--insecure-registry <[^>]+>\s+([\s\S]*?)\n {2}-/.exec(text);
+      if (m) descriptions.add(m[1]!.replace(/\s+/g, ' ').replace(' (default: [])', '').trim());
+    }
+    expect([...descriptions]).toEqual([
+      'allow plain HTTP / unverified TLS for this registry (repeatable; also CNB_INSECURE_REGISTRIES; loopback registries need no flag)',
+    ]);
+  });
+
+  it("package.json's files all exist", async () => {
+    const pkg = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8')) as { files: string[] };
+    for (const f of pkg.files.filter((x) => x !== 'dist'))
+      await expect(stat(join(repoRoot, f))).resolves.toBeDefined();
   });
 });
 
