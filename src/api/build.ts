@@ -172,10 +172,10 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     const builderName = opts.builder ?? project?.builder;
     if (builderName) {
       const { resolveBuilder } = await import('../builder/resolve.js');
-      const builderSource = (await pathExists(resolve(cwd, builderName)))
-        ? builderName
-        : await pulledImageName(builderName, opts.pullPolicy, 'builder', env);
       try {
+        const builderSource = (await pathExists(resolve(cwd, builderName)))
+          ? builderName
+          : await pulledImageName(builderName, opts.pullPolicy, 'builder', env);
         builder = await resolveBuilder(builderSource, {
           cwd,
           scratchDir: join(dirs.scratch, 'builder'),

@@ -725,6 +725,29 @@ describe('packfarm build errors', () => {
     expect(hub.err).toContain(
       '"localhost5077/run:v1" was read as docker.io/localhost5077/run:v1 (Docker Hub)',
     );
+    const builder = await packfarm(
+      'build',
+      `oci:${join(root, 'named')}:x`,
+      '--path',
+      app,
+      '--builder',
+      `oci:${join(root, 'no-builder')}:b`,
+    );
+    expect(builder.err).toContain(
+      `error: builder oci:${join(root, 'no-builder')}:b: ${join(root, 'no-builder')} is not an OCI image layout`,
+    );
+    const hubBuilder = await packfarm(
+      'build',
+      `oci:${join(root, 'named')}:x`,
+      '--path',
+      app,
+      '--builder',
+      'myorg/builder:1',
+      '--pull-policy',
+      'never',
+    );
+    expect(hubBuilder.err).toContain('error: builder myorg/builder:1: not in the local layout');
+    expect(hubBuilder.err).toContain('"myorg/builder:1" was read as docker.io/myorg/builder:1 (Docker Hub)');
   });
 
   it('rebase of a registry image without --publish says that --publish is needed', async () => {
