@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
-import { SUPPORTED_BUILDPACK_APIS, SUPPORTED_PLATFORM_APIS } from '../buildpack/api.js';
-import { packfarmDataDir } from '../image/manifest-list.js';
+import { SUPPORTED_BUILDPACK_APIS } from '../buildpack/api.js';
+import { SUPPORTED_PLATFORM_APIS } from '../platform/api.js';
+import { packfarmDataDir } from '../image/data-dir.js';
 import { formatPlatform, hostPlatform } from '../oci/platform.js';
 import { credentialFiles, readDockerConfig } from '../registry/credentials.js';
 import { dataDirUsage } from './prune.js';

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { BuildReport } from '../api/build.js';
-import { packfarmDataDir } from '../image/manifest-list.js';
+import { packfarmDataDir } from '../image/data-dir.js';
 import { PackfarmError } from '../util/errors.js';
 import { createLogger } from '../util/log.js';
 import { type CliIO, collect, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';

@@ -46,7 +46,7 @@ export function registerSystemCommands(program: Command, io: CliIO, version: str
     )
     .action(async (f: { olderThan?: string; dryRun?: boolean; json?: boolean }) => {
       const { prune, parseAge } = await import('../api/prune.js');
-      const { packfarmDataDir } = await import('../image/manifest-list.js');
+      const { packfarmDataDir } = await import('../image/data-dir.js');
       const r = await prune({
         dataDir: packfarmDataDir(),
         ...(f.olderThan !== undefined ? { olderThanMs: parseAge(f.olderThan) } : {}),

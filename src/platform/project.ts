@@ -387,7 +387,7 @@ function tableName(key: string, value: unknown): string {
     if (!v || typeof v !== 'object' || Array.isArray(v)) return name;
     const entries = Object.entries(v);
     const only = entries.length === 1 ? entries[0] : undefined;
-    if (!only || !only[1] || typeof only[1] !== 'object' || Array.isArray(only[1])) return name;
+    if (!only?.[1] || typeof only[1] !== 'object' || Array.isArray(only[1])) return name;
     name = `${name}.${only[0]}`;
     v = only[1];
   }

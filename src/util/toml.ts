@@ -28,7 +28,9 @@ export function stringifyToml(value: TomlTable): string {
  * col 1, pos 15:", already given as line and column), lower-cased, ending with a full stop.
  */
 function reason(message: string): string {
-  const first = (message.split('\n')[0] ?? message).replace(/\s*at row \d+, col \d+, pos \d+:?\s*$/, '').trim();
+  const first = (message.split('\n')[0] ?? message)
+    .replace(/\s*at row \d+, col \d+, pos \d+:?\s*$/, '')
+    .trim();
   const text = first.charAt(0).toLowerCase() + first.slice(1);
   return /[.!?]$/.test(text) ? text : `${text}.`;
 }
