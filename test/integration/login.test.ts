@@ -153,4 +153,39 @@ describe('packfarm login / logout', () => {
     expect(Object.keys(doc.auths).sort()).toEqual(['other.example', registry.host].sort());
     expect(doc.credHelpers).toEqual({ 'h.example': 'x' });
   });
+
+  it('checks credentials against a token (Bearer) registry too', async () => {
+    const tokenReg = await startRegistry({ auth: 'token' });
+    try {
+      const file = join(root, 'token-auth.json');
+      const bad = await packfarm([
+        'login',
+        tokenReg.host,
+        '-u',
+        'packfarm',
+        '-p',
+        'nope',
+        '--authfile',
+        file,
+      ]);
+      expect(bad.exitCode).toBe(1);
+      expect(bad.stderr).toContain(`${tokenReg.host} refused the credentials`);
+      const ok = await packfarm([
+        'login',
+        tokenReg.host,
+        '-u',
+        'packfarm',
+        '-p',
+        'packfarm-secret',
+        '--authfile',
+        file,
+      ]);
+      expect(ok.exitCode, ok.stderr).toBe(0);
+      expect(JSON.parse(await readFile(file, 'utf8')).auths[tokenReg.host].auth).toBe(
+        Buffer.from('packfarm:packfarm-secret').toString('base64'),
+      );
+    } finally {
+      await tokenReg.stop();
+    }
+  });
 });
