@@ -3,7 +3,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import AjvModule from 'ajv-draft-04';
 import addFormatsModule from 'ajv-formats';
-import { getCurrentTest } from 'vitest/suite';
+import { TestRunner } from 'vitest';
 
 // Both packages are CommonJS with `exports.default`; under NodeNext the default import is the module object.
 const Ajv = AjvModule.default;
@@ -49,7 +49,7 @@ export function ociSchemaDir(): string | undefined {
 function schemasOrSkip(): string | undefined {
   const dir = ociSchemaDir();
   if (dir) return dir;
-  const test = getCurrentTest();
+  const test = TestRunner.getCurrentTest();
   if (test) test.context.skip(OCI_SCHEMA_SKIP_NOTE);
   return undefined;
 }
