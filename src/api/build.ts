@@ -14,12 +14,15 @@ import {
   aboutImage,
   appImageLocation,
   formatImageLocation,
+  ifImageExists,
   insecureRegistriesFrom,
   type OpenedImage,
+  type OpenImageOptions,
   openImage,
   parseImageLocation,
   storeAbout,
 } from '../image/transport.js';
+import { createRegistryClientPool } from '../registry/pool.js';
 import type { Digest } from '../oci/digest.js';
 import {
   formatPlatform,
@@ -140,6 +143,9 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     throw new PackfarmError('INVALID_ARGS', '--cache-dir and --cache-image cannot be used together');
   const insecure = insecureRegistriesFrom(opts.insecureRegistries, env);
   checkExecutorOptions(opts, 'host', log);
+  // Registry clients of this build only (a node runs many builds): closed when the build ends.
+  const pool = createRegistryClientPool();
+  const access: OpenImageOptions = { insecureRegistries: insecure, registry: { pool } };
   const platform: Platform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
   if (!platformCompatible(hostPlatform(), platform))
     log.warn(
@@ -180,6 +186,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
           cwd,
           scratchDir: join(dirs.scratch, 'builder'),
           insecureRegistries: insecure,
+          registry: { pool },
           platform,
           logger: log,
         });
@@ -203,7 +210,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     });
     await writePlatformEnv(dirs.platform, userEnv);
 
-    const opened = await openImage(outputLocation, { insecureRegistries: insecure, create: true });
+    const opened = await openImage(outputLocation, { ...access, create: true });
     const output = { ...opened, store: storeAbout(opened.store, 'IMAGE', opts.image) };
     if (!output.tag)
       throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
@@ -211,7 +218,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     for (const t of opts.tags) {
       checkTagDestination(opts.image, t, opts.publish);
       const o = await openImage(appImageLocation(t, { publish: opts.publish, env, source: '--tag' }), {
-        insecureRegistries: insecure,
+        ...access,
         create: true,
       });
       addExportOutput(outputs, storeAbout(o.store, '--tag', t), o.tag ?? 'latest', t);
@@ -228,24 +235,26 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
         { hint: 'pass --run-image REF (a registry reference or oci:DIR[:TAG])' },
       );
     const runOpened = await pulledImageName(runName, opts.pullPolicy, 'run image', env)
-      .then((name) => openImage(name, { insecureRegistries: insecure }))
+      .then((name) => openImage(name, access))
       .catch((err: unknown) => {
         throw aboutImage(err, 'run image', runName);
       });
     const runImage = { ...runOpened, store: storeAbout(runOpened.store, 'run image', runName) };
 
     const previous: OpenedImage | undefined = opts.previousImage
-      ? await openImage(
-          appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
-          {
-            insecureRegistries: insecure,
-          },
+      ? await ifImageExists(
+          openImage(
+            appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
+            access,
+          ),
+        ).then((o) =>
+          o
+            ? { ...o, store: storeAbout(o.store, 'previous image', opts.previousImage as string) }
+            : undefined,
         )
-          .then((o) => ({ ...o, store: storeAbout(o.store, 'previous image', opts.previousImage as string) }))
-          .catch(() => undefined)
       : output;
 
-    const cache = await cacheLocation(opts, outputLocation, env, insecure);
+    const cache = await cacheLocation(opts, outputLocation, env, access);
 
     const result = await create({
       appDir: dirs.app,
@@ -325,6 +334,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     };
   } finally {
     await builder?.cleanup().catch(() => undefined);
+    await pool.close();
     await dirs.release();
   }
 }
@@ -441,10 +451,10 @@ async function cacheLocation(
   opts: z.output<typeof BuildAppOptionsSchema>,
   output: ReturnType<typeof appImageLocation>,
   env: NodeJS.ProcessEnv,
-  insecure: string[],
+  access: OpenImageOptions,
 ): Promise<{ location: CacheLocation; description: string } | undefined> {
   if (opts.cacheImage) {
-    const o = await openImage(opts.cacheImage, { insecureRegistries: insecure, create: true });
+    const o = await openImage(opts.cacheImage, { ...access, create: true });
     return {
       location: {
         kind: 'image',
