@@ -6,6 +6,7 @@ import { registerInspectCommands } from './inspect.js';
 import { registerLayerCommands } from './layer.js';
 import { registerLoginCommands } from './login.js';
 import { registerManifestCommands } from './manifest.js';
+import { registerNodeCommands } from './node.js';
 import { registerSbomCommands } from './sbom.js';
 import { registerRebaseCommand } from './rebase.js';
 import { registerSystemCommands } from './system.js';
@@ -46,6 +47,7 @@ export function createProgram(io: CliIO): Command {
   registerRebaseCommand(program, io);
   registerLoginCommands(program, io);
   registerSystemCommands(program, io, VERSION);
+  registerNodeCommands(program, io);
   return program;
 }
 
