@@ -1,5 +1,5 @@
 import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseAge, prune } from './prune.js';
@@ -30,7 +30,7 @@ afterEach(async () => {
 });
 
 describe('prune', () => {
-  it('keeps what a running build uses (its build dir, and every cache meanwhile), removes the rest', async () => {
+  it('keeps what a running build uses (its build dir, and every cache and rootfs meanwhile), removes the rest', async () => {
     const oldBuild = await entry('builds', 'a', 100_000, 48 * HOUR);
     const running = await entry('builds', 'b', 10, 0);
     await lock('builds', 'b', process.pid);
@@ -39,12 +39,9 @@ describe('prune', () => {
     await mkdir(join(dir, 'images', 'x'), { recursive: true });
 
     const r = await prune({ dataDir: dir, now });
-    expect(r.removed.map((e) => [e.kind, e.path])).toEqual([
-      ['build', oldBuild],
-      ['rootfs', rootfs],
-    ]);
-    expect(r.inUse.sort()).toEqual([running, cache].sort());
-    expect(r.freedBytes).toBeGreaterThanOrEqual(120_000);
+    expect(r.removed.map((e) => [e.kind, e.path])).toEqual([['build', oldBuild]]);
+    expect(r.inUse.sort()).toEqual([running, cache, rootfs].sort());
+    expect(r.freedBytes).toBeGreaterThanOrEqual(100_000);
     expect((await readdir(join(dir, 'builds'))).sort()).toEqual(['b', 'b.lock']);
     expect(await readdir(join(dir, 'images'))).toEqual(['x']);
   });
@@ -65,6 +62,28 @@ describe('prune', () => {
     expect(await readdir(join(dir, 'cache'))).toEqual(['new']);
     expect(await readdir(join(dir, 'builds'))).toEqual([]);
     expect(fresh).toContain('new');
+  });
+
+  it('reads file locks (withFileLock) too, and keeps an unpack in progress with its entry', async () => {
+    const digestDir = await entry('rootfs', 'sha256-aa', 1000, 48 * HOUR);
+    const tmp = await entry('rootfs', 'sha256-aa.tmp-1-abc', 1000, 48 * HOUR);
+    await writeFile(
+      join(dir, 'rootfs', 'sha256-aa.lock'),
+      JSON.stringify({ pid: process.pid, host: hostname(), token: 'x' }),
+    );
+    const dead = await entry('rootfs', 'sha256-bb', 1000, 48 * HOUR);
+    await writeFile(
+      join(dir, 'rootfs', 'sha256-bb.lock'),
+      JSON.stringify({ pid: 2 ** 22 + 7, host: hostname(), token: 'y' }),
+    );
+    const r = await prune({ dataDir: dir, now });
+    expect(r.inUse.sort()).toEqual([digestDir, tmp].sort());
+    expect(r.removed.map((e) => e.path)).toEqual([dead]);
+    expect((await readdir(join(dir, 'rootfs'))).sort()).toEqual([
+      'sha256-aa',
+      'sha256-aa.lock',
+      'sha256-aa.tmp-1-abc',
+    ]);
   });
 
   it('parses ages and names the flag on a bad one', () => {

@@ -1,4 +1,5 @@
 import { lstat, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { PackfarmError } from '../util/errors.js';
 
@@ -9,9 +10,11 @@ import { PackfarmError } from '../util/errors.js';
  *   <data dir>/cache/<key>/    the default build cache of one image
  *   <data dir>/rootfs/<key>/   root filesystems unpacked for the OCI-runtime executor
  *
- * An entry is in use while `<entry>.lock` (a directory holding the owner's pid, as openBuildDirs makes it)
- * names a live process; entries in use are never removed. Caches have no lock of their own, so while any build
- * runs no cache is removed. Of the rest, everything is removed, or with `olderThanMs` only entries last used
+ * An entry is in use while `<entry>.lock` names a live process: a directory holding `pid` (openBuildDirs), or
+ * a file holding `{"pid", "host"}` (image/lock.ts withFileLock, as exec/rootfs.ts takes it around an unpack;
+ * an owner on another host counts as alive). `<entry>.tmp-*` (an unpack in progress) goes with its entry's
+ * lock. Entries in use are never removed. Caches and root filesystems are used by builds without a lock of
+ * their own, so while any build runs neither is removed. Of the rest, everything is removed, or with `olderThanMs` only entries last used
  * (the newest mtime of the entry and its direct children) longer ago than that. Images (`images/`) and
  * manifest lists (`manifests/`) are the user's results and are never touched.
  */
@@ -64,11 +67,12 @@ export async function prune(opts: PruneOptions): Promise<PruneReport> {
     const names = await readdir(dir).catch(() => [] as string[]);
     const locked = await lockedEntries(dir);
     for (const name of names) {
-      if (name.endsWith('.lock')) continue;
+      if (name.endsWith('.lock') || /\.lock\.stale\./.test(name)) continue;
       const path = join(dir, name);
       const st = await lstat(path).catch(() => undefined);
       if (!st?.isDirectory()) continue;
-      if (locked.has(name) || (kind === 'cache' && buildRunning)) {
+      const owner = name.replace(/\.tmp-.*$/, '');
+      if (locked.has(owner) || (kind !== 'build' && buildRunning)) {
         report.inUse.push(path);
         continue;
       }
@@ -92,10 +96,25 @@ async function lockedEntries(dir: string): Promise<Set<string>> {
   const out = new Set<string>();
   const names = await readdir(dir).catch(() => [] as string[]);
   for (const n of names.filter((x) => x.endsWith('.lock'))) {
-    const pidText = await readFile(join(dir, n, 'pid'), 'utf8').catch(() => '');
-    const pid = Number(pidText.trim());
-    // A lock without a pid yet may be a build between mkdir and writing it: count it as in use.
-    if (pidText === '' || (Number.isInteger(pid) && pid > 0 && isAlive(pid))) out.add(n.slice(0, -5));
+    const lock = join(dir, n);
+    const st = await lstat(lock).catch(() => undefined);
+    if (!st) continue;
+    let pid: number | undefined;
+    let host: string | undefined;
+    if (st.isDirectory()) {
+      pid = Number((await readFile(join(lock, 'pid'), 'utf8').catch(() => '')).trim()) || undefined;
+    } else {
+      try {
+        const owner = JSON.parse(await readFile(lock, 'utf8')) as { pid?: unknown; host?: unknown };
+        pid = typeof owner.pid === 'number' ? owner.pid : undefined;
+        host = typeof owner.host === 'string' ? owner.host : undefined;
+      } catch {
+        pid = undefined;
+      }
+    }
+    // A lock without an owner yet may be one being taken: in use. One of another host: cannot tell, in use.
+    const inUse = pid === undefined || (host !== undefined && host !== hostname()) || isAlive(pid);
+    if (inUse) out.add(n.slice(0, -'.lock'.length));
   }
   return out;
 }
