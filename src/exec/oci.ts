@@ -18,10 +18,10 @@ import {
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
 import { type Platform, formatPlatform } from '../oci/platform.js';
+import { chownTree } from '../util/chown.js';
 import { PackfarmError } from '../util/errors.js';
 import { type BinfmtState, detectPlatforms, elfRunnable, howToRun, readBinfmt } from './binfmt.js';
 import type { ExecDirs, ExecResult, ExecSpec, Executor } from './executor.js';
-import { chownTree } from './view.js';
 
 /**
  * Run buildpack processes inside the build image's root filesystem through an OCI runtime (runc): one
@@ -117,8 +117,9 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
     scratch,
   };
   try {
-    await chownTree(hostPaths.app, opts.uid, opts.gid, true);
-    await chownTree(hostPaths.layers, opts.uid, opts.gid, true);
+    const user = { uid: opts.uid, gid: opts.gid };
+    await chownTree(hostPaths.app, user, { keepOwned: true });
+    await chownTree(hostPaths.layers, user, { keepOwned: true });
     await chown(scratch, opts.uid, opts.gid);
   } catch (err) {
     await rm(state, { recursive: true, force: true });
