@@ -13,7 +13,7 @@ export function registerSystemCommands(program: Command, io: CliIO, version: str
   program
     .command('report')
     .description(
-      'Print versions, data dir, OCI runtime, qemu binfmt entries and credential sources, for bug reports',
+      'Print versions, data dir, OCI runtime, binfmt_misc handlers and credential sources, for bug reports',
     )
     .option('--json', 'print one JSON document')
     .addHelpText(
@@ -94,10 +94,10 @@ function printEnvironment(io: CliIO, r: EnvironmentReport): void {
     `runc:           ${r.runc.path ? `${r.runc.path} (${r.runc.version ?? 'version unknown'})` : 'not found'}`,
   );
   if (!r.binfmt.available) io.out('binfmt_misc:    not mounted (no foreign-architecture emulation)');
-  else if (r.binfmt.entries.length === 0) io.out('binfmt_misc:    no qemu entries');
+  else if (r.binfmt.entries.length === 0) io.out('binfmt_misc:    no handler for an ELF architecture');
   else
     io.out(
-      `binfmt_misc:    ${r.binfmt.entries.map((e) => `${e.name}${e.enabled ? '' : ' (disabled)'}${e.flags.includes('F') ? '' : ' (no F flag)'}`).join(', ')}`,
+      `binfmt_misc:    ${r.binfmt.enabled ? '' : '(facility disabled) '}${r.binfmt.entries.map((e) => `${e.name} ${e.platform}${e.enabled ? '' : ' (disabled)'}${e.flags.includes('F') ? '' : ' (no F flag)'}`).join(', ')}`,
     );
   for (const [t, v] of Object.entries(r.tools)) io.out(`${`${t}:`.padEnd(16)}${v ?? 'not found'}`);
   io.out('credentials (in lookup order):');
