@@ -84,6 +84,19 @@ export function wrapSentences(lines: readonly string[], width = HELP_WIDTH): str
   return out;
 }
 
+/** A size for people: `512 B`, `3.4 MiB`, `12 GiB` (binary units; one decimal below 10). */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
 /** Collect a repeatable option's values. */
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];

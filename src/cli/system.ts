@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { EnvironmentReport } from '../api/report.js';
 import type { PruneReport } from '../api/prune.js';
-import type { CliIO } from './output.js';
+import { type CliIO, formatBytes } from './output.js';
 
 /** `packfarm version`, `packfarm report`, `packfarm prune`: about packfarm and its data dir. */
 export function registerSystemCommands(program: Command, io: CliIO, version: string): void {
@@ -55,18 +55,6 @@ export function registerSystemCommands(program: Command, io: CliIO, version: str
       if (f.json) io.out(JSON.stringify(r, null, 2));
       else printPrune(io, r);
     });
-}
-
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(1)} ${units[i]}`;
 }
 
 function printPrune(io: CliIO, r: PruneReport): void {
