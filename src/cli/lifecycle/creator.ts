@@ -2,7 +2,6 @@ import { formatApiVersion } from '../../util/api-version.js';
 import { createBuildpackStore } from '../../buildpack/descriptor.js';
 import { readOrder } from '../../platform/order.js';
 import { createHostExecutor } from '../../exec/host.js';
-import { ifImageExists } from '../../image/transport.js';
 import { hostPlatform } from '../../oci/platform.js';
 import { type CreatePhase, create } from '../../phase/create.js';
 import { type ExportOutput, addExportOutput } from '../../phase/export.js';
@@ -13,7 +12,7 @@ import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import { resolveCreationTime } from '../../util/time.js';
 import type { CliIO } from '../output.js';
 import {
-  ensureRegistryAccess,
+  openAnalyzeImages,
   imageOpener,
   refuseDaemon,
   resolveRunImage,
@@ -109,13 +108,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
 
   let current: CreatePhase = 'analyze';
   try {
-    const previousRef = inputs.string('previous-image') ?? image;
-    await ensureRegistryAccess(inputs, opener, {
-      read: [previousRef, run.reference],
-      write: [image, ...inputs.list('tag')],
-    });
-    const runImage = await opener.open(run.reference);
-    const previous = await ifImageExists(opener.open(previousRef));
+    const { runImage, previous } = await openAnalyzeImages(inputs, opener, image, run);
     const cacheImage = inputs.string('cache-image');
     const cacheTarget = cacheImage ? await opener.open(cacheImage, { create: true }) : undefined;
     const result = await create({
