@@ -20,10 +20,12 @@ export function mountPairs(executor: Executor): Array<[string, string]> | undefi
 /**
  * Rewrite host paths under the executor's mounts to the paths inside: whole paths and path prefixes at the
  * start of a value or after a space, `:`, `;`, `=` or a quote (PATH-like lists, command lines).
- * `/tmp/ws/x` → `/workspace/x`; `/tmp/ws2` stays.
+ * `/tmp/ws/x` → `/workspace/x`; `/tmp/ws2` stays. Trailing slashes of either side do not count. Also rewrites
+ * what buildpacks recorded into the image's paths at export (phase/host-paths.ts).
  */
 export function hostToInside(pairs: ReadonlyArray<[string, string]>): PathMapper {
   const active = pairs
+    .map(([from, to]) => [trimSlash(from), trimSlash(to)] as [string, string])
     .filter(([from, to]) => from !== '' && from !== '/' && from !== to)
     // Longest first: a mount nested in another (scratch under a build dir) must win.
     .sort(([a], [b]) => b.length - a.length);
