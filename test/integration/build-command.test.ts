@@ -52,6 +52,11 @@ function buildOnRun(out: string, app: string, ...extra: string[]): Promise<Build
   return buildJson(out, '--path', app, '--run-image', runRef, '--insecure-registry', registry.host, ...extra);
 }
 
+/** `packfarm build OUT --path APP` with the hello buildpack on the test run image, more flags after. */
+function buildHello(out: string, app: string, ...extra: string[]) {
+  return packfarm('build', out, '--path', app, '--run-image', runRef, '--buildpack', helloBp, ...extra);
+}
+
 async function makeApp(name: string, files: Record<string, string>): Promise<string> {
   const dir = join(root, 'apps', name);
   for (const [rel, text] of Object.entries(files)) {
@@ -224,16 +229,7 @@ describe('packfarm build into OCI layouts', () => {
   it('a host:port registry goes to a directory without ":"; the printed location opens as printed; loopback needs no flag', async () => {
     const app = await makeApp('hostport', { 'app.txt': 'hostport\n' });
     // Human output: the summary's location line is what a user copies into podman or skopeo.
-    const r = await packfarm(
-      'build',
-      `${registry.host}/team/app:dev`,
-      '--path',
-      app,
-      '--run-image',
-      runRef,
-      '--buildpack',
-      helloBp,
-    );
+    const r = await buildHello(`${registry.host}/team/app:dev`, app);
     // No --insecure-registry: a loopback registry may speak plain HTTP, as with docker and pack.
     expect(r.code, r.err).toBe(0);
     const printed = /location: (\S+)/.exec(r.out)?.[1] ?? '';
@@ -507,15 +503,9 @@ describe("pack's build flags", () => {
   it('--sbom-output-dir, --report-output-dir, --gid, --cache image spec, notes for --lifecycle-image/--trust-builder', async () => {
     const app = await makeApp('flags', { 'app.txt': 'flags\n' });
     const out = join(root, 'flags-out');
-    const r = await packfarm(
-      'build',
+    const r = await buildHello(
       `oci:${join(root, 'flags-img')}:app`,
-      '--path',
       app,
-      '--run-image',
-      runRef,
-      '--buildpack',
-      helloBp,
       '--sbom-output-dir',
       join(out, 'sbom-dir'),
       '--report-output-dir',
@@ -610,34 +600,12 @@ describe("pack's build flags", () => {
 
   it('refuses --network none and --volume with the host executor, saying why', async () => {
     const app = await makeApp('net', { 'app.txt': 'net\n' });
-    const none = await packfarm(
-      'build',
-      `oci:${join(root, 'net-img')}:app`,
-      '--path',
-      app,
-      '--run-image',
-      runRef,
-      '--buildpack',
-      helloBp,
-      '--network',
-      'none',
-    );
+    const none = await buildHello(`oci:${join(root, 'net-img')}:app`, app, '--network', 'none');
     expect(none.code).toBe(1);
     expect(none.err).toContain(
       '--network none: the host executor runs buildpacks as processes on this machine',
     );
-    const vol = await packfarm(
-      'build',
-      `oci:${join(root, 'net-img')}:app`,
-      '--path',
-      app,
-      '--run-image',
-      runRef,
-      '--buildpack',
-      helloBp,
-      '--volume',
-      `${app}:/data`,
-    );
+    const vol = await buildHello(`oci:${join(root, 'net-img')}:app`, app, '--volume', `${app}:/data`);
     expect(vol.code).toBe(1);
     expect(vol.err).toContain(`--volume ${app}:/data: the host executor runs buildpacks on this machine`);
   });
@@ -654,15 +622,9 @@ describe('packfarm build errors', () => {
   it('shows every --tag in the summary; refuses a bare --tag beside an oci: IMAGE', async () => {
     const app = await makeApp('tags', { 'app.txt': 'tags\n' });
     const out = `oci:${join(root, 'tags')}:app`;
-    const r = await packfarm(
-      'build',
+    const r = await buildHello(
       out,
-      '--path',
       app,
-      '--run-image',
-      runRef,
-      '--buildpack',
-      helloBp,
       '--tag',
       `oci:${join(root, 'tags')}:v2`,
       '--tag',
@@ -672,18 +634,7 @@ describe('packfarm build errors', () => {
     expect(r.out).toContain(
       `  tags:     ${out}, oci:${join(root, 'tags')}:v2, oci:${join(root, 'tags-other')}:x`,
     );
-    const bare = await packfarm(
-      'build',
-      out,
-      '--path',
-      app,
-      '--run-image',
-      runRef,
-      '--buildpack',
-      helloBp,
-      '--tag',
-      'example.test/app:v3',
-    );
+    const bare = await buildHello(out, app, '--tag', 'example.test/app:v3');
     expect(bare.code).toBe(1);
     expect(bare.err).toContain(
       `error: --tag example.test/app:v3: IMAGE ${out} is an OCI layout, and a bare --tag without --publish would go to the default local layout instead`,
@@ -763,15 +714,9 @@ describe('packfarm build errors', () => {
     const app = await makeApp('cache-file', { 'app.txt': 'x\n' });
     const file = join(root, 'cache.tar');
     await writeFile(file, 'not a layout');
-    const r = await packfarm(
-      'build',
+    const r = await buildHello(
       `oci:${join(root, 'cache-file-img')}:x`,
-      '--path',
       app,
-      '--buildpack',
-      helloBp,
-      '--run-image',
-      runRef,
       '--cache-image',
       `oci:${file}:cache`,
     );

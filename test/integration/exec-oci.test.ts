@@ -72,6 +72,21 @@ async function executorFor(platform: Platform, opts: { network?: boolean; killGr
   return { exec, ws, rootfs };
 }
 
+/** The executor phases get for a build image (phase/build-image.ts), on a fresh workspace. */
+async function buildImageExecutorFor(platform: Platform, buildpacks: string) {
+  const { store, digest } = await buildImage(platform);
+  const ws = await workspace();
+  const exec = await createBuildImageExecutor({
+    store,
+    image: digest,
+    platform,
+    dataDir,
+    dirs: { ...ws, buildpacks },
+  });
+  executors.push(exec);
+  return { exec, ws, store, digest };
+}
+
 const sh = async (exec: OciExecutor, script: string, extra: { timeoutMs?: number; stdin?: string } = {}) =>
   exec.run({
     argv: ['/bin/sh', '-c', script],
@@ -312,17 +327,7 @@ describe('build env across buildpacks', () => {
       'test/tool-user',
       'mkdir -p "$CNB_LAYERS_DIR/out"\nhello > "$CNB_LAYERS_DIR/out/hello"\necho "$PATH" > "$CNB_LAYERS_DIR/out/path"\n',
     );
-    const platform = { os: 'linux', architecture: 'arm64' };
-    const { store, digest } = await buildImage(platform);
-    const ws = await workspace();
-    const exec = await createBuildImageExecutor({
-      store,
-      image: digest,
-      platform,
-      dataDir,
-      dirs: { ...ws, buildpacks: dir },
-    });
-    executors.push(exec);
+    const { exec, ws } = await buildImageExecutorFor({ os: 'linux', architecture: 'arm64' }, dir);
     const group = ['test/tool-maker', 'test/tool-user'].map((id) => ({ id, version: '1', api: '0.12' }));
     await build({
       appDir: ws.app,
@@ -345,16 +350,7 @@ describe('build env across buildpacks', () => {
 describe('the creator with the oci executor', () => {
   it('builds a linux/arm64 image whose buildpack ran emulated; podman runs its process and prints aarch64', async () => {
     const platform = { os: 'linux', architecture: 'arm64' };
-    const { store, digest } = await buildImage(platform);
-    const ws = await workspace();
-    const exec = await createBuildImageExecutor({
-      store,
-      image: digest,
-      platform,
-      dataDir,
-      dirs: { ...ws, buildpacks: buildpacksDir },
-    });
-    executors.push(exec);
+    const { exec, ws, store, digest } = await buildImageExecutorFor(platform, buildpacksDir);
     const out = await openLayoutStore(join(root, 'app-layout'), { create: true });
     const result = await create({
       appDir: ws.app,
