@@ -12,8 +12,8 @@ import {
   isBuilderImage,
   resolveBuilder,
 } from '../builder/resolve.js';
-import type { CacheLocation } from '../cache/index.js';
-import { packfarmDataDir } from '../image/local.js';
+import type { CacheLocation } from '../phase/cache.js';
+import { packfarmDataDir } from '../image/manifest-list.js';
 import {
   type ImagePlatforms,
   describePlatforms,

@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
-import type { CacheLocation } from '../cache/index.js';
+import type { CacheLocation } from '../phase/cache.js';
 import type { Executor } from '../exec/executor.js';
 import { createHostExecutor } from '../exec/host.js';
-import { packfarmDataDir } from '../image/local.js';
+import { packfarmDataDir } from '../image/manifest-list.js';
 import type { ImageStore } from '../image/store.js';
 import { formatImageLocation } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
