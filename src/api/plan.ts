@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { LATEST_PLATFORM_API } from '../buildpack/api.js';
+import { LATEST_PLATFORM_API } from '../platform/api.js';
 import type { BuildpackStore, Order } from '../buildpack/descriptor.js';
 import {
   type ResolvedBuilder,
@@ -12,9 +12,9 @@ import {
   isBuilderImage,
   resolveBuilder,
 } from '../builder/resolve.js';
-import type { CacheLocation } from '../phase/cache.js';
+import type { CacheLocation } from '../cache/open.js';
 import { detectPlatforms } from '../exec/binfmt.js';
-import { packfarmDataDir } from '../image/manifest-list.js';
+import { packfarmDataDir } from '../image/data-dir.js';
 import {
   type ImagePlatforms,
   describePlatforms,

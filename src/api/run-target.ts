@@ -1,13 +1,13 @@
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
-import type { CacheLocation } from '../phase/cache.js';
+import type { CacheLocation } from '../cache/open.js';
 import type { Executor } from '../exec/executor.js';
 import { createHostExecutor } from '../exec/host.js';
 import { createOciExecutor } from '../exec/oci.js';
 import { prepareRootfs } from '../exec/rootfs.js';
 import type { Logger } from '../util/log.js';
-import { packfarmDataDir } from '../image/manifest-list.js';
+import { packfarmDataDir } from '../image/data-dir.js';
 import type { ImageStore } from '../image/store.js';
 import { formatImageLocation } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
