@@ -35,7 +35,7 @@ export const DEFAULT_RUNTIME = '/usr/sbin/runc';
 const BOUNDING_CAPS = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
 
 export interface OciExecutorOptions {
-  /** The unpacked root filesystem (rootfs.ts `prepareRootfs(...).dir`); mounted read-only. */
+  /** The unpacked root filesystem (rootfs.ts `unpackRootfs(...).dir`); mounted read-only. */
   rootfs: string;
   /** Host dirs: app, layers (read-write), platform, buildpacks (read-only). Scratch is the executor's own. */
   dirs: Omit<ExecDirs, 'scratch'>;
@@ -77,7 +77,7 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
   const st = await stat(rootfs).catch(() => undefined);
   if (!st?.isDirectory())
     throw new PackfarmError('ROOTFS_MISSING', `root filesystem ${rootfs} does not exist`, {
-      hint: 'unpack the build image with prepareRootfs (exec/rootfs.ts) first',
+      hint: 'unpack the build image first (prepareBuildImageRootfs in phase/build-image.ts)',
     });
   if (opts.platform) await checkRunnable(opts.platform);
   for (const [name, dir] of Object.entries(opts.dirs)) {
@@ -133,10 +133,8 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
     hostPaths,
     user: { uid: opts.uid, gid: opts.gid },
     baseEnv: { ...opts.env },
-    run: (spec) => {
-      if (closed) throw new Error('the oci executor is closed');
-      return runInContainer(ctx, spec);
-    },
+    run: (spec) =>
+      closed ? Promise.reject(new Error('the oci executor is closed')) : runInContainer(ctx, spec),
     async close() {
       if (closed) return;
       closed = true;
