@@ -339,6 +339,48 @@ describe('packfarm build with several targets (host executor)', () => {
     });
     expect(after.stdout.trim()).toBe('2');
   }, 180_000);
+  it("a buildpack's [[targets]] filter detect per target: an amd64-only buildpack fails linux/386 in detect", async () => {
+    const bp = join(root, 'amd64-only');
+    await mkdir(join(bp, 'bin'), { recursive: true });
+    await writeFile(
+      join(bp, 'buildpack.toml'),
+      'api = "0.12"\n[buildpack]\nid = "test/amd64-only"\nversion = "1"\n[[targets]]\nos = "linux"\narch = "amd64"\n',
+    );
+    await writeFile(join(bp, 'bin', 'detect'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+    await writeFile(join(bp, 'bin', 'build'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+    const events: BuildEvent[] = [];
+    const err = await build(
+      {
+        image: `oci:${join(root, 'amd64-only-out')}:x`,
+        path: app,
+        buildpacks: [bp],
+        runImage: runIndex,
+        insecureRegistries: [registry.host],
+        platforms: [both],
+        jobs: 1,
+      },
+      { onEvent: (e) => events.push(e) },
+    ).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/^target linux\/386 failed in detect: /);
+    // The lifecycle's reason reaches the caller as an event of that target and phase.
+    expect(
+      events.some(
+        (e) =>
+          e.target === 'linux/386' &&
+          e.phase === 'detect' &&
+          'message' in e &&
+          /unable to satisfy target constraints/.test(e.message),
+      ),
+    ).toBe(true);
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        type: 'detected',
+        target: 'linux/amd64',
+        verdict: 'pass',
+        buildpack: 'test/amd64-only@1',
+      }),
+    );
+  }, 120_000);
 });
 
 describe('planning a multi-target build', () => {
