@@ -1,10 +1,10 @@
-import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Executor } from '../exec/executor.js';
 import { handOver, toExecutorView } from '../exec/view.js';
 import { PackfarmError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { readFileIfExists, writeFileAtomic } from '../util/fs.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { parseToml, stringifyToml } from '../util/toml.js';
@@ -274,12 +274,6 @@ async function readOptional<T>(
   path: string,
   parse: (text: string, source: string) => T,
 ): Promise<T | undefined> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  return parse(text, path);
+  const text = await readFileIfExists(path);
+  return text === undefined ? undefined : parse(text, path);
 }

@@ -1,3 +1,4 @@
+import { REPRODUCIBLE_EPOCH } from '../util/time.js';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -149,11 +150,7 @@ export function openImageCache(opts: {
           push(layer.diffId, { mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size });
         },
         async commit(meta) {
-          const created = (
-            writeOpts.creationTime ??
-            opts.creationTime ??
-            new Date(315532801000)
-          ).toISOString();
+          const created = (writeOpts.creationTime ?? opts.creationTime ?? REPRODUCIBLE_EPOCH).toISOString();
           const config = {
             ...platformToSpec(platform),
             created,

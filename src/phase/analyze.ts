@@ -1,9 +1,10 @@
+import { digestReference, repositoryName } from '../image/image-name.js';
 import { randomBytes } from 'node:crypto';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayer } from '../archive/extract.js';
 import type { ImageStore, StoredManifest } from '../image/store.js';
-import { matchPlatform } from '../image/read.js';
+import { matchPlatform, selectIndexChild } from '../image/read.js';
 import type { Digest } from '../oci/digest.js';
 import { isIndexMediaType, isImageManifestMediaType } from '../oci/media-types.js';
 import { formatPlatform, hostPlatform, type Platform, platformFromSpec } from '../oci/platform.js';
@@ -76,7 +77,7 @@ const UNREADABLE_IMAGE_CODES = new Set([
   'INVALID_JSON',
   'INVALID_DOCUMENT',
   'NO_MATCHING_PLATFORM',
-  'REGISTRY_TOO_LARGE',
+  'TOO_LARGE',
 ]);
 
 /**
@@ -100,7 +101,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalyzeResult> {
     );
   }
   const runTarget = targetOf(run.config);
-  const runReference = digestReference(opts.runImage.store, run.manifest.digest);
+  const runReference = digestReference(repositoryName(opts.runImage.store), run.manifest.digest);
   const analyzed: AnalyzedFile = {
     'run-image': {
       reference: runReference,
@@ -125,7 +126,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalyzeResult> {
     if (!prev) {
       logger.info(`Previous image with name "${name}" not found`);
     } else {
-      const reference = digestReference(opts.previousImage.store, prev.manifest.digest);
+      const reference = digestReference(repositoryName(opts.previousImage.store), prev.manifest.digest);
       analyzed.image = { reference };
       result.previousImage = { digest: prev.manifest.digest, reference };
       const meta = previousMetadata(prev.config, name, logger);
@@ -209,12 +210,6 @@ export function targetOf(config: ImageConfig): RunImageTarget {
   return t;
 }
 
-/** `registry/repo@sha256:…` for a registry store, `oci:/dir@sha256:…` for a layout. */
-export function digestReference(store: ImageStore, digest: Digest): string {
-  const rr = store.registryRepository;
-  return rr ? `${rr.registry}/${rr.repository}@${digest}` : `${store.description}@${digest}`;
-}
-
 function imageName(ref: AnalyzeImageRef): string {
   const rr = ref.store.registryRepository;
   const sep = ref.target.includes(':') ? '@' : ':';
@@ -280,18 +275,13 @@ async function readImage(
     let manifest = await ref.store.getManifest(ref.target);
     if (isIndexMediaType(manifest.mediaType)) {
       const index = parseWith(ImageIndexSchema, parseJson(manifest.bytes.toString('utf8'), source), source);
-      const child = matchPlatform(index, platform);
+      // With a logger (the previous image), no child for the platform means building from scratch.
+      const child = logger ? matchPlatform(index, platform) : selectIndexChild(index, platform, source);
       if (!child) {
-        if (logger) {
-          logger.warn(
-            `Previous image ${source} has no image for ${formatPlatform(platform)}; building from scratch`,
-          );
-          return undefined;
-        }
-        throw new PackfarmError(
-          'NO_MATCHING_PLATFORM',
-          `${source}: no image for ${formatPlatform(platform)}`,
+        logger?.warn(
+          `Previous image ${source} has no image for ${formatPlatform(platform)}; building from scratch`,
         );
+        return undefined;
       }
       manifest = await ref.store.getManifest(child.digest);
     }

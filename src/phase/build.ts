@@ -16,7 +16,7 @@ import { type BomEntry, type ProcessDef, checkSlicePaths } from '../buildpack/la
 import { copySbomFiles } from '../buildpack/sbom.js';
 import type { Executor } from '../exec/executor.js';
 import { createHostExecutor } from '../exec/host.js';
-import { EXIT, exitCodeOf, mapErrorKinds, withExitCodeSet } from '../platform/exit-codes.js';
+import { asPhaseError, EXIT, mapErrorKinds } from '../platform/exit-codes.js';
 import { type AnalyzedFile, type GroupFile, type PlanFile, runImageTargetOf } from '../platform/files.js';
 import {
   type BuildMetadata,
@@ -106,7 +106,7 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
     // SBOMs of an earlier build in the same layers dir must not leak into this one.
     await rm(join(opts.layersDir, 'sbom'), { recursive: true, force: true });
   } catch (err) {
-    throw toBuildError(err);
+    throw asPhaseError(err, EXIT.BUILD_ERROR);
   }
 
   const target = opts.target ?? (await completeTarget(runImageTargetOf(opts.analyzed)));
@@ -146,7 +146,7 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
         logger: log,
       });
     } catch (err) {
-      throw toBuildError(err);
+      throw asPhaseError(err, EXIT.BUILD_ERROR);
     } finally {
       stdout.end();
       stderr.end();
@@ -172,7 +172,7 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
     }
     return { metadata, metadataPath, buildpacks: outputs };
   } catch (err) {
-    throw toBuildError(err);
+    throw asPhaseError(err, EXIT.BUILD_ERROR);
   }
 }
 
@@ -188,7 +188,7 @@ async function resolveBuildpacks(
     try {
       d = await store.lookup(g.id, g.version);
     } catch (err) {
-      throw toBuildError(err);
+      throw asPhaseError(err, EXIT.BUILD_ERROR);
     }
     checkBuildpackApi(d.api, `buildpack ${d.id}@${d.version} (${d.path})`);
     if (isComposite(d)) {
@@ -365,19 +365,4 @@ function lineSplitter(emit: (line: string) => void): { push: (chunk: Buffer) => 
 
 function missing(what: string): never {
   throw new Error(what);
-}
-
-/** Anything thrown while building is a lifecycle build error (exit 52) unless it carries a more specific code. */
-function toBuildError(err: unknown): PackfarmError {
-  if (err instanceof PackfarmError) {
-    // Errors that already carry a specific lifecycle code (51, 12 …) keep it; generic ones become 52.
-    if (err.exitCode !== EXIT.FAILED) return err;
-    const code = exitCodeOf(err);
-    return withExitCodeSet(err, code === EXIT.FAILED ? EXIT.BUILD_ERROR : code);
-  }
-  const e = err as Error;
-  return new PackfarmError('BUILD_ERROR', e?.message ?? String(err), {
-    exitCode: EXIT.BUILD_ERROR,
-    cause: err,
-  });
 }

@@ -1,6 +1,5 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { writeLayer } from '../archive/layer-writer.js';
 import { buildpackLayersDir, escapeId, readBuildpackLayers } from '../buildpack/layers.js';
 import type { CacheMetadata } from '../cache/metadata.js';
@@ -9,6 +8,7 @@ import type { Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
 import type { BuildpackLayersMetadata } from '../platform/labels.js';
 import { type Logger, silentLogger } from '../util/log.js';
+import { discard } from '../util/stream.js';
 
 /**
  * The cache phase of the exporter (the reference lifecycle's `phase/cache.go`): save the group's cache=true
@@ -154,13 +154,4 @@ export async function exportCache(opts: ExportCacheOptions): Promise<ExportCache
     throw err;
   }
   return { layers: result, metadata: meta };
-}
-
-/** A sink that only lets the archive writer compute digests. */
-function discard(): Writable {
-  return new Writable({
-    write(_chunk, _enc, cb) {
-      cb();
-    },
-  });
 }

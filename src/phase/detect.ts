@@ -21,7 +21,7 @@ import { type PlanCandidate, resolveBuildPlan } from '../buildpack/plan.js';
 import { createHostExecutor } from '../exec/host.js';
 import type { Executor } from '../exec/executor.js';
 import { handOver } from '../exec/view.js';
-import { EXIT, mapErrorKinds } from '../platform/exit-codes.js';
+import { asPhaseError, EXIT, mapErrorKinds } from '../platform/exit-codes.js';
 import {
   type GroupEntry,
   type PlanFile,
@@ -195,7 +195,7 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
     try {
       d = await store.lookup(id, version);
     } catch (err) {
-      throw asDetectError(err);
+      throw asPhaseError(err, EXIT.DETECT_ERROR);
     }
     checkBuildpackApi(d.api, `buildpack ${keyOf(id, version)} (${d.path})`);
     return d;
@@ -270,7 +270,7 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
           hint: 'check that the app directory is the one you meant and that the builder has buildpacks for this app',
         });
   } catch (err) {
-    failure = isPackfarmError(err) ? err : asDetectError(err);
+    failure = isPackfarmError(err) ? err : asPhaseError(err, EXIT.DETECT_ERROR);
   } finally {
     if (ownScratch) await rm(scratchDir, { recursive: true, force: true });
   }
@@ -392,22 +392,6 @@ async function loadOrder(opts: DetectOptions): Promise<PlatformOrder> {
 function requireOpt<T>(v: T | undefined, name: string): T {
   if (v === undefined) throw new Error(`detect: ${name} is required`);
   return v;
-}
-
-/** Errors met while detecting (an unreadable nested buildpack, I/O) are detect errors: exit 22. */
-function asDetectError(err: unknown): PackfarmError {
-  if (isPackfarmError(err)) {
-    if (err.exitCode !== EXIT.FAILED) return err;
-    return new PackfarmError(err.code, err.message, {
-      exitCode: EXIT.DETECT_ERROR,
-      cause: err,
-      ...(err.hint ? { hint: err.hint } : {}),
-    });
-  }
-  return new PackfarmError('DETECT_ERROR', `detection failed: ${(err as Error)?.message ?? String(err)}`, {
-    exitCode: EXIT.DETECT_ERROR,
-    cause: err,
-  });
 }
 
 /**

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chown, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { chown, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import pLimit from 'p-limit';
 import { extractLayer } from '../archive/extract.js';
@@ -14,7 +14,7 @@ import {
   type LifecycleMetadata,
   LifecycleMetadataSchema,
 } from '../platform/labels.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { isDir, writeFileAtomic } from '../util/fs.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { stringifyToml } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
@@ -256,13 +256,5 @@ async function restoreContent(
     return `cannot extract ${sha}: ${(err as Error).message}`;
   } finally {
     await rm(scratch, { recursive: true, force: true });
-  }
-}
-
-async function isDir(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
-    return false;
   }
 }

@@ -1,12 +1,12 @@
 import { join } from 'node:path';
 import { type CacheLocation, openCache } from '../../cache/open.js';
-import { type OpenedImage, openImage } from '../../image/transport.js';
+import { ifImageExists, type OpenedImage, openImage } from '../../image/transport.js';
 import { parseReference } from '../../oci/reference.js';
 import { analyzeToFile } from '../../phase/analyze.js';
-import { EXIT } from '../../platform/exit-codes.js';
+import { EXIT, withExitCode } from '../../platform/exit-codes.js';
 import { readRunFile } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS, type ResolvedInputs } from '../../platform/inputs.js';
-import { PackfarmError, isPackfarmError } from '../../util/errors.js';
+import { PackfarmError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import type { CliIO } from '../output.js';
 import { phaseUsage, preparePhase } from './common.js';
@@ -44,22 +44,6 @@ const USAGE = phaseUsage('analyzer', SUMMARY, ANALYZER_INPUTS, [
   '-daemon is refused: packfarm writes to registries and OCI layouts only.',
   'Exit codes: 0 success, 11 unsupported Platform API, 3 bad arguments, 32 analysis failed.',
 ]);
-
-/** Raise a phase's failures with its exit code (argument errors keep theirs). */
-export async function withPhaseExitCode<T>(code: number, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (isPackfarmError(err) && err.exitCode === 1) {
-      throw new PackfarmError(err.code, err.message, {
-        exitCode: code,
-        ...(err.hint ? { hint: err.hint } : {}),
-        cause: err,
-      });
-    }
-    throw err;
-  }
-}
 
 export function refuseDaemon(inputs: ResolvedInputs, phase: string): void {
   if (inputs.bool('daemon')) {
@@ -154,7 +138,7 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   const image = ctx.positionals[0]!;
   const opener = imageOpener(inputs);
 
-  return withPhaseExitCode(EXIT.ANALYZE_ERROR, async () => {
+  return withExitCode(EXIT.ANALYZE_ERROR, async () => {
     let runRef = inputs.string('run-image');
     if (!runRef) {
       const runFile = await readRunFile(inputs.require('run'));
@@ -167,11 +151,8 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
     }
     const run = await opener.open(runRef);
     const previousRef = inputs.string('previous-image') ?? image;
-    const previous = await opener.open(previousRef).catch((err: unknown) => {
-      // A layout dir that does not exist yet is simply "no previous image".
-      if (isPackfarmError(err) && inputs.bool('layout')) return undefined;
-      throw err;
-    });
+    // A layout dir that does not exist yet is simply "no previous image".
+    const previous = await ifImageExists(opener.open(previousRef));
     const result = await analyzeToFile({
       analyzedPath: inputs.require('analyzed'),
       runImage: { store: run.store, target: run.target },

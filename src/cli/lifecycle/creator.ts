@@ -2,13 +2,14 @@ import { formatApiVersion } from '../../util/api-version.js';
 import { createBuildpackStore } from '../../buildpack/descriptor.js';
 import { readOrder } from '../../platform/order.js';
 import { createHostExecutor } from '../../exec/host.js';
+import { ifImageExists } from '../../image/transport.js';
 import { hostPlatform } from '../../oci/platform.js';
 import { type CreatePhase, create } from '../../phase/create.js';
 import { type ExportOutput, addExportOutput } from '../../phase/export.js';
-import { EXIT } from '../../platform/exit-codes.js';
+import { asPhaseError, EXIT } from '../../platform/exit-codes.js';
 import { readRunFile } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
-import { PackfarmError, isPackfarmError } from '../../util/errors.js';
+import { PackfarmError } from '../../util/errors.js';
 import { resolveCreationTime } from '../../util/time.js';
 import type { CliIO } from '../output.js';
 import { imageOpener, refuseDaemon } from './analyzer.js';
@@ -107,7 +108,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
   let current: CreatePhase = 'analyze';
   try {
     const run = await opener.open(runName);
-    const previous = await opener.open(inputs.string('previous-image') ?? image).catch(() => undefined);
+    const previous = await ifImageExists(opener.open(inputs.string('previous-image') ?? image));
     const cacheImage = inputs.string('cache-image');
     const cacheDir = inputs.string('cache-dir');
     const cacheTarget = cacheImage ? await opener.open(cacheImage, { create: true }) : undefined;
@@ -163,14 +164,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
     logger.info(`*** Digest: ${result.exported.digest}`);
     return EXIT.OK;
   } catch (err) {
-    if (isPackfarmError(err) && err.exitCode === EXIT.FAILED) {
-      throw new PackfarmError(err.code, err.message, {
-        exitCode: PHASE_EXIT[current],
-        ...(err.hint ? { hint: err.hint } : {}),
-        cause: err,
-      });
-    }
-    throw err;
+    throw asPhaseError(err, PHASE_EXIT[current]);
   }
 }
 

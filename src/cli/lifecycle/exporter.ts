@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ApiVersion, formatApiVersion } from '../../util/api-version.js';
-import { type OpenedImage, openImage } from '../../image/transport.js';
+import { ifImageExists, type OpenedImage, openImage } from '../../image/transport.js';
 import { parseReference } from '../../oci/reference.js';
 import { EXIT } from '../../platform/exit-codes.js';
 import { readAnalyzedFile, readGroupFile, runImageTargetOf } from '../../platform/files.js';
@@ -124,7 +124,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
     addExportOutput(outputs, o.store, o.tag ?? 'latest', name);
   }
   const previousName = analyzed?.image?.reference;
-  const previous = previousName ? await open(previousName, false).catch(() => undefined) : undefined;
+  const previous = previousName ? await ifImageExists(open(previousName, false)) : undefined;
   const uid = parseId(inputs.string('uid'), 'uid', 1000);
   const gid = parseId(inputs.string('gid'), 'gid', 1000);
   const createdAt = resolveCreationTime(undefined, env, 'SOURCE_DATE_EPOCH');

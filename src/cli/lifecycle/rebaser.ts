@@ -1,10 +1,10 @@
 import type { ApiVersion } from '../../util/api-version.js';
 import { type OpenedImage, openImage } from '../../image/transport.js';
 import { type RebaseImageRef, rebase } from '../../phase/rebase.js';
-import { EXIT } from '../../platform/exit-codes.js';
+import { asPhaseError, EXIT } from '../../platform/exit-codes.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import { writeReport } from '../../platform/report.js';
-import { PackfarmError, isPackfarmError } from '../../util/errors.js';
+import { PackfarmError } from '../../util/errors.js';
 import type { CliIO } from '../output.js';
 import { refuseDaemon } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
@@ -105,13 +105,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
     });
   } catch (err) {
     // Registry and layout failures during a rebase are rebase errors (70–79) for the platform.
-    if (isPackfarmError(err) && err.exitCode === EXIT.FAILED)
-      throw new PackfarmError(err.code, err.message, {
-        exitCode: EXIT.REBASE_ERROR,
-        cause: err,
-        ...(err.hint ? { hint: err.hint } : {}),
-      });
-    throw err;
+    throw asPhaseError(err, EXIT.REBASE_ERROR);
   }
   const names = [first, ...more];
   await writeReport(inputs.require('report'), {

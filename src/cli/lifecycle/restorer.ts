@@ -2,7 +2,7 @@ import { type ApiVersion, apiAtLeast, formatApiVersion, parseApiVersion } from '
 import { openCache } from '../../cache/open.js';
 import { hostPlatform, normalizePlatform, type Platform } from '../../oci/platform.js';
 import { previousMetadataFromAnalyzed, restore } from '../../phase/restore.js';
-import { EXIT } from '../../platform/exit-codes.js';
+import { EXIT, withExitCode } from '../../platform/exit-codes.js';
 import {
   type AnalyzedFile,
   readAnalyzedFile,
@@ -12,7 +12,7 @@ import {
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import { PackfarmError } from '../../util/errors.js';
 import type { CliIO } from '../output.js';
-import { cacheLocationFrom, imageOpener, refuseDaemon, withPhaseExitCode } from './analyzer.js';
+import { cacheLocationFrom, imageOpener, refuseDaemon } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import type { PhaseCommand } from './types.js';
 
@@ -64,7 +64,7 @@ async function runRestorer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   refuseDaemon(inputs, 'restorer');
   const opener = imageOpener(inputs);
 
-  return withPhaseExitCode(EXIT.RESTORE_ERROR, async () => {
+  return withExitCode(EXIT.RESTORE_ERROR, async () => {
     const analyzedPath = inputs.require('analyzed');
     const analyzed = await readAnalyzedFile(analyzedPath, { missingOk: true });
     if (!analyzed) logger.warn(`no analyzed metadata at ${analyzedPath}; restoring from the cache only`);
