@@ -228,6 +228,29 @@ describe('packfarm build with several targets (host executor)', () => {
     expect(await store('app-fail').resolve('latest')).toBeUndefined();
   }, 180_000);
 
+  it('the first target to fail cancels the others', async () => {
+    // amd64 waits (for minutes) in bin/build while 386 fails at once: amd64 must be stopped, not awaited.
+    const app2 = await makeApp('cancel', { 'app.txt': 'three\n', 'fail-on': '386\n', 'sleep-on': 'amd64\n' });
+    const events: BuildEvent[] = [];
+    const err = await build(
+      {
+        image: `${registry.host}/app-cancel:latest`,
+        path: app2,
+        buildpacks: [archBp],
+        runImage: runIndex,
+        insecureRegistries: [registry.host],
+        publish: true,
+        platforms: [both],
+        jobs: 2,
+      },
+      { onEvent: (e) => events.push(e) },
+    ).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/^target linux\/386 failed in build: /);
+    expect(events).toContainEqual(expect.objectContaining({ type: 'target-failed', target: 'linux/amd64' }));
+    expect(events.filter((e) => e.type === 'target-end')).toEqual([]);
+    expect(await store('app-cancel').resolve('latest')).toBeUndefined();
+  }, 120_000);
+
   it('plain output prefixes each line with its target; --events prints JSON lines with target and phase', async () => {
     const r = await packfarm(
       'build',
