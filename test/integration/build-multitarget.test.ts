@@ -228,6 +228,20 @@ describe('packfarm build with several targets (host executor)', () => {
     expect(await store('app-fail').resolve('latest')).toBeUndefined();
   }, 180_000);
 
+  it('keeps a cache image per target', async () => {
+    const r = await publish(
+      `${registry.host}/app-cached:latest`,
+      app,
+      '--platform',
+      both,
+      '--cache-image',
+      `${registry.host}/cache:app`,
+    );
+    expect(r.index).toBe(true);
+    expect((await store('cache').listTags()).sort()).toEqual(['app-linux-386', 'app-linux-amd64']);
+    for (const t of r.targets) expect(t.cache?.location).toBe(`${registry.host}/cache:app`);
+  }, 120_000);
+
   it('the first target to fail cancels the others', async () => {
     // amd64 waits (for minutes) in bin/build while 386 fails at once: amd64 must be stopped, not awaited.
     const app2 = await makeApp('cancel', { 'app.txt': 'three\n', 'fail-on': '386\n', 'sleep-on': 'amd64\n' });
