@@ -186,7 +186,8 @@ export async function runTarget(
                 digest: e.event.digest,
                 size: e.event.size,
               });
-            else emit({ type: 'warning', target: target.name, phase, message: e.event.message });
+            else if (e.event.type === 'warning')
+              emit({ type: 'warning', target: target.name, phase, message: e.event.message });
             break;
         }
       },

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import {
   type BinfmtFs,
   detectPlatforms,
+  elfRunnable,
   elfPlatformOf,
   howToRun,
   parseBinfmtEntry,
@@ -174,6 +175,47 @@ describe('binfmt_misc entries', () => {
       expect([62, 3, 183, 40, 21, 22, 243, 258, 8], e.name).toContain(machineNo);
       if (e.fixBinary) expect(howToRun(machine, e.platform), e.name).toBeDefined();
     }
+  });
+});
+
+describe('elfRunnable', () => {
+  const header = (cls: number, data: number, machine: number) => {
+    const h = Buffer.alloc(64);
+    h.write('\x7fELF', 'latin1');
+    h.set([cls, data, 1], 4);
+    if (data === 1) {
+      h.writeUInt16LE(2, 16);
+      h.writeUInt16LE(machine, 18);
+    } else {
+      h.writeUInt16BE(2, 16);
+      h.writeUInt16BE(machine, 18);
+    }
+    return h;
+  };
+  const native = [{ os: 'linux', architecture: 'amd64' }];
+
+  it('matches a binary against native platforms and handler magics as the kernel does', async () => {
+    const state = await readBinfmt(
+      '/b',
+      fsOf({
+        '/b/register': '',
+        '/b/status': 'enabled\n',
+        '/b/qemu-aarch64': AARCH64,
+        '/b/arm': MISNAMED_ARM,
+      }),
+    );
+    expect(elfRunnable(header(2, 1, 62), native, state)).toEqual({
+      runnable: true,
+      describe: 'a linux/amd64 binary',
+    });
+    expect(elfRunnable(header(2, 1, 183), native, state)?.runnable).toBe(true);
+    // The arm handler has no F flag: not usable from a container.
+    expect(elfRunnable(header(1, 1, 40), native, state)?.runnable).toBe(false);
+    expect(elfRunnable(header(2, 1, 50), native, state)).toEqual({
+      runnable: false,
+      describe: 'an ELF binary for machine 50 (64-bit, little-endian)',
+    });
+    expect(elfRunnable(Buffer.from('#!/bin/sh\n'), native, state)).toBeUndefined();
   });
 });
 

@@ -119,7 +119,7 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
   const outputs: BuildpackBuildOutput[] = [];
   for (const bp of buildpacks) {
     opts.onEvent?.({ type: 'buildpack-start', id: bp.id, version: bp.version, api: bp.api });
-    log.debug(`running build for buildpack ${bp.id}@${bp.version}`);
+    log.debug(`Running build for buildpack ${bp.id}@${bp.version}`);
     const stdout = lineSplitter((line) =>
       opts.onEvent?.({ type: 'buildpack-output', id: bp.id, stream: 'stdout', line }),
     );
@@ -154,6 +154,7 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
     outputs.push(out);
     plan = withoutMet(plan, out.met);
     opts.onEvent?.({ type: 'buildpack-end', id: bp.id, version: bp.version });
+    log.debug(`Finished running build for buildpack ${bp.id}@${bp.version}`);
   }
 
   try {

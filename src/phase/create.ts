@@ -74,6 +74,17 @@ export interface CreateOptions {
 
 export type CreatePhase = 'analyze' | 'detect' | 'restore' | 'build' | 'export' | 'cache';
 
+/** The reference creator's phase headers (platforms show them); the cache is saved within EXPORTING. */
+/** The reference creator's phase headers (`===> DETECTING`), for the lifecycle commands to print. */
+export const PHASE_HEADER: Record<CreatePhase, string | undefined> = {
+  analyze: 'ANALYZING',
+  detect: 'DETECTING',
+  restore: 'RESTORING',
+  build: 'BUILDING',
+  export: 'EXPORTING',
+  cache: undefined,
+};
+
 export type CreateEvent =
   | { type: 'phase-start'; phase: CreatePhase }
   | { type: 'phase-end'; phase: CreatePhase; durationMs: number }

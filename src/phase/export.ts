@@ -15,7 +15,7 @@ import {
 } from '../buildpack/layers.js';
 import { PROCESS_TYPE_PATTERN } from '../buildpack/launch.js';
 import { assembleImage, transferBaseLayers } from '../image/assemble.js';
-import { digestReference } from '../image/image-name.js';
+import { digestReference, repositoryName } from '../image/image-name.js';
 import { type BaseImage, readBaseImage } from '../image/read.js';
 import type { LayoutStore } from '../image/layout-store.js';
 import type { ImageStore } from '../image/store.js';
@@ -78,6 +78,8 @@ export function addExportOutput(outputs: ExportOutput[], store: ImageStore, tag:
 
 export type ExportEvent =
   | { type: 'layer'; name: string; outcome: LayerOutcome; digest: Digest; size: number }
+  /** The image is about to be written to this output (the reference exporter's "Saving …" line). */
+  | { type: 'saving'; name: string }
   | { type: 'warning'; message: string };
 
 export type LayerOutcome = 'added' | 'reused' | 'mounted';
@@ -684,7 +686,12 @@ function lifecycleLabel(
       'process-types': { sha: shaOf('process-types') },
       runImage: dropUndefined({
         topLayer: base.config.rootfs.diff_ids.at(-1) ?? '',
-        reference: digestReference(runName, base.digest),
+        // Where the run image was read (a mirror, perhaps), as the reference records it; the name stays the
+        // run.toml entry's image.
+        reference: digestReference(
+          opts.runImage.store.registryRepository ? repositoryName(opts.runImage.store) : runName,
+          base.digest,
+        ),
         image: runName,
         mirrors,
       }),
@@ -786,6 +793,18 @@ async function saveImage(
         }),
       ),
     );
+    if (oi === 0) {
+      layerResults = results;
+      baseLayers = bl;
+      // Phases print nothing themselves: the CLI renders these (the lifecycle commands as the reference
+      // exporter's "Adding layer …" and "Saving …" lines, which platforms grep for).
+      for (const l of results)
+        opts.onEvent?.({ type: 'layer', name: l.name, outcome: l.outcome, digest: l.digest, size: l.size });
+      opts.onEvent?.({
+        type: 'saving',
+        name: out.names?.[0] ?? `${out.store.description}${out.tags[0] ? `:${out.tags[0]}` : ''}`,
+      });
+    }
     await out.store.putBlob({
       digest: assembled.configDigest,
       size: assembled.configBytes.length,
@@ -807,13 +826,6 @@ async function saveImage(
           out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType, tag }),
         );
       tags.push(out.names?.[ti] ?? `${out.store.description}:${tag}`);
-    }
-    if (oi === 0) {
-      layerResults = results;
-      baseLayers = bl;
-      for (const l of results) {
-        opts.onEvent?.({ type: 'layer', name: l.name, outcome: l.outcome, digest: l.digest, size: l.size });
-      }
     }
   }
   return { tags, layers: layerResults, baseLayers };

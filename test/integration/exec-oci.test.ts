@@ -226,6 +226,30 @@ describe('oci executor: detect and build inside the build image', () => {
       .catch((e) => e);
     expect(isPackfarmError(err, 'EXEC_FAILED')).toBe(true);
     expect(err.message).toMatch(/nope\/bin\/detect: no such file/);
+    // An interpreter the build image lacks: the runtime's own report becomes the same clear error.
+    await mkdir(join(buildpacksDir, 'badinterp', 'bin'), { recursive: true });
+    await writeFile(join(buildpacksDir, 'badinterp', 'bin', 'detect'), '#!/nonexistent/sh\nexit 0\n', {
+      mode: 0o755,
+    });
+    const interp = await exec
+      .run({ argv: ['/cnb/buildpacks/badinterp/bin/detect'], cwd: '/workspace', env: {} })
+      .catch((e) => e);
+    expect(isPackfarmError(interp, 'EXEC_FAILED')).toBe(true);
+    expect(interp.message).toMatch(/badinterp\/bin\/detect: its interpreter \(#! line\)/);
+    // A binary of an architecture nothing here runs or emulates (an ELF header for IA-64, machine 50).
+    const elf = Buffer.alloc(64);
+    elf.write('\x7fELF', 'latin1');
+    elf.set([2, 1, 1], 4);
+    elf.writeUInt16LE(2, 16);
+    elf.writeUInt16LE(50, 18);
+    await writeFile(join(buildpacksDir, 'badinterp', 'bin', 'ia64'), elf, { mode: 0o755 });
+    const foreignBin = await exec
+      .run({ argv: ['/cnb/buildpacks/badinterp/bin/ia64'], cwd: '/workspace', env: {} })
+      .catch((e) => e);
+    expect(isPackfarmError(foreignBin, 'EXEC_FAILED')).toBe(true);
+    expect(foreignBin.message).toMatch(
+      /exec format error: it is an ELF binary for machine 50 \(64-bit, little-endian\)/,
+    );
 
     const missing = await createOciExecutor({
       rootfs: rootfs.dir,
@@ -261,6 +285,60 @@ describe('oci executor: detect and build inside the build image', () => {
     expect(isPackfarmError(foreign, 'PLATFORM_NOT_RUNNABLE')).toBe(true);
     expect(foreign.message).toMatch(/cannot run linux\/sparc64/);
     expect(foreign.hint).toMatch(/packfarm node setup-emulation/);
+  });
+});
+
+describe('build env across buildpacks', () => {
+  it('a build layer of one buildpack is on the next one’s PATH as a container path', async () => {
+    const dir = join(root, 'bps-chain');
+    const write = async (id: string, build: string) => {
+      const d = join(dir, id.replace('/', '_'), '1');
+      await mkdir(join(d, 'bin'), { recursive: true });
+      await writeFile(join(d, 'buildpack.toml'), `api = "0.12"\n[buildpack]\nid = "${id}"\nversion = "1"\n`);
+      await writeFile(join(d, 'bin', 'detect'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+      await writeFile(join(d, 'bin', 'build'), `#!/bin/sh\nset -e\n${build}`, { mode: 0o755 });
+    };
+    await write(
+      'test/tool-maker',
+      [
+        'mkdir -p "$CNB_LAYERS_DIR/tools/bin"',
+        'printf \'#!/bin/sh\\necho hello from $(uname -m)\\n\' > "$CNB_LAYERS_DIR/tools/bin/hello"',
+        'chmod +x "$CNB_LAYERS_DIR/tools/bin/hello"',
+        'printf \'[types]\\nbuild = true\\n\' > "$CNB_LAYERS_DIR/tools.toml"',
+        '',
+      ].join('\n'),
+    );
+    await write(
+      'test/tool-user',
+      'mkdir -p "$CNB_LAYERS_DIR/out"\nhello > "$CNB_LAYERS_DIR/out/hello"\necho "$PATH" > "$CNB_LAYERS_DIR/out/path"\n',
+    );
+    const platform = { os: 'linux', architecture: 'arm64' };
+    const { store, digest } = await buildImage(platform);
+    const ws = await workspace();
+    const exec = await createBuildImageExecutor({
+      store,
+      image: digest,
+      platform,
+      dataDir,
+      dirs: { ...ws, buildpacks: dir },
+    });
+    executors.push(exec);
+    const group = ['test/tool-maker', 'test/tool-user'].map((id) => ({ id, version: '1', api: '0.12' }));
+    await build({
+      appDir: ws.app,
+      layersDir: ws.layers,
+      platformDir: ws.platform,
+      buildpacksDir: dir,
+      group: { group },
+      plan: { entries: [] },
+      target: { os: 'linux', arch: 'arm64' },
+      executor: exec,
+    });
+    const out = join(ws.layers, 'test_tool-user', 'out');
+    expect((await readFile(join(out, 'hello'), 'utf8')).trim()).toBe('hello from aarch64');
+    expect((await readFile(join(out, 'path'), 'utf8')).trim()).toBe(
+      '/layers/test_tool-maker/tools/bin:/usr/local/bin:/usr/bin:/bin',
+    );
   });
 });
 
