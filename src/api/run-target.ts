@@ -17,6 +17,7 @@ import { createBuildImageExecutor } from '../phase/build-image.js';
 import { type CreatePhase, type CreateResult, create } from '../phase/create.js';
 import type { ExportOutput, LayerOutcome } from '../phase/export.js';
 import { parseJson, parseWith } from '../util/validate.js';
+import { copyBuildOutputs, inBuildTerms } from './build-terms.js';
 import { type BuildEvent, type BuildEventListener, type BuildPhase, eventLogger } from './events.js';
 import type { BuildPlan, TargetPlan } from './plan.js';
 import { buildDirKey, openBuildDirs } from './workdir.js';
@@ -135,6 +136,7 @@ export async function runTarget(
       executor,
       // The build image's CNB user owns what buildpacks create, in the layers and in the image, as under pack.
       ...(prepared.user ? { uid: prepared.user.uid, gid: prepared.user.gid } : {}),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
       hostEnv: plan.env,
       logger: log,
       onEvent: (e) => {
@@ -192,7 +194,19 @@ export async function runTarget(
         }
       },
       ...(hooks.signal ? { signal: hooks.signal } : {}),
+    }).catch((err: unknown) => {
+      throw inBuildTerms(err);
     });
+    // Several targets: one subdirectory per target (linux-arm64/) under the output dirs.
+    const sub = plan.index ? target.name.replaceAll('/', '-') : '';
+    await copyBuildOutputs(
+      {
+        ...(opts.sbomOutputDir ? { sbomOutputDir: join(opts.sbomOutputDir, sub) } : {}),
+        ...(opts.reportOutputDir ? { reportOutputDir: join(opts.reportOutputDir, sub) } : {}),
+      },
+      dirs.layers,
+      plan.cwd,
+    );
 
     const ex = result.exported;
     const baseLayers = { exists: 0, mounted: 0, uploaded: 0 };
@@ -293,7 +307,7 @@ async function targetExecutor(
       platform: dirs.platform,
       buildpacks: target.buildpacks.store.buildpacksDir,
     },
-    network: plan.options.network,
+    network: plan.options.network !== 'none',
   });
   const rootfs = executor.rootfs;
   opts.log.debug(
