@@ -266,7 +266,9 @@ async function planWith(
     // pack's --pull-policy: a builder image may come from the default local layout instead of the registry.
     const builderSource =
       builderName && !(await pathExists(resolve(cwd, builderName)))
-        ? await pulledImageName(builderName, opts.pullPolicy, 'builder', env)
+        ? await pulledImageName(builderName, opts.pullPolicy, 'builder', env).catch((err: unknown) => {
+            throw aboutImage(err, 'builder', builderName);
+          })
         : builderName;
     let scratchN = 0;
     const nextScratch = () => join(scratch, String(scratchN++));
