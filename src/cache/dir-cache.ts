@@ -9,6 +9,7 @@ import { PackfarmError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { canonicalJson } from '../util/json.js';
 import type { Logger } from '../util/log.js';
+import { processAlive } from '../util/process.js';
 import {
   CACHE_METADATA_LABEL,
   type CacheMetadata,
@@ -152,14 +153,5 @@ async function removeStaleStaging(root: string): Promise<void> {
     const m = /^staging-(\d+)-/.exec(name);
     const stale = name.startsWith('committed-backup-') || (m && !processAlive(Number(m[1])));
     if (stale) await rm(join(root, name), { recursive: true, force: true });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as { code?: string }).code === 'EPERM';
   }
 }

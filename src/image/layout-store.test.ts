@@ -11,7 +11,7 @@ import { sha256Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import { isPackfarmError } from '../util/errors.js';
 import { REF_NAME_ANNOTATION, openLayoutStore } from './layout-store.js';
-import { withFileLock } from './lock.js';
+import { withFileLock } from '../util/lock.js';
 
 let tmp: string;
 beforeEach(async () => {

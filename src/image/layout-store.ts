@@ -25,7 +25,7 @@ import { PackfarmError } from '../util/errors.js';
 import { tempPathFor, writeFileAtomic } from '../util/fs.js';
 import { canonicalJson } from '../util/json.js';
 import { parseJson, parseWith } from '../util/validate.js';
-import { type FileLockOptions, withFileLock } from './lock.js';
+import { type LockOptions, withFileLock } from '../util/lock.js';
 import type { ImageStore, PutBlobInput, PutBlobResult, StoredManifest } from './store.js';
 
 /**
@@ -64,7 +64,7 @@ export interface LayoutStore extends ImageStore {
 export interface OpenLayoutOptions {
   /** Create the layout when the directory is missing or empty (default false: it must exist). */
   create?: boolean;
-  lock?: FileLockOptions;
+  lock?: LockOptions;
 }
 
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
