@@ -1,5 +1,6 @@
 import { RegistryClient, type RegistryClientOptions } from './client.js';
 import { isInsecureRegistry } from './insecure.js';
+import { REGISTRY_TIMEOUT_ENV } from './timeouts.js';
 
 // Stores of one registry share a client, so they share its token cache and connection pools (a copy from
 // one repository to another of the same registry then needs one token and one pool). Clients are keyed by
@@ -44,6 +45,8 @@ function keyOf(opts: RegistryClientOptions): string {
     opts.maxRedirects ?? null,
     opts.monolithicUploadMaxBytes ?? null,
     opts.connectTimeoutMs ?? null,
+    opts.timeouts ?? null,
+    Object.values(REGISTRY_TIMEOUT_ENV).map((name) => env[name] ?? ''),
     idOf(opts.logger),
     idOf(opts.now),
   ]);
