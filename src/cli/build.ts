@@ -117,6 +117,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
         },
         {
           logger,
+          ...(io.signal ? { signal: io.signal } : {}),
           onEvent: (e) => {
             if (e.type === 'build' && e.event.type === 'buildpack-output' && !flags.quiet)
               write(e.event.line);

@@ -6,6 +6,8 @@ export interface CliIO {
   err(text: string): void;
   /** Exact bytes to stdout, nothing added (e.g. `--raw` manifests, whose digest must match). */
   raw?(bytes: Uint8Array): void;
+  /** Aborted when the user interrupts (SIGINT, SIGTERM): commands pass it on to the API and executors. */
+  signal?: AbortSignal;
 }
 
 /** Write exact bytes where the IO supports it (the terminal does; test captures may take text). */

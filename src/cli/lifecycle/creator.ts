@@ -144,6 +144,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
       executor: createHostExecutor(),
       hostEnv: env,
       logger,
+      ...(io.signal ? { signal: io.signal } : {}),
       onEvent: (e) => {
         if (e.type === 'phase-start') current = e.phase;
         if (e.type === 'build' && e.event.type === 'buildpack-output') {
