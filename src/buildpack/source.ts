@@ -73,11 +73,7 @@ async function unpackArchive(path: string, source: string, scratchDir: string): 
     await extractLayer({ source: createReadStream(path), dest, name: `buildpack archive ${path}` });
   } catch (err) {
     await rm(dest, { recursive: true, force: true });
-    if (
-      isPackfarmError(err, 'UNSAFE_LAYER_ENTRY') ||
-      isPackfarmError(err, 'UNSUPPORTED_LAYER_COMPRESSION') ||
-      isPackfarmError(err, 'INVALID_LAYER')
-    )
+    if (isPackfarmError(err, 'UNSAFE_LAYER_ENTRY') || isPackfarmError(err, 'UNSUPPORTED_LAYER_COMPRESSION'))
       throw err;
     throw new PackfarmError(
       'BUILDPACK_ARCHIVE_INVALID',

@@ -139,7 +139,13 @@ export async function detect(opts: DetectOptions): Promise<DetectResult> {
   let order = platformOrder.order;
   if (apiAtLeast(platformApi, '0.15')) {
     const system = opts.system ?? (opts.systemPath ? await readSystemFile(opts.systemPath) : undefined);
-    if (system) order = mergeSystemBuildpacks(order, system);
+    if (system) {
+      const pre = system.system.pre?.buildpacks.length ?? 0;
+      const post = system.system.post?.buildpacks.length ?? 0;
+      if (pre) logger.debug(`Prepending ${pre} system buildpack(s) to group`);
+      if (post) logger.debug(`Appending ${post} system buildpack(s) to group`);
+      order = mergeSystemBuildpacks(order, system);
+    }
   }
   // Read every buildpack the order names (in parallel), then report the first problem in order.
   const named = [
@@ -173,6 +179,10 @@ export async function detect(opts: DetectOptions): Promise<DetectResult> {
   const entries: LogEntry[] = [];
   const log = (level: LogLevel, msg: string) => entries.push({ level, msg });
 
+  const warned = new Set<string>();
+  const warnOnce = (d: BuildpackDescriptor) => {
+    for (const w of d.warnings ?? []) if (!warned.has(w) && warned.add(w)) logger.warn(w);
+  };
   const lookup = async (id: string, version: string) => {
     let d: BuildpackDescriptor;
     try {
@@ -181,6 +191,7 @@ export async function detect(opts: DetectOptions): Promise<DetectResult> {
       throw asDetectError(err);
     }
     checkBuildpackApi(d.api, `buildpack ${keyOf(id, version)} (${d.path})`);
+    warnOnce(d);
     return d;
   };
   const detectOnce = (m: Member): Promise<DetectOutcome> => {

@@ -68,10 +68,12 @@ export const PlanRequireSchema = z.object({
 });
 export type PlanRequire = z.output<typeof PlanRequireSchema>;
 
+// An entry without `requires` (or without `providers`) contributes nothing to any buildpack's plan; the
+// reference lifecycle reads it as empty rather than refusing the file, and so does packfarm.
 export const PlanEntrySchema = z
   .object({
-    providers: z.array(PlanProviderSchema).min(1, 'an entry needs at least one provider'),
-    requires: z.array(PlanRequireSchema).min(1, 'an entry needs at least one require'),
+    providers: z.array(PlanProviderSchema).default([]),
+    requires: z.array(PlanRequireSchema).default([]),
   })
   .refine((e) => e.requires.every((r) => r.name === e.requires[0]?.name), {
     message: 'all requires of an entry must have the same name',
@@ -210,7 +212,8 @@ export async function writePlanFile(path: string, plan: PlanFile): Promise<void>
     })),
     requires: e.requires.map((r) => ({ name: r.name, ...(r.metadata ? { metadata: r.metadata } : {}) })),
   }));
-  await writeFileAtomic(path, stringifyToml({ entries }));
+  // No entries: an empty file (0 bytes), as the reference lifecycle writes, not `entries = [ ]`.
+  await writeFileAtomic(path, entries.length ? stringifyToml({ entries }) : '');
 }
 
 /**

@@ -42,13 +42,13 @@ describe('a truncated tar entry', () => {
     ).rejects.toMatchObject({ code: 'INVALID_LAYER', message: expect.stringContaining('layer sha256:abc') });
   });
 
-  it('a --buildpack archive is refused with INVALID_LAYER', async () => {
+  it('a --buildpack archive is refused as not a readable archive, naming it', async () => {
     const archive = join(tmp, 'bp.tgz');
     await writeFile(archive, gzipSync(truncated));
     const scratch = join(tmp, 'bp-scratch');
     await expect(stageBuildpack(archive, { cwd: tmp, scratchDir: scratch })).rejects.toMatchObject({
-      code: 'INVALID_LAYER',
-      message: expect.stringContaining(archive),
+      code: 'BUILDPACK_ARCHIVE_INVALID',
+      message: expect.stringMatching(/cannot read the layer: Unexpected end of data/),
     });
     expect(await readdir(scratch)).toEqual([]);
   });
