@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PackfarmError } from '../util/errors.js';
 import { acquireLock } from '../util/lock.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /**
  * The directories of one build: the app workspace, the layers dir, the platform dir and scratch space.
@@ -42,7 +43,7 @@ export function buildDirKey(image: string, platform: string): string {
 
 export async function openBuildDirs(opts: OpenBuildDirsOptions): Promise<BuildDirs> {
   if (!opts.key || opts.keepTemp) {
-    const root = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'packfarm-build-'));
+    const root = await makeTempDir(opts.tmpDir ?? tmpdir(), 'build');
     const dirs = layout(root);
     await makeDirs(dirs);
     return {

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Executor } from '../exec/executor.js';
@@ -30,6 +30,7 @@ import {
 } from './layers.js';
 import { type SbomPlacement, collectSbomFiles } from './sbom.js';
 import { type StoreToml, readStoreToml } from './store.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /** What the build step needs to know about a component buildpack (from its buildpack.toml). */
 export interface BuildpackForBuild {
@@ -107,7 +108,7 @@ export async function runBuildpackBuild(opts: RunBuildOptions): Promise<Buildpac
   const executable = join(bp.dir, 'bin', 'build');
   await checkExecutable(executable, who);
 
-  const planRoot = opts.planParentDir ?? (await mkdtemp(join(tmpdir(), `packfarm-plan-${escapeId(bp.id)}-`)));
+  const planRoot = opts.planParentDir ?? (await makeTempDir(tmpdir(), 'plan'));
   const planPath = join(planRoot, escapeId(bp.id), 'plan.toml');
   try {
     await writeFileAtomic(planPath, encodeBuildpackPlan(opts.plan));

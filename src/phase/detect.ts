@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pLimit from 'p-limit';
@@ -37,6 +37,7 @@ import {
 } from '../platform/target.js';
 import { isPackfarmError, PackfarmError } from '../util/errors.js';
 import { type LogLevel, type Logger, silentLogger } from '../util/log.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /**
  * The detect phase (platform.md "detector", buildpack.md "Phase #1: Detection"): try the order's groups in
@@ -172,7 +173,7 @@ export async function detect(opts: DetectOptions): Promise<DetectResult> {
     : [];
 
   const ownScratch = opts.scratchDir === undefined;
-  const scratchDir = opts.scratchDir ?? (await mkdtemp(join(tmpdir(), 'packfarm-detect-')));
+  const scratchDir = opts.scratchDir ?? (await makeTempDir(tmpdir(), 'detect'));
   const limit = pLimit(Math.max(1, opts.concurrency ?? availableParallelism()));
   const runs = new Map<string, Promise<DetectOutcome>>();
   const errors = new Map<string, DetectOutcome>();

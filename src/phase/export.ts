@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -61,6 +61,7 @@ import { type Logger, silentLogger } from '../util/log.js';
 import { REPRODUCIBLE_EPOCH } from '../util/time.js';
 import { parseToml } from '../util/toml.js';
 import { parseJson, parseWith } from '../util/validate.js';
+import { makeTempDir } from '../util/tempdir.js';
 import { assignSlices } from './export-slices.js';
 import { type HostPaths, type PathRewriter, hostPathRewriter, processesToImagePaths } from './host-paths.js';
 
@@ -486,7 +487,9 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
   // With one OCI layout as the only output, layers are written inside the layout directory and renamed into
   // blobs/ when new: each blob is written exactly once instead of being copied from a temp file.
   const direct = opts.outputs.length === 1 && !opts.tmpDir ? layoutOf(opts.outputs[0]!.store) : undefined;
-  const tmp = await mkdtemp(join(opts.tmpDir ?? direct?.dir ?? tmpdir(), '.packfarm-export-'));
+  const tmp = direct
+    ? await direct.makeTempDir('export')
+    : await makeTempDir(opts.tmpDir ?? tmpdir(), 'export');
   try {
     const limit = pLimit(opts.concurrency ?? 2);
     const produced: ProducedLayer[] = await Promise.all(
@@ -694,7 +697,7 @@ function imageWorkingDir(dir: string | undefined, appDir: string): string {
 
 function layoutOf(store: ImageStore): LayoutStore | undefined {
   const s = store as Partial<LayoutStore>;
-  return s.kind === 'layout' && typeof s.blobPath === 'function' && typeof s.dir === 'string'
+  return s.kind === 'layout' && typeof s.makeTempDir === 'function' && typeof s.dir === 'string'
     ? (store as LayoutStore)
     : undefined;
 }
