@@ -130,13 +130,17 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
 }
 
 function printReport(io: CliIO, r: BuildReport): void {
-  const added = r.layers.filter((l) => l.outcome === 'added').length;
-  const reused = r.layers.length - added;
+  const count = (o: string) => r.layers.filter((l) => l.outcome === o).length;
+  const added = count('added');
+  // Mounted layers come from the previous image's repository.
+  const reused = count('reused') + count('mounted');
+  // Blobs the destination already had that are not the previous image's (an interrupted publish left them).
+  const existing = count('existing');
   io.out(`Successfully built image ${r.image} (${r.platform})`);
   io.out(`  location: ${r.location}`);
   io.out(`  digest:   ${r.digest}`);
   io.out(
-    `  layers:   ${added} added, ${reused} reused; run image layers: ${r.baseLayers.exists} present, ${r.baseLayers.mounted} mounted, ${r.baseLayers.uploaded} copied`,
+    `  layers:   ${added} added, ${reused} reused${existing ? `, ${existing} already present` : ''}; run image layers: ${r.baseLayers.exists} present, ${r.baseLayers.mounted} mounted, ${r.baseLayers.uploaded} copied`,
   );
   io.out(
     `  time:     ${(r.timings.total / 1000).toFixed(2)} s (buildpacks ${(r.timings.buildpacks / 1000).toFixed(2)} s)`,

@@ -84,7 +84,12 @@ export type ExportEvent =
   | { type: 'layer'; name: string; outcome: LayerOutcome; digest: Digest; size: number }
   | { type: 'warning'; message: string };
 
-export type LayerOutcome = 'added' | 'reused' | 'mounted';
+/**
+ * What happened to one layer in one output: `reused` — the previous image's layer (same blob), kept;
+ * `existing` — not in the previous image, but the output already had the blob (left by an interrupted
+ * publish, or by another image); `mounted` — cross-repository mount; `added` — written or uploaded now.
+ */
+export type LayerOutcome = 'added' | 'reused' | 'existing' | 'mounted';
 
 export interface ExportOptions {
   layersDir: string;
@@ -605,13 +610,14 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
       const results = await Promise.all(
         produced.map((p) =>
           limit(async (): Promise<ExportedLayer> => {
+            const fromPrevious = previous?.byDiffId.get(p.diffId)?.digest === p.digest;
             if (direct && p.file) {
-              const reused = await direct.hasBlob(p.digest);
-              if (!reused) {
+              const present = await direct.hasBlob(p.digest);
+              if (!present) {
                 await mkdir(dirname(direct.blobPath(p.digest)), { recursive: true });
                 await rename(p.file, direct.blobPath(p.digest));
               }
-              const outcome: LayerOutcome = reused ? 'reused' : 'added';
+              const outcome: LayerOutcome = !present ? 'added' : fromPrevious ? 'reused' : 'existing';
               return { name: p.planned.name, digest: p.digest, diffId: p.diffId, size: p.size, outcome };
             }
             const src = p.source;
@@ -619,8 +625,8 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
             // mounted from there instead of uploaded.
             const mountFrom =
               src?.registryRepository ??
-              (previous?.byDiffId.get(p.diffId)?.digest === p.digest
-                ? previous.store.registryRepository
+              (fromPrevious
+                ? previous?.store.registryRepository
                 : undefined);
             const r = await exportError(() =>
               out.store.putBlob({
@@ -631,7 +637,13 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
               }),
             );
             const outcome: LayerOutcome =
-              r.outcome === 'exists' ? 'reused' : r.outcome === 'mounted' ? 'mounted' : 'added';
+              r.outcome === 'exists'
+                ? fromPrevious
+                  ? 'reused'
+                  : 'existing'
+                : r.outcome === 'mounted'
+                  ? 'mounted'
+                  : 'added';
             return { name: p.planned.name, digest: p.digest, diffId: p.diffId, size: p.size, outcome };
           }),
         ),
@@ -657,7 +669,8 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
         layerResults = results;
         baseLayers = bl;
         for (const l of results) {
-          log.info(`${l.outcome === 'added' ? 'Adding' : 'Reusing'} layer '${l.name.replace(/^bp:/, '')}'`);
+          const verb = { added: 'Adding', reused: 'Reusing', existing: 'Already present:', mounted: 'Mounting' };
+          log.info(`${verb[l.outcome]} layer '${l.name.replace(/^bp:/, '')}'`);
           opts.onEvent?.({ type: 'layer', name: l.name, outcome: l.outcome, digest: l.digest, size: l.size });
         }
       }
