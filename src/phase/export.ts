@@ -624,10 +624,7 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
             // A freshly written blob that the previous image has too (same bytes, e.g. the launcher) can be
             // mounted from there instead of uploaded.
             const mountFrom =
-              src?.registryRepository ??
-              (fromPrevious
-                ? previous?.store.registryRepository
-                : undefined);
+              src?.registryRepository ?? (fromPrevious ? previous?.store.registryRepository : undefined);
             const r = await exportError(() =>
               out.store.putBlob({
                 digest: p.digest,
@@ -669,7 +666,12 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
         layerResults = results;
         baseLayers = bl;
         for (const l of results) {
-          const verb = { added: 'Adding', reused: 'Reusing', existing: 'Already present:', mounted: 'Mounting' };
+          const verb = {
+            added: 'Adding',
+            reused: 'Reusing',
+            existing: 'Already present:',
+            mounted: 'Mounting',
+          };
           log.info(`${verb[l.outcome]} layer '${l.name.replace(/^bp:/, '')}'`);
           opts.onEvent?.({ type: 'layer', name: l.name, outcome: l.outcome, digest: l.digest, size: l.size });
         }
