@@ -327,6 +327,49 @@ export class RegistryClient {
   }
 
   /**
+   * A request whose body is a document read whole (manifest, tag list): a body that stalls or breaks off
+   * (idle timeout, reset) is fetched again, within the same retry budget and overall deadline as a request.
+   */
+  async requestDocument(
+    req: RegistryRequest,
+    maxBytes: number,
+    what: string,
+  ): Promise<{ res: RegistryResponse; bytes: Buffer }> {
+    const started = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      const res = await this.request(req);
+      if (!req.accept.includes(res.status) || res.status === 404) return { res, bytes: Buffer.alloc(0) };
+      try {
+        return { res, bytes: await readCapped(res, maxBytes, what) };
+      } catch (err) {
+        const cause = (err as { cause?: unknown }).cause;
+        const transient =
+          isRetryableNetworkError(cause) &&
+          firedTimeout(cause) !== 'deadlineMs' &&
+          attempt < this.retry.attempts;
+        const delay = retryDelay(attempt, this.retry)!;
+        if (!transient || Date.now() - started + delay >= this.timeouts.deadlineMs) {
+          if (!firedTimeout(cause)) throw err;
+          // Say how many fetches of the document the timeout ended, not just the last one.
+          const ctx: RequestContext = {
+            method: req.method,
+            url: res.url,
+            registry: this.registry,
+            what: req.what,
+            insecure: this.insecure,
+            ...(req.repository !== undefined ? { repository: req.repository } : {}),
+          };
+          throw this.networkError(ctx, cause, { attempts: attempt, started });
+        }
+        this.logger.debug(`retrying ${req.method} ${displayUrl(res.url)} in ${delay} ms`, {
+          error: String((err as Error).message),
+        });
+        await this.retry.sleep(delay);
+      }
+    }
+  }
+
+  /**
    * Send with retries. `accept: 'any'` hands every HTTP answer back (ping, token); otherwise statuses outside
    * the list become errors after the retryable ones have been retried.
    */

@@ -127,7 +127,7 @@ describe('registry timeouts', () => {
     });
   });
 
-  it('body idle: a manifest body that stops mid-way', async () => {
+  it('body idle: a manifest body that stops mid-way, fetched again within the budget', async () => {
     const reg = await misbehaving((socket) =>
       socket.write(
         'HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 500\r\n\r\n{"schema',
@@ -139,10 +139,11 @@ describe('registry timeouts', () => {
     expect(err).toMatchObject({
       code: 'REGISTRY_TIMEOUT',
       message: expect.stringContaining(
-        `GET http://${reg.host}/v2/app/manifests/v1 failed: the body idle timeout (0.3 s) fired`,
+        `GET http://${reg.host}/v2/app/manifests/v1 failed: the body idle timeout (0.3 s) fired (3 attempts`,
       ),
       hint: expect.stringContaining('PACKFARM_REGISTRY_BODY_TIMEOUT'),
     });
+    expect(reg.requests).toHaveLength(3);
   });
 
   it('overall deadline: a manifest body dripping slower than any use but faster than the idle timeout', async () => {
