@@ -5,6 +5,7 @@ import { registerImageCommands } from './image.js';
 import { registerInspectCommands } from './inspect.js';
 import { registerLayerCommands } from './layer.js';
 import { registerManifestCommands } from './manifest.js';
+import { registerNodeCommands } from './node.js';
 import { registerSbomCommands } from './sbom.js';
 import { registerRebaseCommand } from './rebase.js';
 import { PackfarmError } from '../util/errors.js';
@@ -34,6 +35,7 @@ export function createProgram(io: CliIO): Command {
   registerInspectCommands(program, io);
   registerSbomCommands(program, io);
   registerRebaseCommand(program, io);
+  registerNodeCommands(program, io);
   return program;
 }
 
@@ -63,7 +65,7 @@ export async function runCli(argv: string[]): Promise<number> {
     if (interrupted) process.exit(INTERRUPTS[interrupted]);
     interrupted = name;
     processIO.err(`packfarm: interrupted (${name}): stopping`);
-    controller.abort(new PackfarmError('INTERRUPTED', `interrupted by ${name}`));
+    controller.abort(new PackfarmError('ABORTED', `interrupted by ${name}`));
   };
   const handlers = (Object.keys(INTERRUPTS) as Array<keyof typeof INTERRUPTS>).map((name) => {
     const h = () => onSignal(name);

@@ -1,548 +1,794 @@
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import {
+  chmod,
+  chown,
+  cp,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readdir,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseToml } from '../../src/util/toml.js';
+import { runLifecycleCommand } from '../../src/cli/lifecycle.js';
+import { layoutPathFor } from '../../src/cli/lifecycle/analyzer.js';
+import type { CliIO } from '../../src/cli/output.js';
+import { openLayoutStore } from '../../src/image/layout-store.js';
+import { createRegistryStore } from '../../src/image/registry-store.js';
+import { readAnalyzedFile } from '../../src/platform/files.js';
+import { readReport } from '../../src/platform/report.js';
+import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { createRunImage } from '../helpers/run-image.js';
 
 /**
- * Conformance with the reference lifecycle's own acceptance cases for the detector and the builder
- * (buildpacks/lifecycle acceptance/detector_test.go and builder_test.go): the same situations, set up with
- * our own fixture buildpacks and files, driven through `packfarm lifecycle detector|builder` as a process
- * with the flags and CNB_* variables each case uses, asserting the same outcomes — exit codes, output files
- * and the lines that matter (wording may differ). Buildpack ids with `_` are deliberate: the reference
- * fixtures all use them. Cases the reference covers that packfarm deliberately does not (refusing root, image
- * extensions) are listed as deviations in spec/lifecycle.md and are not here.
+ * Conformance with the reference lifecycle, phase by phase, as a platform drives /cnb/lifecycle/<phase>:
+ * the reference's flags and CNB_* variables, a registry with per-repository rights (token auth) and OCI
+ * layouts. Each case follows one behaviour of the reference's acceptance tests (analyzer_test.go,
+ * restorer_test.go, exporter_test.go, creator_test.go), with our own fixtures.
  */
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const PLATFORM_API = '0.15';
+const BUILDPACKS = join(repoRoot, 'test', 'fixtures', 'buildpacks', 'conformance');
+const GROUP = '[[group]]\nid = "conf/cacher"\nversion = "1.0.0"\napi = "0.10"\n';
+const ORDER = '[[order]]\n[[order.group]]\nid = "conf/cacher"\nversion = "1.0.0"\n';
+const USER = { uid: 2222, gid: 3333 };
 
 let root: string;
-let cnb: string;
+/**
+ * Token auth: `builder` may do everything except read conf/run-denied and push to conf/readonly; `admin` may do
+ * everything.
+ */
+let reg: TestRegistry;
+/** Another registry, anonymous: for the mirror choice. */
+let other: TestRegistry;
+let auth: string;
+
 beforeAll(async () => {
-  const tsc = spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: repoRoot, encoding: 'utf8' });
-  if (!existsSync(join(repoRoot, 'dist', 'cli', 'lifecycle', 'builder.js')))
-    throw new Error(`building dist/ failed:\n${tsc.stdout}\n${tsc.stderr}`);
-  root = await mkdtemp(join(tmpdir(), 'packfarm-conformance-'));
-  cnb = join(root, 'cnb');
-  await writeFixtures(cnb);
-}, 180_000);
-afterAll(async () => {
-  await rm(root, { recursive: true, force: true });
-});
-
-async function put(path: string, text: string, mode = 0o644): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  await writeFile(path, text);
-  await chmod(path, mode);
-}
-
-async function buildpack(
-  dir: string,
-  id: string,
-  version: string,
-  api: string,
-  scripts: { detect?: string; build?: string },
-): Promise<void> {
-  const bp = join(dir, id, version);
-  await put(
-    join(bp, 'buildpack.toml'),
-    `api = "${api}"\n[buildpack]\nid = "${id}"\nversion = "${version}"\n`,
-  );
-  for (const [name, body] of Object.entries(scripts))
-    await put(join(bp, 'bin', name), `#!/bin/sh\n${body}\n`, 0o755);
-}
-
-const order = (...groups: string[][]) =>
-  groups
-    .map(
-      (g) =>
-        `[[order]]\n${g.map((e) => `[[order.group]]\nid = "${e.split('@')[0]}"\nversion = "${e.split('@')[1]}"\n`).join('')}`,
-    )
-    .join('\n');
-
-/** Our fixtures for the situations of the reference's acceptance tests (not copies of its files). */
-async function writeFixtures(dir: string): Promise<void> {
-  const bps = join(dir, 'buildpacks');
-  // Provides and requires one dependency, with metadata.
-  await buildpack(bps, 'simple_buildpack', 'simple_buildpack_version', '0.9', {
-    detect:
-      'cat >> "$2" <<EOF\n[[provides]]\nname = "some_requirement"\n[[requires]]\nname = "some_requirement"\n[requires.metadata]\nversion = "some_version"\nsome_metadata_key = "some_metadata_val"\nEOF',
-  });
-  // Passes, providing a dependency; says where it ran.
-  await buildpack(bps, 'always_detect_buildpack', 'always_detect_buildpack_version', '0.10', {
-    detect:
-      'echo "platform_path: $1"\necho "app_dir: $(pwd)"\nprintf \'[[provides]]\\nname = "some_requirement"\\n\' >> "$2"',
-  });
-  // Another copy of it in a second buildpacks dir, found only through CNB_BUILDPACKS_DIR: passes without a plan.
-  await buildpack(
-    join(dir, 'custom_buildpacks'),
-    'always_detect_buildpack',
-    'always_detect_buildpack_version',
-    '0.10',
-    {
-      detect: 'echo "platform_path: $1"\necho "app_dir: $(pwd)"',
-    },
-  );
-  await buildpack(bps, 'fail_detect_buildpack', 'some_version', '0.9', {
-    detect: 'echo "Opted out of detection"\nexit 100',
-  });
-  await buildpack(bps, 'requires_only_buildpack', 'requires_only_version', '0.10', {
-    detect:
-      'cat >> "$2" <<EOF\n[[requires]]\nname = "some_requirement"\n[requires.metadata]\nversion = "some_version"\nEOF',
-  });
-  // A Buildpack API no lifecycle supports any more.
-  await put(
-    join(bps, 'bad_api', 'bad_api_version', 'buildpack.toml'),
-    'api = "0.1"\n[buildpack]\nid = "bad_api"\nversion = "bad_api_version"\n',
-  );
-
-  const build = (name: string, extra = '') =>
-    [
-      `echo "---> ${name}"`,
-      'echo "CNB_APP_DIR: $(pwd)"',
-      'echo "CNB_BUILDPACK_DIR: $CNB_BUILDPACK_DIR"',
-      'echo "PLATFORM_DIR: $2"',
-      'echo "LAYERS_DIR: $1"',
-      'echo "plan contents:"',
-      'cat "$3"',
-      extra,
-    ].join('\n');
-  await buildpack(bps, 'hello_world', '0.0.1', '0.10', {
-    build: build(
-      'hello world',
-      'cat > "$1/launch.toml" <<EOF\n[[processes]]\ntype = "hello"\ncommand = ["echo world"]\nargs = ["arg1"]\nEOF',
-    ),
-  });
-  await buildpack(bps, 'hello_world_2', '0.0.2', '0.10', { build: build('hello world 2') });
-  await buildpack(bps, 'hello_world_3', '0.0.3', '0.10', {
-    build: build(
-      'hello world 3',
-      'echo "CNB_TARGET_ARCH: $CNB_TARGET_ARCH"\necho "CNB_TARGET_ARCH_VARIANT: $CNB_TARGET_ARCH_VARIANT"\necho "CNB_TARGET_OS: $CNB_TARGET_OS"',
-    ),
-  });
-  await buildpack(join(dir, 'other_buildpacks'), 'hello_world', '0.0.1', '0.10', {
-    build: build('hello world from another dir'),
-  });
-
-  const orders = join(dir, 'orders');
-  await put(join(orders, 'simple_order.toml'), order(['simple_buildpack@simple_buildpack_version']));
-  await put(
-    join(orders, 'always_detect_order.toml'),
-    order(['always_detect_buildpack@always_detect_buildpack_version']),
-  );
-  await put(join(orders, 'fail_detect_order.toml'), order(['fail_detect_buildpack@some_version']));
-  await put(join(orders, 'bad_api.toml'), order(['bad_api@bad_api_version']));
-  await put(join(orders, 'middle_order.toml'), order(['requires_only_buildpack@requires_only_version']));
-  await put(
-    join(dir, 'system.toml'),
-    '[system.pre]\n[[system.pre.buildpacks]]\nid = "always_detect_buildpack"\nversion = "always_detect_buildpack_version"\n' +
-      '[system.post]\n[[system.post.buildpacks]]\nid = "simple_buildpack"\nversion = "simple_buildpack_version"\n',
-  );
-
-  const groups = join(dir, 'group_tomls');
-  const group = (id: string, version: string, api = '0.10') =>
-    `[[group]]\napi = "${api}"\nid = "${id}"\nversion = "${version}"\n`;
-  await put(join(groups, 'always_detect_group.toml'), group('hello_world', '0.0.1'));
-  await put(join(groups, 'group_buildpack2.toml'), group('hello_world_2', '0.0.2'));
-  await put(join(groups, 'empty_group.toml'), '');
-  await put(join(groups, 'wrong_group.toml'), 'This is not TOML, and not a group either.\n');
-  await put(join(groups, 'invalid_buildpack_api_group.toml'), group('hello_world', '0.0.1', '0.2notanapi'));
-  await put(join(groups, 'unsupported_buildpack_api_group.toml'), group('hello_world', '0.0.1', '0.1'));
-
-  const plans = join(dir, 'plan_tomls');
-  const plan = (id: string, version: string, require?: string) =>
-    `[[entries]]\n[[entries.providers]]\nid = "${id}"\nversion = "${version}"\n` +
-    (require ? `[[entries.requires]]\nname = "${require}"\n` : '');
-  await put(join(plans, 'always_detect_plan.toml'), plan('hello_world', '0.0.1', 'plan_from_default_path'));
-  await put(join(plans, 'plan_buildpack_2.toml'), plan('hello_world_2', '0.0.2', 'plan_for_buildpack_2'));
-  await put(join(plans, 'plan_buildpack_3.toml'), plan('hello_world_3', '0.0.3', 'plan_for_buildpack_3'));
-  await put(
-    join(plans, 'different_plan_from_env.toml'),
-    plan('hello_world', '0.0.1', 'plan_from_env_content'),
-  );
-  await put(join(plans, 'empty_plan.toml'), '');
-  await put(join(plans, 'wrong_plan.toml'), 'This is not TOML, and not a plan either.\n');
-}
-
-interface Run {
-  code: number | null;
-  out: string;
-}
-
-function lifecycle(phase: string, args: string[], env: Record<string, string>, cwd = root): Promise<Run> {
-  return new Promise((done, reject) => {
-    const child = spawn(join(repoRoot, 'bin', 'packfarm.js'), ['lifecycle', phase, ...args], {
-      cwd,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: root, CNB_PLATFORM_API: PLATFORM_API, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (c) => {
-      out += c;
-    });
-    child.stderr.on('data', (c) => {
-      out += c;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => done({ code, out }));
-  });
-}
-
-let n = 0;
-/** A fresh /layers, /workspace and /platform for one case. */
-async function dirs(): Promise<{ layers: string; app: string; platform: string }> {
-  const base = join(root, `case-${++n}`);
-  const d = { layers: join(base, 'layers'), app: join(base, 'workspace'), platform: join(base, 'platform') };
-  for (const p of Object.values(d)) await mkdir(p, { recursive: true });
-  return d;
-}
-
-// biome-ignore lint/suspicious/noExplicitAny: TOML documents, checked field by field by the assertions
-const readToml = async (path: string) => parseToml(await readFile(path, 'utf8'), path) as Record<string, any>;
-
-describe('detector, as in the reference acceptance tests', () => {
-  const detectorEnv = (
-    d: { layers: string; app: string; platform: string },
-    extra: Record<string, string> = {},
-  ) => ({
-    CNB_LAYERS_DIR: d.layers,
-    CNB_APP_DIR: d.app,
-    CNB_PLATFORM_DIR: d.platform,
-    CNB_BUILDPACKS_DIR: join(cnb, 'buildpacks'),
-    ...extra,
-  });
-
-  it('called with arguments: errors', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'detector',
-      ['some-arg'],
-      detectorEnv(d, { CNB_ORDER_PATH: join(cnb, 'orders', 'simple_order.toml') }),
-    );
-    expect(r.code).not.toBe(0);
-    expect(r.out).toMatch(/argument/);
-  });
-
-  it('no order file at the default locations: errors naming the order', async () => {
-    const d = await dirs();
-    const r = await lifecycle('detector', [], detectorEnv(d));
-    expect(r.code).not.toBe(0);
-    expect(r.out).toMatch(/order/);
-  });
-
-  it('no group passes: exit 20, the buildpack output and results, "No buildpack groups passed detection."', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'detector',
-      [],
-      detectorEnv(d, { CNB_ORDER_PATH: join(cnb, 'orders', 'fail_detect_order.toml') }),
-    );
-    expect(r.code).toBe(20);
-    expect(r.out).toMatch(/Output: fail_detect_buildpack@some_version/);
-    expect(r.out).toContain('Opted out of detection');
-    expect(r.out).toMatch(/fail: fail_detect_buildpack@some_version/);
-    expect(r.out).toContain('No buildpack groups passed detection.');
-  });
-
-  it('a group passes: group.toml and plan.toml at the default locations; buildpack ids with "_" are accepted', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'detector',
-      [],
-      detectorEnv(d, { CNB_ORDER_PATH: join(cnb, 'orders', 'simple_order.toml') }),
-    );
-    expect(r.code, r.out).toBe(0);
-    const group = await readToml(join(d.layers, 'group.toml'));
-    expect(group.group[0]).toMatchObject({ id: 'simple_buildpack', version: 'simple_buildpack_version' });
-    const plan = await readToml(join(d.layers, 'plan.toml'));
-    expect(plan.entries[0].providers[0]).toMatchObject({
-      id: 'simple_buildpack',
-      version: 'simple_buildpack_version',
-    });
-    expect(plan.entries[0].requires[0]).toMatchObject({
-      name: 'some_requirement',
-      metadata: { some_metadata_key: 'some_metadata_val', version: 'some_version' },
-    });
-    expect(r.out).toMatch(/simple_buildpack\s+simple_buildpack_version/);
-    // Detection passed: the per-buildpack results are not shown at info level.
-    expect(r.out).not.toMatch(/=+ Results =+/);
-    // The id is outside the spec's character set: accepted, with a warning.
-    expect(r.out).toMatch(/warn.*simple_buildpack.*_/i);
-  });
-
-  it('paths from CNB_* variables (relative group and plan paths from the working dir); an empty plan is 0 bytes', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'detector',
-      ['-log-level=debug'],
-      {
-        CNB_ORDER_PATH: join(cnb, 'orders', 'always_detect_order.toml'),
-        CNB_BUILDPACKS_DIR: join(cnb, 'custom_buildpacks'),
-        CNB_APP_DIR: d.app,
-        CNB_GROUP_PATH: './custom_group.toml',
-        CNB_PLAN_PATH: './custom_plan.toml',
-        CNB_PLATFORM_DIR: d.platform,
-        CNB_LAYERS_DIR: d.layers,
+  if (process.getuid?.() !== 0)
+    throw new Error('the lifecycle conformance tests hand files to other users: run them as root');
+  root = await mkdtemp(join(tmpdir(), 'pf-conformance-'));
+  reg = await startRegistry({
+    auth: 'token',
+    users: [
+      { name: 'admin', password: 'admin-secret' },
+      { name: 'builder', password: 'builder-secret' },
+    ],
+    token: {
+      grant: (user, _type, name, asked) => {
+        if (user !== 'builder') return asked;
+        if (name === 'conf/run-denied') return [];
+        if (name === 'conf/readonly') return asked.filter((a) => a === 'pull');
+        return asked;
       },
-      d.layers,
-    );
-    expect(r.code, r.out).toBe(0);
-    const group = await readToml(join(d.layers, 'custom_group.toml'));
-    expect(group.group[0]).toMatchObject({
-      id: 'always_detect_buildpack',
-      version: 'always_detect_buildpack_version',
+    },
+  });
+  other = await startRegistry();
+  const admin = {
+    insecureRegistries: [reg.host],
+    credentials: { username: 'admin', password: 'admin-secret' },
+  };
+  for (const repo of ['conf/run-ok', 'conf/run-denied'])
+    await createRunImage({
+      store: createRegistryStore({ registry: reg.host, repository: repo }, admin),
+      tag: 'v1',
     });
-    expect((await stat(join(d.layers, 'custom_plan.toml'))).size).toBe(0);
-    expect(r.out).toContain(`platform_path: ${d.platform}`);
-    expect(r.out).toContain(`app_dir: ${d.app}`);
+  await createRunImage({
+    store: createRegistryStore(
+      { registry: other.host, repository: 'conf/run' },
+      { insecureRegistries: [other.host] },
+    ),
+    tag: 'v1',
   });
+  auth = JSON.stringify({ [reg.host]: `Basic ${Buffer.from('builder:builder-secret').toString('base64')}` });
+}, 120_000);
 
-  it('-order FILE is used when it exists', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'detector',
-      ['-log-level=debug', `-order=${join(cnb, 'orders', 'simple_order.toml')}`],
-      detectorEnv(d),
+afterAll(async () => {
+  await reg?.stop();
+  await other?.stop();
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+async function phase(name: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
+  const code = await runLifecycleCommand([name, ...args], io, {
+    PATH: process.env.PATH,
+    CNB_PLATFORM_API: '0.14',
+    CNB_REGISTRY_AUTH: auth,
+    CNB_INSECURE_REGISTRIES: `${reg.host},${other.host}`,
+    ...env,
+  });
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+/** A fresh app/layers/platform set, plus order.toml and group.toml for the conformance buildpack. */
+async function workspace(name: string) {
+  const dir = join(root, name);
+  const ws = {
+    dir,
+    app: join(dir, 'workspace'),
+    layers: join(dir, 'layers'),
+    platform: join(dir, 'platform'),
+    order: join(dir, 'order.toml'),
+  };
+  for (const d of [ws.app, ws.layers, ws.platform]) await mkdir(d, { recursive: true });
+  await writeFile(join(ws.app, 'index.txt'), 'app\n');
+  await writeFile(ws.order, ORDER);
+  return ws;
+}
+
+type Workspace = Awaited<ReturnType<typeof workspace>>;
+
+function dirFlags(ws: Workspace): string[] {
+  return ['-app', ws.app, '-layers', ws.layers, '-platform', ws.platform];
+}
+
+/** The exporter takes no -platform. */
+function exportFlags(ws: Workspace): string[] {
+  return ['-app', ws.app, '-layers', ws.layers];
+}
+
+async function detectAndBuild(ws: Workspace, env: NodeJS.ProcessEnv = {}) {
+  const d = await phase('detector', [...dirFlags(ws), '-buildpacks', BUILDPACKS, '-order', ws.order], env);
+  expect(d.code, d.err).toBe(0);
+  const b = await phase('builder', [...dirFlags(ws), '-buildpacks', BUILDPACKS], env);
+  expect(b.code, b.err).toBe(0);
+  return { detect: d, build: b };
+}
+
+/** Every path under `dir` (itself included) with its owner. */
+async function owners(dir: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (p: string) => {
+    const s = await lstat(p);
+    out.set(p, `${s.uid}:${s.gid}`);
+    if (s.isDirectory()) for (const n of await readdir(p)) await walk(join(p, n));
+  };
+  await walk(dir);
+  return out;
+}
+
+const ownerOf = async (p: string) => {
+  const s = await stat(p);
+  return `${s.uid}:${s.gid}`;
+};
+
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+describe('privileges (analyzer_test.go, creator_test.go)', () => {
+  it('the analyzer run as root hands an unwritable layers dir to CNB_USER_ID:CNB_GROUP_ID, recursively, and writes analyzed.toml as that user', async () => {
+    const ws = await workspace('priv-analyzer');
+    await writeFile(join(ws.layers, 'group.toml'), GROUP);
+    await mkdir(join(ws.layers, 'conf_cacher'));
+    execFileSync('chown', ['-R', '9999:9999', ws.layers]);
+    execFileSync('chmod', ['-R', '775', ws.layers]);
+    const analyzed = join(ws.dir, 'some-dir', 'some-analyzed.toml');
+    const r = await phase(
+      'analyzer',
+      [
+        '-layers',
+        ws.layers,
+        '-analyzed',
+        analyzed,
+        '-run-image',
+        `${reg.host}/conf/run-ok:v1`,
+        `${reg.host}/conf/app`,
+      ],
+      { CNB_USER_ID: String(USER.uid), CNB_GROUP_ID: String(USER.gid) },
     );
-    expect(r.code, r.out).toBe(0);
-    expect((await readToml(join(d.layers, 'group.toml'))).group[0].id).toBe('simple_buildpack');
+    expect(r.code, r.err).toBe(0);
+    expect(await ownerOf(ws.layers)).toBe('2222:3333');
+    expect(await ownerOf(join(ws.layers, 'group.toml'))).toBe('2222:3333');
+    expect(await ownerOf(join(ws.layers, 'conf_cacher'))).toBe('2222:3333');
+    expect(await ownerOf(analyzed)).toBe('2222:3333');
   });
 
-  it('-order FILE that does not exist: errors naming it', async () => {
-    const d = await dirs();
-    const missing = join(root, 'custom', 'order.toml');
-    const r = await lifecycle('detector', [`-order=${missing}`], detectorEnv(d));
-    expect(r.code).not.toBe(0);
-    expect(r.out).toContain(missing);
-  });
-
-  it('an order naming a buildpack of an unsupported Buildpack API: exit 12 naming the version', async () => {
-    const d = await dirs();
-    const r = await lifecycle('detector', [`-order=${join(cnb, 'orders', 'bad_api.toml')}`], detectorEnv(d));
-    expect(r.code).toBe(12);
-    expect(r.out).toMatch(/0\.1/);
-    expect(r.out).toMatch(/bad_api/);
-  });
-
-  it('Platform API 0.15 system.toml: system buildpacks prepended and appended, logged at debug level', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'detector',
-      ['-log-level=debug'],
-      detectorEnv(d, {
-        CNB_ORDER_PATH: join(cnb, 'orders', 'middle_order.toml'),
-        CNB_SYSTEM_PATH: join(cnb, 'system.toml'),
-      }),
-    );
-    expect(r.code, r.out).toBe(0);
-    const group = await readToml(join(d.layers, 'group.toml'));
-    expect(group.group.map((e: { id: string }) => e.id)).toEqual([
-      'always_detect_buildpack',
-      'requires_only_buildpack',
-      'simple_buildpack',
+  it('leaves a layers dir the user can already write as it is (the reference does not walk it)', async () => {
+    const ws = await workspace('priv-writable');
+    await writeFile(join(ws.layers, 'group.toml'), GROUP);
+    await chown(ws.layers, USER.uid, USER.gid);
+    await chown(join(ws.layers, 'group.toml'), 9999, 9999);
+    const r = await phase('analyzer', [
+      '-layers',
+      ws.layers,
+      '-uid',
+      '2222',
+      '-gid',
+      '3333',
+      '-run-image',
+      `${reg.host}/conf/run-ok:v1`,
+      `${reg.host}/conf/app`,
     ]);
-    expect(r.out).toContain('Prepending 1 system buildpack(s) to group');
-    expect(r.out).toContain('Appending 1 system buildpack(s) to group');
+    expect(r.code, r.err).toBe(0);
+    expect(await ownerOf(join(ws.layers, 'group.toml'))).toBe('9999:9999');
+    expect(await ownerOf(join(ws.layers, 'analyzed.toml'))).toBe('2222:3333');
+  });
+
+  it('the creator run as root leaves everything it wrote (layers, analyzed/group/plan/report, cache) to the user', async () => {
+    const ws = await workspace('priv-creator');
+    const cache = join(ws.dir, 'cache');
+    await mkdir(cache);
+    await chmod(cache, 0o755);
+    const r = await phase(
+      'creator',
+      [
+        ...dirFlags(ws),
+        '-buildpacks',
+        BUILDPACKS,
+        '-order',
+        ws.order,
+        '-cache-dir',
+        cache,
+        '-run-image',
+        `${reg.host}/conf/run-ok:v1`,
+        `${reg.host}/conf/app-creator:latest`,
+      ],
+      { CNB_USER_ID: String(USER.uid), CNB_GROUP_ID: String(USER.gid) },
+    );
+    expect(r.code, r.err).toBe(0);
+    for (const f of ['analyzed.toml', 'group.toml', 'plan.toml', 'report.toml', 'config/metadata.toml'])
+      expect(await ownerOf(join(ws.layers, f)), f).toBe('2222:3333');
+    const notUser = [...(await owners(ws.layers)), ...(await owners(cache))].filter(
+      ([, o]) => o !== '2222:3333',
+    );
+    expect(notUser).toEqual([]);
+    expect((await owners(cache)).size).toBeGreaterThan(2);
   });
 });
 
-describe('builder, as in the reference acceptance tests', () => {
-  const g = (name: string) => join(cnb, 'group_tomls', name);
-  const p = (name: string) => join(cnb, 'plan_tomls', name);
-  const builderEnv = (
-    d: { layers: string; app: string; platform: string },
-    extra: Record<string, string> = {},
-  ) => ({
-    CNB_LAYERS_DIR: d.layers,
-    CNB_APP_DIR: d.app,
-    CNB_PLATFORM_DIR: d.platform,
-    CNB_BUILDPACKS_DIR: join(cnb, 'buildpacks'),
-    ...extra,
+describe('privileges of the exporter and the restorer (exporter_test.go, restorer_test.go)', () => {
+  it('as root they hand the cache dir, report.toml and restored layers to CNB_USER_ID:CNB_GROUP_ID', async () => {
+    const ws = await workspace('priv-export-restore');
+    await writeFile(
+      join(ws.layers, 'analyzed.toml'),
+      `[run-image]\nreference = "${reg.host}/conf/run-ok:v1"\n[run-image.target]\nos = "linux"\narch = "amd64"\n`,
+    );
+    await detectAndBuild(ws);
+    const cache = join(ws.dir, 'cache');
+    await mkdir(cache, { mode: 0o755 });
+    const user = { CNB_USER_ID: String(USER.uid), CNB_GROUP_ID: String(USER.gid) };
+    const e = await phase(
+      'exporter',
+      [...exportFlags(ws), '-cache-dir', cache, `${reg.host}/conf/app-priv:latest`],
+      user,
+    );
+    expect(e.code, e.err).toBe(0);
+    expect([...(await owners(cache))].filter(([, o]) => o !== '2222:3333')).toEqual([]);
+    expect(await ownerOf(join(ws.layers, 'report.toml'))).toBe('2222:3333');
+
+    const fresh = await workspace('priv-restore');
+    await writeFile(join(fresh.layers, 'group.toml'), GROUP);
+    await cp(join(ws.layers, 'analyzed.toml'), join(fresh.layers, 'analyzed.toml'));
+    const r = await phase('restorer', ['-layers', fresh.layers, '-cache-dir', cache], user);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('Restoring data for "conf/cacher:deps" from cache');
+    expect(await ownerOf(fresh.layers)).toBe('2222:3333');
+    const deps = [...(await owners(join(fresh.layers, 'conf_cacher')))];
+    expect(deps.length).toBeGreaterThan(3);
+    expect(deps.filter(([, o]) => o !== '2222:3333')).toEqual([]);
   });
-  const metadata = async (layers: string) => {
-    const path = join(layers, 'config', 'metadata.toml');
-    return { text: await readFile(path, 'utf8'), md: await readToml(path) };
+});
+
+describe('run image selection (analyzer_test.go "called with run")', () => {
+  const runToml = async (name: string, text: string) => {
+    const p = join(root, `${name}.run.toml`);
+    await writeFile(p, text);
+    return p;
   };
 
-  it('called with arguments: errors', async () => {
-    const d = await dirs();
-    const r = await lifecycle('builder', ['some-arg'], builderEnv(d));
-    expect(r.code).not.toBe(0);
-    expect(r.out).toMatch(/argument/);
+  it('takes the first readable image of run.toml: a denied image and a missing mirror are passed over', async () => {
+    const ws = await workspace('run-select');
+    const run = await runToml(
+      'select',
+      `[[images]]\nimage = "${reg.host}/conf/run-denied:v1"\nmirrors = ["${reg.host}/conf/run-missing:v1"]\n\n` +
+        `[[images]]\nimage = "${reg.host}/conf/run-ok:v1"\n`,
+    );
+    const r = await phase('analyzer', ['-layers', ws.layers, '-run', run, `${reg.host}/conf/app`]);
+    expect(r.code, r.err).toBe(0);
+    const analyzed = await readAnalyzedFile(join(ws.layers, 'analyzed.toml'));
+    expect(analyzed?.['run-image']?.reference).toMatch(
+      new RegExp(`^${reg.host}/conf/run-ok@sha256:[0-9a-f]{64}$`),
+    );
+    expect(analyzed?.['run-image']?.image).toBe(`${reg.host}/conf/run-ok:v1`);
   });
 
-  it('a full group.toml and plan.toml: metadata.toml lists the buildpack and its process', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'builder',
-      [],
-      builderEnv(d, {
-        CNB_GROUP_PATH: g('always_detect_group.toml'),
-        CNB_PLAN_PATH: p('always_detect_plan.toml'),
-      }),
+  it("prefers the image or mirror on the output image's registry", async () => {
+    const ws = await workspace('run-mirror');
+    const run = await runToml(
+      'mirror',
+      `[[images]]\nimage = "${reg.host}/conf/run-ok:v1"\nmirrors = ["${other.host}/conf/run:v1"]\n`,
     );
-    expect(r.code, r.out).toBe(0);
-    const { md } = await metadata(d.layers);
-    expect(md.buildpacks[0]).toMatchObject({ api: '0.10', id: 'hello_world', version: '0.0.1' });
-    expect(md.processes).toHaveLength(1);
-    expect(md.processes[0]).toMatchObject({
-      type: 'hello',
-      command: ['echo world'],
-      args: ['arg1'],
-      direct: true,
+    const chosen = async (output: string) => {
+      const r = await phase('analyzer', ['-layers', ws.layers, '-run', run, output]);
+      expect(r.code, r.err).toBe(0);
+      return (await readAnalyzedFile(join(ws.layers, 'analyzed.toml')))?.['run-image']?.image;
+    };
+    expect(await chosen(`${other.host}/conf/app`)).toBe(`${other.host}/conf/run:v1`);
+    expect(await chosen(`${reg.host}/conf/app`)).toBe(`${reg.host}/conf/run-ok:v1`);
+  });
+
+  it('fails with the reference meaning and exit code 3 when no run image can be read (analyzer and creator)', async () => {
+    const ws = await workspace('run-none');
+    const run = await runToml(
+      'none',
+      `[[images]]\nimage = "${reg.host}/conf/run-denied:v1"\nmirrors = ["${reg.host}/conf/run-missing:v1"]\n`,
+    );
+    const a = await phase('analyzer', ['-layers', ws.layers, '-run', run, `${reg.host}/conf/app`]);
+    expect(a.code).toBe(3);
+    expect(a.err).toContain('failed to find accessible run image');
+    const c = await phase('creator', [
+      ...dirFlags(ws),
+      '-buildpacks',
+      BUILDPACKS,
+      '-order',
+      ws.order,
+      '-run',
+      run,
+      `${reg.host}/conf/app`,
+    ]);
+    expect(c.code).toBe(3);
+    expect(c.err).toContain('failed to find accessible run image');
+    const empty = await runToml('empty', '');
+    const e = await phase('analyzer', ['-layers', ws.layers, '-run', empty, `${reg.host}/conf/app`]);
+    expect(e.code).toBe(3);
+    expect(e.err).toContain('-run-image is required when there is no run metadata available');
+  });
+
+  it('the creator builds on the readable run image and records its run.toml entry in the label', async () => {
+    const ws = await workspace('run-creator');
+    const run = await runToml(
+      'creator',
+      `[[images]]\nimage = "${reg.host}/conf/run-denied:v1"\n\n[[images]]\nimage = "${reg.host}/conf/run-ok:v1"\nmirrors = ["${other.host}/conf/run:v1"]\n`,
+    );
+    const image = `${reg.host}/conf/app-run-creator:latest`;
+    const r = await phase('creator', [
+      ...dirFlags(ws),
+      '-buildpacks',
+      BUILDPACKS,
+      '-order',
+      ws.order,
+      '-run',
+      run,
+      image,
+    ]);
+    expect(r.code, r.err).toBe(0);
+    const { stdout } = await execa('skopeo', [
+      'inspect',
+      '--config',
+      '--tls-verify=false',
+      '--creds',
+      'builder:builder-secret',
+      `docker://${image}`,
+    ]);
+    const label = JSON.parse(JSON.parse(stdout).config.Labels['io.buildpacks.lifecycle.metadata']);
+    expect(label.runImage.image).toBe(`${reg.host}/conf/run-ok:v1`);
+    expect(label.runImage.mirrors).toEqual([`${other.host}/conf/run:v1`]);
+    expect(label.runImage.reference).toMatch(new RegExp(`^${reg.host}/conf/run-ok@sha256:`));
+  });
+});
+
+describe('registry access checked before analysis (analyzer_test.go "ensure registry read/write access")', () => {
+  it('the analyzer and the creator refuse an output image, a -tag or a cache image they cannot push to, and a previous image they cannot read (exit 32)', async () => {
+    const ws = await workspace('access');
+    const runOk = `${reg.host}/conf/run-ok:v1`;
+    const readonly = `${reg.host}/conf/readonly`;
+    const analyze = (args: string[]) =>
+      phase('analyzer', ['-layers', ws.layers, '-run-image', runOk, ...args]);
+
+    const out = await analyze([readonly]);
+    expect(out.code).toBe(32);
+    expect(out.err).toContain(`failed to ensure registry read/write access to ${readonly}`);
+    const tag = await analyze(['-tag', `${readonly}:extra`, `${reg.host}/conf/app-access`]);
+    expect(tag.code).toBe(32);
+    expect(tag.err).toContain(`failed to ensure registry read/write access to ${readonly}:extra`);
+    const cache = await analyze(['-cache-image', `${readonly}:cache`, `${reg.host}/conf/app-access`]);
+    expect(cache.code).toBe(32);
+    expect(cache.err).toContain(`failed to ensure registry read/write access to ${readonly}:cache`);
+    const prev = await analyze([
+      '-previous-image',
+      `${reg.host}/conf/run-denied:v1`,
+      `${reg.host}/conf/app-access`,
+    ]);
+    expect(prev.code).toBe(32);
+    expect(prev.err).toContain(`failed to ensure registry read access to ${reg.host}/conf/run-denied:v1`);
+    // A previous image that does not exist yet is fine; nothing was pushed by the checks.
+    const ok = await analyze([`${reg.host}/conf/app-access`]);
+    expect(ok.code, ok.err).toBe(0);
+    const c = await phase('creator', [
+      ...dirFlags(ws),
+      '-buildpacks',
+      BUILDPACKS,
+      '-order',
+      ws.order,
+      '-run-image',
+      runOk,
+      readonly,
+    ]);
+    expect(c.code).toBe(32);
+    expect(c.err).toContain(`failed to ensure registry read/write access to ${readonly}`);
+  });
+});
+
+describe('run image after the analyzer (restorer_test.go, exporter_test.go)', () => {
+  it('the restorer (Platform API 0.14+) fails with exit 1 when the chosen run.toml image is no longer readable', async () => {
+    const ws = await workspace('restore-run-check');
+    const run = join(ws.dir, 'run.toml');
+    await writeFile(run, `[[images]]\nimage = "${reg.host}/conf/run-denied:v1"\n`);
+    await writeFile(join(ws.layers, 'group.toml'), GROUP);
+    await writeFile(
+      join(ws.layers, 'analyzed.toml'),
+      `[run-image]\nreference = "${reg.host}/conf/run-denied@sha256:${'0'.repeat(64)}"\nimage = "${reg.host}/conf/run-denied:v1"\n`,
+    );
+    const denied = await phase('restorer', ['-layers', ws.layers, '-run', run]);
+    expect(denied.code).toBe(1);
+    expect(denied.err).toContain(`selected run image '${reg.host}/conf/run-denied:v1' is not accessible`);
+    // Platform API 0.13 has no -run and no such check.
+    const old = await phase('restorer', ['-layers', ws.layers], {
+      CNB_PLATFORM_API: '0.13',
+      CNB_RUN_PATH: run,
     });
-    expect(md.processes[0].default ?? false).toBe(false);
-    expect(md.processes[0]['working-dir'] ?? '').toBe('');
+    expect(old.code, old.err).toBe(0);
   });
 
-  it('group.toml not found: errors naming it', async () => {
-    const d = await dirs();
-    const r = await lifecycle('builder', [], builderEnv(d, { CNB_PLAN_PATH: p('always_detect_plan.toml') }));
-    expect(r.code).not.toBe(0);
-    expect(r.out).toContain(join(d.layers, 'group.toml'));
-  });
-
-  it('an empty group.toml: succeeds with no processes', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'builder',
-      [],
-      builderEnv(d, { CNB_GROUP_PATH: g('empty_group.toml'), CNB_PLAN_PATH: p('always_detect_plan.toml') }),
-    );
-    expect(r.code, r.out).toBe(0);
-    expect((await metadata(d.layers)).md.processes ?? []).toHaveLength(0);
-  });
-
-  it('a group.toml that is not TOML: errors naming the file', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'builder',
-      [],
-      builderEnv(d, { CNB_GROUP_PATH: g('wrong_group.toml'), CNB_PLAN_PATH: p('always_detect_plan.toml') }),
-    );
-    expect(r.code).not.toBe(0);
-    expect(r.out).toContain(g('wrong_group.toml'));
-  });
-
-  it.each([
-    ['does not parse', 'invalid_buildpack_api_group.toml', '0.2notanapi'],
-    ['is not supported', 'unsupported_buildpack_api_group.toml', '0.1'],
-  ])('a group.toml whose buildpack api %s: exit 12 naming the buildpack', async (_what, file, api) => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'builder',
-      [],
-      builderEnv(d, { CNB_GROUP_PATH: g(file), CNB_PLAN_PATH: p('always_detect_plan.toml') }),
-    );
-    expect(r.code, r.out).toBe(12);
-    expect(r.out).toContain('hello_world@0.0.1');
-    expect(r.out).toContain(api);
-    expect(r.out).not.toContain('---> hello world');
-  });
-
-  it('plan.toml not found: errors naming it', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'builder',
-      [],
-      builderEnv(d, { CNB_GROUP_PATH: g('always_detect_group.toml') }),
-    );
-    expect(r.code).not.toBe(0);
-    expect(r.out).toContain(join(d.layers, 'plan.toml'));
-  });
-
-  it('an empty plan.toml: succeeds', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'builder',
-      [],
-      builderEnv(d, { CNB_GROUP_PATH: g('always_detect_group.toml'), CNB_PLAN_PATH: p('empty_plan.toml') }),
-    );
-    expect(r.code, r.out).toBe(0);
-    expect((await metadata(d.layers)).md.buildpacks[0]).toMatchObject({
-      id: 'hello_world',
-      version: '0.0.1',
-    });
-  });
-
-  it('a plan.toml that is not TOML: errors naming the file', async () => {
-    const d = await dirs();
-    const r = await lifecycle(
-      'builder',
-      [],
-      builderEnv(d, { CNB_GROUP_PATH: g('always_detect_group.toml'), CNB_PLAN_PATH: p('wrong_plan.toml') }),
-    );
-    expect(r.code).not.toBe(0);
-    expect(r.out).toContain(p('wrong_plan.toml'));
-  });
-
-  it('group.toml and plan.toml default to the layers dir; entries with providers but no requires read as empty', async () => {
-    const d = await dirs();
+  it('the exporter records the run.toml entry holding the chosen image (image and mirrors) in the label', async () => {
+    const ws = await workspace('export-run-label');
+    const run = join(ws.dir, 'run.toml');
     await writeFile(
-      join(d.layers, 'group.toml'),
-      '[[group]]\napi = "0.10"\nid = "hello_world_2"\nversion = "0.0.2"\n',
+      run,
+      `[[images]]\nimage = "${other.host}/conf/run:v1"\nmirrors = ["${reg.host}/conf/run-ok:v1"]\n`,
+    );
+    const a = await phase('analyzer', ['-layers', ws.layers, '-run', run, `${reg.host}/conf/app-label`]);
+    expect(a.code, a.err).toBe(0);
+    await detectAndBuild(ws);
+    const image = `${reg.host}/conf/app-label:latest`;
+    const e = await phase('exporter', [...exportFlags(ws), '-run', run, image]);
+    expect(e.code, e.err).toBe(0);
+    const { stdout } = await execa('skopeo', [
+      'inspect',
+      '--config',
+      '--tls-verify=false',
+      '--creds',
+      'builder:builder-secret',
+      `docker://${image}`,
+    ]);
+    const label = JSON.parse(JSON.parse(stdout).config.Labels['io.buildpacks.lifecycle.metadata']);
+    expect(label.runImage.image).toBe(`${other.host}/conf/run:v1`);
+    expect(label.runImage.mirrors).toEqual([`${reg.host}/conf/run-ok:v1`]);
+    // The reference names where the run image was read: the mirror.
+    expect(label.runImage.reference).toMatch(new RegExp(`^${reg.host}/conf/run-ok@sha256:`));
+    expect(e.out).toMatch(
+      new RegExp(`Adding layer 'conf/cacher:runtime'[\\s\\S]*Saving ${image}\\.\\.\\.\\n\\*\\*\\* Images`),
+    );
+  });
+});
+
+describe('experimental mode (analyzer_test.go "layout case")', () => {
+  const layoutArgs = (ws: Workspace, layoutDir: string) => [
+    '-layers',
+    ws.layers,
+    '-layout',
+    '-layout-dir',
+    layoutDir,
+    '-run-image',
+    'example.test/conf/run:v1',
+    'example.test/conf/app:v1',
+  ];
+
+  it('refuses -layout by default (CNB_EXPERIMENTAL_MODE=error), warns with warn, says nothing with quiet', async () => {
+    const ws = await workspace('experimental');
+    const layoutDir = join(ws.dir, 'layout-repo');
+    const runDir = layoutPathFor(layoutDir, 'example.test/conf/run:v1');
+    await createRunImage({ store: await openLayoutStore(runDir, { create: true }), tag: 'v1' });
+
+    const refused = await phase('analyzer', layoutArgs(ws, layoutDir));
+    expect(refused.code, refused.err).toBe(1);
+    expect(refused.err).toContain("Platform requested experimental feature 'export to OCI layout format'");
+    expect(refused.err).toContain('experimental features are disabled by CNB_EXPERIMENTAL_MODE=error');
+
+    const warned = await phase('analyzer', layoutArgs(ws, layoutDir), { CNB_EXPERIMENTAL_MODE: 'warn' });
+    expect(warned.code, warned.err).toBe(0);
+    expect(warned.err).toContain("Platform requested experimental feature 'export to OCI layout format'");
+
+    const quiet = await phase('analyzer', layoutArgs(ws, layoutDir), { CNB_EXPERIMENTAL_MODE: 'quiet' });
+    expect(quiet.code, quiet.err).toBe(0);
+    expect(quiet.err).toBe('');
+
+    const exporter = await phase('exporter', [
+      ...exportFlags(ws),
+      '-layout',
+      '-layout-dir',
+      layoutDir,
+      'example.test/conf/app:v1',
+    ]);
+    expect(exporter.code).toBe(1);
+    expect(exporter.err).toContain('experimental features are disabled by CNB_EXPERIMENTAL_MODE=error');
+  });
+});
+
+describe('OCI layout mode, phase by phase and in the creator (analyzer_test.go, exporter_test.go)', () => {
+  it('maps names to <layout-dir>/<registry>/<repo>/<tag> in every phase; analyzed.toml records <path>@<digest>; the second build finds the first', async () => {
+    const ws = await workspace('layout');
+    const layoutDir = join(ws.dir, 'layout-repo');
+    const env = { CNB_EXPERIMENTAL_MODE: 'warn', CNB_USE_LAYOUT: 'true', CNB_LAYOUT_DIR: layoutDir };
+    const runDir = join(layoutDir, 'example.test', 'conf', 'run', 'v1');
+    await createRunImage({ store: await openLayoutStore(runDir, { create: true }), tag: 'v1' });
+    const appDir = join(layoutDir, 'example.test', 'conf', 'app', 'v1');
+    const app = 'example.test/conf/app:v1';
+
+    const build = async () => {
+      const a = await phase(
+        'analyzer',
+        ['-layers', ws.layers, '-run-image', 'example.test/conf/run:v1', app],
+        env,
+      );
+      expect(a.code, a.err).toBe(0);
+      const analyzed = await readAnalyzedFile(join(ws.layers, 'analyzed.toml'));
+      expect(analyzed?.['run-image']?.reference).toMatch(new RegExp(`^${runDir}@sha256:[0-9a-f]{64}$`));
+      await writeFile(join(ws.layers, 'group.toml'), GROUP);
+      const r = await phase('restorer', ['-layers', ws.layers], env);
+      expect(r.code, r.err).toBe(0);
+      await detectAndBuild(ws, env);
+      const e = await phase('exporter', [...exportFlags(ws), app], env);
+      expect(e.code, e.err).toBe(0);
+      return { analyzed, analyzer: a, restorer: r, exporter: e };
+    };
+
+    const first = await build();
+    expect(first.analyzed?.image).toBeUndefined();
+    expect(first.analyzer.out).toContain(`Previous image with name "${app}" not found`);
+    const firstDigest = (await readReport(join(ws.layers, 'report.toml'))).image.digest;
+    // The app image is its own layout, tagged with the reference's tag; skopeo reads it.
+    expect((await openLayoutStore(appDir).then((s) => s.resolve('v1')))?.digest).toBe(firstDigest);
+    const { stdout } = await execa('skopeo', ['inspect', `oci:${appDir}:v1`]);
+    expect(JSON.parse(stdout).Digest).toBe(firstDigest);
+
+    const second = await build();
+    expect(second.analyzed?.image?.reference).toBe(`${appDir}@${firstDigest}`);
+    expect(second.restorer.out).toContain('Restoring metadata for "conf/cacher:runtime" from app image');
+    expect(second.exporter.out).toContain("Reusing layer 'conf/cacher:runtime'");
+    expect(second.exporter.out).toContain(`Reusing layers from image '${appDir}'`);
+    expect(second.exporter.out).toContain(`Using app image: ${appDir}`);
+    expect(second.exporter.out).toContain(`Saving ${app}...`);
+
+    // The creator takes the same names and paths.
+    const cws = await workspace('layout-creator');
+    const c = await phase(
+      'creator',
+      [
+        ...dirFlags(cws),
+        '-buildpacks',
+        BUILDPACKS,
+        '-order',
+        cws.order,
+        '-run-image',
+        'example.test/conf/run:v1',
+        app,
+      ],
+      env,
+    );
+    expect(c.code, c.err).toBe(0);
+    expect(c.out).toContain("Reusing layer 'conf/cacher:runtime'");
+    const created = await readAnalyzedFile(join(cws.layers, 'analyzed.toml'));
+    expect(created?.image?.reference).toMatch(new RegExp(`^${appDir}@sha256:`));
+  });
+});
+
+describe('caches as the reference writes them (restorer_test.go, exporter_test.go)', () => {
+  /** A cache dir in the reference lifecycle's layout: <dir>/committed/<diffID>.tar and the metadata file. */
+  async function referenceCache(
+    dir: string,
+    layers: { bp: string; layer: string; tar: Buffer; sha?: string }[],
+  ) {
+    const committed = join(dir, 'committed');
+    await mkdir(committed, { recursive: true });
+    const byBp = new Map<string, Record<string, unknown>>();
+    for (const l of layers) {
+      const sha = l.sha ?? sha256(l.tar);
+      await writeFile(join(committed, `${sha}.tar`), l.tar);
+      const entry = byBp.get(l.bp) ?? {};
+      entry[l.layer] = { sha, data: null, build: false, launch: false, cache: true };
+      byBp.set(l.bp, entry);
+    }
+    const meta = { buildpacks: [...byBp].map(([key, ls]) => ({ key, version: '1.0.0', layers: ls })) };
+    await writeFile(join(committed, 'io.buildpacks.lifecycle.cache.metadata'), JSON.stringify(meta, null, 2));
+  }
+
+  /** A tar as the reference caches a layer: layers/<escaped bp>/<layer>/data. */
+  async function layerTar(bpDir: string, layer: string, content: string): Promise<Buffer> {
+    const src = await mkdtemp(join(root, 'tar-'));
+    await mkdir(join(src, 'layers', bpDir, layer), { recursive: true });
+    await writeFile(join(src, 'layers', bpDir, layer, 'data'), content);
+    return execFileSync('tar', [
+      '-cf',
+      '-',
+      '--owner=0',
+      '--group=0',
+      '--mtime=2024-01-01',
+      '-C',
+      src,
+      'layers',
+    ]);
+  }
+
+  it('restores from <dir>/committed for the build platform; a corrupted layer is skipped with a warning', async () => {
+    const ws = await workspace('ref-cache-restore');
+    const cache = join(ws.dir, 'cache');
+    const good = await layerTar('conf_cacher', 'deps', 'from the reference cache\n');
+    const bad = await layerTar('conf_other', 'broken', 'x\n');
+    await referenceCache(cache, [
+      { bp: 'conf/cacher', layer: 'deps', tar: good },
+      { bp: 'conf/other', layer: 'broken', tar: bad, sha: `sha256:${'5'.repeat(64)}` },
+    ]);
+    await writeFile(
+      join(ws.layers, 'group.toml'),
+      `${GROUP}\n[[group]]\nid = "conf/other"\nversion = "1.0.0"\napi = "0.10"\n`,
     );
     await writeFile(
-      join(d.layers, 'plan.toml'),
-      '[[entries]]\n[[entries.providers]]\nid = "hello_world_2"\nversion = "0.0.2"\n',
+      join(ws.layers, 'analyzed.toml'),
+      '[run-image]\nreference = "example.test/run@sha256:' +
+        '0'.repeat(64) +
+        '"\n[run-image.target]\nos = "linux"\narch = "amd64"\n',
     );
-    const r = await lifecycle('builder', [], builderEnv(d));
-    expect(r.code, r.out).toBe(0);
-    expect((await metadata(d.layers)).md.buildpacks[0]).toMatchObject({
-      api: '0.10',
-      id: 'hello_world_2',
-      version: '0.0.2',
-    });
+    const r = await phase('restorer', ['-layers', ws.layers, '-cache-dir', cache]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('Restoring metadata for "conf/cacher:deps" from cache');
+    expect(r.out).toContain('Restoring data for "conf/cacher:deps" from cache');
+    expect(await readFile(join(ws.layers, 'conf_cacher', 'deps', 'data'), 'utf8')).toBe(
+      'from the reference cache\n',
+    );
+    expect(await readFile(join(ws.layers, 'conf_cacher', 'deps.sha'), 'utf8')).toBe(sha256(good));
+    expect(r.err).toMatch(/Skipping restore for layer conf\/other:broken: /);
+    await expect(stat(join(ws.layers, 'conf_other', 'broken'))).rejects.toThrow();
   });
 
-  it('plan.toml defaults to the layers dir when only the group path is given', async () => {
-    const d = await dirs();
+  it('the exporter skips reuse of a corrupted cached layer ("Skipping reuse") and caches it afresh', async () => {
+    const ws = await workspace('ref-cache-corrupt');
     await writeFile(
-      join(d.layers, 'plan.toml'),
-      '[[entries]]\n[[entries.providers]]\nid = "hello_world_2"\nversion = "0.0.2"\n',
+      join(ws.layers, 'analyzed.toml'),
+      `[run-image]\nreference = "${reg.host}/conf/run-ok:v1"\n[run-image.target]\nos = "linux"\narch = "amd64"\n`,
     );
-    const r = await lifecycle('builder', [], builderEnv(d, { CNB_GROUP_PATH: g('group_buildpack2.toml') }));
-    expect(r.code, r.out).toBe(0);
-    expect((await metadata(d.layers)).md.buildpacks[0].id).toBe('hello_world_2');
+    await detectAndBuild(ws);
+    // What the exporter caches for conf/cacher:deps, learnt from a scratch export.
+    const scratch = join(ws.dir, 'scratch-cache');
+    const s = await phase('exporter', [
+      ...exportFlags(ws),
+      '-cache-dir',
+      scratch,
+      `${reg.host}/conf/app-cache:latest`,
+    ]);
+    expect(s.code, s.err).toBe(0);
+    const scratchMeta = JSON.parse(
+      await readFile(
+        join(scratch, 'linux-amd64', 'committed', 'io.buildpacks.lifecycle.cache.metadata'),
+        'utf8',
+      ),
+    );
+    const sha: string = scratchMeta.buildpacks[0].layers.deps.sha;
+
+    const cache = join(ws.dir, 'cache');
+    const garbage = Buffer.from('not the layer\n');
+    await referenceCache(cache, [{ bp: 'conf/cacher', layer: 'deps', tar: garbage, sha }]);
+    const e = await phase('exporter', [
+      ...exportFlags(ws),
+      '-cache-dir',
+      cache,
+      `${reg.host}/conf/app-cache:latest`,
+    ]);
+    expect(e.code, e.err).toBe(0);
+    expect(e.err).toContain(
+      `Skipping reuse for layer conf/cacher:deps: expected layer contents to have SHA '${sha}'; found '${sha256(garbage)}'`,
+    );
+    expect(e.out).toContain("Adding cache layer 'conf/cacher:deps'");
+    const fresh = await readFile(join(cache, 'linux-amd64', 'committed', `${sha}.tar`));
+    expect(sha256(fresh)).toBe(sha);
+
+    // An intact layer in a reference-layout cache is reused (linked into packfarm's own layout).
+    const intact = join(ws.dir, 'intact-cache');
+    await referenceCache(intact, [{ bp: 'conf/cacher', layer: 'deps', tar: fresh }]);
+    const again = await phase('exporter', [
+      ...exportFlags(ws),
+      '-cache-dir',
+      intact,
+      `${reg.host}/conf/app-cache:latest`,
+    ]);
+    expect(again.code, again.err).toBe(0);
+    expect(again.out).toContain("Reusing cache layer 'conf/cacher:deps'");
+    expect(again.err).not.toContain('Skipping reuse');
+    const linked = await stat(join(intact, 'linux-amd64', 'committed', `${sha}.tar`));
+    expect(linked.nlink).toBe(2);
   });
 
-  it('passes CNB_APP_DIR, CNB_BUILDPACKS_DIR, CNB_LAYERS_DIR, CNB_PLAN_PATH and CNB_PLATFORM_DIR on to the buildpack', async () => {
-    const d = await dirs();
-    const other = join(cnb, 'other_buildpacks');
-    const r = await lifecycle(
-      'builder',
-      [],
-      builderEnv(d, {
-        CNB_GROUP_PATH: g('always_detect_group.toml'),
-        CNB_PLAN_PATH: p('different_plan_from_env.toml'),
-        CNB_BUILDPACKS_DIR: other,
-      }),
+  it('a cache image with nothing cached has one layer, the empty tar', async () => {
+    const ws = await workspace('empty-cache-image');
+    await writeFile(
+      join(ws.layers, 'analyzed.toml'),
+      `[run-image]\nreference = "${reg.host}/conf/run-ok:v1"\n[run-image.target]\nos = "linux"\narch = "amd64"\n`,
     );
-    expect(r.code, r.out).toBe(0);
-    expect(r.out).toContain(`CNB_APP_DIR: ${d.app}`);
-    expect(r.out).toContain(`CNB_BUILDPACK_DIR: ${join(other, 'hello_world', '0.0.1')}`);
-    expect(r.out).toContain(`LAYERS_DIR: ${join(d.layers, 'hello_world')}`);
-    expect(r.out).toContain('name = "plan_from_env_content"');
-    expect(r.out).toContain(`PLATFORM_DIR: ${d.platform}`);
+    await writeFile(join(ws.layers, 'group.toml'), GROUP);
+    await mkdir(join(ws.layers, 'config'));
+    await writeFile(join(ws.layers, 'config', 'metadata.toml'), '');
+    const cacheImage = `${reg.host}/conf/cache-empty:latest`;
+    const e = await phase('exporter', [
+      ...exportFlags(ws),
+      '-cache-image',
+      cacheImage,
+      `${reg.host}/conf/app-empty:latest`,
+    ]);
+    expect(e.code, e.err).toBe(0);
+    const { stdout } = await execa('skopeo', [
+      'inspect',
+      '--config',
+      '--tls-verify=false',
+      '--creds',
+      'builder:builder-secret',
+      `docker://${cacheImage}`,
+    ]);
+    expect(JSON.parse(stdout).rootfs.diff_ids).toEqual([sha256(Buffer.alloc(1024))]);
+  });
+});
+
+describe('log lines platforms read', () => {
+  it('restorer without a cache warns "No cached data will be used, no cache specified."', async () => {
+    const ws = await workspace('no-cache');
+    await writeFile(join(ws.layers, 'group.toml'), GROUP);
+    const r = await phase('restorer', ['-layers', ws.layers]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toContain('No cached data will be used, no cache specified.');
   });
 
-  it('sets CNB_TARGET_* from analyzed.toml', async () => {
-    const d = await dirs();
-    await writeFile(
-      join(d.layers, 'group.toml'),
-      '[[group]]\napi = "0.10"\nid = "hello_world_3"\nversion = "0.0.3"\n',
+  it('the analyzer warns about -launch-cache without -daemon and parallel export without a cache', async () => {
+    const ws = await workspace('warnings');
+    const r = await phase(
+      'analyzer',
+      [
+        '-layers',
+        ws.layers,
+        '-launch-cache',
+        join(ws.dir, 'lc'),
+        '-run-image',
+        `${reg.host}/conf/run-ok:v1`,
+        `${reg.host}/conf/app-warn`,
+      ],
+      { CNB_PARALLEL_EXPORT: 'true' },
     );
-    await writeFile(
-      join(d.layers, 'analyzed.toml'),
-      '[run-image.target]\nid = "my id"\nos = "linux"\narch = "amd64"\narch-variant = "some-variant"\n[run-image.target.distro]\nname = "ubuntu"\nversion = "some-version"\n',
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toContain('Ignoring -launch-cache, only intended for use with -daemon');
+    expect(r.err).toContain(
+      'Parallel export has been enabled, but it has not taken effect because no cache has been specified.',
     );
-    const r = await lifecycle('builder', [], builderEnv(d, { CNB_PLAN_PATH: p('plan_buildpack_3.toml') }));
-    expect(r.code, r.out).toBe(0);
-    expect(r.out).toContain('CNB_TARGET_ARCH: amd64');
-    expect(r.out).toContain('CNB_TARGET_ARCH_VARIANT: some-variant');
-    expect(r.out).toContain('CNB_TARGET_OS: linux');
+  });
+
+  it('the detector prints the group, the creator the reference phase headers', async () => {
+    const ws = await workspace('lines');
+    const { detect } = await detectAndBuild(ws);
+    expect(detect.out).toMatch(/^conf\/cacher 1\.0\.0$/m);
+    const c = await phase('creator', [
+      ...dirFlags(ws),
+      '-buildpacks',
+      BUILDPACKS,
+      '-order',
+      ws.order,
+      '-run-image',
+      `${reg.host}/conf/run-ok:v1`,
+      `${reg.host}/conf/app-lines:latest`,
+    ]);
+    expect(c.code, c.err).toBe(0);
+    expect(c.out).toContain(`Saving ${reg.host}/conf/app-lines:latest...`);
+    const headers = c.out.split('\n').filter((l) => l.startsWith('===> '));
+    expect(headers).toEqual([
+      '===> ANALYZING',
+      '===> DETECTING',
+      '===> RESTORING',
+      '===> BUILDING',
+      '===> EXPORTING',
+    ]);
   });
 });
