@@ -1,3 +1,4 @@
+import type { LookupFunction } from 'node:net';
 import { Readable } from 'node:stream';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { Agent, type Dispatcher } from 'undici';
@@ -7,7 +8,13 @@ import { type Logger, silentLogger } from '../util/log.js';
 import { type AuthScheme, Authenticator, schemeFromChallenges } from './auth.js';
 import { parseWwwAuthenticate } from './challenge.js';
 import { type Credential, type CredentialResolver, createKeychain } from './credentials.js';
-import { type RequestContext, displayUrl, errorFromNetwork, errorFromResponse } from './errors.js';
+import {
+  type RequestContext,
+  displayUrl,
+  errorFromNetwork,
+  errorFromResponse,
+  refusedCredentialsError,
+} from './errors.js';
 import { isInsecureRegistry } from './insecure.js';
 import {
   type ResolvedRetry,
@@ -49,6 +56,8 @@ export interface RegistryClientOptions {
   connectTimeoutMs?: number;
   /** Timeouts (timeouts.ts); unset ones come from PACKFARM_REGISTRY_*_TIMEOUT in `env`, then defaults. */
   timeouts?: Partial<RegistryTimeouts>;
+  /** Host name resolution for connections (default the system's; tests map a non-loopback name to 127.0.0.1). */
+  lookup?: LookupFunction;
   logger?: Logger;
   /** Clock for token expiry (tests). */
   now?: () => number;
@@ -118,7 +127,7 @@ function headerValue(v: string | string[] | undefined): string | undefined {
  */
 export class RegistryClient {
   readonly registry: string;
-  /** Listed in insecureRegistries: plain HTTP and unverified TLS are allowed. */
+  /** Listed in insecureRegistries, or a loopback registry: plain HTTP and unverified TLS are allowed. */
   readonly insecure: boolean;
   /** Bounds concurrent blob uploads through this client. */
   readonly limit: LimitFunction;
@@ -156,7 +165,10 @@ export class RegistryClient {
       ...(opts.connectTimeoutMs !== undefined ? { connectMs: opts.connectTimeoutMs } : {}),
       ...opts.timeouts,
     });
-    const connect = { timeout: this.timeouts.connectMs };
+    const connect = {
+      timeout: this.timeouts.connectMs,
+      ...(opts.lookup ? { lookup: opts.lookup } : {}),
+    };
     const agentOptions = {
       keepAliveTimeout: 10_000,
       headersTimeout: this.timeouts.headersMs,
@@ -465,7 +477,11 @@ export class RegistryClient {
           ? { retryAfterTooLong: { askedMs: retryAfterMs, maxMs: policy.maxRetryAfterMs } }
           : {}),
       });
-      if (res.status === 401 && opts.authorize && (await this.insufficientScope(res))) {
+      const sentCredential =
+        res.status === 401 && opts.authorize ? await this.resolveCred().catch(() => undefined) : undefined;
+      if (sentCredential && !(await this.insufficientScope(res))) {
+        err = refusedCredentialsError(this.registry, sentCredential.source, err);
+      } else if (res.status === 401 && opts.authorize && (await this.insufficientScope(res))) {
         // Authenticated, but the token service granted less than asked (a partial grant): logging in again
         // will not help, permissions will.
         err = new PackfarmError(

@@ -1,3 +1,4 @@
+import type { LookupFunction } from 'node:net';
 import { type Server, type Socket, createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { text } from 'node:stream/consumers';
@@ -83,14 +84,17 @@ describe('registry timeouts', () => {
     });
     servers.push(server);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-    // Not listed as insecure: HTTPS, whose handshake is part of connecting.
-    const c = client(host, { insecureRegistries: [], timeouts: { connectMs: 300 } });
+    // Neither insecure nor loopback (a name answered on 127.0.0.1): HTTPS only, whose handshake is part of
+    // connecting.
+    const host = `registry.example:${(server.address() as AddressInfo).port}`;
+    const lookup: LookupFunction = (_name, opts, cb) =>
+      opts.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4);
+    const c = client(host, { insecureRegistries: [], lookup, timeouts: { connectMs: 300 } });
     const err = await getManifest(c, 'app', 'v1').catch((e: unknown) => e);
     expect(err).toMatchObject({
       code: 'REGISTRY_TIMEOUT',
       message: expect.stringMatching(
-        /GET https:\/\/127\.0\.0\.1:\d+\/v2\/ failed: the connect timeout \(0\.3 s\) fired \(3 attempts/,
+        /GET https:\/\/registry\.example:\d+\/v2\/ failed: the connect timeout \(0\.3 s\) fired \(3 attempts/,
       ),
       hint: expect.stringContaining('PACKFARM_REGISTRY_CONNECT_TIMEOUT'),
     });
