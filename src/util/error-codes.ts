@@ -184,6 +184,13 @@ export const ERROR_CODES = [
   'INVALID_BUILDER_TOML',
   // api/
   'BUILD_IN_PROGRESS',
+  // api/: planning and running a multi-target build (spec/multiarch.md).
+  'BUILD_IMAGE_NOT_FOUND',
+  'BUILD_IMAGE_REQUIRED',
+  'FOREIGN_TARGET_ON_HOST',
+  'NO_TARGETS',
+  'TARGET_FAILED',
+  'TARGET_NOT_RUNNABLE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
