@@ -53,7 +53,8 @@ export interface TargetReport {
   processes: Array<{ type: string; default: boolean }>;
   layers: Array<{ name: string; digest: Digest; size: number; outcome: LayerOutcome }>;
   /** The app layers by outcome: written and uploaded, already there, or mounted from another repository. */
-  layerCounts: { added: number; reused: number; mounted: number };
+  /** reused: taken from the previous image; existing: already in the destination, not from the previous image. */
+  layerCounts: Record<LayerOutcome, number>;
   baseLayers: Record<'exists' | 'mounted' | 'uploaded', number>;
   cache?: { location: string; layers: Array<{ name: string; outcome: string }> };
   /** Seconds: each phase, time inside buildpacks, what came before the phases, and the whole target. */
@@ -211,7 +212,7 @@ export async function runTarget(
     const ex = result.exported;
     const baseLayers = { exists: 0, mounted: 0, uploaded: 0 };
     for (const b of ex.baseLayers) baseLayers[b.outcome]++;
-    const layerCounts = { added: 0, reused: 0, mounted: 0 };
+    const layerCounts: Record<LayerOutcome, number> = { added: 0, reused: 0, existing: 0, mounted: 0 };
     for (const l of ex.layers) layerCounts[l.outcome]++;
     const md = ex.lifecycleMetadata;
     const phases = Object.values(result.timings).reduce((a, b) => a + b, 0);

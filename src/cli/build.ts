@@ -235,7 +235,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
             ...(gid !== undefined ? { gid } : {}),
             keepTemp: flags.keepTemp === true,
           },
-          { onEvent: (e) => renderer.onEvent(e) },
+          { onEvent: (e) => renderer.onEvent(e), ...(io.signal ? { signal: io.signal } : {}) },
         );
       } finally {
         renderer.close();
@@ -257,7 +257,7 @@ function printReport(io: CliIO, r: BuildReport): void {
     if (r.index) io.out(`${pre}${t.digest} (${t.runs}, ${t.executor} executor, ${formatBytes(t.size)})`);
     const ind = r.index ? '    ' : '  ';
     io.out(
-      `${ind}layers:   ${t.layerCounts.added} added, ${t.layerCounts.reused} reused, ${t.layerCounts.mounted} mounted; run image layers: ${t.baseLayers.exists} present, ${t.baseLayers.mounted} mounted, ${t.baseLayers.uploaded} copied`,
+      `${ind}layers:   ${t.layerCounts.added} added, ${t.layerCounts.reused} reused, ${t.layerCounts.existing} already there, ${t.layerCounts.mounted} mounted; run image layers: ${t.baseLayers.exists} present, ${t.baseLayers.mounted} mounted, ${t.baseLayers.uploaded} copied`,
     );
     io.out(
       `${ind}time:     ${t.timings.total.toFixed(2)} s (buildpacks ${t.timings.buildpacks.toFixed(2)} s)`,

@@ -770,6 +770,28 @@ describe('packfarm build errors', () => {
     );
   });
 
+  it('names an oci: --cache-image that is a regular file, and leaves the file alone', async () => {
+    const app = await makeApp('cache-file', { 'app.txt': 'x\n' });
+    const file = join(root, 'cache.tar');
+    await writeFile(file, 'not a layout');
+    const r = await packfarm(
+      'build',
+      `oci:${join(root, 'cache-file-img')}:x`,
+      '--path',
+      app,
+      '--buildpack',
+      helloBp,
+      '--run-image',
+      runRef,
+      '--cache-image',
+      `oci:${file}:cache`,
+    );
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`error: oci:${file} is a file, not an OCI image layout directory`);
+    expect(r.err).not.toMatch(/internal error|ENOTDIR/);
+    expect(await readFile(file, 'utf8')).toBe('not a layout');
+  });
+
   it('names a missing buildpack directory', async () => {
     const app = await makeApp('err2', { 'app.txt': 'x\n' });
     const r = await packfarm(
