@@ -47,6 +47,7 @@ export function registerImageCommands(program: Command, io: CliIO): void {
         all: o.all === true,
         ...(platforms.length > 0 ? { platforms } : {}),
         concurrency: o.concurrency,
+        ...(io.signal ? { signal: io.signal } : {}),
         // Plain progress lines on stderr for people; --json keeps stderr for errors only.
         ...(o.json ? {} : { onProgress: (e: CopyEvent) => io.err(progressLine(e)) }),
       });

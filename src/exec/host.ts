@@ -25,6 +25,34 @@ export function createHostExecutor(opts: HostExecutorOptions = {}): Executor {
   };
 }
 
+/**
+ * Each buildpack process leads its own process group, so that what it starts (a compiler, a background
+ * server, `sleep`) can be stopped with it: on abort or timeout the whole group is terminated, once the
+ * process itself has exited its leftovers are killed (a build container would end them the same way), and
+ * groups still running when packfarm exits (a signal, an uncaught error) are killed on the way out instead of
+ * staying behind as orphans that write into a build dir the next build reuses.
+ */
+const liveGroups = new Set<number>();
+let exitHookInstalled = false;
+
+function killGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // ESRCH: the group is gone already.
+  }
+}
+
+function trackGroup(pgid: number): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const g of liveGroups) killGroup(g, 'SIGKILL');
+    });
+  }
+  liveGroups.add(pgid);
+}
+
 async function runOnHost(spec: ExecSpec, killGraceMs: number): Promise<ExecResult> {
   const [file, ...args] = spec.argv;
   if (!file) throw new Error('ExecSpec.argv must not be empty');
@@ -37,8 +65,25 @@ async function runOnHost(spec: ExecSpec, killGraceMs: number): Promise<ExecResul
     stdio: [spec.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     shell: false,
     windowsHide: true,
+    // A new process group (and session), led by the child: see liveGroups.
+    detached: true,
   });
-  const supervised = superviseChild(child, spec, { killGraceMs, kill: (signal) => child.kill(signal) });
+  const pgid = child.pid;
+  if (pgid !== undefined) trackGroup(pgid);
+  child.once('exit', () => {
+    if (pgid === undefined) return;
+    // Leftovers of a finished process (which may hold its stdout open, so 'close' would never come).
+    killGroup(pgid, 'SIGKILL');
+    liveGroups.delete(pgid);
+  });
+
+  // Signals go to the whole process group, so what the buildpack started ends with it.
+  const supervised = superviseChild(child, spec, {
+    killGraceMs,
+    kill: (signal) => {
+      if (pgid !== undefined) killGroup(pgid, signal);
+    },
+  });
 
   try {
     const { code, signal } = await supervised.exited;

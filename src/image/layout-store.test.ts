@@ -11,7 +11,7 @@ import { sha256Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import { isPackfarmError } from '../util/errors.js';
 import { REF_NAME_ANNOTATION, openLayoutStore } from './layout-store.js';
-import { withFileLock } from './lock.js';
+import { withFileLock } from '../util/lock.js';
 
 let tmp: string;
 beforeEach(async () => {
@@ -273,8 +273,9 @@ describe('OCI layout store', () => {
       assertOciValid('index', await readJson(join(dir, 'index.json')));
       for (const p of ['p0', 'p1', 'p2', 'p3'])
         expect(await store.hasBlob(sha256Digest(`blob of ${p}`))).toBe(true);
-      // No lock or temp file left behind.
-      expect((await readdir(dir)).sort()).toEqual(['blobs', 'index.json', 'oci-layout']);
+      // No lock or temp file left behind (the uploads' scratch dir stays, empty).
+      expect((await readdir(dir)).sort()).toEqual(['.packfarm-tmp', 'blobs', 'index.json', 'oci-layout']);
+      expect(await readdir(join(dir, '.packfarm-tmp'))).toEqual([]);
       expect((await readdir(join(dir, 'blobs', 'sha256'))).filter((f) => f.startsWith('.'))).toEqual([]);
     });
   });

@@ -137,7 +137,7 @@ export function errorFromResponse(
   ctx: RequestContext,
   status: number,
   bodyText: string,
-  headers: { retryAfter?: string } = {},
+  headers: { retryAfter?: string; retryAfterTooLong?: { askedMs: number; maxMs: number } } = {},
 ): PackfarmError {
   const entries = parseErrorBody(bodyText);
   const first = entries?.[0];
@@ -153,8 +153,17 @@ export function errorFromResponse(
   } else if (bodyText.trim() !== '') {
     detail = compact(bodyText.trim());
   }
-  const message = `${ctx.method} ${displayUrl(ctx.url)} failed: HTTP ${status}${detail ? ` — ${detail}` : ''}`;
-  return new PackfarmError(code, message, { hint: hintFor(code, ctx, headers.retryAfter) });
+  const tooLong = headers.retryAfterTooLong;
+  // spec/registry.md: a Retry-After longer than we wait fails at once, and the message says so.
+  const waited = tooLong
+    ? `; the registry asked to retry after ${Math.round(tooLong.askedMs / 1000)} s (Retry-After: ${headers.retryAfter}), longer than packfarm waits (${Math.round(tooLong.maxMs / 1000)} s)`
+    : '';
+  const message = `${ctx.method} ${displayUrl(ctx.url)} failed: HTTP ${status}${detail ? ` — ${detail}` : ''}${waited}`;
+  return new PackfarmError(code, message, {
+    hint:
+      hintFor(code, ctx, headers.retryAfter) ??
+      (tooLong ? 'the registry is unavailable for now: try again later' : undefined),
+  });
 }
 
 const TLS_CODES = new Set([

@@ -16,6 +16,7 @@ export const ERROR_CODES = [
   'FILE_UNREADABLE',
   'LOCK_TIMEOUT',
   'ABORTED',
+  'INVALID_ENV',
   // oci/: vocabulary.
   'INVALID_DIGEST',
   'INVALID_PLATFORM',
@@ -60,6 +61,7 @@ export const ERROR_CODES = [
   'REGISTRY_TOO_MANY_REQUESTS',
   'REGISTRY_UNAUTHORIZED',
   'REGISTRY_UNREACHABLE',
+  'REGISTRY_TIMEOUT',
   'REGISTRY_UNSUPPORTED',
   'SIZE_INVALID',
   'TAG_INVALID',
@@ -114,6 +116,8 @@ export const ERROR_CODES = [
   // platform/: Platform API files, inputs and project descriptor.
   'APP_NOT_FOUND',
   'APP_UNREADABLE',
+  'APP_FILE_NAME_INVALID',
+  'APP_FILE_UNREADABLE',
   'CHOWN_FAILED',
   'DAEMON_UNSUPPORTED',
   'EXPERIMENTAL_DISABLED',
@@ -181,6 +185,13 @@ export const ERROR_CODES = [
   'INVALID_BUILDER_TOML',
   // api/
   'BUILD_IN_PROGRESS',
+  // api/: planning and running a multi-target build (spec/multiarch.md).
+  'BUILD_IMAGE_NOT_FOUND',
+  'BUILD_IMAGE_REQUIRED',
+  'FOREIGN_TARGET_ON_HOST',
+  'NO_TARGETS',
+  'TARGET_FAILED',
+  'TARGET_NOT_RUNNABLE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -3,7 +3,7 @@ import { createBuildpackStore } from '../../buildpack/descriptor.js';
 import { readOrder } from '../../platform/order.js';
 import { createHostExecutor } from '../../exec/host.js';
 import { hostPlatform } from '../../oci/platform.js';
-import { type CreatePhase, create } from '../../phase/create.js';
+import { type CreatePhase, PHASE_HEADER, create } from '../../phase/create.js';
 import { type ExportOutput, addExportOutput } from '../../phase/export.js';
 import { asPhaseError, EXIT } from '../../platform/exit-codes.js';
 import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
@@ -24,6 +24,7 @@ import { resolveOrderPath } from './detector.js';
 import { readProjectMetadata } from './exporter.js';
 import { NO_CACHE_WARNING, ownerFrom } from './restorer.js';
 import type { PhaseCommand } from './types.js';
+import { layerLine } from '../render.js';
 
 const I = LIFECYCLE_INPUTS;
 /** The creator's inputs (platform.md "creator"). */
@@ -146,8 +147,16 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
       executor: createHostExecutor(),
       hostEnv: env,
       logger,
+      ...(io.signal ? { signal: io.signal } : {}),
       onEvent: (e) => {
-        if (e.type === 'phase-start') current = e.phase;
+        if (e.type === 'phase-start') {
+          current = e.phase;
+          const header = PHASE_HEADER[e.phase];
+          if (header) logger.info(`===> ${header}`);
+        }
+        if (e.type === 'export' && e.event.type === 'layer')
+          logger.info(layerLine(e.event.name, e.event.outcome));
+        if (e.type === 'export' && e.event.type === 'saving') logger.info(`Saving ${e.event.name}...`);
         if (e.type === 'build' && e.event.type === 'buildpack-output') {
           if (e.event.stream === 'stdout') io.out(e.event.line);
           else io.err(e.event.line);
