@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { SUPPORTED_BUILDPACK_APIS } from '../buildpack/api.js';
+import { BINFMT_DIR, type BinfmtFs, readBinfmt } from '../exec/binfmt.js';
 import { SUPPORTED_PLATFORM_APIS } from '../platform/api.js';
 import { packfarmDataDir } from '../image/data-dir.js';
 import { formatPlatform, hostPlatform } from '../oci/platform.js';
@@ -10,7 +11,8 @@ import { dataDirUsage } from './prune.js';
 
 /**
  * `packfarm report`: what a bug report needs, gathered without touching the network or printing secrets:
- * versions, supported APIs, the data dir and what it holds, the OCI runtime, the qemu binfmt_misc entries,
+ * versions, supported APIs, the data dir and what it holds, the OCI runtime, the binfmt_misc handlers that run
+ * another architecture's ELF binaries (exec/binfmt.ts decodes each one's magic, as the executors do),
  * and where credentials would come from (file names and the registries they name, never the credentials).
  */
 export interface EnvironmentReport {
@@ -21,8 +23,12 @@ export interface EnvironmentReport {
   dataDir: { path: string; bytes: Record<string, number> };
   runc: { path: string | null; version: string | null };
   binfmt: {
+    /** Whether binfmt_misc is mounted. */
     available: boolean;
-    entries: Array<{ name: string; enabled: boolean; interpreter: string; flags: string }>;
+    /** Whether the facility itself is enabled (a disabled one runs no handler). */
+    enabled: boolean;
+    /** Every handler whose magic selects an ELF architecture, with that architecture (e.g. `linux/arm64`). */
+    entries: Array<{ name: string; platform: string; enabled: boolean; interpreter: string; flags: string }>;
   };
   tools: Record<string, string | null>;
   credentials: Array<{ source: string; present: boolean; registries: string[]; helpers: string[] }>;
@@ -31,6 +37,8 @@ export interface EnvironmentReport {
 export async function environmentReport(opts: {
   version: string;
   env?: NodeJS.ProcessEnv;
+  /** Where binfmt_misc is read (tests point it at a memfs copy). */
+  binfmt?: { dir?: string; fs?: BinfmtFs };
 }): Promise<EnvironmentReport> {
   const env = opts.env ?? process.env;
   const dataDir = packfarmDataDir(env);
@@ -47,7 +55,7 @@ export async function environmentReport(opts: {
     apis: { platform: [...SUPPORTED_PLATFORM_APIS], buildpack: [...SUPPORTED_BUILDPACK_APIS] },
     dataDir: { path: dataDir, bytes: await dataDirUsage(dataDir) },
     runc: { path: runcPath, version: runcPath ? await firstLine(runcPath, ['--version']) : null },
-    binfmt: await binfmtEntries(),
+    binfmt: await binfmtHandlers(opts.binfmt),
     tools,
     credentials: await credentialSources(env),
   };
@@ -79,21 +87,17 @@ async function credentialSources(env: NodeJS.ProcessEnv): Promise<EnvironmentRep
   return out;
 }
 
-async function binfmtEntries(): Promise<EnvironmentReport['binfmt']> {
-  const dir = '/proc/sys/fs/binfmt_misc';
-  const names = await readdir(dir).catch(() => undefined);
-  if (!names) return { available: false, entries: [] };
-  const entries: EnvironmentReport['binfmt']['entries'] = [];
-  for (const name of names.filter((n) => n.startsWith('qemu-')).sort()) {
-    const text = await readFile(join(dir, name), 'utf8').catch(() => '');
-    entries.push({
-      name,
-      enabled: /^enabled$/m.test(text),
-      interpreter: /^interpreter (.*)$/m.exec(text)?.[1] ?? '',
-      flags: /^flags: ?(.*)$/m.exec(text)?.[1] ?? '',
-    });
-  }
-  return { available: true, entries };
+async function binfmtHandlers(
+  opts: { dir?: string; fs?: BinfmtFs } = {},
+): Promise<EnvironmentReport['binfmt']> {
+  const state = await readBinfmt(opts.dir ?? BINFMT_DIR, opts.fs);
+  return {
+    available: state.mounted,
+    enabled: state.enabled,
+    entries: state.entries.flatMap(({ name, platform, enabled, interpreter, flags }) =>
+      platform ? [{ name, platform: formatPlatform(platform), enabled, interpreter, flags }] : [],
+    ),
+  };
 }
 
 async function isFile(p: string): Promise<boolean> {

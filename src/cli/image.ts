@@ -5,7 +5,14 @@ import { type CopyEvent, copyImage } from '../image/copy.js';
 import { type Inspection, inspectImage } from '../image/inspect.js';
 import { insecureRegistriesFrom, openImage } from '../image/transport.js';
 import { PackfarmError } from '../util/errors.js';
-import { type CliIO, collect, writeRaw, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
+import {
+  type CliIO,
+  collect,
+  formatBytes,
+  writeRaw,
+  INSECURE_REGISTRY_FLAG,
+  INSECURE_REGISTRY_HELP,
+} from './output.js';
 
 /** `packfarm image …`: copy and inspect images in registries and OCI layouts. Parses and prints only. */
 export function registerImageCommands(program: Command, io: CliIO): void {
@@ -125,18 +132,6 @@ export function progressLine(e: CopyEvent): string {
 
 function shortDigest(d: string): string {
   return d.slice(0, d.indexOf(':') + 13);
-}
-
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
 function renderInspection(reference: string, x: Inspection): string {

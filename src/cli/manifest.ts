@@ -13,8 +13,15 @@ import {
 import { insecureRegistriesFrom } from '../image/transport.js';
 import { PackfarmError } from '../util/errors.js';
 import type { CopyEvent } from '../image/copy.js';
-import { formatBytes, parsePositiveInt, progressLine } from './image.js';
-import { type CliIO, collect, writeRaw, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
+import { parsePositiveInt, progressLine } from './image.js';
+import {
+  type CliIO,
+  collect,
+  formatBytes,
+  writeRaw,
+  INSECURE_REGISTRY_FLAG,
+  INSECURE_REGISTRY_HELP,
+} from './output.js';
 
 /**
  * `packfarm manifest …`: local manifest lists (image indexes) assembled from images in registries or layouts,

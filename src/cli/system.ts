@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { EnvironmentReport } from '../api/report.js';
 import type { PruneReport } from '../api/prune.js';
-import type { CliIO } from './output.js';
+import { type CliIO, formatBytes } from './output.js';
 
 /** `packfarm version`, `packfarm report`, `packfarm prune`: about packfarm and its data dir. */
 export function registerSystemCommands(program: Command, io: CliIO, version: string): void {
@@ -13,7 +13,7 @@ export function registerSystemCommands(program: Command, io: CliIO, version: str
   program
     .command('report')
     .description(
-      'Print versions, data dir, OCI runtime, qemu binfmt entries and credential sources, for bug reports',
+      'Print versions, data dir, OCI runtime, binfmt_misc handlers and credential sources, for bug reports',
     )
     .option('--json', 'print one JSON document')
     .addHelpText(
@@ -57,18 +57,6 @@ export function registerSystemCommands(program: Command, io: CliIO, version: str
     });
 }
 
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(1)} ${units[i]}`;
-}
-
 function printPrune(io: CliIO, r: PruneReport): void {
   const verb = r.dryRun ? 'would remove' : 'removed';
   for (const e of r.removed)
@@ -94,10 +82,10 @@ function printEnvironment(io: CliIO, r: EnvironmentReport): void {
     `runc:           ${r.runc.path ? `${r.runc.path} (${r.runc.version ?? 'version unknown'})` : 'not found'}`,
   );
   if (!r.binfmt.available) io.out('binfmt_misc:    not mounted (no foreign-architecture emulation)');
-  else if (r.binfmt.entries.length === 0) io.out('binfmt_misc:    no qemu entries');
+  else if (r.binfmt.entries.length === 0) io.out('binfmt_misc:    no handler for an ELF architecture');
   else
     io.out(
-      `binfmt_misc:    ${r.binfmt.entries.map((e) => `${e.name}${e.enabled ? '' : ' (disabled)'}${e.flags.includes('F') ? '' : ' (no F flag)'}`).join(', ')}`,
+      `binfmt_misc:    ${r.binfmt.enabled ? '' : '(facility disabled) '}${r.binfmt.entries.map((e) => `${e.name} ${e.platform}${e.enabled ? '' : ' (disabled)'}${e.flags.includes('F') ? '' : ' (no F flag)'}`).join(', ')}`,
     );
   for (const [t, v] of Object.entries(r.tools)) io.out(`${`${t}:`.padEnd(16)}${v ?? 'not found'}`);
   io.out('credentials (in lookup order):');

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { stat } from 'node:fs/promises';
-import { constants as osConstants } from 'node:os';
 import { PackfarmError } from '../util/errors.js';
 import type { ExecResult, ExecSpec, Executor } from './executor.js';
+import { abortedBeforeStart, signalNumber, superviseChild } from './supervise.js';
 
 export interface HostExecutorOptions {
   /** How long a terminated process gets between SIGTERM and SIGKILL. Default 5 s. */
@@ -56,8 +56,8 @@ function trackGroup(pgid: number): void {
 async function runOnHost(spec: ExecSpec, killGraceMs: number): Promise<ExecResult> {
   const [file, ...args] = spec.argv;
   if (!file) throw new Error('ExecSpec.argv must not be empty');
-  if (spec.signal?.aborted)
-    return { exitCode: 128 + signalNumber('SIGTERM'), signal: 'SIGTERM', aborted: true };
+  const early = abortedBeforeStart(spec);
+  if (early) return early;
 
   const child = spawn(file, args, {
     cwd: spec.cwd,
@@ -77,73 +77,26 @@ async function runOnHost(spec: ExecSpec, killGraceMs: number): Promise<ExecResul
     liveGroups.delete(pgid);
   });
 
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  child.stdout?.on('data', (chunk: Buffer) => {
-    spec.onStdout?.(chunk);
-    if (spec.capture) out.push(chunk);
+  // Signals go to the whole process group, so what the buildpack started ends with it.
+  const supervised = superviseChild(child, spec, {
+    killGraceMs,
+    kill: (signal) => {
+      if (pgid !== undefined) killGroup(pgid, signal);
+    },
   });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    spec.onStderr?.(chunk);
-    if (spec.capture) err.push(chunk);
-  });
-  if (spec.stdin !== undefined && child.stdin) {
-    // A process that exits without reading its stdin makes the write fail with EPIPE; that is its business.
-    child.stdin.on('error', () => {});
-    child.stdin.end(spec.stdin);
-  }
-
-  let timedOut = false;
-  let aborted = false;
-  let killTimer: NodeJS.Timeout | undefined;
-  const terminate = () => {
-    if (child.exitCode !== null || child.signalCode !== null || pgid === undefined) return;
-    killGroup(pgid, 'SIGTERM');
-    killTimer = setTimeout(() => killGroup(pgid, 'SIGKILL'), killGraceMs);
-    killTimer.unref();
-  };
-  const timeout =
-    spec.timeoutMs === undefined
-      ? undefined
-      : setTimeout(() => {
-          timedOut = true;
-          terminate();
-        }, spec.timeoutMs);
-  const onAbort = () => {
-    aborted = true;
-    terminate();
-  };
-  spec.signal?.addEventListener('abort', onAbort, { once: true });
 
   try {
-    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
-      (resolve, reject) => {
-        child.once('error', reject);
-        child.once('close', (code, signal) => resolve({ code, signal }));
-      },
-    );
+    const { code, signal } = await supervised.exited;
     const result: ExecResult = {
       exitCode: code ?? (signal ? 128 + signalNumber(signal) : 1),
     };
     if (signal) result.signal = signal;
-    if (timedOut) result.timedOut = true;
-    if (aborted) result.aborted = true;
-    if (spec.capture) {
-      result.stdout = Buffer.concat(out).toString('utf8');
-      result.stderr = Buffer.concat(err).toString('utf8');
-    }
-    return result;
+    return supervised.finish(result);
   } catch (e) {
     throw await spawnError(e as NodeJS.ErrnoException, file, spec.cwd);
   } finally {
-    if (timeout) clearTimeout(timeout);
-    if (killTimer) clearTimeout(killTimer);
-    spec.signal?.removeEventListener('abort', onAbort);
+    supervised.dispose();
   }
-}
-
-function signalNumber(signal: string): number {
-  return (osConstants.signals as Record<string, number>)[signal] ?? 0;
 }
 
 /** Turn a spawn failure into a message that names the file and the likely cause. */

@@ -55,6 +55,22 @@ describe('OCI layout store', () => {
     expect(await codeOf(openLayoutStore(tmp, { create: true }))).toBe('LAYOUT_NOT_EMPTY');
   });
 
+  it('refuses a regular file at, or above, the layout path with an error naming it', async () => {
+    const file = join(tmp, 'cache.tar');
+    await writeFile(file, 'not a layout');
+    for (const create of [true, false]) {
+      const err = await openLayoutStore(file, { create }).catch((e: unknown) => e);
+      expect(isPackfarmError(err, 'LAYOUT_NOT_A_DIRECTORY'), String(err)).toBe(true);
+      expect((err as Error).message).toBe(`oci:${file} is a file, not an OCI image layout directory`);
+      const below = await openLayoutStore(join(file, 'a', 'b'), { create }).catch((e: unknown) => e);
+      expect(isPackfarmError(below, 'LAYOUT_NOT_A_DIRECTORY'), String(below)).toBe(true);
+      expect((below as Error).message).toBe(
+        `oci:${join(file, 'a', 'b')} cannot be a layout directory: ${file} is a file`,
+      );
+    }
+    expect(await readFile(file, 'utf8')).toBe('not a layout');
+  });
+
   it('names the file when oci-layout or index.json is invalid', async () => {
     const dir = join(tmp, 'bad');
     await openLayoutStore(dir, { create: true });

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { join, resolve as resolvePath } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { Readable, Transform, type TransformCallback, pipeline as streamPipeline } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
@@ -105,6 +105,7 @@ export async function openLayoutStore(dirPath: string, opts: OpenLayoutOptions =
 
   const underLock = <T>(fn: () => Promise<T>) => withFileLock(lockFile, fn, opts.lock);
 
+  await refuseFileInPath(dir);
   if (!(await exists(layoutFile))) {
     if (!opts.create) {
       throw new PackfarmError('LAYOUT_NOT_FOUND', `${dir} is not an OCI image layout (no oci-layout file)`, {
@@ -503,6 +504,35 @@ export function verifyingStream(digest: Digest, source: string): Transform {
         );
     },
   });
+}
+
+/**
+ * A layout is a directory: a regular file at `dir`, or above it, would otherwise surface as a bare ENOTDIR
+ * from deep inside the store (say `--cache-image oci:cache.tar`). A missing `dir` is fine (created on write).
+ */
+async function refuseFileInPath(dir: string): Promise<void> {
+  let file: string | undefined;
+  try {
+    if (!(await stat(dir)).isDirectory()) file = dir;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code !== 'ENOTDIR') throw err;
+    // Some parent is not a directory: name it.
+    for (let p = dirname(dir); p !== dirname(p) && file === undefined; p = dirname(p)) {
+      const s = await stat(p).catch(() => undefined);
+      if (s && !s.isDirectory()) file = p;
+    }
+    file ??= dir;
+  }
+  if (file === undefined) return;
+  throw new PackfarmError(
+    'LAYOUT_NOT_A_DIRECTORY',
+    file === dir
+      ? `oci:${dir} is a file, not an OCI image layout directory`
+      : `oci:${dir} cannot be a layout directory: ${file} is a file`,
+    { hint: 'an oci: location names a directory (created on write when missing), e.g. oci:./out:tag' },
+  );
 }
 
 async function exists(path: string): Promise<boolean> {

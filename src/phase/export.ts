@@ -79,6 +79,8 @@ export function addExportOutput(outputs: ExportOutput[], store: ImageStore, tag:
 
 export type ExportEvent =
   | { type: 'layer'; name: string; outcome: LayerOutcome; digest: Digest; size: number }
+  /** The image is about to be written to this output (the reference exporter's "Saving …" line). */
+  | { type: 'saving'; name: string }
   | { type: 'warning'; message: string };
 
 /**
@@ -806,12 +808,14 @@ async function saveImage(
     if (oi === 0) {
       layerResults = results;
       baseLayers = bl;
-      for (const l of results) {
-        ctx.log.info(`${l.outcome === 'added' ? 'Adding' : 'Reusing'} layer '${l.name.replace(/^bp:/, '')}'`);
+      // Phases print nothing themselves: the CLI renders these (the lifecycle commands as the reference
+      // exporter's "Adding layer …" and "Saving …" lines, which platforms grep for).
+      for (const l of results)
         opts.onEvent?.({ type: 'layer', name: l.name, outcome: l.outcome, digest: l.digest, size: l.size });
-      }
-      // The reference exporter's line between the layers and the image itself (platforms grep for it).
-      ctx.log.info(`Saving ${out.names?.[0] ?? `${out.store.description}:${out.tags[0] ?? 'latest'}`}...`);
+      opts.onEvent?.({
+        type: 'saving',
+        name: out.names?.[0] ?? `${out.store.description}${out.tags[0] ? `:${out.tags[0]}` : ''}`,
+      });
     }
     await out.store.putBlob({
       digest: assembled.configDigest,
@@ -819,7 +823,12 @@ async function saveImage(
       open: () => Readable.from([assembled.configBytes]),
     });
     if (out.tags.length === 0) {
-      await out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType });
+      // By digest only (a target of a multi-platform build): an image already there is not sent again.
+      const present = await out.store.resolve(assembled.manifestDigest);
+      if (!present)
+        await withExitCode(EXIT.EXPORT_ERROR, () =>
+          out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType }),
+        );
     }
     for (const [ti, tag] of out.tags.entries()) {
       // A rebuild that changed nothing leaves the tag as it is: not even the manifest is sent again.

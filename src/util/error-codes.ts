@@ -77,6 +77,7 @@ export const ERROR_CODES = [
   'INVALID_LAYOUT',
   'INVALID_LOCATION',
   'INVALID_MANIFEST_LIST',
+  'LAYOUT_NOT_A_DIRECTORY',
   'LAYOUT_NOT_EMPTY',
   'LAYOUT_NOT_FOUND',
   'MANIFEST_LIST_EMPTY',
@@ -184,6 +185,13 @@ export const ERROR_CODES = [
   'INVALID_BUILDER_TOML',
   // api/
   'BUILD_IN_PROGRESS',
+  // api/: planning and running a multi-target build (spec/multiarch.md).
+  'BUILD_IMAGE_NOT_FOUND',
+  'BUILD_IMAGE_REQUIRED',
+  'FOREIGN_TARGET_ON_HOST',
+  'NO_TARGETS',
+  'TARGET_FAILED',
+  'TARGET_NOT_RUNNABLE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LIFECYCLE_PHASES } from '../../src/cli/lifecycle.js';
 import { main } from '../../src/cli/main.js';
 import type { CliIO } from '../../src/cli/output.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
@@ -92,6 +93,9 @@ describe('help and packaging', () => {
     ['version'],
     ['report'],
     ['prune'],
+    // The lifecycle phases have their own parser and help (cli/lifecycle.ts), held to the same width.
+    ['lifecycle'],
+    ...LIFECYCLE_PHASES.map((p) => ['lifecycle', p.name]),
   ];
 
   it('wraps every --help at 80 columns and describes --insecure-registry one way', async () => {

@@ -4,7 +4,7 @@ import { readOrder } from '../../platform/order.js';
 import { createHostExecutor } from '../../exec/host.js';
 import { ifImageExists } from '../../image/transport.js';
 import { hostPlatform } from '../../oci/platform.js';
-import { type CreatePhase, create } from '../../phase/create.js';
+import { type CreatePhase, PHASE_HEADER, create } from '../../phase/create.js';
 import { type ExportOutput, addExportOutput } from '../../phase/export.js';
 import { asPhaseError, EXIT } from '../../platform/exit-codes.js';
 import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
@@ -25,6 +25,7 @@ import { resolveOrderPath } from './detector.js';
 import { readProjectMetadata } from './exporter.js';
 import { NO_CACHE_WARNING, ownerFrom } from './restorer.js';
 import type { PhaseCommand } from './types.js';
+import { layerLine } from '../render.js';
 
 const I = LIFECYCLE_INPUTS;
 /** The creator's inputs (platform.md "creator"). */
@@ -155,7 +156,14 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
       logger,
       ...(io.signal ? { signal: io.signal } : {}),
       onEvent: (e) => {
-        if (e.type === 'phase-start') current = e.phase;
+        if (e.type === 'phase-start') {
+          current = e.phase;
+          const header = PHASE_HEADER[e.phase];
+          if (header) logger.info(`===> ${header}`);
+        }
+        if (e.type === 'export' && e.event.type === 'layer')
+          logger.info(layerLine(e.event.name, e.event.outcome));
+        if (e.type === 'export' && e.event.type === 'saving') logger.info(`Saving ${e.event.name}...`);
         if (e.type === 'build' && e.event.type === 'buildpack-output') {
           if (e.event.stream === 'stdout') io.out(e.event.line);
           else io.err(e.event.line);
