@@ -62,7 +62,7 @@ describe('openBuildDirs', () => {
     } finally {
       await compiled.cleanup();
     }
-  });
+  }, 120_000);
 
   it('uses a fresh temp dir with keepTemp, and leaves it', async () => {
     const d = await openBuildDirs({ key: 'k', dataDir: data, tmpDir: data, keepTemp: true });

@@ -227,9 +227,10 @@ describe('OCI layout store', () => {
 
   describe('across processes', () => {
     let compiled: { dir: string; cleanup: () => Promise<void> };
+    // Transpiling src/ for the child processes takes a while on a loaded machine.
     beforeAll(async () => {
       compiled = await compileSrcForChildProcesses();
-    });
+    }, 120_000);
     afterAll(async () => {
       await compiled?.cleanup();
     });

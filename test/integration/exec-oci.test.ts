@@ -122,7 +122,9 @@ describe('oci executor: detect and build inside the build image', () => {
           machine,
           uid: '1000',
           argv1: '/platform',
-          argv2: expect.stringMatching(/^\/cnb\/scratch\/packfarm-detect-[^/]+\/test_arch@0\.1\.plan\.toml$/),
+          argv2: expect.stringMatching(
+            /^\/cnb\/scratch\/packfarm-detect\.p\d+-[^/]+\/test_arch@0\.1\.plan\.toml$/,
+          ),
           pwd: '/workspace',
           bpdir: '/cnb/buildpacks/test_arch/0.1',
           platform: '/platform',
@@ -146,7 +148,7 @@ describe('oci executor: detect and build inside the build image', () => {
         expect(await read('gid')).toBe('1000');
         expect(await read('pwd')).toBe('/workspace');
         expect(await read('args')).toMatch(
-          /^\/layers\/test_arch \/platform \/cnb\/scratch\/packfarm-plan-test_arch-[^/]+\/test_arch\/plan\.toml$/,
+          /^\/layers\/test_arch \/platform \/cnb\/scratch\/packfarm-plan\.p\d+-[^/]+\/test_arch\/plan\.toml$/,
         );
         expect(await read('bpdir')).toBe('readonly');
         expect(await read('plan')).toContain(`machine = "${machine}"`);
