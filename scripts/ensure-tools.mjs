@@ -17,6 +17,10 @@ const TOOLS = [
   { bin: 'openssl', pkg: 'openssl' },
   { bin: 'tar', pkg: 'tar' },
   { bin: 'gzip', pkg: 'gzip' },
+  // farm tests: test nodes are OpenSSH servers on loopback addresses
+  { bin: 'sshd', pkg: 'openssh-server', path: '/usr/sbin/sshd' },
+  { bin: 'ssh', pkg: 'openssh-client' },
+  { bin: 'ssh-keygen', pkg: 'openssh-client' },
 ];
 
 function has(tool) {
