@@ -79,6 +79,11 @@ export const BuildAppOptionsSchema = z.object({
   tmpDir: z.string().optional(),
   /** Build in a fresh temp dir (under tmpDir) and keep it, for debugging; its path is in the report. */
   keepTemp: z.boolean().default(false),
+  /**
+   * Push the image by digest only, no tag (a farm node building one target of an index: the coordinator
+   * writes the index and the tag once every target succeeded). IMAGE's tag then only names the build.
+   */
+  untagged: z.boolean().default(false),
 });
 
 export type BuildAppOptions = z.input<typeof BuildAppOptionsSchema>;
@@ -183,7 +188,13 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     const output = await openImage(outputLocation, { insecureRegistries: insecure, create: true });
     if (!output.tag)
       throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
-    const outputs: ExportOutput[] = [{ store: output.store, tags: [output.tag], names: [opts.image] }];
+    const outputs: ExportOutput[] = [
+      {
+        store: output.store,
+        tags: opts.untagged ? [] : [output.tag],
+        names: opts.untagged ? [] : [opts.image],
+      },
+    ];
     for (const t of opts.tags) {
       const o = await openImage(appImageLocation(t, { publish: opts.publish, env, source: '--tag' }), {
         insecureRegistries: insecure,

@@ -68,7 +68,8 @@ export const TargetJobSchema = z.object({
   /** registry: push the per-arch image by digest to this repository; oci: stream its blobs back. */
   output: z.discriminatedUnion('kind', [
     z.object({ kind: z.literal('registry'), repository: z.string().min(1) }),
-    z.object({ kind: z.literal('oci') }),
+    /** `key` names the coordinator's layout, so the node keeps one image per layout and platform. */
+    z.object({ kind: z.literal('oci'), key: z.string().min(1) }),
   ]),
   /** NAME=VALUE, already resolved on the coordinator (flags, env files, project.toml). */
   env: z.array(z.string()),
@@ -92,7 +93,13 @@ export const ErrorBodySchema = z.object({
   hint: z.string().optional(),
   /** The build phase (or `transfer`, `setup`) the error happened in. */
   phase: z.string().optional(),
+  /**
+   * The node failed, not the build (its job process died, its disk is full, a blob went missing): the
+   * coordinator may retry the target on another node. A buildpack failing is not a node fault.
+   */
+  nodeFault: z.boolean().optional(),
 });
+export type ErrorBody = z.infer<typeof ErrorBodySchema>;
 
 /** coordinator → node */
 export const ToNodeSchema = z.discriminatedUnion('type', [
