@@ -1,5 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerBuildCommand } from './build.js';
+import { registerFarmCommands } from './farm.js';
+import { registerNodeCommands } from './node.js';
 import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
 import { registerInspectCommands } from './inspect.js';
@@ -33,6 +35,8 @@ export function createProgram(io: CliIO): Command {
   registerInspectCommands(program, io);
   registerSbomCommands(program, io);
   registerRebaseCommand(program, io);
+  registerFarmCommands(program, io);
+  registerNodeCommands(program, io);
   return program;
 }
 

@@ -71,7 +71,7 @@ export async function readFarms(path: string): Promise<FarmsFile> {
 }
 
 export async function writeFarms(path: string, file: FarmsFile): Promise<void> {
-  const header = '# packfarm farms (see `packfarm farm --help`); written by packfarm, edits are kept\n';
+  const header = '# packfarm farms (see `packfarm farm --help`); rewritten by the farm commands\n';
   await writeFileAtomic(path, header + stringifyToml(file as unknown as Record<string, unknown>), 0o600);
 }
 
