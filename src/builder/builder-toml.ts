@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
+import { type Platform, parsePlatform } from '../oci/platform.js';
 import { PackfarmError } from '../util/errors.js';
 import { parseToml } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
@@ -7,8 +8,9 @@ import { parseWith } from '../util/validate.js';
 /**
  * pack's builder.toml, the part a build needs: which buildpacks (`[[buildpacks]]` uri), in which order
  * (`[[order]]` groups, versions optional) and which run image (`[run]` images, or the legacy `[stack]`
- * run-image). Other tables (`[build]`, `[lifecycle]`, `[[targets]]`, `[system]` …) are accepted and left
- * alone: packfarm brings its own lifecycle and the build image is not used to run a local build.
+ * run-image), the build image (`[build] image`, where the oci executor runs buildpacks) and the `[[targets]]`
+ * (the default platforms of a build). Other tables (`[lifecycle]`, `[system]` …) are accepted and left alone:
+ * packfarm brings its own lifecycle.
  */
 
 const nonEmpty = z.string().min(1, 'must not be empty');
@@ -44,6 +46,15 @@ export const BuilderTomlSchema = z.looseObject({
     })
     .optional(),
   build: z.looseObject({ image: z.string().optional() }).optional(),
+  targets: z
+    .array(
+      z.looseObject({
+        os: nonEmpty,
+        arch: nonEmpty,
+        variant: z.string().optional(),
+      }),
+    )
+    .default([]),
 });
 
 export interface BuilderTomlBuildpack {
@@ -65,8 +76,10 @@ export interface BuilderToml {
   order: { group: BuilderTomlOrderEntry[] }[];
   /** Run image first, then its mirrors; [] when builder.toml names none. */
   runImages: string[];
-  /** `[build] image` (or legacy `[stack] build-image`), for messages only. */
+  /** `[build] image` (or legacy `[stack] build-image`): the image buildpacks run in (oci executor). */
   buildImage?: string;
+  /** `[[targets]]`: the platforms the builder is for (a build's default targets), normalized. */
+  targets: Platform[];
 }
 
 /** Parse builder.toml text; errors name `source` and the offending field. */
@@ -108,7 +121,11 @@ export function parseBuilderToml(text: string, source: string): BuilderToml {
   else if (raw.stack?.['run-image'])
     runImages = [raw.stack['run-image'], ...(raw.stack['run-image-mirrors'] ?? [])];
 
-  const out: BuilderToml = { buildpacks, order, runImages };
+  const targets = raw.targets.map((t, i) => {
+    const text = `${t.os}/${t.arch}${t.variant ? `/${t.variant}` : ''}`;
+    return parsePlatform(text, `${source}: targets[${i}]`);
+  });
+  const out: BuilderToml = { buildpacks, order, runImages, targets };
   if (raw.description !== undefined) out.description = raw.description;
   const buildImage = raw.build?.image || raw.stack?.['build-image'];
   if (buildImage) out.buildImage = buildImage;

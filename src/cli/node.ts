@@ -26,7 +26,7 @@ export function registerNodeCommands(program: Command, io: CliIO): void {
         [
           import('../farm/serve.js'),
           import('../farm/platforms.js'),
-          import('../image/local.js'),
+          import('../image/manifest-list.js'),
           import('../farm/manage.js'),
         ],
       );
@@ -46,7 +46,8 @@ export function registerNodeCommands(program: Command, io: CliIO): void {
     .command('run-job', { hidden: true })
     .description('Run one job of `node serve` (input on stdin, JSON lines out)')
     .action(async () => {
-      const { runWorker } = await import('../farm/job.js');
+      const { runWorker, watchParent } = await import('../farm/job.js');
+      watchParent();
       // The outcome is the last JSON line (result or error); `node serve` reads that, not the exit code.
       await runWorker(process.stdin, (m) => io.out(JSON.stringify(m)));
     });

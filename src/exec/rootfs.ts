@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { extractLayer } from '../archive/extract.js';
 import { readBaseImage } from '../image/assemble.js';
 import { withFileLock } from '../image/lock.js';
-import { packfarmDataDir } from '../image/local.js';
+import { packfarmDataDir } from '../image/manifest-list.js';
 import type { ImageStore } from '../image/store.js';
 import { type Digest, digestAlgorithm, digestHex, isDigest } from '../oci/digest.js';
 import { type Platform, platformFromSpec } from '../oci/platform.js';

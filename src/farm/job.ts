@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { extractLayer } from '../archive/extract.js';
 import { parsePlatform } from '../oci/platform.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
-import type { Logger } from '../util/log.js';
+import type { BuildEvent } from '../api/events.js';
 import { parseJson, parseWith } from '../util/validate.js';
 import { type JobCredential, JobCredentialSchema, TargetJobSchema } from './protocol.js';
 
@@ -102,6 +102,8 @@ export async function runWorker(
     else delete process.env.CNB_REGISTRY_AUTH;
 
     const { spec } = input;
+    // Without a creation time from the coordinator, the default (1980) applies on every node alike.
+    delete buildEnv.SOURCE_DATE_EPOCH;
     const blob = (d: string) => {
       const p = input.blobs[d];
       if (!p) throw new PackfarmError('BLOB_MISSING', `job ${input.job}: blob ${d} was not received`);
@@ -115,63 +117,62 @@ export async function runWorker(
 
     let image: string;
     let layout: string | undefined;
-    if (spec.output.kind === 'registry') image = `${spec.output.repository}:packfarm-target`;
+    if (spec.output.kind === 'registry') image = spec.output.image;
     else {
       layout = nodeLayoutDir(input.dataDir, spec.output.key, spec.platform);
       image = `oci:${layout}:target`;
     }
-    const { buildApp } = await import('../api/build.js');
-    const forward = (level: string) => (message: string) => emit({ type: 'log', level, message });
-    const log: Logger = {
-      debug: () => {},
-      info: forward('info'),
-      warn: forward('warn'),
-      error: forward('error'),
-      child: () => log,
+    const [{ planBuild }, { runTarget }] = await Promise.all([
+      import('../api/plan.js'),
+      import('../api/run-target.js'),
+    ]);
+    const onEvent = (e: BuildEvent) => {
+      phase = e.phase;
+      emit({ type: 'event', phase: e.phase, event: e as unknown as Record<string, unknown> });
     };
-    phase = undefined;
-    const report = await buildApp(
+    phase = 'plan';
+    const plan = await planBuild(
       {
         image,
         path: appDir,
         buildpacks,
         ...(spec.builder ? { builder: spec.builder } : {}),
         ...(spec.runImage ? { runImage: spec.runImage } : {}),
+        ...(spec.buildImage ? { buildImage: spec.buildImage } : {}),
+        ...(spec.executor ? { executor: spec.executor } : {}),
         env: spec.env,
         publish: spec.output.kind === 'registry',
         insecureRegistries: spec.insecureRegistries,
         ...(spec.cacheImage ? { cacheImage: spec.cacheImage } : {}),
         clearCache: spec.clearCache,
         ...(spec.previousImage ? { previousImage: spec.previousImage } : {}),
-        creationTime: spec.creationTime,
+        ...(spec.creationTime ? { creationTime: spec.creationTime } : {}),
         ...(spec.defaultProcess ? { defaultProcess: spec.defaultProcess } : {}),
         ...(spec.descriptor ? { descriptor: join(appDir, spec.descriptor) } : {}),
-        platform: spec.platform,
-        // A registry target is pushed by digest; the coordinator tags the index. An oci target keeps a tag in
-        // the node's own layout, so the next build there finds its previous image.
-        untagged: spec.output.kind === 'registry',
+        platforms: [spec.platform],
+        platformApi: spec.platformApi,
+        jobs: 1,
       },
-      {
-        logger: log,
-        env: buildEnv,
-        onEvent: (e) => {
-          if (e.type === 'phase-start') phase = e.phase;
-          emit({
-            type: 'event',
-            ...(phase ? { phase } : {}),
-            event: e as unknown as Record<string, unknown>,
-          });
-        },
-      },
+      { env: buildEnv, onEvent },
     );
-    emit({
-      type: 'result',
-      digest: report.digest,
-      size: report.manifestSize,
-      mediaType: report.mediaType,
-      report: report as unknown as Record<string, unknown>,
-      ...(layout ? { layout } : {}),
-    });
+    try {
+      const target = plan.targets[0];
+      if (!target) throw new Error('planBuild gave no target');
+      // A registry target of an index goes by digest only; the coordinator tags the index. An oci target keeps
+      // a tag in the node's own layout, so the next build there finds its previous image.
+      if (spec.output.kind === 'registry') plan.index = spec.untagged;
+      const report = await runTarget(plan, target, { onEvent });
+      emit({
+        type: 'result',
+        digest: report.digest,
+        size: report.manifestSize,
+        mediaType: report.mediaType,
+        report: report as unknown as Record<string, unknown>,
+        ...(layout ? { layout } : {}),
+      });
+    } finally {
+      await plan.cleanup();
+    }
     return 0;
   } catch (err) {
     const e = err as Error;
@@ -200,4 +201,21 @@ export function isNodeFault(err: unknown): boolean {
   )
     if (typeof e.code === 'string' && NODE_FAULT_ERRNOS.has(e.code)) return true;
   return /\bENOSPC\b|no space left on device/i.test(String((err as Error)?.message));
+}
+
+/**
+ * A job process whose `node serve` died (killed, or its ssh session dropped hard) has no one to report to:
+ * it kills its own process group (itself and its buildpack processes) instead of building on as an orphan.
+ */
+export function watchParent(intervalMs = 500): void {
+  const parent = process.ppid;
+  const t = setInterval(() => {
+    if (process.ppid === parent) return;
+    try {
+      process.kill(-process.pid, 'SIGKILL');
+    } catch {
+      process.exit(1);
+    }
+  }, intervalMs);
+  t.unref();
 }

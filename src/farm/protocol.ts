@@ -48,8 +48,9 @@ export const JobCredentialSchema = z.object({
 export type JobCredential = z.infer<typeof JobCredentialSchema>;
 
 /**
- * What a node needs to build one target: everything by value or by blob digest, nothing that names a path
- * on the coordinator.
+ * What a node needs to build one target: the build options of the coordinator's plan narrowed to that target,
+ * with everything that lived on the coordinator's disk (the app, `--buildpack` dirs and archives) replaced by
+ * blobs sent ahead with have/want. The node plans and runs the target itself (planBuild + runTarget).
  */
 export const TargetJobSchema = z.object({
   /** The target platform, os/arch[/variant]. */
@@ -63,25 +64,31 @@ export const TargetJobSchema = z.object({
       z.object({ ref: z.string().min(1) }),
     ]),
   ),
+  /** Registry references only: nodes pull them themselves. */
   builder: z.string().min(1).optional(),
   runImage: z.string().min(1).optional(),
+  buildImage: z.string().min(1).optional(),
+  executor: z.enum(['host', 'oci']).optional(),
   /** registry: push the per-arch image by digest to this repository; oci: stream its blobs back. */
   output: z.discriminatedUnion('kind', [
-    z.object({ kind: z.literal('registry'), repository: z.string().min(1) }),
+    z.object({ kind: z.literal('registry'), image: z.string().min(1) }),
     /** `key` names the coordinator's layout, so the node keeps one image per layout and platform. */
     z.object({ kind: z.literal('oci'), key: z.string().min(1) }),
   ]),
-  /** NAME=VALUE, already resolved on the coordinator (flags, env files, project.toml). */
+  /** By digest only (several targets: the coordinator publishes the index and the tags). */
+  untagged: z.boolean(),
+  /** NAME=VALUE, already resolved on the coordinator (project.toml, env files, flags). */
   env: z.array(z.string()),
   insecureRegistries: z.array(z.string()),
-  /** The resolved creation time (unix seconds), so every node stamps the same time. */
-  creationTime: z.string().min(1),
+  /** The creation time the coordinator resolved (unix seconds), so every node stamps the same time. */
+  creationTime: z.string().min(1).optional(),
   defaultProcess: z.string().min(1).optional(),
   cacheImage: z.string().min(1).optional(),
   previousImage: z.string().min(1).optional(),
   clearCache: z.boolean(),
   /** project.toml relative to the app dir, when not the default. */
   descriptor: z.string().min(1).optional(),
+  platformApi: z.string().min(1),
 });
 export type TargetJob = z.infer<typeof TargetJobSchema>;
 

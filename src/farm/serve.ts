@@ -58,6 +58,8 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
   const cache: BlobCache = openBlobCache(join(farmDir, 'blobs'));
   const runningDir = join(farmDir, 'running');
   await mkdir(runningDir, { recursive: true });
+  // Job dirs left by a serve process that was killed (its jobs killed themselves): nobody owns them.
+  await removeDead(join(farmDir, 'jobs'));
   const receiving = new Map<Digest, BlobReceiver>();
   const received = new Map<Digest, Promise<void>>();
   const jobs = new Map<string, RunningJob>();
@@ -162,10 +164,10 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
       }
       blobs[d] = cache.path(d);
     }
-    const id = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+    const id = `${process.pid}-${randomBytes(4).toString('hex')}`;
     const dir = join(farmDir, 'jobs', id);
     await mkdir(dir, { recursive: true });
-    const marker = join(runningDir, `${process.pid}-${id}`);
+    const marker = join(runningDir, id);
     await writeFile(marker, `${m.target}\n`);
     const input: WorkerInput = {
       job: m.job,
@@ -347,18 +349,32 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
   while (jobs.size > 0) await new Promise((r) => setTimeout(r, 20));
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Remove `<dir>/<pid>-…` entries of processes that no longer run. */
+async function removeDead(dir: string): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const pid = Number(name.split('-')[0]);
+    if (Number.isInteger(pid) && pid > 0 && !alive(pid))
+      await rm(join(dir, name), { recursive: true, force: true }).catch(() => {});
+  }
+}
+
 /** Jobs running on this node, across every serve process (markers of live serve processes only). */
 async function countRunning(dir: string): Promise<number> {
   let n = 0;
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     const pid = Number(name.split('-')[0]);
     if (!Number.isInteger(pid) || pid <= 0) continue;
-    try {
-      process.kill(pid, 0);
-      n++;
-    } catch {
-      await rm(join(dir, name), { force: true }).catch(() => {});
-    }
+    if (alive(pid)) n++;
+    else await rm(join(dir, name), { force: true }).catch(() => {});
   }
   return n;
 }

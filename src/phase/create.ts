@@ -105,7 +105,6 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
   };
   const phase = async <T>(name: CreatePhase, fn: () => Promise<T>): Promise<T> => {
     opts.onEvent?.({ type: 'phase-start', phase: name });
-    log.info(`===> ${name.toUpperCase()}`);
     const t0 = performance.now();
     try {
       return await fn();

@@ -644,7 +644,12 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
         open: () => bufferReadable(assembled.configBytes),
       });
       if (out.tags.length === 0) {
-        await out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType });
+        // By digest only (a target of a multi-platform build): an image already there is not sent again.
+        const present = await out.store.resolve(assembled.manifestDigest).catch(() => undefined);
+        if (!present)
+          await exportError(() =>
+            out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType }),
+          );
       }
       for (const [ti, tag] of out.tags.entries()) {
         // A rebuild that changed nothing leaves the tag as it is: not even the manifest is sent again.
@@ -659,7 +664,6 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
         layerResults = results;
         baseLayers = bl;
         for (const l of results) {
-          log.info(`${l.outcome === 'added' ? 'Adding' : 'Reusing'} layer '${l.name.replace(/^bp:/, '')}'`);
           opts.onEvent?.({ type: 'layer', name: l.name, outcome: l.outcome, digest: l.digest, size: l.size });
         }
       }

@@ -15,6 +15,7 @@ import type { CliIO } from '../output.js';
 import { refuseDaemon } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import type { PhaseCommand } from './types.js';
+import { layerLine } from '../render.js';
 
 const SUMMARY = 'Assemble the app image from the run image and the build output; write report.toml.';
 
@@ -148,6 +149,9 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
     concurrency: inputs.bool('parallel') ? 4 : 2,
     reportPath: inputs.require('report'),
     logger,
+    onEvent: (e) => {
+      if (e.type === 'layer') logger.info(layerLine(e.name, e.outcome));
+    },
   });
   logger.info(`*** Images (${result.digest.slice(7, 19)}):`);
   for (const tag of result.tags) logger.info(`      ${tag}`);

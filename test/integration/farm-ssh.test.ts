@@ -1,0 +1,308 @@
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BuildReport } from '../../src/api/build.js';
+import type { BuildEvent } from '../../src/api/events.js';
+import { main } from '../../src/cli/main.js';
+import type { CliIO } from '../../src/cli/output.js';
+import { buildOnFarm } from '../../src/farm/build.js';
+import type { FarmNodeConfig } from '../../src/farm/config.js';
+import { openLayoutStore } from '../../src/image/layout-store.js';
+import { publishIndex } from '../../src/image/publish-index.js';
+import { createRegistryStore } from '../../src/image/registry-store.js';
+import { MediaType } from '../../src/oci/media-types.js';
+import type { Platform } from '../../src/oci/platform.js';
+import { parseReference } from '../../src/oci/reference.js';
+import { isPackfarmError } from '../../src/util/errors.js';
+import { compileSrcForChildProcesses } from '../helpers/compiled-src.js';
+import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { type PodmanRunner, createPodmanRunner, createRunImage } from '../helpers/run-image.js';
+import { type SshFarm, startSshNodes } from '../helpers/ssh-nodes.js';
+
+/**
+ * A farm of real SSH nodes: three OpenSSH servers on 127.0.0.2–4 (generated host and user keys, a private
+ * known_hosts, each node its own data dir) running this checkout's packfarm (a compiled copy of src/), plus
+ * the local node. Builds go through buildOnFarm (the `build --farm` path) against a real registry; podman
+ * runs what was built.
+ *
+ * The nodes are all this amd64 machine, so the host executor builds linux/amd64 and linux/386 natively on
+ * each; `platforms` restrictions in the farm config force where each target may go.
+ */
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const probeBp = join(repoRoot, 'test', 'fixtures', 'buildpacks', 'farm', 'farm_probe', '1.0.0');
+const AMD64: Platform = { os: 'linux', architecture: 'amd64' };
+const I386: Platform = { os: 'linux', architecture: '386' };
+
+let root: string;
+let registry: TestRegistry;
+let podman: PodmanRunner;
+let ssh: SshFarm;
+let compiled: { dir: string; cleanup: () => Promise<void> };
+let runIndex: string;
+const saved = { home: process.env.PACKFARM_HOME, xdg: process.env.XDG_CONFIG_HOME };
+
+async function packfarm(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
+  const code = await main(argv, io);
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+async function makeApp(name: string, files: Record<string, string>): Promise<string> {
+  const dir = join(root, 'apps', name);
+  await mkdir(dir, { recursive: true });
+  for (const [rel, text] of Object.entries(files)) await writeFile(join(dir, rel), text);
+  return dir;
+}
+
+const node = (i: number, extra: Partial<FarmNodeConfig> = {}): FarmNodeConfig => ({
+  ...ssh.nodes[i]!.config,
+  ...extra,
+});
+
+interface FarmBuild {
+  report: BuildReport;
+  events: BuildEvent[];
+}
+
+async function farmBuild(
+  image: string,
+  app: string,
+  nodes: FarmNodeConfig[],
+  extra: { platforms?: string[]; env?: string[]; publish?: boolean; onEvent?: (e: BuildEvent) => void } = {},
+): Promise<FarmBuild> {
+  const events: BuildEvent[] = [];
+  const report = await buildOnFarm(
+    {
+      image,
+      path: app,
+      buildpacks: [probeBp],
+      runImage: runIndex,
+      insecureRegistries: [registry.host],
+      publish: extra.publish ?? true,
+      platforms: extra.platforms ?? ['linux/amd64,linux/386'],
+      env: extra.env ?? [],
+    },
+    {
+      nodes,
+      onEvent: (e) => {
+        events.push(e);
+        extra.onEvent?.(e);
+      },
+    },
+  );
+  return { report, events };
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'pf-farm-'));
+  process.env.PACKFARM_HOME = join(root, 'coordinator');
+  process.env.XDG_CONFIG_HOME = join(root, 'config');
+  compiled = await compileSrcForChildProcesses();
+  const entry = join(compiled.dir, 'packfarm.mjs');
+  await writeFile(
+    entry,
+    "import { main } from './cli/main.js';\nprocess.exitCode = await main(process.argv.slice(2));\n",
+  );
+  ssh = await startSshNodes({ dir: join(root, 'ssh'), count: 3, entry });
+  registry = await startRegistry();
+  podman = await createPodmanRunner();
+  const run = createRegistryStore(parseReference(`${registry.host}/run`), {
+    insecureRegistries: [registry.host],
+  });
+  const images = [];
+  for (const p of [AMD64, I386])
+    images.push(await createRunImage({ store: run, tag: `v1-${p.architecture}`, platform: p }));
+  await publishIndex({ store: run, images: images.map((i) => i.digest), tags: ['v1'] });
+  runIndex = `${registry.host}/run:v1`;
+}, 180_000);
+
+afterAll(async () => {
+  if (saved.home === undefined) delete process.env.PACKFARM_HOME;
+  else process.env.PACKFARM_HOME = saved.home;
+  if (saved.xdg === undefined) delete process.env.XDG_CONFIG_HOME;
+  else process.env.XDG_CONFIG_HOME = saved.xdg;
+  await ssh?.stop();
+  await podman?.cleanup();
+  await registry?.stop();
+  await compiled?.cleanup();
+  await rm(root, { recursive: true, force: true });
+});
+
+describe('farm config and nodes over ssh', () => {
+  it('farm create / node add / ls: every node reachable with its version, platforms and capacity', async () => {
+    expect((await packfarm('farm', 'create', 'lab', 'local')).code).toBe(0);
+    for (const n of ssh.nodes.slice(0, 2)) {
+      const c = n.config;
+      const r = await packfarm(
+        'farm',
+        'node',
+        'add',
+        'lab',
+        c.uri,
+        '--name',
+        n.name,
+        '--identity',
+        c.identity!,
+        '--command',
+        c.command!,
+        '--max-jobs',
+        '2',
+        ...c.ssh_options!.flatMap((o) => ['--ssh-option', o]),
+      );
+      expect(r.code, r.err).toBe(0);
+    }
+    const ls = await packfarm('farm', 'ls', '--json');
+    expect(ls.code, ls.err).toBe(0);
+    const farms = JSON.parse(ls.out) as Array<{
+      name: string;
+      default: boolean;
+      nodes: Array<Record<string, unknown>>;
+    }>;
+    expect(farms.map((f) => [f.name, f.default])).toEqual([['lab', true]]);
+    const nodes = farms[0]!.nodes;
+    expect(nodes.map((n) => [n.name, n.reachable, n.packfarm])).toEqual([
+      ['local', true, '0.1.0'],
+      ['node1', true, '0.1.0'],
+      ['node2', true, '0.1.0'],
+    ]);
+    for (const n of nodes) {
+      expect(n.native).toEqual(['linux/amd64', 'linux/386']);
+      expect(n.runningJobs).toBe(0);
+    }
+    expect(nodes[1]!.capacity).toBe(2);
+    const human = await packfarm('farm', 'ls');
+    expect(human.out).toContain('node1  ssh://root@127.0.0.2:');
+    expect(human.out).toMatch(/native: {3}linux\/amd64, linux\/386/);
+  }, 120_000);
+
+  it('names the node when its host key is wrong or its user key is refused', async () => {
+    const wrongKnown = join(root, 'wrong_known_hosts');
+    const other = join(root, 'other_host_key');
+    await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
+    const n = ssh.nodes[0]!;
+    await writeFile(
+      wrongKnown,
+      `[${n.address}]:${n.port} ${(await readFile(`${other}.pub`, 'utf8')).trim()}\n`,
+    );
+    const badHost = node(0, {
+      name: 'spoofed',
+      ssh_options: [
+        `UserKnownHostsFile=${wrongKnown}`,
+        'GlobalKnownHostsFile=/dev/null',
+        'StrictHostKeyChecking=yes',
+      ],
+    });
+    const strangerKey = join(root, 'stranger_key');
+    await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', strangerKey]);
+    const badUser = node(1, { name: 'locked', identity: strangerKey });
+
+    const app = await makeApp('keys', { 'app.txt': 'keys\n' });
+    for (const [cfg, code, re] of [
+      [
+        badHost,
+        'NODE_HOST_KEY',
+        /node spoofed \(ssh:\/\/root@127\.0\.0\.2:\d+\): ssh refused the node's host key: .*Host key verification failed/,
+      ],
+      [
+        badUser,
+        'NODE_AUTH',
+        /node locked \(ssh:\/\/root@127\.0\.0\.3:\d+\): the node refused the login: .*Permission denied/,
+      ],
+    ] as const) {
+      let err: unknown;
+      try {
+        await farmBuild(`${registry.host}/keys:latest`, app, [cfg], { platforms: ['linux/amd64'] });
+      } catch (e) {
+        err = e;
+      }
+      // The only node is unreachable: the error lists it with ssh's reason.
+      expect(isPackfarmError(err, 'NO_REACHABLE_NODE')).toBe(true);
+      expect((err as Error).message).toMatch(re);
+      const ls = await import('../../src/farm/manage.js');
+      const [status] = await Promise.all([ls.connectAll([cfg], process.env)]);
+      expect((status[0]!.error as { code: string }).code).toBe(code);
+    }
+    expect(
+      await store('keys')
+        .listTags()
+        .catch(() => []),
+    ).toEqual([]);
+  }, 60_000);
+});
+
+function store(repo: string) {
+  return createRegistryStore(parseReference(`${registry.host}/${repo}`), {
+    insecureRegistries: [registry.host],
+  });
+}
+
+describe('builds on the farm', () => {
+  let app: string;
+  let first: FarmBuild;
+
+  it('places each target where --platforms allows, publishes one index, podman runs each arch', async () => {
+    app = await makeApp('app', { 'app.txt': 'one\n' });
+    const nodes = [node(0, { platforms: ['linux/386'] }), node(1, { platforms: ['linux/amd64'] })];
+    first = await farmBuild(`${registry.host}/app:latest`, app, nodes);
+    const r = first.report;
+    expect(r.index).toBe(true);
+    expect(r.mediaType).toBe(MediaType.ociIndex);
+    expect(r.targets.map((t) => [t.platform, t.runs, t.farm?.node])).toEqual([
+      ['linux/386', 'native', 'node1'],
+      ['linux/amd64', 'native', 'node2'],
+    ]);
+    for (const t of r.targets) {
+      expect(t.tags).toEqual([]);
+      expect(t.farm?.attempts).toEqual([]);
+      expect(t.farm?.bytesSent).toBeGreaterThan(0);
+      expect(t.farm?.blobsSent).toBe(2); // app + buildpack
+      expect(t.farm?.bytesReceived).toBeGreaterThan(0);
+    }
+    const placed = first.events.filter((e) => e.type === 'placed');
+    expect(placed.map((e) => [e.target, e.type === 'placed' && e.node])).toEqual(
+      expect.arrayContaining([
+        ['linux/386', 'node1'],
+        ['linux/amd64', 'node2'],
+      ]),
+    );
+    // Node events come back tagged with their target.
+    expect(
+      first.events.some(
+        (e) =>
+          e.type === 'output' && e.target === 'linux/386' && e.line.includes('probe: building for linux/386'),
+      ),
+    ).toBe(true);
+
+    const raw = await execa('skopeo', [
+      'inspect',
+      '--raw',
+      '--tls-verify=false',
+      `docker://${registry.host}/app:latest`,
+    ]);
+    const index = JSON.parse(raw.stdout) as {
+      manifests: Array<{ digest: string; platform: { architecture: string } }>;
+    };
+    expect(index.manifests.map((m) => m.platform.architecture)).toEqual(['386', 'amd64']);
+    expect(index.manifests.map((m) => m.digest)).toEqual(r.targets.map((t) => t.digest));
+    expect((await store('app').listTags()).sort()).toEqual(['latest']);
+    for (const arch of ['386', 'amd64']) {
+      const run = await podman.run(`${registry.host}/app:latest`, { flags: ['--arch', arch] });
+      expect(run.stdout).toContain(`target=linux/${arch} app=one`);
+    }
+  }, 300_000);
+
+  it('a second build sends no app blob and gives the same index, whatever the node order', async () => {
+    const nodes = [node(1, { platforms: ['linux/amd64'] }), node(0, { platforms: ['linux/386'] })];
+    const again = await farmBuild(`${registry.host}/app:latest`, app, nodes);
+    expect(again.report.digest).toBe(first.report.digest);
+    for (const t of again.report.targets) {
+      expect(t.farm?.blobsSent).toBe(0);
+      expect(t.layerCounts.added).toBe(0);
+    }
+  }, 300_000);
+});
