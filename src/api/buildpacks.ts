@@ -1,6 +1,12 @@
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import type { BuildpackStore, Order, OrderElement } from '../buildpack/descriptor.js';
+import {
+  type BuildpackStore,
+  type Order,
+  type OrderElement,
+  buildpackDirFor,
+  createBuildpackStore,
+} from '../buildpack/descriptor.js';
 import { platformOrderFromFile } from '../buildpack/order.js';
 import { layeredBuildpackStore, type StagedBuildpack, stageBuildpack } from '../buildpack/source.js';
 import type { ResolvedBuilder } from '../builder/resolve.js';
@@ -151,4 +157,38 @@ async function writeInlineBuildpack(
   await chmod(join(dir, 'bin', 'detect'), 0o755);
   await chmod(join(dir, 'bin', 'build'), 0o755);
   return stageBuildpack(dir, { cwd: dir, scratchDir: dir });
+}
+
+/**
+ * Every buildpack the order can reach (composite buildpacks' own orders included), copied into one
+ * `<dir>/<escaped id>/<version>/` tree: the oci executor mounts a single buildpacks dir at /cnb/buildpacks,
+ * while a build's buildpacks may come from a builder, flags and project.toml in different places.
+ */
+export async function collectBuildpacks(
+  store: BuildpackStore,
+  order: Order,
+  dir: string,
+): Promise<BuildpackStore> {
+  const seen = new Set<string>();
+  const visit = async (o: Order): Promise<void> => {
+    for (const g of o)
+      for (const e of g.group) {
+        const key = `${e.id}@${e.version}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        let d: Awaited<ReturnType<BuildpackStore['lookup']>>;
+        try {
+          d = await store.lookup(e.id, e.version ?? '');
+        } catch (err) {
+          // An optional buildpack that is not there simply does not take part (detect says so).
+          if (e.optional) continue;
+          throw err;
+        }
+        await cp(d.dir, buildpackDirFor(dir, e.id, d.version), { recursive: true, verbatimSymlinks: true });
+        await visit(d.order);
+      }
+  };
+  await mkdir(dir, { recursive: true });
+  await visit(order);
+  return createBuildpackStore(dir);
 }

@@ -9,7 +9,8 @@ import type { Logger } from '../util/log.js';
  * The API hands them to `onEvent`; only the CLI turns them into text (status lines, prefixed lines, JSON
  * lines). Phases never print.
  */
-export type BuildPhase = 'plan' | CreatePhase | 'publish';
+/** `prepare`: a target's build dirs, workspace and executor (build image root filesystem) before analyze. */
+export type BuildPhase = 'plan' | 'prepare' | CreatePhase | 'publish';
 
 interface EventBase {
   /** `os/arch[/variant]` of the target, or '' for the whole build. */

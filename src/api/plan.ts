@@ -13,6 +13,7 @@ import {
   resolveBuilder,
 } from '../builder/resolve.js';
 import type { CacheLocation } from '../phase/cache.js';
+import { detectPlatforms } from '../exec/binfmt.js';
 import { packfarmDataDir } from '../image/manifest-list.js';
 import {
   type ImagePlatforms,
@@ -38,7 +39,7 @@ import { type ExportOutput, addExportOutput } from '../phase/export.js';
 import { PackfarmError } from '../util/errors.js';
 import { resolveCreationTime } from '../util/time.js';
 import { parseWith } from '../util/validate.js';
-import { resolveBuildpacks } from './buildpacks.js';
+import { collectBuildpacks, resolveBuildpacks } from './buildpacks.js';
 import { type BuildEventListener, eventLogger } from './events.js';
 import {
   type MachinePlatforms,
@@ -88,6 +89,8 @@ export const BuildOptionsSchema = z.object({
   platform: z.string().min(1).optional(),
   /** How buildpacks run: `oci` (default with a build image) or `host` (this machine, no isolation). */
   executor: z.enum(['host', 'oci']).optional(),
+  /** oci executor: give buildpacks the host's network (default) or none. */
+  network: z.boolean().default(true),
   /** Targets built at the same time (default: the number of CPUs). */
   jobs: z.number().int().positive().optional(),
   /** The index's format when there are several targets: OCI image index, or Docker manifest list. */
@@ -111,8 +114,6 @@ export interface PlanHooks {
   machine?: MachinePlatforms;
   /** Warnings and information found while planning arrive here (target '', phase 'plan'). */
   onEvent?: BuildEventListener;
-  /** Executor kinds this process can create (default: host, and oci where available). */
-  executors?: readonly ExecutorKind[];
 }
 
 export interface TargetPlan {
@@ -132,8 +133,8 @@ export interface TargetPlan {
     /** The image manifest chosen for this target. */
     digest: Digest;
   };
-  /** The image buildpacks run in (oci executor): its reference and the manifest chosen for this target. */
-  buildImage?: { name: string; digest: Digest };
+  /** The image buildpacks run in (oci executor): its reference, store and the manifest chosen for this target. */
+  buildImage?: { name: string; store: ImageStore; digest: Digest };
   builder?: string;
 }
 
@@ -174,7 +175,6 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
   const insecure = insecureRegistriesFrom(opts.insecureRegistries, env);
   const createdAt = resolveCreationTime(opts.creationTime, env);
   const machine = hooks.machine ?? (await localMachine());
-  const executors = hooks.executors ?? (await availableExecutors());
   const requested = parsePlatformList([...opts.platforms, ...(opts.platform ? [opts.platform] : [])]);
 
   const descriptorPath = opts.descriptor ? resolve(cwd, opts.descriptor) : join(appPath, 'project.toml');
@@ -234,7 +234,7 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
     };
 
     // What the builder (or build image) offers: the platforms of a builder image, or builder.toml [[targets]].
-    let builderImage: { platforms: ImagePlatforms; name: string } | undefined;
+    let builderImage: { platforms: ImagePlatforms; name: string; store: ImageStore } | undefined;
     let dirBuilder: ResolvedBuilder | undefined;
     if (builderName) {
       if (await isBuilderImage(builderName, cwd)) {
@@ -246,13 +246,13 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
           throw new PackfarmError('BUILDER_NOT_FOUND', `builder ${opened.display}: no such image`, {
             hint: 'check the reference (and --insecure-registry for a plain-HTTP registry)',
           });
-        builderImage = { platforms, name: builderName };
+        builderImage = { platforms, name: builderName, store: opened.store };
       } else {
         dirBuilder = await resolveOne(builderName);
       }
     }
     const buildImageName = opts.buildImage ?? dirBuilder?.buildImage;
-    let buildImage: { platforms: ImagePlatforms; name: string } | undefined;
+    let buildImage: { platforms: ImagePlatforms; name: string; store: ImageStore } | undefined;
     if (buildImageName && !builderImage) {
       const opened = await openImage(buildImageName, { insecureRegistries: insecure });
       const platforms = await imagePlatforms(opened.store, opened.target);
@@ -260,7 +260,7 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
         throw new PackfarmError('BUILD_IMAGE_NOT_FOUND', `build image ${opened.display}: no such image`, {
           hint: 'check --build-image (or builder.toml [build] image) and --insecure-registry',
         });
-      buildImage = { platforms, name: buildImageName };
+      buildImage = { platforms, name: buildImageName, store: opened.store };
     }
     const isolated = builderImage ?? buildImage;
     if (opts.executor === 'oci' && !isolated)
@@ -270,12 +270,6 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
         { hint: 'pass --builder with a builder image, or --build-image REF' },
       );
     const executorKind: ExecutorKind = opts.executor ?? (isolated ? 'oci' : 'host');
-    if (executorKind === 'oci' && !executors.includes('oci'))
-      throw new PackfarmError(
-        'EXECUTOR_UNAVAILABLE',
-        'the oci executor (runc in the build image) is not available in this packfarm build',
-        { hint: 'pass --executor host to run the buildpacks on this machine (native platforms only)' },
-      );
 
     let targets: Platform[];
     if (requested.length > 0) targets = requested;
@@ -326,7 +320,7 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
           },
         );
 
-      let buildChild: { name: string; digest: Digest } | undefined;
+      let buildChild: { name: string; store: ImageStore; digest: Digest } | undefined;
       if (isolated) {
         const child = pickPlatformImage(isolated.platforms, platform);
         if (!child)
@@ -335,20 +329,32 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
             `target ${name}: ${builderImage ? 'builder' : 'build image'} ${isolated.name} has no image for it (it has ${describePlatforms(isolated.platforms)})`,
             { hint: 'build only the platforms it has (--platform), or use an image with that platform' },
           );
-        buildChild = { name: isolated.name, digest: child.digest };
+        buildChild = { name: isolated.name, store: isolated.store, digest: child.digest };
       }
 
       const key = builderImage && buildChild ? buildChild.digest : '';
       let shared = byBuildChild.get(key);
       if (!shared) {
         const builder = builderImage ? await resolveOne(builderImage.name, platform) : dirBuilder;
-        const buildpacks = await resolveBuildpacks({
+        const resolved = await resolveBuildpacks({
           flags: opts.buildpacks,
           project,
           builder,
           cwd,
           scratchDir: nextScratch(),
         });
+        // In a container the buildpacks are one mounted dir: gather them there.
+        const buildpacks =
+          executorKind === 'oci'
+            ? {
+                store: await collectBuildpacks(
+                  resolved.store,
+                  resolved.order,
+                  join(nextScratch(), 'buildpacks'),
+                ),
+                order: resolved.order,
+              }
+            : resolved;
         shared = { builder, buildpacks };
         byBuildChild.set(key, shared);
       }
@@ -440,14 +446,15 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
 }
 
 /**
- * What this machine runs: its native platforms, plus what binfmt_misc emulates once the exec room can tell.
+ * What this machine runs: its native platforms, plus the foreign ones a binfmt_misc handler with the F flag
+ * emulates (usable inside a build image's root filesystem).
  */
 async function localMachine(): Promise<MachinePlatforms> {
-  return nativeMachine();
-}
-
-async function availableExecutors(): Promise<ExecutorKind[]> {
-  return ['host'];
+  const m = await detectPlatforms();
+  return {
+    native: m.native,
+    emulated: m.emulated.filter((e) => e.usableInContainers).map((e) => e.platform),
+  };
 }
 
 async function requireDir(path: string, flag: string): Promise<void> {

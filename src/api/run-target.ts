@@ -4,6 +4,9 @@ import { Transform } from 'node:stream';
 import type { CacheLocation } from '../phase/cache.js';
 import type { Executor } from '../exec/executor.js';
 import { createHostExecutor } from '../exec/host.js';
+import { createOciExecutor } from '../exec/oci.js';
+import { prepareRootfs } from '../exec/rootfs.js';
+import type { Logger } from '../util/log.js';
 import { packfarmDataDir } from '../image/manifest-list.js';
 import type { ImageStore } from '../image/store.js';
 import { formatImageLocation } from '../image/transport.js';
@@ -76,7 +79,8 @@ export async function runTarget(
 ): Promise<TargetReport> {
   const t0 = performance.now();
   const opts = plan.options;
-  let phase: BuildPhase = 'analyze';
+  let phase: BuildPhase = 'prepare';
+  let closeExecutor: () => Promise<void> = async () => {};
   const emit = (e: BuildEvent) => hooks.onEvent?.(e);
   const log = eventLogger(target.name, () => phase, emit);
   emit({ type: 'target-start', target: target.name, phase, runs: target.runs, executor: target.executor });
@@ -106,7 +110,13 @@ export async function runTarget(
       tags: plan.index ? [] : [...o.tags],
       ...(o.names && !plan.index ? { names: [...o.names] } : {}),
     }));
-    const executor = hooks.executor ? await hooks.executor(target) : createHostExecutor();
+    phase = 'prepare';
+    const prepared = hooks.executor
+      ? { executor: await hooks.executor(target) }
+      : await targetExecutor(plan, target, dirs, { log, ...(hooks.signal ? { signal: hooks.signal } : {}) });
+    const executor = prepared.executor;
+    closeExecutor = async () => executor.close?.();
+    phase = 'analyze';
     const cache = plan.cache ? targetCache(plan.cache.location, target, plan.index) : undefined;
 
     const result: CreateResult = await create({
@@ -133,6 +143,8 @@ export async function runTarget(
       reportPath: join(dirs.layers, 'report.toml'),
       hostPaths: { appDir: dirs.app, layersDir: dirs.layers },
       executor,
+      // The build image's CNB user owns what buildpacks create, in the layers and in the image, as under pack.
+      ...(prepared.user ? { uid: prepared.user.uid, gid: prepared.user.gid } : {}),
       hostEnv: plan.env,
       logger: log,
       onEvent: (e) => {
@@ -260,8 +272,48 @@ export async function runTarget(
     });
     return report;
   } finally {
+    await closeExecutor().catch(() => undefined);
     await dirs.release();
   }
+}
+
+/**
+ * The executor of a target: host processes, or runc in the target's build image, whose root filesystem is
+ * unpacked once per manifest digest under the data dir (and reused by later builds).
+ */
+async function targetExecutor(
+  plan: BuildPlan,
+  target: TargetPlan,
+  dirs: { app: string; layers: string; platform: string; scratch: string },
+  opts: { log: Logger; signal?: AbortSignal },
+): Promise<{ executor: Executor; user?: { uid: number; gid: number } }> {
+  if (target.executor === 'host') return { executor: createHostExecutor() };
+  const image = target.buildImage;
+  if (!image) throw new Error(`runTarget: target ${target.name} has the oci executor but no build image`);
+  const rootfs = await prepareRootfs({
+    store: image.store,
+    image: image.digest,
+    dataDir: packfarmDataDir(plan.env),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  opts.log.debug(
+    `build image ${image.name} (${image.digest}) ${rootfs.unpacked ? 'unpacked' : 'already unpacked'} at ${rootfs.dir}`,
+  );
+  const executor = await createOciExecutor({
+    rootfs: rootfs.dir,
+    dirs: {
+      app: dirs.app,
+      layers: dirs.layers,
+      platform: dirs.platform,
+      buildpacks: target.buildpacks.store.buildpacksDir,
+    },
+    uid: rootfs.config.uid,
+    gid: rootfs.config.gid,
+    env: rootfs.config.env,
+    platform: target.platform,
+    network: plan.options.network,
+  });
+  return { executor, user: { uid: rootfs.config.uid, gid: rootfs.config.gid } };
 }
 
 /**

@@ -25,14 +25,20 @@ export interface MachinePlatforms {
 
 export type Runs = 'native' | 'emulated';
 
-/** This machine with only its native platforms (the emulated ones come from the binfmt_misc scan). */
+/** A machine with only its native platforms (tests; the real one adds binfmt_misc's, see plan.ts). */
 export function nativeMachine(host: Platform = hostPlatform()): MachinePlatforms {
   return { native: compatiblePlatforms(host), emulated: [] };
 }
 
 export function howRunnable(machine: MachinePlatforms, p: Platform): Runs | undefined {
   if (machine.native.some((n) => platformsEqual(n, p))) return 'native';
-  if (machine.emulated.some((e) => platformsEqual(e, p))) return 'emulated';
+  // An emulator for arm/v7 also runs v6 and v5 code: what a machine of that platform runs natively.
+  const viaEmulator = machine.emulated.some((e) =>
+    compatiblePlatforms(e)
+      .filter((c) => c.architecture === e.architecture)
+      .some((c) => platformsEqual(c, p)),
+  );
+  if (viaEmulator) return 'emulated';
   return undefined;
 }
 

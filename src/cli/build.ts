@@ -27,6 +27,7 @@ interface BuildFlags {
   jobs?: string;
   format?: string;
   events?: boolean;
+  network: boolean;
   keepTemp?: boolean;
   farm?: string;
   verbose?: boolean;
@@ -85,6 +86,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
       '--executor <host|oci>',
       'run buildpacks in the build image (oci, default with one) or on this machine (host)',
     )
+    .option('--no-network', 'oci executor: buildpacks get no network (default: the host network)')
     .option('--build-image <ref>', 'image (or index) buildpacks run in, for a build without a builder image')
     .option('--jobs <n>', 'targets built at the same time (default: the number of CPUs)')
     .option(
@@ -176,6 +178,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
             ...(flags.executor ? { executor: flags.executor as 'host' | 'oci' } : {}),
             ...(jobs !== undefined ? { jobs } : {}),
             ...(flags.format ? { format: flags.format as 'oci' | 'docker' } : {}),
+            network: flags.network !== false,
             keepTemp: flags.keepTemp === true,
           },
           { onEvent: (e) => renderer.onEvent(e) },

@@ -59,7 +59,7 @@ export function createBuildRenderer(opts: BuildRendererOptions): BuildRenderer {
   const text = (e: BuildEvent): string | undefined => {
     switch (e.type) {
       case 'phase-start':
-        return e.phase === 'plan' ? undefined : `===> ${e.phase.toUpperCase()}`;
+        return e.phase === 'plan' || opts.quiet ? undefined : `===> ${e.phase.toUpperCase()}`;
       case 'output':
         return opts.quiet ? undefined : e.line;
       case 'info':
