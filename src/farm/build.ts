@@ -1,4 +1,5 @@
 import { type BuildHooks, type BuildOptions, type BuildReport, build } from '../api/build.js';
+import { parsePlatformList } from '../api/targets.js';
 import { PackfarmError } from '../util/errors.js';
 import { type FarmNodeConfig, farmsFilePath, getFarm, readFarms } from './config.js';
 import { localNode } from './manage.js';
@@ -36,14 +37,14 @@ export async function buildOnFarm(options: BuildOptions, hooks: FarmBuildHooks =
   try {
     if (hooks.signal?.aborted)
       throw new PackfarmError('ABORTED', 'the build was cancelled', { exitCode: 130 });
+    // Before planning: a requested platform no reachable node may build is the farm's error, naming every node.
+    runner.check(parsePlatformList([...(options.platforms ?? []), ...(options.platform ? [options.platform] : [])]));
     return await build(
       { ...options, jobs: options.jobs ?? runner.slots },
       {
         ...hooks,
         env,
         machine: runner.machine,
-        // Whether a target can use the oci executor is each node's to say when it plans the target.
-        executors: hooks.executors ?? ['host', 'oci'],
         runTarget: runner.runTarget,
       },
     );

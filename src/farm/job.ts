@@ -140,6 +140,7 @@ export async function runWorker(
         ...(spec.runImage ? { runImage: spec.runImage } : {}),
         ...(spec.buildImage ? { buildImage: spec.buildImage } : {}),
         ...(spec.executor ? { executor: spec.executor } : {}),
+        network: spec.network,
         env: spec.env,
         publish: spec.output.kind === 'registry',
         insecureRegistries: spec.insecureRegistries,

@@ -53,6 +53,8 @@ export interface FarmRunner {
   /** Job slots over all reachable nodes: how many targets build() should start at once. */
   slots: number;
   nodes: Array<{ name: string; reachable: boolean; error?: string }>;
+  /** Throws NO_NODE_FOR_PLATFORM (listing every node) when a target has no reachable node that may run it. */
+  check(targets: readonly Platform[]): void;
   runTarget(plan: BuildPlan, target: TargetPlan, hooks: RunTargetHooks): Promise<TargetReport>;
   close(): Promise<void>;
 }
@@ -213,6 +215,13 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
       ...nodes.map((n) => ({ name: n.config.name, reachable: true })),
       ...unreachable.map((u) => ({ name: u.name, reachable: false, error: u.error })),
     ],
+    check(targets) {
+      checkPlacement(
+        targets,
+        live().map((n) => n.capacity),
+        unreachable,
+      );
+    },
     async runTarget(plan, target, hooks) {
       if (closed) throw new PackfarmError('ABORTED', 'the farm was closed', { exitCode: 130 });
       let check = checked.get(plan);
@@ -521,6 +530,7 @@ function targetJob(plan: BuildPlan, target: TargetPlan, p: PreparedPlan): Target
     runImage: target.runImage.name,
     ...(o.buildImage ? { buildImage: o.buildImage } : {}),
     executor: target.executor,
+    network: o.network,
     output:
       out.transport === 'docker'
         ? { kind: 'registry', image: o.image }

@@ -305,4 +305,217 @@ describe('builds on the farm', () => {
       expect(t.layerCounts.added).toBe(0);
     }
   }, 300_000);
+  it('packfarm build --farm NAME (the CLI) reports the node and the bytes per target', async () => {
+    const cliApp = await makeApp('cli', { 'app.txt': 'cli\n' });
+    const r = await packfarm(
+      'build',
+      `${registry.host}/cli:latest`,
+      '--path',
+      cliApp,
+      '--buildpack',
+      probeBp,
+      '--run-image',
+      runIndex,
+      '--insecure-registry',
+      registry.host,
+      '--publish',
+      '--platform',
+      'linux/amd64,linux/386',
+      '--farm',
+      'lab',
+    );
+    expect(r.code, r.err + r.out).toBe(0);
+    expect(r.out).toMatch(/linux\/386: sha256:[0-9a-f]{64} \(native/);
+    expect(r.out).toMatch(/node: {5}(local|node1|node2) \(native\); sent [\d.]+ \w*B, received [\d.]+ \w*B/);
+    const missing = await packfarm(
+      'build',
+      `${registry.host}/cli:latest`,
+      '--path',
+      cliApp,
+      '--farm',
+      'nope',
+    );
+    expect(missing.code).not.toBe(0);
+    expect(missing.err).toContain('no farm named "nope"');
+  }, 300_000);
+});
+
+describe('faults', () => {
+  it('a node whose serve process is killed mid-build: the target is retried on another node', async () => {
+    const app = await makeApp('retry', { 'app.txt': 'retry\n' });
+    const hold = join(root, 'hold');
+    await mkdir(hold, { recursive: true });
+    const nodes = [node(0, { max_jobs: 1 }), node(1, { max_jobs: 1 })];
+    const placed = new Map<string, string>();
+    let killed: number | undefined;
+    const building = farmBuild(`${registry.host}/retry:latest`, app, nodes, {
+      env: [`FARM_HOLD_DIR=${hold}`],
+      onEvent: (e) => {
+        if (e.type === 'placed') placed.set(e.target, e.node);
+      },
+    });
+    // Wait until the 386 target's buildpack runs (on whichever node got it), then kill that node's serve.
+    let started: string | undefined;
+    for (let i = 0; i < 1200 && !started; i++) {
+      started = (await readdir(hold)).find((f) => f.startsWith('started-386-'));
+      if (!started) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(started).toBeDefined();
+    const victim = ssh.nodes.find((n) => n.name === placed.get('linux/386'))!;
+    const pids = await victim.servePids();
+    killed = pids[pids.length - 1]!;
+    process.kill(killed, 'SIGKILL');
+    await writeFile(join(hold, 'release'), '');
+    const { report, events } = await building;
+
+    const t386 = report.targets.find((t) => t.platform === 'linux/386')!;
+    expect(t386.farm?.node).not.toBe(victim.name);
+    expect(t386.farm?.attempts).toEqual([
+      { node: victim.name, code: 'NODE_LOST', message: expect.stringContaining(`node ${victim.name}`) },
+    ]);
+    expect(events.some((e) => e.type === 'retry' && e.target === 'linux/386' && e.node === victim.name)).toBe(
+      true,
+    );
+    expect((await store('retry').listTags()).sort()).toEqual(['latest']);
+    // The killed node's job and its buildpack process went with it.
+    const bpPid = Number(started!.split('-').pop());
+    let alive = true;
+    for (let i = 0; i < 50 && alive; i++) {
+      try {
+        process.kill(bpPid, 0);
+        await new Promise((r) => setTimeout(r, 100));
+      } catch {
+        alive = false;
+      }
+    }
+    expect(alive).toBe(false);
+  }, 300_000);
+
+  it('all nodes for a target down: a clear error before anything runs, and no tag', async () => {
+    const app = await makeApp('down', { 'app.txt': 'down\n' });
+    await ssh.nodes[2]!.stop();
+    let err: unknown;
+    try {
+      await farmBuild(`${registry.host}/down:latest`, app, [
+        node(0, { platforms: ['linux/amd64'] }),
+        node(2, { platforms: ['linux/386'] }),
+      ]);
+    } catch (e) {
+      err = e;
+    }
+    expect(String(err)).toContain('no reachable node');
+    expect(isPackfarmError(err, 'NO_NODE_FOR_PLATFORM')).toBe(true);
+    const msg = (err as Error).message;
+    expect(msg).toContain('no reachable node can build linux/386');
+    expect(msg).toContain('node1: native linux/amd64, linux/386; emulated');
+    expect(msg).toContain('restricted to linux/amd64');
+    expect(msg).toMatch(
+      /node3: unreachable \(node node3 \(ssh:\/\/root@127\.0\.0\.4:\d+\): ssh failed: .*Connection refused/,
+    );
+    expect(
+      await store('down')
+        .listTags()
+        .catch(() => []),
+    ).toEqual([]);
+  }, 120_000);
+});
+
+describe('outputs and credentials', () => {
+  it('writes an oci: layout from remote nodes (blobs streamed back), readable by skopeo and podman', async () => {
+    const app = await makeApp('oci', { 'app.txt': 'layout\n' });
+    const out = join(root, 'out-layout');
+    const { report } = await farmBuild(
+      `oci:${out}:app`,
+      app,
+      [node(0, { platforms: ['linux/386'] }), node(1, { platforms: ['linux/amd64'] })],
+      {
+        publish: false,
+      },
+    );
+    expect(report.index).toBe(true);
+    for (const t of report.targets) expect(t.farm?.blobsReceived).toBeGreaterThan(0);
+    const layout = await openLayoutStore(out);
+    expect(await layout.listTags()).toEqual(['app']);
+    const raw = await execa('skopeo', ['inspect', '--raw', `oci:${out}:app`]);
+    expect((JSON.parse(raw.stdout) as { manifests: unknown[] }).manifests).toHaveLength(2);
+    // podman's oci: transport does not pick an index child by --arch: run each one from a registry copy.
+    await execa('skopeo', [
+      'copy',
+      '--all',
+      '--dest-tls-verify=false',
+      `oci:${out}:app`,
+      `docker://${registry.host}/oci-copy:app`,
+    ]);
+    for (const arch of ['386', 'amd64']) {
+      const run = await podman.run(`${registry.host}/oci-copy:app`, { flags: ['--arch', arch] });
+      expect(run.stdout).toContain(`target=linux/${arch} app=layout`);
+    }
+  }, 300_000);
+
+  it('hands nodes registry credentials in memory only: nothing on their disks, nothing for buildpacks', async () => {
+    const secure = await startRegistry({
+      auth: 'htpasswd',
+      users: [{ name: 'farmer', password: 'S3cret-farm-pw' }],
+    });
+    try {
+      const cred = { username: 'farmer', password: 'S3cret-farm-pw' };
+      const run = createRegistryStore(parseReference(`${secure.host}/run`), {
+        insecureRegistries: [secure.host],
+        credentials: cred,
+      });
+      const images = [];
+      for (const p of [AMD64, I386])
+        images.push(await createRunImage({ store: run, tag: `v1-${p.architecture}`, platform: p }));
+      await publishIndex({ store: run, images: images.map((i) => i.digest), tags: ['v1'] });
+
+      const dockerDir = join(root, 'docker-config');
+      await mkdir(dockerDir, { recursive: true });
+      const basic = Buffer.from('farmer:S3cret-farm-pw').toString('base64');
+      await writeFile(
+        join(dockerDir, 'config.json'),
+        JSON.stringify({ auths: { [secure.host]: { auth: basic } } }),
+      );
+      const app = await makeApp('secret', { 'app.txt': 'secret\n' });
+      const events: BuildEvent[] = [];
+      // The coordinator's registry client reads DOCKER_CONFIG from the process environment.
+      process.env.DOCKER_CONFIG = dockerDir;
+      const report = await buildOnFarm(
+        {
+          image: `${secure.host}/app:latest`,
+          path: app,
+          buildpacks: [probeBp],
+          runImage: `${secure.host}/run:v1`,
+          insecureRegistries: [secure.host],
+          publish: true,
+          platforms: ['linux/amd64,linux/386'],
+        },
+        {
+          nodes: [node(0, { platforms: ['linux/386'] }), node(1, { platforms: ['linux/amd64'] })],
+          env: { ...process.env, DOCKER_CONFIG: dockerDir },
+          onEvent: (e) => events.push(e),
+        },
+      );
+      expect(report.targets.map((t) => t.farm?.node)).toEqual(['node1', 'node2']);
+      // Buildpacks printed their whole environment: no credential in it.
+      const envLines = events.filter((e) => e.type === 'output' && e.line.startsWith('probe-env: '));
+      expect(envLines.length).toBeGreaterThan(10);
+      for (const e of envLines) {
+        const line = (e as { line: string }).line;
+        expect(line).not.toContain('S3cret-farm-pw');
+        expect(line).not.toContain(basic);
+        expect(line).not.toMatch(/CNB_REGISTRY_AUTH|DOCKER_CONFIG/);
+      }
+      // Nothing on the nodes' disks holds the password, in clear or base64.
+      for (const n of ssh.nodes.slice(0, 2)) {
+        const grep = await execa('grep', ['-rlF', '-e', 'S3cret-farm-pw', '-e', basic, n.dataDir], {
+          reject: false,
+        });
+        expect(grep.exitCode, grep.stdout).toBe(1);
+        expect(grep.stdout).toBe('');
+      }
+    } finally {
+      delete process.env.DOCKER_CONFIG;
+      await secure.stop();
+    }
+  }, 300_000);
 });
