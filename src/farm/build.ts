@@ -38,7 +38,9 @@ export async function buildOnFarm(options: BuildOptions, hooks: FarmBuildHooks =
     if (hooks.signal?.aborted)
       throw new PackfarmError('ABORTED', 'the build was cancelled', { exitCode: 130 });
     // Before planning: a requested platform no reachable node may build is the farm's error, naming every node.
-    runner.check(parsePlatformList([...(options.platforms ?? []), ...(options.platform ? [options.platform] : [])]));
+    runner.check(
+      parsePlatformList([...(options.platforms ?? []), ...(options.platform ? [options.platform] : [])]),
+    );
     return await build(
       { ...options, jobs: options.jobs ?? runner.slots },
       {

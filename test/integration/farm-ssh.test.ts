@@ -347,7 +347,6 @@ describe('faults', () => {
     await mkdir(hold, { recursive: true });
     const nodes = [node(0, { max_jobs: 1 }), node(1, { max_jobs: 1 })];
     const placed = new Map<string, string>();
-    let killed: number | undefined;
     const building = farmBuild(`${registry.host}/retry:latest`, app, nodes, {
       env: [`FARM_HOLD_DIR=${hold}`],
       onEvent: (e) => {
@@ -363,8 +362,7 @@ describe('faults', () => {
     expect(started).toBeDefined();
     const victim = ssh.nodes.find((n) => n.name === placed.get('linux/386'))!;
     const pids = await victim.servePids();
-    killed = pids[pids.length - 1]!;
-    process.kill(killed, 'SIGKILL');
+    process.kill(pids[pids.length - 1]!, 'SIGKILL');
     await writeFile(join(hold, 'release'), '');
     const { report, events } = await building;
 
