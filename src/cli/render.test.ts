@@ -48,4 +48,41 @@ describe('build renderer', () => {
     expect(colorAllowed(true, { NO_COLOR: '1' })).toBe(false);
     expect(colorAllowed(false, {})).toBe(false);
   });
+  it('on a terminal, keeps one status line per target under the scrolling lines', () => {
+    let t = 0;
+    const raw: string[] = [];
+    const r = createBuildRenderer({
+      mode: 'tty',
+      write: () => {},
+      writeRaw: (x) => raw.push(x),
+      now: () => t,
+    });
+    r.onEvent(planned(2));
+    r.onEvent({
+      type: 'target-start',
+      target: 'linux/amd64',
+      phase: 'prepare',
+      runs: 'native',
+      executor: 'oci',
+    });
+    r.onEvent({
+      type: 'target-start',
+      target: 'linux/arm64',
+      phase: 'prepare',
+      runs: 'emulated',
+      executor: 'oci',
+    });
+    t = 1500;
+    r.onEvent({ type: 'phase-start', target: 'linux/arm64', phase: 'build' });
+    r.onEvent({ type: 'upload', target: 'linux/arm64', phase: 'export', bytes: 2048 });
+    r.close();
+    const screen = raw.join('');
+    // The status block is cleared (cursor up, erase) before each new line and drawn again after it.
+    expect(screen).toContain('\u001b[2A\u001b[0J');
+    expect(screen).toContain('[linux/arm64] ===> BUILD\n');
+    const last = raw.at(-1)!;
+    expect(last).toBe(
+      '[linux/amd64] START  1.5s  (native)\n[linux/arm64] BUILD  1.5s  (emulated)  ↑ 2.0 KiB\n',
+    );
+  });
 });

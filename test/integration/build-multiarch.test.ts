@@ -116,7 +116,10 @@ async function writeBuilderImage(
       ],
     }),
   );
-  return s.putManifest({ bytes: manifest, mediaType: MediaType.ociManifest });
+  return {
+    builder: await s.putManifest({ bytes: manifest, mediaType: MediaType.ociManifest }),
+    build: base.digest,
+  };
 }
 
 const publish = (image: string, app: string, ...extra: string[]) =>
@@ -180,8 +183,15 @@ beforeAll(async () => {
   const cnbLayer = { ...layer, gz: await readFile(layerFile) };
   const builder = store('builder');
   const builders: Digest[] = [];
-  for (const p of PLATFORMS) builders.push(await writeBuilderImage(builder, p, runRef, cnbLayer));
+  const builds: Digest[] = [];
+  for (const p of PLATFORMS) {
+    const written = await writeBuilderImage(builder, p, runRef, cnbLayer);
+    builders.push(written.builder);
+    builds.push(written.build);
+  }
   await publishIndex({ store: builder, images: builders, tags: ['1'] });
+  // The build images alone, as an index: for a build without a builder (--build-image).
+  await publishIndex({ store: builder, images: builds, tags: ['build-1'] });
   builderRef = `${registry.host}/builder:1`;
 }, 600_000);
 
@@ -248,9 +258,11 @@ describe('packfarm build --platform amd64,arm64,s390x (oci executor, emulated fo
     }
   }, 900_000);
 
-  it('rebuilds with no change without uploading a blob or writing a manifest', async () => {
+  it('rebuilds with no change without uploading a blob or writing a manifest (targets: the builder index)', async () => {
     registry.resetCounters();
-    const again = await publishJson(image(), app, '--platform', ALL);
+    // No --platform: the builder index's platforms, all of which this machine runs (two emulated).
+    const again = await publishJson(image(), app);
+    expect(again.targets.map((t) => t.platform)).toEqual(['linux/amd64', 'linux/arm64', 'linux/s390x']);
     expect(again.digest).toBe(first.digest);
     const c = registry.counters();
     expect(c.blobUploads).toBe(0);
@@ -260,6 +272,37 @@ describe('packfarm build --platform amd64,arm64,s390x (oci executor, emulated fo
   it('gives the same index digest with --jobs 1 as with --jobs 3', async () => {
     const one = await publishJson(`${registry.host}/app-jobs1:latest`, app, '--platform', ALL, '--jobs', '1');
     expect(one.digest).toBe(first.digest);
+  }, 900_000);
+
+  it('--build-image with --buildpack and --run-image, no builder: one emulated target gives a plain image', async () => {
+    const out = `${registry.host}/app-build-image:latest`;
+    const r = await packfarm(
+      'build',
+      out,
+      '--path',
+      app,
+      '--build-image',
+      `${registry.host}/builder:build-1`,
+      '--buildpack',
+      archBp,
+      '--run-image',
+      `${registry.host}/run:1`,
+      '--insecure-registry',
+      registry.host,
+      '--publish',
+      '--platform',
+      'linux/arm64',
+      '--json',
+    );
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.out) as BuildReport;
+    expect(report.index).toBe(false);
+    expect(report.targets.map((t) => [t.platform, t.runs, t.executor])).toEqual([
+      ['linux/arm64', 'emulated', 'oci'],
+    ]);
+    expect((await store('app-build-image').resolve('latest'))?.mediaType).toBe(MediaType.ociManifest);
+    const ran = await podman.run(out, { flags: ['--arch', 'arm64'] });
+    expect(ran.stdout).toContain('build uname=aarch64 CNB_TARGET_OS=linux CNB_TARGET_ARCH=arm64 ');
   }, 900_000);
 
   it('a buildpack failing on arm64 only: no tag, the error names linux/arm64', async () => {
