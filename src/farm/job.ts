@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { extractLayer } from '../archive/extract.js';
@@ -112,6 +112,12 @@ export async function runWorker(
     const appDir = join(input.jobDir, 'app');
     await mkdir(appDir, { recursive: true });
     await extractLayer({ source: createReadStream(blob(spec.app.digest)), dest: appDir, name: 'app source' });
+    // The app tar stamps every file with the same fixed mtime (so its digest only follows the content), and
+    // the build syncs the workspace by size, mode and mtime: a file changed to the same size would look
+    // unchanged. Fresh mtimes make the sync copy every file — correct, at the cost of one local copy.
+    const now = new Date();
+    for (const e of await readdir(appDir, { recursive: true, withFileTypes: true }))
+      if (e.isFile()) await utimes(join(e.parentPath, e.name), now, now);
     const buildpacks = spec.buildpacks.map((b) => ('ref' in b ? b.ref : blob(b.digest)));
     parsePlatform(spec.platform, 'job platform');
 

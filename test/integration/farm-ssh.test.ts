@@ -305,6 +305,16 @@ describe('builds on the farm', () => {
       expect(t.layerCounts.added).toBe(0);
     }
   }, 300_000);
+  it('a file changed to the same size reaches the image', async () => {
+    await writeFile(join(app, 'app.txt'), 'two\n');
+    const nodes = [node(0, { platforms: ['linux/386'] }), node(1, { platforms: ['linux/amd64'] })];
+    const changed = await farmBuild(`${registry.host}/app:latest`, app, nodes);
+    expect(changed.report.digest).not.toBe(first.report.digest);
+    for (const t of changed.report.targets) expect(t.farm?.blobsSent).toBe(1); // the new app tar only
+    const run = await podman.run(`${registry.host}/app:latest`, { flags: ['--arch', '386'] });
+    expect(run.stdout).toContain('target=linux/386 app=two');
+  }, 300_000);
+
   it('packfarm build --farm NAME (the CLI) reports the node and the bytes per target', async () => {
     const cliApp = await makeApp('cli', { 'app.txt': 'cli\n' });
     const r = await packfarm(
