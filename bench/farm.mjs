@@ -42,7 +42,10 @@ const listening = async (host, port) => {
   for (let i = 0; i < 200; i++) {
     const ok = await new Promise((res) => {
       const c = connect(port, host);
-      c.once('connect', () => (c.destroy(), res(true)));
+      c.once('connect', () => {
+        c.destroy();
+        res(true);
+      });
       c.once('error', () => res(false));
     });
     if (ok) return;
