@@ -26,8 +26,8 @@ import { sshArgv, sshFailure } from './ssh.js';
  */
 export interface ConnectOptions {
   version: string;
-  /** argv that runs this packfarm locally, e.g. [process.execPath, bin/packfarm.js]. */
-  localCommand: string[];
+  /** argv that runs this packfarm locally, e.g. [process.execPath, bin/packfarm.js] (for a `local` node). */
+  localCommand: () => string[];
   env?: NodeJS.ProcessEnv;
   /** Abandon a node that has not said hello by then (ssh's own timeouts usually answer first). */
   helloTimeoutMs?: number;
@@ -91,7 +91,7 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
   ];
   let child: ChildProcess;
   if (dest === 'local') {
-    const [cmd, ...args] = opts.localCommand;
+    const [cmd, ...args] = opts.localCommand();
     child = spawn(cmd as string, [...args, ...serveArgs], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: opts.env ?? process.env,

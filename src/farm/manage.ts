@@ -45,7 +45,7 @@ export async function connectAll(
       try {
         const conn = await connectNode(node, {
           version: PACKFARM_VERSION,
-          localCommand: localPackfarmCommand(),
+          localCommand: localPackfarmCommand,
           env,
         });
         return { node, conn };

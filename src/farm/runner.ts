@@ -94,7 +94,7 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
         }
         const conn = await connectNode(config, {
           version: PACKFARM_VERSION,
-          localCommand: localPackfarmCommand(),
+          localCommand: localPackfarmCommand,
           env: opts.env,
         });
         return { config, info: conn.info, conn };

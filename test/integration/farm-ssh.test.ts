@@ -399,6 +399,113 @@ describe('faults', () => {
     expect(alive).toBe(false);
   }, 300_000);
 
+  it('SIGTERM on the coordinator cancels every remote job: buildpacks killed, job dirs removed, no tag', async () => {
+    const app = await makeApp('sigterm', { 'app.txt': 'term\n' });
+    const hold = join(root, 'hold-term');
+    await mkdir(hold, { recursive: true });
+    const cfg = (i: number) => {
+      const c = ssh.nodes[i]!.config;
+      return [
+        '--identity',
+        c.identity!,
+        '--command',
+        c.command!,
+        ...c.ssh_options!.flatMap((o) => ['--ssh-option', o]),
+      ];
+    };
+    expect((await packfarm('farm', 'create', 'pair')).code).toBe(0);
+    expect(
+      (
+        await packfarm(
+          'farm',
+          'node',
+          'add',
+          'pair',
+          ssh.nodes[0]!.config.uri,
+          '--name',
+          'node1',
+          '--platforms',
+          'linux/386',
+          ...cfg(0),
+        )
+      ).code,
+    ).toBe(0);
+    expect(
+      (
+        await packfarm(
+          'farm',
+          'node',
+          'add',
+          'pair',
+          ssh.nodes[1]!.config.uri,
+          '--name',
+          'node2',
+          '--platforms',
+          'linux/amd64',
+          ...cfg(1),
+        )
+      ).code,
+    ).toBe(0);
+    const child = execa(
+      process.execPath,
+      [
+        join(compiled.dir, 'packfarm.mjs'),
+        'build',
+        `${registry.host}/sigterm:latest`,
+        '--path',
+        app,
+        '--buildpack',
+        probeBp,
+        '--run-image',
+        runIndex,
+        '--insecure-registry',
+        registry.host,
+        '--publish',
+        '--platform',
+        'linux/amd64,linux/386',
+        '--farm',
+        'pair',
+        '--env',
+        `FARM_HOLD_DIR=${hold}`,
+      ],
+      { reject: false, env: { ...process.env } },
+    );
+    let started: string[] = [];
+    for (let i = 0; i < 1200 && started.length < 2; i++) {
+      started = (await readdir(hold)).filter((f) => f.startsWith('started-'));
+      if (started.length < 2) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(started).toHaveLength(2);
+    child.kill('SIGTERM');
+    const done = await child;
+    expect(done.exitCode, done.stdout + done.stderr).not.toBe(0);
+    const pids = started.map((f) => Number(f.split('-').pop()));
+    const anyAlive = () =>
+      pids.some((pid) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    for (let i = 0; i < 50 && anyAlive(); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(anyAlive()).toBe(false);
+    for (const n of ssh.nodes.slice(0, 2)) {
+      let left: string[] = ['?'];
+      for (let i = 0; i < 50 && left.length > 0; i++) {
+        left = await readdir(join(n.dataDir, 'farm', 'jobs')).catch(() => []);
+        if (left.length > 0) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(left).toEqual([]);
+    }
+    expect(
+      await store('sigterm')
+        .listTags()
+        .catch(() => []),
+    ).toEqual([]);
+  }, 300_000);
+
   it('all nodes for a target down: a clear error before anything runs, and no tag', async () => {
     const app = await makeApp('down', { 'app.txt': 'down\n' });
     await ssh.nodes[2]!.stop();
