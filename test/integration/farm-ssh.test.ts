@@ -180,6 +180,28 @@ describe('farm config and nodes over ssh', () => {
     expect(human.out).toMatch(/native: {3}linux\/amd64, linux\/386/);
   }, 120_000);
 
+  it('farm import-podman creates the same farm from the podman files', async () => {
+    const fixtures = join(repoRoot, 'test', 'fixtures', 'podman');
+    process.env.CONTAINERS_CONF = join(fixtures, 'containers.conf');
+    process.env.PODMAN_CONNECTIONS_CONF = join(root, 'no-such-podman-connections.json');
+    try {
+      const r = await packfarm('farm', 'import-podman', 'mixed', '--json');
+      expect(r.code, r.err).toBe(0);
+      expect(JSON.parse(r.out)).toMatchObject({ farm: 'mixed', skipped: [{ name: 'local-sock' }] });
+      // podman's hosts are not reachable from here (and tests stay on loopback): read what was written.
+      const { readFarms, farmsFilePath } = await import('../../src/farm/config.js');
+      const file = await readFarms(farmsFilePath(process.env));
+      expect(file.farms.mixed?.nodes).toEqual([
+        { name: 'amd-box', uri: 'ssh://root@amd.example' },
+        { name: 'arm-box', uri: 'ssh://builder@10.0.0.7:2222', identity: '/home/me/.ssh/id_arm' },
+      ]);
+      expect((await packfarm('farm', 'rm', 'mixed')).code).toBe(0);
+    } finally {
+      delete process.env.CONTAINERS_CONF;
+      delete process.env.PODMAN_CONNECTIONS_CONF;
+    }
+  }, 120_000);
+
   it('names the node when its host key is wrong or its user key is refused', async () => {
     const wrongKnown = join(root, 'wrong_known_hosts');
     const other = join(root, 'other_host_key');
