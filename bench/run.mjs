@@ -12,6 +12,7 @@ for (const name of [
   'export.mjs',
   'rebase.mjs',
   'rebuild.mjs',
+  'executor.mjs',
   'multiarch.mjs',
   'farm.mjs',
 ]) {

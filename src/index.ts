@@ -46,7 +46,8 @@ export {
   type RebasedImage,
   rebase,
 } from './phase/rebase.js';
-export { type CacheLocation, type ExportCacheOptions, exportCache, openCache } from './phase/cache.js';
+export { type CacheLocation, openCache } from './cache/open.js';
+export { type ExportCacheOptions, exportCache } from './phase/cache.js';
 export {
   type AppImageDetails,
   type AppImageResult,
@@ -61,16 +62,64 @@ export {
   downloadSbom,
 } from './api/sbom.js';
 
-// How buildpack processes run
-export { createHostExecutor, type ExecResult, type ExecSpec, type Executor } from './exec/index.js';
+// How buildpack processes run: on the host, or with runc inside the target's build image (qemu for other arches)
+export {
+  type BuildRootfs,
+  createHostExecutor,
+  createOciExecutor,
+  detectPlatforms,
+  type ExecDirs,
+  type ExecResult,
+  type ExecSpec,
+  type Executor,
+  howToRun,
+  type MachinePlatforms,
+  type OciExecutor,
+  type OciExecutorOptions,
+  setupEmulation,
+} from './exec/index.js';
+export {
+  type BuildImageExecutorOptions,
+  type BuildImageRootfsOptions,
+  createBuildImageExecutor,
+  prepareBuildImageRootfs,
+} from './phase/build-image.js';
+export { type NodeInfo, nodeInfo } from './exec/index.js';
 
 // Where a build's buildpacks come from: --buildpack DIR|ARCHIVE and --builder DIR|REF
 export { type StagedBuildpack, layeredBuildpackStore, stageBuildpack } from './buildpack/source.js';
 export { type ResolveBuilderOptions, type ResolvedBuilder, resolveBuilder } from './builder/resolve.js';
 export { type BuilderToml, parseBuilderToml, readBuilderToml } from './builder/builder-toml.js';
 
-// `packfarm build` as a function: one platform, buildpacks on the host executor.
-export { type BuildAppHooks, type BuildAppOptions, type BuildReport, buildApp } from './api/build.js';
+// `packfarm build` as functions: plan once, run per target, publish one index (spec/multiarch.md).
+export {
+  type BuildAppHooks,
+  type BuildAppOptions,
+  type BuildHooks,
+  type BuildReport,
+  type TargetReport,
+  build as buildImage,
+  buildApp,
+} from './api/build.js';
+export type {
+  BuildEvent as ImageBuildEvent,
+  BuildEventListener,
+  BuildPhase as ImageBuildPhase,
+} from './api/events.js';
+export {
+  type BuildOptions as ImageBuildOptions,
+  type BuildPlan,
+  type TargetPlan,
+  planBuild,
+} from './api/plan.js';
+export { type RunTargetHooks, runTarget } from './api/run-target.js';
+export { type MachinePlatforms as TargetMachine, parsePlatformList } from './api/targets.js';
+export {
+  type PublishIndexInput,
+  type PublishedIndex,
+  indexChildOf,
+  publishIndex,
+} from './image/publish-index.js';
 export {
   type CreateEvent,
   type CreateOptions,

@@ -7,7 +7,7 @@ import {
   buildpackDirFor,
   createBuildpackStore,
 } from '../buildpack/descriptor.js';
-import { platformOrderFromFile } from '../buildpack/order.js';
+import { platformOrderFromFile } from '../platform/order.js';
 import { layeredBuildpackStore, type StagedBuildpack, stageBuildpack } from '../buildpack/source.js';
 import type { ResolvedBuilder } from '../builder/resolve.js';
 import {

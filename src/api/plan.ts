@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { LATEST_PLATFORM_API } from '../buildpack/api.js';
+import { LATEST_PLATFORM_API } from '../platform/api.js';
 import type { BuildpackStore, Order } from '../buildpack/descriptor.js';
 import {
   type ResolvedBuilder,
@@ -12,9 +12,9 @@ import {
   isBuilderImage,
   resolveBuilder,
 } from '../builder/resolve.js';
-import type { CacheLocation } from '../phase/cache.js';
+import type { CacheLocation } from '../cache/open.js';
 import { detectPlatforms } from '../exec/binfmt.js';
-import { packfarmDataDir } from '../image/manifest-list.js';
+import { packfarmDataDir } from '../image/data-dir.js';
 import {
   type ImagePlatforms,
   describePlatforms,
@@ -24,7 +24,9 @@ import {
 import type { ImageStore } from '../image/store.js';
 import {
   type ImageLocation,
+  type OpenImageOptions,
   type OpenedImage,
+  ifImageExists,
   appImageLocation,
   insecureRegistriesFrom,
   openImage,
@@ -38,6 +40,7 @@ import { type ProjectDescriptor, readProjectDescriptor } from '../platform/proje
 import { type ExportOutput, addExportOutput } from '../phase/export.js';
 import { PackfarmError } from '../util/errors.js';
 import { resolveCreationTime } from '../util/time.js';
+import { createRegistryClientPool } from '../registry/pool.js';
 import { parseWith } from '../util/validate.js';
 import { collectBuildpacks, resolveBuildpacks } from './buildpacks.js';
 import { type BuildEventListener, eventLogger } from './events.js';
@@ -173,6 +176,29 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
   if (opts.cacheDir && opts.cacheImage)
     throw new PackfarmError('INVALID_ARGS', '--cache-dir and --cache-image cannot be used together');
   const insecure = insecureRegistriesFrom(opts.insecureRegistries, env);
+  // Registry clients of this build only (a node runs many builds): closed by the plan's cleanup.
+  const pool = createRegistryClientPool();
+  try {
+    return await planWith(opts, hooks, { env, cwd, appPath, insecure, pool });
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+}
+
+async function planWith(
+  opts: ParsedBuildOptions,
+  hooks: PlanHooks,
+  ctx: {
+    env: NodeJS.ProcessEnv;
+    cwd: string;
+    appPath: string;
+    insecure: string[];
+    pool: ReturnType<typeof createRegistryClientPool>;
+  },
+): Promise<BuildPlan> {
+  const { env, cwd, appPath, insecure, pool } = ctx;
+  const access: OpenImageOptions = { insecureRegistries: insecure, registry: { pool } };
   const createdAt = resolveCreationTime(opts.creationTime, env);
   const machine = hooks.machine ?? (await localMachine());
   const requested = parsePlatformList([...opts.platforms, ...(opts.platform ? [opts.platform] : [])]);
@@ -191,13 +217,13 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
     : undefined;
 
   const outputLocation = appImageLocation(opts.image, { publish: opts.publish, env, source: 'IMAGE' });
-  const output = await openImage(outputLocation, { insecureRegistries: insecure, create: true });
+  const output = await openImage(outputLocation, { ...access, create: true });
   if (!output.tag)
     throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
   const outputs: ExportOutput[] = [{ store: output.store, tags: [output.tag], names: [opts.image] }];
   for (const t of opts.tags) {
     const o = await openImage(appImageLocation(t, { publish: opts.publish, env, source: '--tag' }), {
-      insecureRegistries: insecure,
+      ...access,
       create: true,
     });
     addExportOutput(outputs, o.store, o.tag ?? 'latest', t);
@@ -215,6 +241,7 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
   const cleanup = async () => {
     for (const b of builders) await b.cleanup().catch(() => undefined);
     await rm(scratch, { recursive: true, force: true });
+    await pool.close();
   };
   try {
     const notes: string[] = [];
@@ -226,6 +253,7 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
         cwd,
         scratchDir: nextScratch(),
         insecureRegistries: insecure,
+        registry: { pool },
         ...(platform ? { platform } : {}),
         logger: log,
       });
@@ -238,9 +266,7 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
     let dirBuilder: ResolvedBuilder | undefined;
     if (builderName) {
       if (await isBuilderImage(builderName, cwd)) {
-        const opened = await openImage(builderImageLocation(builderName, cwd), {
-          insecureRegistries: insecure,
-        });
+        const opened = await openImage(builderImageLocation(builderName, cwd), access);
         const platforms = await imagePlatforms(opened.store, opened.target);
         if (!platforms)
           throw new PackfarmError('BUILDER_NOT_FOUND', `builder ${opened.display}: no such image`, {
@@ -254,7 +280,7 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
     const buildImageName = opts.buildImage ?? dirBuilder?.buildImage;
     let buildImage: { platforms: ImagePlatforms; name: string; store: ImageStore } | undefined;
     if (buildImageName && !builderImage) {
-      const opened = await openImage(buildImageName, { insecureRegistries: insecure });
+      const opened = await openImage(buildImageName, access);
       const platforms = await imagePlatforms(opened.store, opened.target);
       if (!platforms)
         throw new PackfarmError('BUILD_IMAGE_NOT_FOUND', `build image ${opened.display}: no such image`, {
@@ -369,7 +395,7 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
             : 'no run image: without a builder, --run-image is required',
           { hint: 'pass --run-image REF (a registry reference or oci:DIR[:TAG])' },
         );
-      const run = await openImage(runName, { insecureRegistries: insecure });
+      const run = await openImage(runName, access);
       const runPlatforms = await imagePlatforms(run.store, run.target);
       if (!runPlatforms)
         throw new PackfarmError('RUN_IMAGE_NOT_FOUND', `run image ${run.display} not found`, {
@@ -408,10 +434,12 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
     if (duplicate) throw new Error(`planBuild: target ${duplicate.name} twice`);
 
     const previousImage: { store: ImageStore; target: string } | undefined = opts.previousImage
-      ? await openImage(
-          appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
-          { insecureRegistries: insecure },
-        ).catch(() => undefined)
+      ? await ifImageExists(
+          openImage(
+            appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
+            access,
+          ),
+        )
       : output;
 
     return {
@@ -431,7 +459,7 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
           ? { store: previousImage.store, target: previousImage.target }
           : undefined,
       },
-      cache: await cacheLocation(opts, outputLocation, env, insecure),
+      cache: await cacheLocation(opts, outputLocation, env, access),
       targets: planned,
       index: planned.length > 1,
       jobs: Math.max(1, opts.jobs ?? availableParallelism()),
@@ -486,10 +514,10 @@ async function cacheLocation(
   opts: ParsedBuildOptions,
   output: ImageLocation,
   env: NodeJS.ProcessEnv,
-  insecure: string[],
+  access: OpenImageOptions,
 ): Promise<{ location: CacheLocation; description: string } | undefined> {
   if (opts.cacheImage) {
-    const o = await openImage(opts.cacheImage, { insecureRegistries: insecure, create: true });
+    const o = await openImage(opts.cacheImage, { ...access, create: true });
     return {
       location: { kind: 'image', store: o.store, tag: o.tag ?? 'latest' },
       description: opts.cacheImage,

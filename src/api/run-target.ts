@@ -1,13 +1,11 @@
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
-import type { CacheLocation } from '../phase/cache.js';
+import type { CacheLocation } from '../cache/open.js';
 import type { Executor } from '../exec/executor.js';
 import { createHostExecutor } from '../exec/host.js';
-import { createOciExecutor } from '../exec/oci.js';
-import { prepareRootfs } from '../exec/rootfs.js';
 import type { Logger } from '../util/log.js';
-import { packfarmDataDir } from '../image/manifest-list.js';
+import { packfarmDataDir } from '../image/data-dir.js';
 import type { ImageStore } from '../image/store.js';
 import { formatImageLocation } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
@@ -15,6 +13,7 @@ import { ImageManifestSchema } from '../oci/schemas.js';
 import { syncAppDir } from '../platform/app-files.js';
 import { writePlatformEnv } from '../platform/env-files.js';
 import type { ProjectMetadata } from '../platform/labels.js';
+import { createBuildImageExecutor } from '../phase/build-image.js';
 import { type CreatePhase, type CreateResult, create } from '../phase/create.js';
 import type { ExportOutput, LayerOutcome } from '../phase/export.js';
 import { parseJson, parseWith } from '../util/validate.js';
@@ -196,7 +195,8 @@ export async function runTarget(
                 digest: e.event.digest,
                 size: e.event.size,
               });
-            else emit({ type: 'warning', target: target.name, phase, message: e.event.message });
+            else if (e.event.type === 'warning')
+              emit({ type: 'warning', target: target.name, phase, message: e.event.message });
             break;
         }
       },
@@ -290,29 +290,24 @@ async function targetExecutor(
   if (target.executor === 'host') return { executor: createHostExecutor() };
   const image = target.buildImage;
   if (!image) throw new Error(`runTarget: target ${target.name} has the oci executor but no build image`);
-  const rootfs = await prepareRootfs({
+  const executor = await createBuildImageExecutor({
     store: image.store,
     image: image.digest,
+    platform: target.platform,
     dataDir: packfarmDataDir(plan.env),
     ...(opts.signal ? { signal: opts.signal } : {}),
-  });
-  opts.log.debug(
-    `build image ${image.name} (${image.digest}) ${rootfs.unpacked ? 'unpacked' : 'already unpacked'} at ${rootfs.dir}`,
-  );
-  const executor = await createOciExecutor({
-    rootfs: rootfs.dir,
     dirs: {
       app: dirs.app,
       layers: dirs.layers,
       platform: dirs.platform,
       buildpacks: target.buildpacks.store.buildpacksDir,
     },
-    uid: rootfs.config.uid,
-    gid: rootfs.config.gid,
-    env: rootfs.config.env,
-    platform: target.platform,
     network: plan.options.network,
   });
+  const rootfs = executor.rootfs;
+  opts.log.debug(
+    `build image ${image.name} (${image.digest}) ${rootfs.unpacked ? 'unpacked' : 'already unpacked'} at ${rootfs.dir}`,
+  );
   return { executor, user: { uid: rootfs.config.uid, gid: rootfs.config.gid } };
 }
 

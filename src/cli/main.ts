@@ -1,12 +1,13 @@
 import { Command, CommanderError } from 'commander';
 import { registerBuildCommand } from './build.js';
 import { registerFarmCommands } from './farm.js';
-import { registerNodeCommands } from './node.js';
 import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
 import { registerInspectCommands } from './inspect.js';
 import { registerLayerCommands } from './layer.js';
 import { registerManifestCommands } from './manifest.js';
+import { registerNodeCommands } from './node.js';
+import { registerNodeServeCommands } from './node-serve.js';
 import { registerSbomCommands } from './sbom.js';
 import { registerRebaseCommand } from './rebase.js';
 
@@ -37,6 +38,7 @@ export function createProgram(io: CliIO): Command {
   registerRebaseCommand(program, io);
   registerFarmCommands(program, io);
   registerNodeCommands(program, io);
+  registerNodeServeCommands(program, io);
   return program;
 }
 

@@ -235,3 +235,36 @@ export function howToRun(m: MachinePlatforms, want: Platform): 'native' | 'emula
   }
   return undefined;
 }
+
+/**
+ * Whether the kernel here can start an ELF binary whose first bytes are `header`: natively, or through an
+ * enabled binfmt_misc handler with the F flag whose magic matches it under its mask (what the kernel itself
+ * compares). Undefined when `header` is not an ELF header.
+ */
+export function elfRunnable(
+  header: Buffer,
+  native: readonly Platform[],
+  binfmt: BinfmtState,
+): { runnable: boolean /** e.g. `a linux/arm64 binary` */; describe: string } | undefined {
+  if (header.length < MIN_MAGIC || !header.subarray(0, 4).equals(ELF_MAGIC)) return undefined;
+  const platform = elfPlatformOf(header.subarray(0, MIN_MAGIC), undefined);
+  const bits = header[EI_CLASS] === 1 ? '32-bit' : '64-bit';
+  const le = header[EI_DATA] === 1;
+  const machine = le ? header.readUInt16LE(E_MACHINE) : header.readUInt16BE(E_MACHINE);
+  const describe = platform
+    ? `a ${formatPlatform(platform)} binary`
+    : `an ELF binary for machine ${machine} (${bits}, ${le ? 'little' : 'big'}-endian)`;
+  if (platform && native.some((p) => platformsEqual(p, platform))) return { runnable: true, describe };
+  const handled =
+    binfmt.enabled &&
+    binfmt.entries.some((e) => {
+      if (!e.enabled || !e.fixBinary || !e.magic || e.offset !== 0 || header.length < e.magic.length)
+        return false;
+      for (let i = 0; i < e.magic.length; i++) {
+        const m = e.mask?.[i] ?? 0xff;
+        if ((header[i]! & m) !== (e.magic[i]! & m)) return false;
+      }
+      return true;
+    });
+  return { runnable: handled, describe };
+}

@@ -10,10 +10,12 @@ export {
 } from './oci.js';
 export {
   type BuildImageConfig,
+  type BuildImageSource,
   type BuildRootfs,
-  type PrepareRootfsOptions,
-  prepareRootfs,
+  type FileLock,
+  findRootfs,
   rootfsCacheDir,
+  unpackRootfs,
 } from './rootfs.js';
 export {
   type BinfmtEntry,
@@ -28,3 +30,4 @@ export {
 } from './binfmt.js';
 export { type SetupEmulationOptions, type SetupEmulationResult, setupEmulation } from './emulation.js';
 export { handOver, hostToInside, toExecutorView } from './view.js';
+export { type NodeInfo, nodeInfo, runtimeVersion } from './node-info.js';

@@ -1,12 +1,25 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { access, chown, lstat, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import {
+  access,
+  chown,
+  lstat,
+  mkdir,
+  mkdtemp,
+  open,
+  readFile,
+  readlink,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { constants as osConstants, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join, posix, resolve } from 'node:path';
 import { type Platform, formatPlatform } from '../oci/platform.js';
 import { PackfarmError } from '../util/errors.js';
-import { detectPlatforms, howToRun } from './binfmt.js';
+import { type BinfmtState, detectPlatforms, elfRunnable, howToRun, readBinfmt } from './binfmt.js';
 import type { ExecDirs, ExecResult, ExecSpec, Executor } from './executor.js';
 import { chownTree } from './view.js';
 
@@ -35,7 +48,7 @@ export const DEFAULT_RUNTIME = '/usr/sbin/runc';
 const BOUNDING_CAPS = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
 
 export interface OciExecutorOptions {
-  /** The unpacked root filesystem (rootfs.ts `prepareRootfs(...).dir`); mounted read-only. */
+  /** The unpacked root filesystem (rootfs.ts `unpackRootfs(...).dir`); mounted read-only. */
   rootfs: string;
   /** Host dirs: app, layers (read-write), platform, buildpacks (read-only). Scratch is the executor's own. */
   dirs: Omit<ExecDirs, 'scratch'>;
@@ -77,7 +90,7 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
   const st = await stat(rootfs).catch(() => undefined);
   if (!st?.isDirectory())
     throw new PackfarmError('ROOTFS_MISSING', `root filesystem ${rootfs} does not exist`, {
-      hint: 'unpack the build image with prepareRootfs (exec/rootfs.ts) first',
+      hint: 'unpack the build image first (prepareBuildImageRootfs in phase/build-image.ts)',
     });
   if (opts.platform) await checkRunnable(opts.platform);
   for (const [name, dir] of Object.entries(opts.dirs)) {
@@ -124,6 +137,7 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
     hostname: opts.hostname ?? 'packfarm',
     killGraceMs: opts.killGraceMs ?? 5000,
     nofile: await hostNofileLimit(),
+    machine: await machineOf(),
     active: new Set(),
   };
   let closed = false;
@@ -133,10 +147,8 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
     hostPaths,
     user: { uid: opts.uid, gid: opts.gid },
     baseEnv: { ...opts.env },
-    run: (spec) => {
-      if (closed) throw new Error('the oci executor is closed');
-      return runInContainer(ctx, spec);
-    },
+    run: (spec) =>
+      closed ? Promise.reject(new Error('the oci executor is closed')) : runInContainer(ctx, spec),
     async close() {
       if (closed) return;
       closed = true;
@@ -163,6 +175,8 @@ interface RunContext {
   hostname: string;
   killGraceMs: number;
   nofile: number;
+  /** What this machine runs, for telling a foreign binary without an emulator before starting it. */
+  machine: { native: Platform[]; binfmt: BinfmtState } | undefined;
   /** Containers started and not yet deleted. */
   active: Set<string>;
 }
@@ -357,33 +371,93 @@ export function runtimeConfig(
 }
 
 /**
- * Before starting a container: the executable and working dir must exist as the process will see them, so a
- * missing bin/detect is the same clear error as with the host executor instead of a runtime message.
+ * Before starting a container: the executable, its `#!` interpreter and the working dir must exist as the
+ * process will see them, and a binary must be of an architecture this machine runs. runc reports a failed
+ * execve only as text on the process' stderr (exit status 1), so these are checked here, to give the same
+ * clear errors as the host executor.
  */
 async function checkInside(ctx: RunContext, spec: ExecSpec): Promise<void> {
   const exe = spec.argv[0]!;
-  const hostOf = (p: string): string => {
-    for (const k of Object.keys(CONTAINER_PATHS) as Array<keyof ExecDirs>) {
-      const inside = CONTAINER_PATHS[k];
-      if (p === inside || p.startsWith(`${inside}/`)) return ctx.hostPaths[k] + p.slice(inside.length);
+  const fail = (why: string, hint?: string) =>
+    new PackfarmError('EXEC_FAILED', `cannot run ${exe}: ${why}`, hint ? { hint } : {});
+  if (!exe.startsWith('/')) throw fail('the oci executor needs an absolute path');
+  const cwd = await resolveInside(ctx, spec.cwd);
+  if (!cwd?.st.isDirectory()) throw fail(`working directory ${spec.cwd} does not exist`);
+  const file = await resolveInside(ctx, exe);
+  if (!file) throw fail('no such file');
+  if (!file.st.isFile() || (Number(file.st.mode) & 0o111) === 0)
+    throw fail('permission denied (is it executable?)', `chmod +x ${file.host}`);
+  let head = await readHead(file.host);
+  if (head.subarray(0, 2).toString('latin1') === '#!') {
+    const interpreter = head.subarray(2).toString('latin1').split('\n')[0]?.trim().split(/\s+/)[0] ?? '';
+    const resolved = interpreter.startsWith('/') ? await resolveInside(ctx, interpreter) : undefined;
+    if (!resolved?.st.isFile())
+      throw fail(
+        `its interpreter (#! line) ${interpreter} was not found in the build image`,
+        'check the first line of the script against the build image',
+      );
+    head = await readHead(resolved.host);
+  }
+  const elf = ctx.machine ? elfRunnable(head, ctx.machine.native, ctx.machine.binfmt) : undefined;
+  if (elf && !elf.runnable)
+    throw fail(
+      `exec format error: it is ${elf.describe}, which this machine neither runs nor emulates (no binfmt_misc handler with the F flag)`,
+      'register the emulators as root: packfarm node setup-emulation',
+    );
+}
+
+/**
+ * Follow a path as the container will see it: each symlink resolved inside the root filesystem (an absolute
+ * `/bin` → `/usr/bin` stays in the image), the mounted dirs mapped to their host dirs. Undefined if missing.
+ */
+async function resolveInside(
+  ctx: Pick<RunContext, 'rootfs' | 'hostPaths'>,
+  path: string,
+): Promise<{ host: string; st: Stats } | undefined> {
+  let parts = path.split('/').filter(Boolean);
+  let cur = '/';
+  let hops = 0;
+  for (let i = 0; i < parts.length; ) {
+    const next = posix.join(cur, parts[i]!);
+    const host = hostOfInside(ctx, next);
+    const st = await lstat(host).catch(() => undefined);
+    if (!st) return undefined;
+    if (st.isSymbolicLink()) {
+      if (++hops > 40) return undefined;
+      const target = await readlink(host);
+      const base = target.startsWith('/') ? target : posix.join(cur, target);
+      parts = [...base.split('/').filter(Boolean), ...parts.slice(i + 1)];
+      cur = '/';
+      i = 0;
+      continue;
     }
-    return join(ctx.rootfs, p);
-  };
-  if (!exe.startsWith('/'))
-    throw new PackfarmError('EXEC_FAILED', `cannot run ${exe}: the oci executor needs an absolute path`);
-  const cwdOk = await stat(hostOf(spec.cwd)).then(
-    (s) => s.isDirectory(),
-    () => false,
-  );
-  if (!cwdOk)
-    throw new PackfarmError('EXEC_FAILED', `cannot run ${exe}: working directory ${spec.cwd} does not exist`);
-  // lstat: a symlink inside the root filesystem (bin/sh → busybox) resolves only inside the container.
-  const st = await lstat(hostOf(exe)).catch(() => undefined);
-  if (!st) throw new PackfarmError('EXEC_FAILED', `cannot run ${exe}: no such file`);
-  if (st.isFile() && (Number(st.mode) & 0o111) === 0)
-    throw new PackfarmError('EXEC_FAILED', `cannot run ${exe}: permission denied (is it executable?)`, {
-      hint: `chmod +x ${hostOf(exe)}`,
-    });
+    cur = next;
+    i++;
+  }
+  const host = hostOfInside(ctx, cur);
+  const st = await lstat(host).catch(() => undefined);
+  return st ? { host, st } : undefined;
+}
+
+function hostOfInside(ctx: Pick<RunContext, 'rootfs' | 'hostPaths'>, p: string): string {
+  for (const k of Object.keys(CONTAINER_PATHS) as Array<keyof ExecDirs>) {
+    const inside = CONTAINER_PATHS[k];
+    if (p === inside || p.startsWith(`${inside}/`)) return ctx.hostPaths[k] + p.slice(inside.length);
+  }
+  return join(ctx.rootfs, p);
+}
+
+/** The first bytes of a file (enough for a #! line and an ELF header). */
+async function readHead(path: string): Promise<Buffer> {
+  const fh = await open(path, 'r').catch(() => undefined);
+  if (!fh) return Buffer.alloc(0);
+  try {
+    const buf = Buffer.alloc(256);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** The runtime's own error when it could not start the process (read from its JSON log). */
@@ -448,6 +522,11 @@ async function checkRuntime(runtime: string): Promise<void> {
       },
     );
   }
+}
+
+async function machineOf(): Promise<RunContext['machine']> {
+  const [m, binfmt] = await Promise.all([detectPlatforms(), readBinfmt()]);
+  return { native: m.native, binfmt };
 }
 
 async function checkRunnable(platform: Platform): Promise<void> {

@@ -2,11 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayer } from '../archive/extract.js';
-import { readBaseImage } from '../image/assemble.js';
-import { withFileLock } from '../image/lock.js';
-import { packfarmDataDir } from '../image/manifest-list.js';
-import type { ImageStore } from '../image/store.js';
-import { type Digest, digestAlgorithm, digestHex, isDigest } from '../oci/digest.js';
+import { type Digest, digestAlgorithm, digestHex } from '../oci/digest.js';
 import { type Platform, platformFromSpec } from '../oci/platform.js';
 import { type ImageConfig, ImageConfigSchema } from '../oci/schemas.js';
 import { PackfarmError } from '../util/errors.js';
@@ -14,7 +10,8 @@ import { parseJson, parseWith } from '../util/validate.js';
 
 /**
  * A build image's root filesystem, unpacked once per manifest digest under `<data dir>/rootfs/` and shared by
- * every later build of that image: `<data dir>/rootfs/sha256-<hex>/rootfs/` holds the tree and `config.json`
+ * every later build of that image (this room is handed the layers; phase/build-image.ts reads them from a
+ * store): `<data dir>/rootfs/sha256-<hex>/rootfs/` holds the tree and `config.json`
  * beside it the image config, exactly as stored. An unpack goes to a temp dir and is renamed into place, so a
  * present dir is always complete; a lock file keeps two processes from unpacking the same image at once.
  *
@@ -63,74 +60,85 @@ export interface BuildRootfs {
   unpacked: boolean;
 }
 
-export interface PrepareRootfsOptions {
-  store: ImageStore;
-  /** A manifest digest, or a tag/digest of an index together with `platform`. */
-  image: string;
-  platform?: Platform;
-  /** Default: packfarm's data dir (PACKFARM_HOME, XDG_DATA_HOME/packfarm, ~/.local/share/packfarm). */
-  dataDir?: string;
+/**
+ * A build image as handed to this room: its manifest digest, its config exactly as stored, and a way to open
+ * each layer blob in order. Whoever knows image stores builds it (phase/build-image.ts).
+ */
+export interface BuildImageSource {
+  /** For messages, e.g. `registry.example/builder@sha256:…`. */
+  description: string;
+  /** The image manifest's digest: the cache key. */
+  digest: Digest;
+  configBytes: Buffer;
+  layers: ReadonlyArray<{ digest: Digest; open: () => Promise<NodeJS.ReadableStream> }>;
+}
+
+/**
+ * An exclusive lock between processes around `fn` (image/lock.ts `withFileLock`, handed in by the caller).
+ * It must tolerate being held for as long as an unpack takes.
+ */
+export type FileLock = <T>(lockPath: string, fn: () => Promise<T>) => Promise<T>;
+
+export interface UnpackRootfsOptions {
+  /** packfarm's data dir; root filesystems live in `<dataDir>/rootfs/`. */
+  dataDir: string;
+  lock: FileLock;
   signal?: AbortSignal;
   /** Called per layer unpacked (for progress). */
   onLayer?: (info: { digest: Digest; index: number; count: number }) => void;
 }
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-// Unpacking a large image can take minutes; a crashed owner on this host is detected by its pid instead.
-const LOCK = { timeoutMs: 30 * 60_000, staleMs: 6 * 60 * 60_000 };
 
 export function rootfsCacheDir(dataDir: string, digest: Digest): string {
   return join(dataDir, 'rootfs', `${digestAlgorithm(digest)}-${digestHex(digest)}`);
 }
 
-/** The build image's root filesystem for one target: unpacked on first use, reused afterwards. */
-export async function prepareRootfs(opts: PrepareRootfsOptions): Promise<BuildRootfs> {
-  const dataDir = opts.dataDir ?? packfarmDataDir();
-  // A manifest digest that is already unpacked needs no store access at all.
-  if (isDigest(opts.image)) {
-    const ready = await readUnpacked(rootfsCacheDir(dataDir, opts.image), opts.image);
+/** The root filesystem of the image manifest `digest` when an earlier build unpacked it; needs no store. */
+export async function findRootfs(dataDir: string, digest: Digest): Promise<BuildRootfs | undefined> {
+  return readUnpacked(rootfsCacheDir(dataDir, digest), digest);
+}
+
+/** Unpack `source` under the data dir, unless an earlier build (or a concurrent one, waited for) did. */
+export async function unpackRootfs(
+  source: BuildImageSource,
+  opts: UnpackRootfsOptions,
+): Promise<BuildRootfs> {
+  const target = rootfsCacheDir(opts.dataDir, source.digest);
+  await mkdir(join(opts.dataDir, 'rootfs'), { recursive: true });
+  return opts.lock(`${target}.lock`, async () => {
+    const ready = await readUnpacked(target, source.digest);
     if (ready) return ready;
-  }
-  const base = await readBaseImage(opts.store, opts.image, opts.platform);
-  const target = rootfsCacheDir(dataDir, base.digest);
-  await mkdir(join(dataDir, 'rootfs'), { recursive: true });
-  return withFileLock(
-    `${target}.lock`,
-    async () => {
-      const ready = await readUnpacked(target, base.digest);
-      if (ready) return ready;
-      const tmp = `${target}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-      try {
-        const root = join(tmp, 'rootfs');
-        const asRoot = process.getuid?.() === 0;
-        const layers = base.manifest.layers;
-        for (const [index, layer] of layers.entries()) {
-          opts.signal?.throwIfAborted();
-          await extractLayer({
-            source: await opts.store.getBlob(layer.digest),
-            dest: root,
-            // Ownership and device nodes are part of the image; both need root (rootless keeps the caller's).
-            preserveOwner: asRoot,
-            allowDevices: asRoot,
-            parentSymlinks: 'within-root',
-            name: `${opts.store.description}@${base.digest} layer ${index + 1}/${layers.length} (${layer.digest})`,
-            ...(opts.signal ? { signal: opts.signal } : {}),
-          });
-          opts.onLayer?.({ digest: layer.digest, index, count: layers.length });
-        }
-        await makeMountPoints(root, `${opts.store.description}@${base.digest}`);
-        await writeFile(join(tmp, 'config.json'), base.configBytes);
-        await rename(tmp, target);
-      } catch (err) {
-        await rm(tmp, { recursive: true, force: true });
-        throw err;
+    const tmp = `${target}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+    try {
+      const root = join(tmp, 'rootfs');
+      const asRoot = process.getuid?.() === 0;
+      const count = source.layers.length;
+      for (const [index, layer] of source.layers.entries()) {
+        opts.signal?.throwIfAborted();
+        await extractLayer({
+          source: await layer.open(),
+          dest: root,
+          // Ownership and device nodes are part of the image; both need root (rootless keeps the caller's).
+          preserveOwner: asRoot,
+          allowDevices: asRoot,
+          parentSymlinks: 'within-root',
+          name: `${source.description} layer ${index + 1}/${count} (${layer.digest})`,
+          ...(opts.signal ? { signal: opts.signal } : {}),
+        });
+        opts.onLayer?.({ digest: layer.digest, index, count });
       }
-      const done = await readUnpacked(target, base.digest);
-      if (!done) throw new Error(`${target} vanished right after unpacking`);
-      return { ...done, unpacked: true };
-    },
-    LOCK,
-  );
+      await makeMountPoints(root, source.description);
+      await writeFile(join(tmp, 'config.json'), source.configBytes);
+      await rename(tmp, target);
+    } catch (err) {
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+    const done = await readUnpacked(target, source.digest);
+    if (!done) throw new Error(`${target} vanished right after unpacking`);
+    return { ...done, unpacked: true };
+  });
 }
 
 async function readUnpacked(dir: string, digest: Digest): Promise<BuildRootfs | undefined> {

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
+import { isErrorCode } from '../util/error-codes.js';
 import { PackfarmError } from '../util/errors.js';
 import type { BlobReceiver } from './blob-cache.js';
 import { type FarmNodeConfig, parseNodeUri } from './config.js';
@@ -207,7 +208,7 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
       case 'error': {
         if (!m.job) {
           const err = new PackfarmError(
-            m.error.code,
+            isErrorCode(m.error.code) ? m.error.code : 'NODE_JOB_FAILED',
             `node ${node.name}: ${m.error.message}`,
             m.error.hint ? { hint: m.error.hint } : {},
           );

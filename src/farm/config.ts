@@ -62,7 +62,7 @@ export async function readFarms(path: string): Promise<FarmsFile> {
     text = await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { farms: {} };
-    throw new PackfarmError('CONFIG_UNREADABLE', `${path}: ${(err as Error).message}`, { cause: err });
+    throw new PackfarmError('FILE_UNREADABLE', `${path}: ${(err as Error).message}`, { cause: err });
   }
   const file = parseWith(FarmsFileSchema, parseToml(text, path), path, 'INVALID_FARM_CONFIG');
   for (const [name, farm] of Object.entries(file.farms))

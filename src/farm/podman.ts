@@ -76,7 +76,7 @@ async function readOptional(path: string): Promise<string | undefined> {
     return await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new PackfarmError('CONFIG_UNREADABLE', `${path}: ${(err as Error).message}`, { cause: err });
+    throw new PackfarmError('FILE_UNREADABLE', `${path}: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -13,6 +13,7 @@ import type { Digest } from '../oci/digest.js';
 import { type Platform, parsePlatform, platformsEqual } from '../oci/platform.js';
 import { ImageManifestSchema } from '../oci/schemas.js';
 import { createKeychain } from '../registry/credentials.js';
+import { isErrorCode } from '../util/error-codes.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import { parseJson, parseWith } from '../util/validate.js';
 import { type BlobCache, openBlobCache } from './blob-cache.js';
@@ -287,7 +288,7 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
         }
         const tried = attempts.map((t) => t.node).join(', then ');
         throw new PackfarmError(
-          failure.code,
+          isErrorCode(failure.code) ? failure.code : 'NODE_JOB_FAILED',
           `${failure.message} (on node ${tried}${failure.nodeFault && attempt > 1 ? '; retried once' : ''})`,
           failure.hint ? { hint: failure.hint } : {},
         );

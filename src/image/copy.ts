@@ -1,15 +1,9 @@
+import { selectIndexChild } from './read.js';
 import pLimit from 'p-limit';
 import { type Digest, sha256Digest } from '../oci/digest.js';
 import { isImageManifestMediaType, isIndexMediaType } from '../oci/media-types.js';
-import {
-  type Platform,
-  compatiblePlatforms,
-  formatPlatform,
-  hostPlatform,
-  platformFromSpec,
-  platformsEqual,
-} from '../oci/platform.js';
-import { type Descriptor, type ImageIndex, ImageIndexSchema, ImageManifestSchema } from '../oci/schemas.js';
+import { type Platform, formatPlatform, hostPlatform, platformFromSpec } from '../oci/platform.js';
+import { type Descriptor, ImageIndexSchema, ImageManifestSchema } from '../oci/schemas.js';
 import { PackfarmError } from '../util/errors.js';
 import { canonicalJson } from '../util/json.js';
 import { parseJson, parseWith } from '../util/validate.js';
@@ -228,30 +222,6 @@ function checkDescriptor(d: Descriptor, m: StoredManifest, parent: string): void
     );
 }
 
-/** Children that can stand for a platform: runnable images, not attestations or unknown/unknown. */
-export function runnableChildren(index: ImageIndex): Descriptor[] {
-  return index.manifests.filter(
-    (d) =>
-      d.platform !== undefined &&
-      d.platform.os !== 'unknown' &&
-      d.platform.architecture !== 'unknown' &&
-      d.annotations?.['vnd.docker.reference.type'] === undefined,
-  );
-}
-
-/**
- * The child of `index` to use for `want`: exact platform first, then what a `want` machine also runs
- * (containerd's preference order), first entry winning among equals as the image spec asks.
- */
-export function matchPlatform(index: ImageIndex, want: Platform): Descriptor | undefined {
-  const candidates = runnableChildren(index);
-  for (const p of compatiblePlatforms(want)) {
-    const hit = candidates.find((d) => platformsEqual(p, platformFromSpec(d.platform!)));
-    if (hit) return hit;
-  }
-  return undefined;
-}
-
 async function selectFromIndex(
   src: ImageStore,
   top: StoredManifest,
@@ -266,15 +236,12 @@ async function selectFromIndex(
   const index = parseWith(ImageIndexSchema, parseJson(top.bytes.toString('utf8'), source), source);
   const picked: Descriptor[] = [];
   for (const want of platforms) {
-    const hit = matchPlatform(index, want);
-    if (!hit) {
-      const have = runnableChildren(index).map((d) => formatPlatform(platformFromSpec(d.platform!)));
-      throw new PackfarmError(
-        'NO_MATCHING_PLATFORM',
-        `${source}: no image for ${formatPlatform(want)} (the index has ${have.length > 0 ? have.join(', ') : 'no runnable images'})`,
-        { hint: 'pick one with --platform, or copy every platform with --all' },
-      );
-    }
+    const hit = selectIndexChild(
+      index,
+      want,
+      source,
+      'pick one with --platform, or copy every platform with --all',
+    );
     if (!picked.includes(hit)) picked.push(hit);
   }
   const names = platforms.map(formatPlatform);

@@ -6,6 +6,7 @@ import { writeTestImage, writeTestIndex } from '../../test/helpers/images.js';
 import { assertOciValid } from '../../test/helpers/oci-schema.js';
 import { MediaType } from '../oci/media-types.js';
 import { isPackfarmError } from '../util/errors.js';
+import { packfarmDataDir } from './data-dir.js';
 import { type LayoutStore, openLayoutStore } from './layout-store.js';
 import {
   addToManifestList,
@@ -15,7 +16,6 @@ import {
   inspectManifestList,
   listManifestLists,
   manifestListsDir,
-  packfarmDataDir,
   pushManifestList,
   removeFromManifestList,
 } from './manifest-list.js';
@@ -115,7 +115,7 @@ describe('local manifest lists', () => {
     expect(added.map((c) => c.digest).sort()).toEqual([amd.digest, arm.digest].sort());
     expect(
       await codeOf(addToManifestList('example.com/app:1', `oci:${srcDir}:multi`, { ...opts, arch: 'arm64' })),
-    ).toBe('INVALID_ARGUMENT');
+    ).toBe('INVALID_ARGS');
     // Re-adding one of them as a plain image (with an override) replaces its entry.
     await addToManifestList('example.com/app:1', `oci:${srcDir}@${amd.digest}`, {
       ...opts,

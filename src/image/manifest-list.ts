@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { isAbsolute, join } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { type Digest, isDigest } from '../oci/digest.js';
@@ -18,7 +17,7 @@ import {
   type PlatformSpec,
 } from '../oci/schemas.js';
 import { PackfarmError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { readFileIfExists, writeFileAtomic } from '../util/fs.js';
 import { parseJson, parseWith } from '../util/validate.js';
 import { type CopyEvent, type CopyReport, copyImage } from './copy.js';
 import {
@@ -29,6 +28,7 @@ import {
   normalizePlatformSpec,
 } from './index-list.js';
 import { type LayoutStore, openLayoutStore } from './layout-store.js';
+import { packfarmDataDir } from './data-dir.js';
 import { withFileLock } from './lock.js';
 import type { ImageStore } from './store.js';
 import {
@@ -58,13 +58,6 @@ import {
  * skipped) with the platform its descriptor declares; platform flags are refused there (annotate afterwards).
  * Re-adding a digest replaces its entry.
  */
-
-export function packfarmDataDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.PACKFARM_HOME) return env.PACKFARM_HOME;
-  // The XDG spec says relative values are invalid and must be ignored.
-  if (env.XDG_DATA_HOME && isAbsolute(env.XDG_DATA_HOME)) return join(env.XDG_DATA_HOME, 'packfarm');
-  return join(homedir(), '.local', 'share', 'packfarm');
-}
 
 export function manifestListsDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(packfarmDataDir(env), 'manifests');
@@ -135,13 +128,8 @@ function listHandle(name: string, opts: LocalListOptions): ListHandle {
 }
 
 async function readState(h: ListHandle): Promise<LocalListState | undefined> {
-  let text: string;
-  try {
-    text = await readFile(h.stateFile, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const text = await readFileIfExists(h.stateFile);
+  if (text === undefined) return undefined;
   return parseWith(ListStateSchema, parseJson(text, h.stateFile), h.stateFile, 'INVALID_MANIFEST_LIST');
 }
 
@@ -210,7 +198,7 @@ const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 async function readSmallBlob(store: ImageStore, digest: Digest, size: number, what: string): Promise<Buffer> {
   if (size > MAX_CONFIG_BYTES)
     throw new PackfarmError(
-      'BLOB_TOO_LARGE',
+      'TOO_LARGE',
       `${what} ${digest} is ${size} bytes; configs are expected to be small`,
     );
   const chunks: Buffer[] = [];
@@ -318,7 +306,7 @@ async function collectChildren(
   if (isIndexMediaType(top.mediaType)) {
     if (add.os ?? add.arch ?? add.variant ?? add.osVersion ?? add.osFeatures)
       throw new PackfarmError(
-        'INVALID_ARGUMENT',
+        'INVALID_ARGS',
         `${opened.display} is an index: platform flags apply to a single image`,
         { hint: 'add the index, then set platforms per entry with `packfarm manifest annotate LIST DIGEST`' },
       );

@@ -5,7 +5,7 @@ import { ImageConfigSchema, ImageIndexSchema, ImageManifestSchema } from '../oci
 import { PackfarmError } from '../util/errors.js';
 import { readCapped } from '../util/stream.js';
 import { parseJson, parseWith } from '../util/validate.js';
-import { runnableChildren } from './copy.js';
+import { runnableChildren } from './read.js';
 import type { ImageStore } from './store.js';
 
 /**

@@ -1,8 +1,8 @@
 import { isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { type Digest, isDigest } from '../oci/digest.js';
 import { type ImageReference, familiarReference, formatReference, parseReference } from '../oci/reference.js';
-import { PackfarmError } from '../util/errors.js';
-import { packfarmDataDir } from './manifest-list.js';
+import { PackfarmError, isPackfarmError } from '../util/errors.js';
+import { localImagesDir } from './data-dir.js';
 import { isValidRefName, openLayoutStore } from './layout-store.js';
 import type { RegistryOptions } from './registry-store.js';
 import type { ImageStore } from './store.js';
@@ -133,6 +133,20 @@ export async function openImage(
   return { store, target, display, location: loc };
 }
 
+/**
+ * The result of opening an image that may not exist yet (a previous app image): undefined when its OCI layout
+ * does not exist. Any other failure (a mistyped name, an unreadable layout) is reported, never taken as "no
+ * previous image"; a registry image is only contacted when read, where a missing manifest counts as absent.
+ */
+export async function ifImageExists(opening: Promise<OpenedImage>): Promise<OpenedImage | undefined> {
+  try {
+    return await opening;
+  } catch (err) {
+    if (isPackfarmError(err, 'LAYOUT_NOT_FOUND')) return undefined;
+    throw err;
+  }
+}
+
 export function registryOptions(opts: OpenImageOptions): RegistryOptions {
   const insecure = [...(opts.registry?.insecureRegistries ?? []), ...(opts.insecureRegistries ?? [])];
   return { ...opts.registry, insecureRegistries: [...new Set(insecure)] };
@@ -148,11 +162,6 @@ export function insecureRegistriesFrom(
 ): string[] {
   const fromEnv = (env.CNB_INSECURE_REGISTRIES ?? '').split(/[\s,]+/).filter((s) => s !== '');
   return [...new Set([...flags, ...fromEnv])];
-}
-
-/** The default local layout root: bare references without `--publish` live under `<data dir>/images`. */
-export function localImagesDir(env: NodeJS.ProcessEnv = process.env): string {
-  return join(packfarmDataDir(env), 'images');
 }
 
 /**

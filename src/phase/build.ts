@@ -1,13 +1,14 @@
 import { rm } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { join } from 'node:path';
-import { LATEST_PLATFORM_API, apiAtLeast, checkBuildpackApi, checkPlatformApi } from '../buildpack/api.js';
+import { checkBuildpackApi } from '../buildpack/api.js';
+import { LATEST_PLATFORM_API, checkPlatformApi } from '../platform/api.js';
+import { apiAtLeast } from '../util/api-version.js';
 import {
   type BuildpackBuildOutput,
   type BuildpackForBuild,
   type BuildpackPlanEntry,
   runBuildpackBuild,
-  toBuildError,
 } from '../buildpack/build.js';
 import { type BuildpackStore, createBuildpackStore, isComposite } from '../buildpack/descriptor.js';
 import { newBuildEnv } from '../buildpack/env.js';
@@ -15,7 +16,7 @@ import { type BomEntry, type ProcessDef, checkSlicePaths } from '../buildpack/la
 import { copySbomFiles } from '../buildpack/sbom.js';
 import type { Executor } from '../exec/executor.js';
 import { createHostExecutor } from '../exec/host.js';
-import { EXIT } from '../platform/exit-codes.js';
+import { asPhaseError, EXIT, mapErrorKinds } from '../platform/exit-codes.js';
 import { type AnalyzedFile, type GroupFile, type PlanFile, runImageTargetOf } from '../platform/files.js';
 import {
   type BuildMetadata,
@@ -84,7 +85,11 @@ export interface BuildResult {
  *
  * Throws PackfarmError with the lifecycle exit code: 11/12 API, 51 buildpack failed, 52 other build errors.
  */
-export async function build(opts: BuildOptions): Promise<BuildResult> {
+export function build(opts: BuildOptions): Promise<BuildResult> {
+  return mapErrorKinds(() => runBuild(opts));
+}
+
+async function runBuild(opts: BuildOptions): Promise<BuildResult> {
   const platformApi = opts.platformApi ?? LATEST_PLATFORM_API;
   checkPlatformApi(platformApi);
   const log = opts.logger ?? silentLogger;
@@ -101,7 +106,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     // SBOMs of an earlier build in the same layers dir must not leak into this one.
     await rm(join(opts.layersDir, 'sbom'), { recursive: true, force: true });
   } catch (err) {
-    throw toBuildError(err);
+    throw asPhaseError(err, EXIT.BUILD_ERROR);
   }
 
   const target = opts.target ?? (await completeTarget(runImageTargetOf(opts.analyzed)));
@@ -114,7 +119,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const outputs: BuildpackBuildOutput[] = [];
   for (const bp of buildpacks) {
     opts.onEvent?.({ type: 'buildpack-start', id: bp.id, version: bp.version, api: bp.api });
-    log.debug(`running build for buildpack ${bp.id}@${bp.version}`);
+    log.debug(`Running build for buildpack ${bp.id}@${bp.version}`);
     const stdout = lineSplitter((line) =>
       opts.onEvent?.({ type: 'buildpack-output', id: bp.id, stream: 'stdout', line }),
     );
@@ -141,7 +146,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         logger: log,
       });
     } catch (err) {
-      throw toBuildError(err);
+      throw asPhaseError(err, EXIT.BUILD_ERROR);
     } finally {
       stdout.end();
       stderr.end();
@@ -149,6 +154,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     outputs.push(out);
     plan = withoutMet(plan, out.met);
     opts.onEvent?.({ type: 'buildpack-end', id: bp.id, version: bp.version });
+    log.debug(`Finished running build for buildpack ${bp.id}@${bp.version}`);
   }
 
   try {
@@ -167,7 +173,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
     return { metadata, metadataPath, buildpacks: outputs };
   } catch (err) {
-    throw toBuildError(err);
+    throw asPhaseError(err, EXIT.BUILD_ERROR);
   }
 }
 
@@ -183,7 +189,7 @@ async function resolveBuildpacks(
     try {
       d = await store.lookup(g.id, g.version);
     } catch (err) {
-      throw toBuildError(err);
+      throw asPhaseError(err, EXIT.BUILD_ERROR);
     }
     checkBuildpackApi(d.api, `buildpack ${d.id}@${d.version} (${d.path})`);
     if (isComposite(d)) {

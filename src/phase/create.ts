@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import type { BuildpackStore, Order } from '../buildpack/descriptor.js';
-import type { PlatformOrder } from '../buildpack/order.js';
-import { type CacheLocation, exportCache, type ExportCacheResult, openCache } from './cache.js';
+import type { PlatformOrder } from '../platform/order.js';
+import { type CacheLocation, openCache } from '../cache/open.js';
+import { exportCache, type ExportCacheResult } from './cache.js';
 import type { Executor } from '../exec/executor.js';
 import type { ImageStore } from '../image/store.js';
 import type { Platform } from '../oci/platform.js';
@@ -72,6 +73,17 @@ export interface CreateOptions {
 }
 
 export type CreatePhase = 'analyze' | 'detect' | 'restore' | 'build' | 'export' | 'cache';
+
+/** The reference creator's phase headers (platforms show them); the cache is saved within EXPORTING. */
+/** The reference creator's phase headers (`===> DETECTING`), for the lifecycle commands to print. */
+export const PHASE_HEADER: Record<CreatePhase, string | undefined> = {
+  analyze: 'ANALYZING',
+  detect: 'DETECTING',
+  restore: 'RESTORING',
+  build: 'BUILDING',
+  export: 'EXPORTING',
+  cache: undefined,
+};
 
 export type CreateEvent =
   | { type: 'phase-start'; phase: CreatePhase }

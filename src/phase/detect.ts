@@ -2,7 +2,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pLimit from 'p-limit';
-import { apiAtLeast, checkBuildpackApi, checkPlatformApi, LATEST_PLATFORM_API } from '../buildpack/api.js';
+import { checkBuildpackApi } from '../buildpack/api.js';
+import { checkPlatformApi, LATEST_PLATFORM_API } from '../platform/api.js';
+import { apiAtLeast } from '../util/api-version.js';
 import {
   type BuildpackDescriptor,
   type BuildpackStore,
@@ -13,12 +15,13 @@ import {
 } from '../buildpack/descriptor.js';
 import { type DetectOutcome, runDetect, verdictOf } from '../buildpack/detect.js';
 import { type EnvFile, readEnvDir } from '../buildpack/env.js';
-import { expandOrder, mergeSystemBuildpacks, type PlatformOrder, readOrder } from '../buildpack/order.js';
+import { expandOrder } from '../buildpack/order.js';
+import { mergeSystemBuildpacks, type PlatformOrder, readOrder } from '../platform/order.js';
 import { type PlanCandidate, resolveBuildPlan } from '../buildpack/plan.js';
 import { createHostExecutor } from '../exec/host.js';
 import type { Executor } from '../exec/executor.js';
 import { handOver } from '../exec/view.js';
-import { EXIT } from '../platform/exit-codes.js';
+import { asPhaseError, EXIT, mapErrorKinds } from '../platform/exit-codes.js';
 import {
   type GroupEntry,
   type PlanFile,
@@ -126,7 +129,11 @@ interface LogEntry {
 const keyOf = (id: string, version: string) => `${id}@${version}`;
 
 /** Run detection. Throws PackfarmError with the lifecycle exit code (20, 21, 22, 11, 12 …) on failure. */
-export async function detect(opts: DetectOptions): Promise<DetectResult> {
+export function detect(opts: DetectOptions): Promise<DetectResult> {
+  return mapErrorKinds(() => runDetection(opts));
+}
+
+async function runDetection(opts: DetectOptions): Promise<DetectResult> {
   const platformApi = checkPlatformApi(opts.platformApi ?? LATEST_PLATFORM_API);
   const logger = opts.logger ?? silentLogger;
   const executor = opts.executor ?? createHostExecutor();
@@ -188,7 +195,7 @@ export async function detect(opts: DetectOptions): Promise<DetectResult> {
     try {
       d = await store.lookup(id, version);
     } catch (err) {
-      throw asDetectError(err);
+      throw asPhaseError(err, EXIT.DETECT_ERROR);
     }
     checkBuildpackApi(d.api, `buildpack ${keyOf(id, version)} (${d.path})`);
     return d;
@@ -263,7 +270,7 @@ export async function detect(opts: DetectOptions): Promise<DetectResult> {
           hint: 'check that the app directory is the one you meant and that the builder has buildpacks for this app',
         });
   } catch (err) {
-    failure = isPackfarmError(err) ? err : asDetectError(err);
+    failure = isPackfarmError(err) ? err : asPhaseError(err, EXIT.DETECT_ERROR);
   } finally {
     if (ownScratch) await rm(scratchDir, { recursive: true, force: true });
   }
@@ -385,22 +392,6 @@ async function loadOrder(opts: DetectOptions): Promise<PlatformOrder> {
 function requireOpt<T>(v: T | undefined, name: string): T {
   if (v === undefined) throw new Error(`detect: ${name} is required`);
   return v;
-}
-
-/** Errors met while detecting (an unreadable nested buildpack, I/O) are detect errors: exit 22. */
-function asDetectError(err: unknown): PackfarmError {
-  if (isPackfarmError(err)) {
-    if (err.exitCode !== EXIT.FAILED) return err;
-    return new PackfarmError(err.code, err.message, {
-      exitCode: EXIT.DETECT_ERROR,
-      cause: err,
-      ...(err.hint ? { hint: err.hint } : {}),
-    });
-  }
-  return new PackfarmError('DETECT_ERROR', `detection failed: ${(err as Error)?.message ?? String(err)}`, {
-    exitCode: EXIT.DETECT_ERROR,
-    cause: err,
-  });
 }
 
 /**

@@ -228,6 +228,43 @@ describe('packfarm build with several targets (host executor)', () => {
     expect(await store('app-fail').resolve('latest')).toBeUndefined();
   }, 180_000);
 
+  it('keeps a cache image per target', async () => {
+    const r = await publish(
+      `${registry.host}/app-cached:latest`,
+      app,
+      '--platform',
+      both,
+      '--cache-image',
+      `${registry.host}/cache:app`,
+    );
+    expect(r.index).toBe(true);
+    expect((await store('cache').listTags()).sort()).toEqual(['app-linux-386', 'app-linux-amd64']);
+    for (const t of r.targets) expect(t.cache?.location).toBe(`${registry.host}/cache:app`);
+  }, 120_000);
+
+  it('the first target to fail cancels the others', async () => {
+    // amd64 waits (for minutes) in bin/build while 386 fails at once: amd64 must be stopped, not awaited.
+    const app2 = await makeApp('cancel', { 'app.txt': 'three\n', 'fail-on': '386\n', 'sleep-on': 'amd64\n' });
+    const events: BuildEvent[] = [];
+    const err = await build(
+      {
+        image: `${registry.host}/app-cancel:latest`,
+        path: app2,
+        buildpacks: [archBp],
+        runImage: runIndex,
+        insecureRegistries: [registry.host],
+        publish: true,
+        platforms: [both],
+        jobs: 2,
+      },
+      { onEvent: (e) => events.push(e) },
+    ).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/^target linux\/386 failed in build: /);
+    expect(events).toContainEqual(expect.objectContaining({ type: 'target-failed', target: 'linux/amd64' }));
+    expect(events.filter((e) => e.type === 'target-end')).toEqual([]);
+    expect(await store('app-cancel').resolve('latest')).toBeUndefined();
+  }, 120_000);
+
   it('plain output prefixes each line with its target; --events prints JSON lines with target and phase', async () => {
     const r = await packfarm(
       'build',
@@ -339,6 +376,48 @@ describe('packfarm build with several targets (host executor)', () => {
     });
     expect(after.stdout.trim()).toBe('2');
   }, 180_000);
+  it("a buildpack's [[targets]] filter detect per target: an amd64-only buildpack fails linux/386 in detect", async () => {
+    const bp = join(root, 'amd64-only');
+    await mkdir(join(bp, 'bin'), { recursive: true });
+    await writeFile(
+      join(bp, 'buildpack.toml'),
+      'api = "0.12"\n[buildpack]\nid = "test/amd64-only"\nversion = "1"\n[[targets]]\nos = "linux"\narch = "amd64"\n',
+    );
+    await writeFile(join(bp, 'bin', 'detect'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+    await writeFile(join(bp, 'bin', 'build'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+    const events: BuildEvent[] = [];
+    const err = await build(
+      {
+        image: `oci:${join(root, 'amd64-only-out')}:x`,
+        path: app,
+        buildpacks: [bp],
+        runImage: runIndex,
+        insecureRegistries: [registry.host],
+        platforms: [both],
+        jobs: 1,
+      },
+      { onEvent: (e) => events.push(e) },
+    ).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/^target linux\/386 failed in detect: /);
+    // The lifecycle's reason reaches the caller as an event of that target and phase.
+    expect(
+      events.some(
+        (e) =>
+          e.target === 'linux/386' &&
+          e.phase === 'detect' &&
+          'message' in e &&
+          /unable to satisfy target constraints/.test(e.message),
+      ),
+    ).toBe(true);
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        type: 'detected',
+        target: 'linux/amd64',
+        verdict: 'pass',
+        buildpack: 'test/amd64-only@1',
+      }),
+    );
+  }, 120_000);
 });
 
 describe('planning a multi-target build', () => {

@@ -2,7 +2,8 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CacheLocation, exportCache, openCache } from '../../src/phase/cache.js';
+import { type CacheLocation, openCache } from '../../src/cache/open.js';
+import { exportCache } from '../../src/phase/cache.js';
 import { parsePlatform } from '../../src/oci/platform.js';
 import { LifecycleMetadataSchema } from '../../src/platform/labels.js';
 import { restore } from '../../src/phase/restore.js';
@@ -105,7 +106,7 @@ describe('restore', () => {
     expect(await readFile(join(bp, 'lc', 'file'), 'utf8')).toBe('lc\n');
     // launch+cache whose cache copy differs from the image: neither metadata nor contents.
     expect(result.skipped.map((s) => s.layer)).toEqual(['lc-changed', 'lc-new']);
-    expect(log).toMatch(/Skipping restore for layer 'example\/node:lc-changed'/);
+    expect(log).toMatch(/Skipping restore for layer "example\/node:lc-changed"/);
     // build=true launch=true cache=false: never restored.
     expect((await readdir(bp)).sort()).toEqual([
       'lc',
