@@ -359,6 +359,32 @@ describe('builds on the farm', () => {
     expect(r.code, r.err + r.out).toBe(0);
     expect(r.out).toMatch(/linux\/386: sha256:[0-9a-f]{64} \(native/);
     expect(r.out).toMatch(/node: {5}(local|node1|node2) \(native\); sent [\d.]+ \w*B, received [\d.]+ \w*B/);
+    // One target on a farm: a plain image under the tag, as without --farm.
+    const one = await packfarm(
+      'build',
+      `${registry.host}/cli-one:latest`,
+      '--path',
+      cliApp,
+      '--buildpack',
+      probeBp,
+      '--run-image',
+      runIndex,
+      '--insecure-registry',
+      registry.host,
+      '--publish',
+      '--platform',
+      'linux/386',
+      '--farm',
+      'lab',
+      '--json',
+    );
+    expect(one.code, one.err).toBe(0);
+    const oneReport = JSON.parse(one.out) as BuildReport;
+    expect(oneReport.index).toBe(false);
+    expect(oneReport.targets[0]?.tags).toEqual([`${registry.host}/cli-one:latest`]);
+    const resolved = await store('cli-one').resolve('latest');
+    expect(resolved?.digest).toBe(oneReport.digest);
+    expect(resolved?.mediaType).toBe(MediaType.ociManifest);
     const missing = await packfarm(
       'build',
       `${registry.host}/cli:latest`,
