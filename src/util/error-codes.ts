@@ -176,20 +176,6 @@ export const ERROR_CODES = [
   'BUILDER_UNSUPPORTED',
   'BUSYBOX_MISSING',
   'INVALID_BUILDER_TOML',
-  // exec/: executors, binfmt_misc, emulation, build image root filesystems (exec branch).
-  'BINFMT_MOUNT_FAILED',
-  'BINFMT_REGISTER_FAILED',
-  'BUILD_IMAGE_INVALID',
-  'BUILD_IMAGE_NO_CNB_USER',
-  'EMULATION_NEEDS_ROOT',
-  'EXEC_DIR_MISSING',
-  'EXEC_PATH_NOT_MOUNTED',
-  'OCI_NEEDS_ROOT',
-  'PLATFORM_NOT_RUNNABLE',
-  'QEMU_MISSING',
-  'ROOTFS_MISSING',
-  'RUNC_FAILED',
-  'RUNC_MISSING',
   // api/
   'BUILD_IN_PROGRESS',
   // api/: planning and running a multi-target build (spec/multiarch.md).
