@@ -290,6 +290,7 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
   }
 
   let seq = 0;
+  const offered = new Map<Digest, Promise<void>>();
   const conn: NodeConnection = {
     name: node.name,
     config: node,
@@ -300,22 +301,42 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
     },
     async ensureBlobs(blobs) {
       if (lost) throw lost;
+      // Blobs this connection already offered (or is offering) for another job are not offered again:
+      // two targets placed on one node at once must not both send the app.
       const unique = [...new Map(blobs.map((b) => [b.digest, b])).values()];
-      if (unique.length === 0) return { sent: [], bytes: 0 };
-      const id = `b${++seq}-${randomBytes(3).toString('hex')}`;
-      const want = new Promise<Digest[]>((resolve) => wants.set(id, resolve));
-      await channel.send({ type: 'have', id, digests: unique.map((b) => b.digest) });
-      const wanted = await want;
-      if (lost) throw lost;
-      let bytes = 0;
-      const sent: Digest[] = [];
-      for (const d of wanted) {
-        const b = unique.find((x) => x.digest === d);
-        if (!b) continue;
-        bytes += await channel.sendBlob(d, b.open());
-        sent.push(d);
+      const earlier = unique.filter((b) => offered.has(b.digest)).map((b) => offered.get(b.digest));
+      const fresh = unique.filter((b) => !offered.has(b.digest));
+      let release!: () => void;
+      const done = new Promise<void>((r) => {
+        release = r;
+      });
+      for (const b of fresh) offered.set(b.digest, done);
+      try {
+        let bytes = 0;
+        const sent: Digest[] = [];
+        if (fresh.length > 0) {
+          const id = `b${++seq}-${randomBytes(3).toString('hex')}`;
+          const want = new Promise<Digest[]>((resolve) => wants.set(id, resolve));
+          await channel.send({ type: 'have', id, digests: fresh.map((b) => b.digest) });
+          const wanted = await want;
+          if (lost) throw lost;
+          for (const d of wanted) {
+            const b = fresh.find((x) => x.digest === d);
+            if (!b) continue;
+            bytes += await channel.sendBlob(d, b.open());
+            sent.push(d);
+          }
+        }
+        // Frames are ordered: once the earlier offers are through, their blobs precede this job's message.
+        await Promise.all(earlier);
+        if (lost) throw lost;
+        return { sent, bytes };
+      } catch (err) {
+        for (const b of fresh) offered.delete(b.digest);
+        throw err;
+      } finally {
+        release();
       }
-      return { sent, bytes };
     },
     runTarget(req) {
       if (lost)

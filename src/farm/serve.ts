@@ -118,7 +118,8 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
     switch (m.type) {
       case 'have': {
         const missing: Digest[] = [];
-        for (const d of m.digests) if (!received.has(d) && !(await cache.has(d))) missing.push(d);
+        for (const d of m.digests)
+          if (!receiving.has(d) && !received.has(d) && !(await cache.has(d))) missing.push(d);
         await send({ type: 'want', id: m.id, digests: missing });
         return;
       }

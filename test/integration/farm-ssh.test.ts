@@ -327,6 +327,17 @@ describe('builds on the farm', () => {
       expect(t.layerCounts.added).toBe(0);
     }
   }, 300_000);
+  it('two targets on one node at once: each blob goes there once', async () => {
+    const pairApp = await makeApp('one-node', { 'app.txt': 'together\n' });
+    const { report } = await farmBuild(`${registry.host}/one-node:latest`, pairApp, [
+      node(0, { max_jobs: 2 }),
+    ]);
+    expect(report.targets.map((t) => t.farm?.node)).toEqual(['node1', 'node1']);
+    // The buildpack is on node1 from earlier builds; the new app goes once, whichever target carried it
+    // (without the per-connection dedupe both targets' have/want would send it: 2).
+    expect(report.targets.reduce((a, t) => a + (t.farm?.blobsSent ?? 0), 0)).toBe(1);
+  }, 300_000);
+
   it('a file changed to the same size reaches the image', async () => {
     await writeFile(join(app, 'app.txt'), 'two\n');
     const nodes = [node(0, { platforms: ['linux/386'] }), node(1, { platforms: ['linux/amd64'] })];
