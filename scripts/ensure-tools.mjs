@@ -21,6 +21,8 @@ const TOOLS = [
   { bin: 'sshd', pkg: 'openssh-server', path: '/usr/sbin/sshd' },
   { bin: 'ssh', pkg: 'openssh-client' },
   { bin: 'ssh-keygen', pkg: 'openssh-client' },
+  // A YAML parser to read back what `inspect -o yaml` writes (a Python module, found by its path).
+  { bin: 'python3-yaml', pkg: 'python3-yaml', path: '/usr/lib/python3/dist-packages/yaml/__init__.py' },
 ];
 
 function has(tool) {

@@ -146,7 +146,7 @@ export async function runWorker(
         ...(spec.runImage ? { runImage: spec.runImage } : {}),
         ...(spec.buildImage ? { buildImage: spec.buildImage } : {}),
         ...(spec.executor ? { executor: spec.executor } : {}),
-        network: spec.network,
+        ...(spec.network ? { network: spec.network } : {}),
         env: spec.env,
         publish: spec.output.kind === 'registry',
         insecureRegistries: spec.insecureRegistries,

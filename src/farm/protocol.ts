@@ -69,8 +69,8 @@ export const TargetJobSchema = z.object({
   runImage: z.string().min(1).optional(),
   buildImage: z.string().min(1).optional(),
   executor: z.enum(['host', 'oci']).optional(),
-  /** oci executor: whether buildpacks get the node's network. */
-  network: z.boolean(),
+  /** The buildpacks' network on the node (oci executor: host or none). */
+  network: z.enum(['host', 'none']).optional(),
   /** registry: push the per-arch image by digest to this repository; oci: stream its blobs back. */
   output: z.discriminatedUnion('kind', [
     z.object({ kind: z.literal('registry'), image: z.string().min(1) }),

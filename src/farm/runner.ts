@@ -531,7 +531,7 @@ function targetJob(plan: BuildPlan, target: TargetPlan, p: PreparedPlan): Target
     runImage: target.runImage.name,
     ...(o.buildImage ? { buildImage: o.buildImage } : {}),
     executor: target.executor,
-    network: o.network,
+    ...(o.network ? { network: o.network } : {}),
     output:
       out.transport === 'docker'
         ? { kind: 'registry', image: o.image }

@@ -26,7 +26,6 @@ const spec = (): TargetJob => ({
   platform: 'linux/amd64',
   app: { digest: appDigest, size: app.length },
   buildpacks: [],
-  network: true,
   output: { kind: 'registry', image: 'registry.example/app:latest' },
   untagged: true,
   env: [],

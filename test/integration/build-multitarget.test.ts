@@ -242,6 +242,14 @@ describe('packfarm build with several targets (host executor)', () => {
     for (const t of r.targets) expect(t.cache?.location).toBe(`${registry.host}/cache:app`);
   }, 120_000);
 
+  it('--report-output-dir gets a subdirectory per target', async () => {
+    const out = join(root, 'outputs');
+    await publish(`${registry.host}/app-outputs:latest`, app, '--platform', both, '--report-output-dir', out);
+    expect((await readdir(out)).sort()).toEqual(['linux-386', 'linux-amd64']);
+    for (const t of ['linux-386', 'linux-amd64'])
+      expect(await readdir(join(out, t))).toEqual(['report.toml']);
+  }, 120_000);
+
   it('the first target to fail cancels the others', async () => {
     // amd64 waits (for minutes) in bin/build while 386 fails at once: amd64 must be stopped, not awaited.
     const app2 = await makeApp('cancel', { 'app.txt': 'three\n', 'fail-on': '386\n', 'sleep-on': 'amd64\n' });

@@ -154,6 +154,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
       executor: createHostExecutor(),
       hostEnv: env,
       logger,
+      ...(io.signal ? { signal: io.signal } : {}),
       onEvent: (e) => {
         if (e.type === 'phase-start') {
           current = e.phase;
