@@ -5,7 +5,7 @@ import type { Digest } from '../oci/digest.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import type { BuildEvent, BuildEventListener, BuildPhase } from './events.js';
 import { type BuildOptions, type BuildPlan, type PlanHooks, type TargetPlan, planBuild } from './plan.js';
-import { type TargetReport, runTarget } from './run-target.js';
+import { type RunTargetHooks, type TargetReport, runTarget } from './run-target.js';
 
 /**
  * `packfarm build` as a function: plan once (planBuild), run every target (runTarget), at most `jobs` at a
@@ -23,6 +23,11 @@ export interface BuildHooks extends PlanHooks {
   signal?: AbortSignal;
   /** Creates each target's executor (default: host processes). */
   executor?: (target: TargetPlan) => Executor | Promise<Executor>;
+  /**
+   * Runs one target instead of runTarget in this process: a farm places it on a node (src/farm/runner.ts).
+   * It must leave the image in the plan's outputs as runTarget would (by digest with an index, tagged without).
+   */
+  runTarget?: (plan: BuildPlan, target: TargetPlan, hooks: RunTargetHooks) => Promise<TargetReport>;
 }
 
 /** What `packfarm build --json` prints. */
@@ -157,8 +162,9 @@ async function runTargets(plan: BuildPlan, hooks: BuildHooks): Promise<TargetRep
       const target = plan.targets[next++]!;
       let phase: BuildPhase = 'analyze';
       try {
+        const run = hooks.runTarget ?? runTarget;
         results.push(
-          await runTarget(plan, target, {
+          await run(plan, target, {
             onEvent: (e) => {
               if (e.type === 'phase-start') phase = e.phase;
               hooks.onEvent?.(e);

@@ -43,6 +43,10 @@ export type BuildEvent = EventBase &
     /** Bytes sent to a registry so far by this target (blob uploads). */
     | { type: 'upload'; bytes: number }
     | { type: 'index'; digest: Digest; mediaType: string; tags: string[]; written: string[] }
+    /** Farm builds: the node a target was placed on (attempt 2 is the retry on another node). */
+    | { type: 'placed'; node: string; runs: 'native' | 'emulated'; attempt: number }
+    /** Farm builds: a node failed the target; it is retried once on another node. */
+    | { type: 'retry'; node: string; message: string }
   );
 
 export type BuildEventListener = (e: BuildEvent) => void;

@@ -62,6 +62,15 @@ export interface TargetReport {
   warnings: string[];
   /** Set when keepTemp: the workspace and layers dir of this build. */
   workDir?: string;
+  /** Farm builds: where the target ran, earlier failed attempts, and the bytes that went to the node and back. */
+  farm?: {
+    node: string;
+    attempts: Array<{ node: string; code: string; message: string }>;
+    bytesSent: number;
+    bytesReceived: number;
+    blobsSent: number;
+    blobsReceived: number;
+  };
 }
 
 export async function runTarget(

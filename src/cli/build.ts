@@ -38,6 +38,7 @@ interface BuildFlags {
   lifecycleImage?: string;
   trustBuilder?: boolean;
   keepTemp?: boolean;
+  farm?: string;
   verbose?: boolean;
   quiet?: boolean;
   json?: boolean;
@@ -95,6 +96,10 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
       '--format <oci|docker>',
       'index format with several targets: OCI image index or Docker manifest list',
       'oci',
+    )
+    .option(
+      '--farm <name>',
+      'build each target on a node of this farm (see `packfarm farm --help`); without it, on this machine',
     )
     .option(
       '--cache <spec>',
@@ -201,8 +206,21 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
         color: colorAllowed(tty),
       });
       let report: BuildReport;
+      // A farm build cancels its remote jobs on Ctrl-C / SIGTERM: closing each node connection does that.
+      const ac = new AbortController();
+      const onSignal = () => ac.abort();
+      if (flags.farm) {
+        for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, onSignal);
+        io.signal?.addEventListener('abort', onSignal, { once: true });
+      }
+      const run = flags.farm
+        ? async (o: Parameters<typeof build>[0], h: Parameters<typeof build>[1]) => {
+            const { buildOnFarm } = await import('../farm/build.js');
+            return buildOnFarm(o, { ...h, farm: flags.farm, signal: ac.signal });
+          }
+        : build;
       try {
-        report = await build(
+        report = await run(
           {
             image,
             path: flags.path,
@@ -238,6 +256,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
           { onEvent: (e) => renderer.onEvent(e), ...(io.signal ? { signal: io.signal } : {}) },
         );
       } finally {
+        for (const s of ['SIGINT', 'SIGTERM'] as const) process.off(s, onSignal);
         renderer.close();
       }
       if (json) io.out(JSON.stringify(report, null, 2));
@@ -255,6 +274,14 @@ function printReport(io: CliIO, r: BuildReport): void {
   for (const t of r.targets) {
     const pre = r.index ? `  ${t.platform}: ` : '  ';
     if (r.index) io.out(`${pre}${t.digest} (${t.runs}, ${t.executor} executor, ${formatBytes(t.size)})`);
+    const ind0 = r.index ? '    ' : '  ';
+    if (t.farm)
+      io.out(
+        `${ind0}node:     ${t.farm.node} (${t.runs}); sent ${formatBytes(t.farm.bytesSent)}, received ${formatBytes(t.farm.bytesReceived)}` +
+          (t.farm.attempts.length > 0
+            ? `; retried after ${t.farm.attempts.map((a) => `${a.node} failed (${a.message})`).join(', ')}`
+            : ''),
+      );
     const ind = r.index ? '    ' : '  ';
     io.out(
       `${ind}layers:   ${t.layerCounts.added} added, ${t.layerCounts.reused} reused, ${t.layerCounts.existing} already there, ${t.layerCounts.mounted} mounted; run image layers: ${t.baseLayers.exists} present, ${t.baseLayers.mounted} mounted, ${t.baseLayers.uploaded} copied`,

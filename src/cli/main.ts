@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { registerBuildCommand } from './build.js';
+import { registerFarmCommands } from './farm.js';
 import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
 import { registerInspectCommands } from './inspect.js';
@@ -7,6 +8,7 @@ import { registerLayerCommands } from './layer.js';
 import { registerLoginCommands } from './login.js';
 import { registerManifestCommands } from './manifest.js';
 import { registerNodeCommands } from './node.js';
+import { registerNodeServeCommands } from './node-serve.js';
 import { registerSbomCommands } from './sbom.js';
 import { registerRebaseCommand } from './rebase.js';
 import { registerSystemCommands } from './system.js';
@@ -46,9 +48,11 @@ export function createProgram(io: CliIO): Command {
   registerInspectCommands(program, io);
   registerSbomCommands(program, io);
   registerRebaseCommand(program, io);
+  registerFarmCommands(program, io);
   registerLoginCommands(program, io);
   registerSystemCommands(program, io, VERSION);
   registerNodeCommands(program, io);
+  registerNodeServeCommands(program, io);
   return program;
 }
 

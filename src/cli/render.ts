@@ -45,6 +45,7 @@ interface TargetStatus {
   bytes: number;
   state: 'running' | 'done' | 'failed';
   runs?: string;
+  node?: string;
 }
 
 export function createBuildRenderer(opts: BuildRendererOptions): BuildRenderer {
@@ -73,6 +74,12 @@ export function createBuildRenderer(opts: BuildRendererOptions): BuildRenderer {
         return opts.quiet || !prefix ? undefined : `building (${e.runs}, ${e.executor} executor)`;
       case 'target-failed':
         return `${paint(31, 'ERROR:')} failed in ${e.phase}: ${e.message}`;
+      case 'placed':
+        return opts.quiet
+          ? undefined
+          : `on node ${e.node} (${e.runs}${e.attempt > 1 ? `, attempt ${e.attempt}` : ''})`;
+      case 'retry':
+        return `${paint(33, 'RETRY:')} ${e.message}`;
       case 'index':
         return opts.quiet
           ? undefined
@@ -98,6 +105,7 @@ export function createBuildRenderer(opts: BuildRendererOptions): BuildRenderer {
       state: 'running' as const,
     };
     if (e.type === 'target-start') s.runs = e.runs;
+    if (e.type === 'placed') s.node = e.node;
     if (e.type === 'phase-start') {
       s.phase = e.phase;
       s.since = now();
@@ -118,7 +126,8 @@ export function createBuildRenderer(opts: BuildRendererOptions): BuildRenderer {
             ? paint(31, 'failed')
             : s.phase.toUpperCase();
       const bytes = s.bytes > 0 ? `  ↑ ${formatBytes(s.bytes)}` : '';
-      return `[${target}] ${state}  ${elapsed}s${s.runs ? `  (${s.runs})` : ''}${bytes}`;
+      const where = s.node ? `  on ${s.node}` : '';
+      return `[${target}] ${state}  ${elapsed}s${s.runs ? `  (${s.runs})` : ''}${where}${bytes}`;
     });
 
   const raw = opts.writeRaw ?? ((t: string) => opts.write(t));

@@ -192,6 +192,37 @@ export const ERROR_CODES = [
   'NO_TARGETS',
   'TARGET_FAILED',
   'TARGET_NOT_RUNNABLE',
+  // farm/: farms, nodes, the node protocol (spec/farm.md, spec/node-protocol.md).
+  'BLOB_MISSING',
+  'BLOB_WRITE_FAILED',
+  'CANCELLED',
+  'FARM_EMPTY',
+  'FARM_EXISTS',
+  'FARM_NOT_FOUND',
+  'FARM_UNSUPPORTED',
+  'INVALID_FARM_CONFIG',
+  'INVALID_NODE_URI',
+  'INVALID_PODMAN_CONFIG',
+  'JOB_DIED',
+  'NO_NODE_FOR_PLATFORM',
+  'NO_REACHABLE_NODE',
+  'NODE_AUTH',
+  'NODE_EXISTS',
+  'NODE_HOST_KEY',
+  'NODE_JOB_FAILED',
+  'NODE_LOST',
+  'NODE_NO_PACKFARM',
+  'NODE_NOT_FOUND',
+  'NODE_UNREACHABLE',
+  'NOTHING_TO_IMPORT',
+  'PROTOCOL_ERROR',
+  'PROTOCOL_VERSION',
+  'TRANSFER_FAILED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** Whether a code received from elsewhere (a farm node's error) is one of ours. */
+export function isErrorCode(code: string): code is ErrorCode {
+  return (ERROR_CODES as readonly string[]).includes(code);
+}
