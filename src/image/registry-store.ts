@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { type ImageReference, registryApiHost } from '../oci/reference.js';
+import { checkPushAccess } from '../registry/access.js';
 import { getBlob, headBlob, putBlob } from '../registry/blobs.js';
 import type { RegistryClient } from '../registry/client.js';
 import type { Credential, CredentialResolver } from '../registry/credentials.js';
@@ -97,6 +98,10 @@ export function createRegistryStore(ref: ImageReference, opts: RegistryOptions =
 
     listTags(): Promise<string[]> {
       return listTags(client, repository);
+    },
+
+    checkWriteAccess(): Promise<void> {
+      return checkPushAccess(client, repository);
     },
   };
 }

@@ -33,6 +33,8 @@ export interface AnalyzeImageRef {
   store: ImageStore;
   /** Tag or digest inside the store. */
   target: string;
+  /** The name the platform gave (recorded as `[run-image] image`); default: derived from the store. */
+  name?: string;
 }
 
 export interface AnalyzeOptions {
@@ -101,7 +103,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalyzeResult> {
     );
   }
   const runTarget = targetOf(run.config);
-  const runReference = digestReference(repositoryName(opts.runImage.store), run.manifest.digest);
+  const runReference = analyzedReference(opts.runImage.store, run.manifest.digest);
   const analyzed: AnalyzedFile = {
     'run-image': {
       reference: runReference,
@@ -126,7 +128,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalyzeResult> {
     if (!prev) {
       logger.info(`Previous image with name "${name}" not found`);
     } else {
-      const reference = digestReference(repositoryName(opts.previousImage.store), prev.manifest.digest);
+      const reference = analyzedReference(opts.previousImage.store, prev.manifest.digest);
       analyzed.image = { reference };
       result.previousImage = { digest: prev.manifest.digest, reference };
       const meta = previousMetadata(prev.config, name, logger);
@@ -210,7 +212,18 @@ export function targetOf(config: ImageConfig): RunImageTarget {
   return t;
 }
 
+/**
+ * analyzed.toml's digest reference: `registry/repo@sha256:…` for a registry store; `<dir>@sha256:…` for a
+ * layout, the form the reference lifecycle writes in layout mode (`<layout dir>/<registry>/<repo>/<tag>@<digest>`),
+ * which the exporter and the creator take back.
+ */
+export function analyzedReference(store: ImageStore, digest: Digest): string {
+  const ref = digestReference(repositoryName(store), digest);
+  return store.registryRepository ? ref : ref.replace(/^oci:/, '');
+}
+
 function imageName(ref: AnalyzeImageRef): string {
+  if (ref.name) return ref.name;
   const rr = ref.store.registryRepository;
   const sep = ref.target.includes(':') ? '@' : ':';
   return rr

@@ -57,7 +57,10 @@ export interface BuildOptions {
   execEnv?: string;
   /** Runs bin/build (default: host child processes). */
   executor?: Executor;
-  /** The lifecycle's own environment; only allowlisted and path variables reach buildpacks. */
+  /**
+   * The lifecycle's own environment; only allowlisted and path variables reach buildpacks. An executor with an
+   * environment of its own (the oci executor: the build image's Env) replaces it.
+   */
   hostEnv?: Readonly<Record<string, string | undefined>>;
   /** Where plan files for bin/build are written (must be visible to the executor); default: a temp dir. */
   planDir?: string;
@@ -108,14 +111,15 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
 
   const target = opts.target ?? (await completeTarget(runImageTargetOf(opts.analyzed)));
   const tEnv = targetEnv(target);
-  const env = newBuildEnv(opts.hostEnv ?? process.env);
   const executor = opts.executor ?? createHostExecutor();
+  // An executor with an environment of its own (the build image's Env under oci) replaces the lifecycle's.
+  const env = newBuildEnv(executor.baseEnv ?? opts.hostEnv ?? process.env);
 
   let plan = opts.plan.entries;
   const outputs: BuildpackBuildOutput[] = [];
   for (const bp of buildpacks) {
     opts.onEvent?.({ type: 'buildpack-start', id: bp.id, version: bp.version, api: bp.api });
-    log.debug(`running build for buildpack ${bp.id}@${bp.version}`);
+    log.debug(`Running build for buildpack ${bp.id}@${bp.version}`);
     const stdout = lineSplitter((line) =>
       opts.onEvent?.({ type: 'buildpack-output', id: bp.id, stream: 'stdout', line }),
     );
@@ -150,10 +154,12 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
     outputs.push(out);
     plan = withoutMet(plan, out.met);
     opts.onEvent?.({ type: 'buildpack-end', id: bp.id, version: bp.version });
+    log.debug(`Finished running build for buildpack ${bp.id}@${bp.version}`);
   }
 
   try {
-    const metadata = assembleMetadata(opts.group, outputs, opts.appDir, log);
+    // Slices name the app dir as buildpacks saw it.
+    const metadata = assembleMetadata(opts.group, outputs, executor.paths?.app ?? opts.appDir, log);
     await copySbomFiles(
       opts.layersDir,
       outputs.flatMap((o) => o.sbom),

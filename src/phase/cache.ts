@@ -116,7 +116,20 @@ export async function exportCache(opts: ExportCacheOptions): Promise<ExportCache
         }
         let outcome: 'reused' | 'added';
         let sha: Digest;
-        if (diffId !== undefined && (await backend.hasLayer(diffId))) {
+        // A cached copy is reused only when it is intact; a damaged one is replaced by the fresh layer.
+        const verdicts = new Map<Digest, boolean>();
+        const canReuse = async (d: Digest): Promise<boolean> => {
+          let ok = verdicts.get(d);
+          if (ok === undefined) {
+            const why = (await backend.hasLayer(d)) ? await backend.verifyLayer(d) : 'absent';
+            if (why && why !== 'absent')
+              logger.warn(`Skipping reuse for layer ${bp.id}:${layer.name}: ${why}`);
+            ok = why === undefined;
+            verdicts.set(d, ok);
+          }
+          return ok;
+        };
+        if (diffId !== undefined && (await canReuse(diffId))) {
           sha = diffId;
           await writer.reuse(diffId);
           outcome = 'reused';
@@ -125,7 +138,7 @@ export async function exportCache(opts: ExportCacheOptions): Promise<ExportCache
           const file = join(writer.tempDir, `layer-${n++}.tmp`);
           const written = await writeLayer({ ...tarOptions, out: file, compression: backend.compression });
           sha = written.diffId;
-          if (await backend.hasLayer(sha)) {
+          if (await canReuse(sha)) {
             await rm(file, { force: true });
             await writer.reuse(sha);
             outcome = 'reused';

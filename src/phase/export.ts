@@ -15,7 +15,7 @@ import {
 } from '../buildpack/layers.js';
 import { PROCESS_TYPE_PATTERN } from '../buildpack/launch.js';
 import { assembleImage, transferBaseLayers } from '../image/assemble.js';
-import { digestReference } from '../image/image-name.js';
+import { digestReference, repositoryName } from '../image/image-name.js';
 import { type BaseImage, readBaseImage } from '../image/read.js';
 import type { LayoutStore } from '../image/layout-store.js';
 import type { ImageStore } from '../image/store.js';
@@ -684,7 +684,12 @@ function lifecycleLabel(
       'process-types': { sha: shaOf('process-types') },
       runImage: dropUndefined({
         topLayer: base.config.rootfs.diff_ids.at(-1) ?? '',
-        reference: digestReference(runName, base.digest),
+        // Where the run image was read (a mirror, perhaps), as the reference records it; the name stays the
+        // run.toml entry's image.
+        reference: digestReference(
+          opts.runImage.store.registryRepository ? repositoryName(opts.runImage.store) : runName,
+          base.digest,
+        ),
         image: runName,
         mirrors,
       }),
@@ -786,6 +791,16 @@ async function saveImage(
         }),
       ),
     );
+    if (oi === 0) {
+      layerResults = results;
+      baseLayers = bl;
+      for (const l of results) {
+        ctx.log.info(`${l.outcome === 'added' ? 'Adding' : 'Reusing'} layer '${l.name.replace(/^bp:/, '')}'`);
+        opts.onEvent?.({ type: 'layer', name: l.name, outcome: l.outcome, digest: l.digest, size: l.size });
+      }
+      // The reference exporter's line between the layers and the image itself (platforms grep for it).
+      ctx.log.info(`Saving ${out.names?.[0] ?? `${out.store.description}:${out.tags[0] ?? 'latest'}`}...`);
+    }
     await out.store.putBlob({
       digest: assembled.configDigest,
       size: assembled.configBytes.length,
@@ -802,14 +817,6 @@ async function saveImage(
           out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType, tag }),
         );
       tags.push(out.names?.[ti] ?? `${out.store.description}:${tag}`);
-    }
-    if (oi === 0) {
-      layerResults = results;
-      baseLayers = bl;
-      for (const l of results) {
-        ctx.log.info(`${l.outcome === 'added' ? 'Adding' : 'Reusing'} layer '${l.name.replace(/^bp:/, '')}'`);
-        opts.onEvent?.({ type: 'layer', name: l.name, outcome: l.outcome, digest: l.digest, size: l.size });
-      }
     }
   }
   return { tags, layers: layerResults, baseLayers };
