@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { LATEST_PLATFORM_API } from '../platform/api.js';
@@ -11,6 +11,7 @@ import type { CacheLocation } from '../cache/open.js';
 import { createHostExecutor } from '../exec/host.js';
 import { packfarmDataDir } from '../image/data-dir.js';
 import {
+  aboutImage,
   appImageLocation,
   formatImageLocation,
   ifImageExists,
@@ -19,6 +20,7 @@ import {
   type OpenImageOptions,
   openImage,
   parseImageLocation,
+  storeAbout,
 } from '../image/transport.js';
 import { createRegistryClientPool } from '../registry/pool.js';
 import type { Digest } from '../oci/digest.js';
@@ -45,6 +47,7 @@ import { type Logger, silentLogger } from '../util/log.js';
 import { pathExists } from '../util/fs.js';
 import { resolveCreationTime } from '../util/time.js';
 import { buildDirKey, openBuildDirs } from './workdir.js';
+import { NetworkSchema, PullPolicySchema, VolumeSchema, pulledImageName } from './build-flags.js';
 import { parseWith } from '../util/validate.js';
 
 /**
@@ -82,6 +85,18 @@ export const BuildAppOptionsSchema = z.object({
   tmpDir: z.string().optional(),
   /** Build in a fresh temp dir (under tmpDir) and keep it, for debugging; its path is in the report. */
   keepTemp: z.boolean().default(false),
+  /** pack's --pull-policy, for the builder and run images (build-flags.ts pulledImageName). */
+  pullPolicy: PullPolicySchema.default('always'),
+  /** The buildpacks' network; executors that cannot honour it refuse it (checkExecutorOptions). */
+  network: NetworkSchema.optional(),
+  /** Host directories mounted for the buildpacks (container executors). */
+  volumes: z.array(VolumeSchema).default([]),
+  /** Copy `<layers>/sbom` (the SBOMs buildpacks wrote) here after the build. */
+  sbomOutputDir: z.string().min(1).optional(),
+  /** Copy report.toml here after the build. */
+  reportOutputDir: z.string().min(1).optional(),
+  /** Group id owning the buildpack and app layers in the image (default 1000, the CNB group). */
+  gid: z.number().int().nonnegative().optional(),
 });
 
 export type BuildAppOptions = z.input<typeof BuildAppOptionsSchema>;
@@ -127,6 +142,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
   if (opts.cacheDir && opts.cacheImage)
     throw new PackfarmError('INVALID_ARGS', '--cache-dir and --cache-image cannot be used together');
   const insecure = insecureRegistriesFrom(opts.insecureRegistries, env);
+  checkExecutorOptions(opts, 'host', log);
   // Registry clients of this build only (a node runs many builds): closed when the build ends.
   const pool = createRegistryClientPool();
   const access: OpenImageOptions = { insecureRegistries: insecure, registry: { pool } };
@@ -162,14 +178,21 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     const builderName = opts.builder ?? project?.builder;
     if (builderName) {
       const { resolveBuilder } = await import('../builder/resolve.js');
-      builder = await resolveBuilder(builderName, {
-        cwd,
-        scratchDir: join(dirs.scratch, 'builder'),
-        insecureRegistries: insecure,
-        registry: { pool },
-        platform,
-        logger: log,
-      });
+      try {
+        const builderSource = (await pathExists(resolve(cwd, builderName)))
+          ? builderName
+          : await pulledImageName(builderName, opts.pullPolicy, 'builder', env);
+        builder = await resolveBuilder(builderSource, {
+          cwd,
+          scratchDir: join(dirs.scratch, 'builder'),
+          insecureRegistries: insecure,
+          registry: { pool },
+          platform,
+          logger: log,
+        });
+      } catch (err) {
+        throw aboutImage(err, 'builder', builderName);
+      }
     }
     const { store, order } = await resolveBuildpacks({
       flags: opts.buildpacks,
@@ -187,16 +210,18 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     });
     await writePlatformEnv(dirs.platform, userEnv);
 
-    const output = await openImage(outputLocation, { ...access, create: true });
+    const opened = await openImage(outputLocation, { ...access, create: true });
+    const output = { ...opened, store: storeAbout(opened.store, 'IMAGE', opts.image) };
     if (!output.tag)
       throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
     const outputs: ExportOutput[] = [{ store: output.store, tags: [output.tag], names: [opts.image] }];
     for (const t of opts.tags) {
+      checkTagDestination(opts.image, t, opts.publish);
       const o = await openImage(appImageLocation(t, { publish: opts.publish, env, source: '--tag' }), {
         ...access,
         create: true,
       });
-      addExportOutput(outputs, o.store, o.tag ?? 'latest', t);
+      addExportOutput(outputs, storeAbout(o.store, '--tag', t), o.tag ?? 'latest', t);
     }
 
     const runNames = opts.runImage ? [opts.runImage] : (builder?.runImages ?? []);
@@ -209,7 +234,12 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
           : 'no run image: without a builder, --run-image is required',
         { hint: 'pass --run-image REF (a registry reference or oci:DIR[:TAG])' },
       );
-    const runImage = await openImage(runName, access);
+    const runOpened = await pulledImageName(runName, opts.pullPolicy, 'run image', env)
+      .then((name) => openImage(name, access))
+      .catch((err: unknown) => {
+        throw aboutImage(err, 'run image', runName);
+      });
+    const runImage = { ...runOpened, store: storeAbout(runOpened.store, 'run image', runName) };
 
     const previous: OpenedImage | undefined = opts.previousImage
       ? await ifImageExists(
@@ -217,6 +247,10 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
             appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
             access,
           ),
+        ).then((o) =>
+          o
+            ? { ...o, store: storeAbout(o.store, 'previous image', opts.previousImage as string) }
+            : undefined,
         )
       : output;
 
@@ -244,14 +278,18 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
       defaultProcess: opts.defaultProcess,
       projectMetadata: projectMetadata(project),
       reportPath: join(dirs.layers, 'report.toml'),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
       hostPaths: { appDir: dirs.app, layersDir: dirs.layers },
       executor: createHostExecutor(),
       hostEnv: env,
       logger: log,
       ...(hooks.onEvent ? { onEvent: hooks.onEvent } : {}),
       ...(hooks.signal ? { signal: hooks.signal } : {}),
+    }).catch((err: unknown) => {
+      throw inBuildTerms(err);
     });
 
+    await copyBuildOutputs(opts, dirs.layers, cwd);
     const ex = result.exported;
     const baseLayers = { exists: 0, mounted: 0, uploaded: 0 };
     for (const b of ex.baseLayers) baseLayers[b.outcome]++;
@@ -301,6 +339,89 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
   }
 }
 
+/** Lifecycle flags that `packfarm build` spells its own way (the phases' messages name the lifecycle's). */
+const BUILD_FLAG_NAMES: Array<[RegExp, string]> = [
+  [/(^|[\s("'`])-(run-image|previous-image|cache-image|cache-dir|gid|uid|platform)\b/g, '$1--$2'],
+  [/ \(or run\.toml\)/g, " (or the builder's run image)"],
+];
+
+/** A phase's error in `build`'s words: its flag names in the message and the hint. */
+function inBuildTerms(err: unknown): unknown {
+  if (!(err instanceof PackfarmError)) return err;
+  const rewrite = (t: string) => BUILD_FLAG_NAMES.reduce((acc, [re, to]) => acc.replace(re, to), t);
+  const message = rewrite(err.message);
+  const hint = err.hint === undefined ? undefined : rewrite(err.hint);
+  if (message === err.message && hint === err.hint) return err;
+  return new PackfarmError(err.code, message, {
+    ...(hint !== undefined ? { hint } : {}),
+    exitCode: err.exitCode,
+    cause: err,
+  });
+}
+
+/**
+ * A bare `--tag REF` beside an `oci:` IMAGE would land in the default local layout, a place the user never
+ * named: refuse it and say how to put the tag where it is meant to go.
+ */
+function checkTagDestination(image: string, tag: string, publish: boolean): void {
+  if (publish || !image.startsWith('oci:') || tag.startsWith('oci:')) return;
+  throw new PackfarmError(
+    'INVALID_ARGS',
+    `--tag ${tag}: IMAGE ${image} is an OCI layout, and a bare --tag without --publish would go to the default local layout instead`,
+    {
+      hint: `give the tag as a layout location (e.g. --tag ${image.replace(/:[^:/]*$/, '')}:v2, or another oci:DIR:TAG), or add --publish to tag in a registry`,
+    },
+  );
+}
+
+/**
+ * Options only a container executor can honour, checked against the executor that runs the buildpacks. The
+ * host executor runs them as child processes on this machine: they already use its network (so `host` is
+ * what they get) and see its filesystem as it is, so `none` and volumes would be false promises.
+ */
+export function checkExecutorOptions(
+  opts: { network?: string | undefined; volumes: readonly { host: string; target: string }[] },
+  executor: 'host',
+  log: Logger,
+): void {
+  if (opts.network === 'none')
+    throw new PackfarmError(
+      'EXECUTOR_UNSUPPORTED',
+      `--network none: the ${executor} executor runs buildpacks as processes on this machine and cannot cut them off the network`,
+      { hint: 'drop --network none, or build where buildpacks run in containers' },
+    );
+  if (opts.network === 'host')
+    log.info(`--network host: buildpacks run on this machine (${executor} executor) and use its network`);
+  const v = opts.volumes[0];
+  if (v)
+    throw new PackfarmError(
+      'EXECUTOR_UNSUPPORTED',
+      `--volume ${v.host}:${v.target}: the ${executor} executor runs buildpacks on this machine, with nothing mounted at ${v.target}`,
+      {
+        hint: 'buildpacks run by the host executor read host paths directly: drop --volume, or pass the path with --env',
+      },
+    );
+}
+
+/** --sbom-output-dir and --report-output-dir: copies out of the layers dir before it is cleaned up. */
+async function copyBuildOutputs(
+  opts: { sbomOutputDir?: string | undefined; reportOutputDir?: string | undefined },
+  layersDir: string,
+  cwd: string,
+): Promise<void> {
+  if (opts.sbomOutputDir) {
+    const dest = resolve(cwd, opts.sbomOutputDir);
+    await mkdir(dest, { recursive: true });
+    const src = join(layersDir, 'sbom');
+    if (await pathExists(src)) await cp(src, join(dest, 'sbom'), { recursive: true });
+  }
+  if (opts.reportOutputDir) {
+    const dest = resolve(cwd, opts.reportOutputDir);
+    await mkdir(dest, { recursive: true });
+    await cp(join(layersDir, 'report.toml'), join(dest, 'report.toml'));
+  }
+}
+
 async function requireDir(path: string, flag: string): Promise<void> {
   const st = await stat(path).catch(() => undefined);
   if (!st?.isDirectory())
@@ -335,7 +456,11 @@ async function cacheLocation(
   if (opts.cacheImage) {
     const o = await openImage(opts.cacheImage, { ...access, create: true });
     return {
-      location: { kind: 'image', store: o.store, tag: o.tag ?? 'latest' },
+      location: {
+        kind: 'image',
+        store: storeAbout(o.store, 'cache image', opts.cacheImage),
+        tag: o.tag ?? 'latest',
+      },
       description: opts.cacheImage,
     };
   }

@@ -5,7 +5,7 @@ import { type CopyEvent, copyImage } from '../image/copy.js';
 import { type Inspection, inspectImage } from '../image/inspect.js';
 import { insecureRegistriesFrom, openImage } from '../image/transport.js';
 import { PackfarmError } from '../util/errors.js';
-import { type CliIO, collect, writeRaw } from './output.js';
+import { type CliIO, collect, writeRaw, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
 
 /** `packfarm image …`: copy and inspect images in registries and OCI layouts. Parses and prints only. */
 export function registerImageCommands(program: Command, io: CliIO): void {
@@ -21,7 +21,7 @@ export function registerImageCommands(program: Command, io: CliIO): void {
     .option('--all', 'for an index: copy every platform and the index itself')
     .option('--platform <os/arch[/variant]>', 'for an index: the platform(s) to copy (repeatable)', collect)
     .option('--concurrency <n>', 'blob transfers at once', parsePositiveInt, 4)
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .option('--json', 'print the copy report as JSON')
     .action(async (srcText: string, dstText: string, o: CopyFlags) => {
       const insecureRegistries = insecureRegistriesFrom(o.insecureRegistry);
@@ -74,7 +74,7 @@ export function registerImageCommands(program: Command, io: CliIO): void {
     .argument('<ref>', 'REF, docker://REF, oci:DIR[:TAG] or oci:DIR@sha256:…')
     .option('--raw', 'print the manifest bytes exactly as stored')
     .option('--json', 'print structured JSON')
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .action(async (ref: string, o: { raw?: boolean; json?: boolean; insecureRegistry?: string[] }) => {
       const opened = await openImage(ref, { insecureRegistries: insecureRegistriesFrom(o.insecureRegistry) });
       const { inspection, raw } = await inspectImage(opened.store, opened.target);

@@ -4,10 +4,12 @@ import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
 import { registerInspectCommands } from './inspect.js';
 import { registerLayerCommands } from './layer.js';
+import { registerLoginCommands } from './login.js';
 import { registerManifestCommands } from './manifest.js';
 import { registerNodeCommands } from './node.js';
 import { registerSbomCommands } from './sbom.js';
 import { registerRebaseCommand } from './rebase.js';
+import { registerSystemCommands } from './system.js';
 
 export const VERSION = '0.1.0';
 
@@ -19,12 +21,21 @@ export function createProgram(io: CliIO): Command {
     )
     .version(VERSION)
     .showHelpAfterError()
+    // Command lists show name and arguments only (each command's own --help has its options), so the
+    // descriptions beside them have room to wrap at the terminal's width like everything else.
+    .configureHelp({
+      subcommandTerm: (cmd) =>
+        [
+          cmd.name(),
+          ...cmd.registeredArguments.map((a) => (a.required ? `<${a.name()}>` : `[${a.name()}]`)),
+        ].join(' '),
+    })
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
   program.addHelpText(
     'after',
-    '\nLifecycle phases (CNB platform API, single-dash flags as the lifecycle takes them):\n' +
-      '  packfarm lifecycle <analyzer|detector|restorer|builder|exporter|…> [-flag value ...]\n' +
+    "\nLifecycle phases (CNB platform API, the lifecycle's single-dash flags):\n" +
+      '  packfarm lifecycle <analyzer|detector|restorer|builder|exporter|…> [-flag v]\n' +
       '  see `packfarm lifecycle --help` for every phase',
   );
   registerBuildCommand(program, io);
@@ -34,6 +45,8 @@ export function createProgram(io: CliIO): Command {
   registerInspectCommands(program, io);
   registerSbomCommands(program, io);
   registerRebaseCommand(program, io);
+  registerLoginCommands(program, io);
+  registerSystemCommands(program, io, VERSION);
   registerNodeCommands(program, io);
   return program;
 }

@@ -14,7 +14,7 @@ import { insecureRegistriesFrom } from '../image/transport.js';
 import { PackfarmError } from '../util/errors.js';
 import type { CopyEvent } from '../image/copy.js';
 import { formatBytes, parsePositiveInt, progressLine } from './image.js';
-import { type CliIO, collect, writeRaw } from './output.js';
+import { type CliIO, collect, writeRaw, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
 
 /**
  * `packfarm manifest …`: local manifest lists (image indexes) assembled from images in registries or layouts,
@@ -50,7 +50,7 @@ function registerCreateCommand(manifest: Command, _io: CliIO, print: Printer): v
     .option('--amend', 'add to the list if it already exists')
     .option('-f, --format <oci|docker>', 'index format to push (default oci)', parseFormat)
     .option('--annotations <key=value>', 'annotation on the index itself (repeatable)', collect)
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .option('--json', 'print JSON')
     .action(async (list: string, images: string[], o: CreateFlags) => {
       const result = await createManifestList(list, {
@@ -78,7 +78,7 @@ function registerAddCommand(manifest: Command, _io: CliIO, print: Printer): void
     .option('--os-version <version>', 'set os.version')
     .option('--os-features <feature>', 'set os.features (repeatable)', collect)
     .option('--annotations <key=value>', 'annotation on the entry (repeatable)', collect)
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .option('--json', 'print JSON')
     .action(async (list: string, image: string, o: AddFlags) => {
       const result = await addToManifestList(list, image, {
@@ -167,7 +167,7 @@ function registerPushCommand(manifest: Command, io: CliIO, print: Printer): void
     .option('-f, --format <oci|docker>', 'index format (default: the list’s, else oci)', parseFormat)
     .option('--purge', 'delete the local list after a successful push')
     .option('--concurrency <n>', 'blob transfers at once', parsePositiveInt, 4)
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .option('--json', 'print the push report as JSON')
     .action(async (list: string, destination: string | undefined, o: PushFlags) => {
       const report = await pushManifestList(list, {

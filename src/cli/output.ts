@@ -38,3 +38,8 @@ export function reportError(io: CliIO, err: unknown, json: boolean): number {
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
+
+/** `--insecure-registry`, described one way on every command. */
+export const INSECURE_REGISTRY_FLAG = '--insecure-registry <host[:port]>';
+export const INSECURE_REGISTRY_HELP =
+  'allow plain HTTP / unverified TLS for this registry (repeatable; also CNB_INSECURE_REGISTRIES; loopback registries need no flag)';

@@ -1,3 +1,4 @@
+import type { LookupFunction } from 'node:net';
 import { Readable } from 'node:stream';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { Agent, type Dispatcher } from 'undici';
@@ -7,7 +8,13 @@ import { type Logger, silentLogger } from '../util/log.js';
 import { type AuthScheme, Authenticator, schemeFromChallenges } from './auth.js';
 import { parseWwwAuthenticate } from './challenge.js';
 import { type Credential, type CredentialResolver, createKeychain } from './credentials.js';
-import { type RequestContext, displayUrl, errorFromNetwork, errorFromResponse } from './errors.js';
+import {
+  type RequestContext,
+  displayUrl,
+  errorFromNetwork,
+  errorFromResponse,
+  refusedCredentialsError,
+} from './errors.js';
 import { isInsecureRegistry } from './insecure.js';
 import {
   type ResolvedRetry,
@@ -40,6 +47,8 @@ export interface RegistryClientOptions {
   monolithicUploadMaxBytes?: number;
   /** Bound on establishing a connection (default 15 s). */
   connectTimeoutMs?: number;
+  /** Host name resolution for connections (default the system's; tests map a non-loopback name to 127.0.0.1). */
+  lookup?: LookupFunction;
   logger?: Logger;
   /** Clock for token expiry (tests). */
   now?: () => number;
@@ -107,7 +116,7 @@ function headerValue(v: string | string[] | undefined): string | undefined {
  */
 export class RegistryClient {
   readonly registry: string;
-  /** Listed in insecureRegistries: plain HTTP and unverified TLS are allowed. */
+  /** Listed in insecureRegistries, or a loopback registry: plain HTTP and unverified TLS are allowed. */
   readonly insecure: boolean;
   /** Bounds concurrent blob uploads through this client. */
   readonly limit: LimitFunction;
@@ -140,7 +149,10 @@ export class RegistryClient {
     this.monolithicUploadMaxBytes = opts.monolithicUploadMaxBytes ?? 32 * 1024 * 1024;
     this.userAgent = opts.userAgent ?? `packfarm (node ${process.version})`;
     this.maxRedirects = opts.maxRedirects ?? 5;
-    const connect = { timeout: opts.connectTimeoutMs ?? 15_000 };
+    const connect = {
+      timeout: opts.connectTimeoutMs ?? 15_000,
+      ...(opts.lookup ? { lookup: opts.lookup } : {}),
+    };
     this.agent = new Agent({ connect, keepAliveTimeout: 10_000 });
     this.unverifiedAgent = this.insecure
       ? new Agent({ connect: { ...connect, rejectUnauthorized: false }, keepAliveTimeout: 10_000 })
@@ -370,7 +382,11 @@ export class RegistryClient {
       let err = errorFromResponse({ ...opts.ctx, url: res.url }, res.status, text, {
         ...(retryAfterText !== undefined ? { retryAfter: retryAfterText } : {}),
       });
-      if (res.status === 401 && opts.authorize && (await this.insufficientScope(res))) {
+      const sentCredential =
+        res.status === 401 && opts.authorize ? await this.resolveCred().catch(() => undefined) : undefined;
+      if (sentCredential && !(await this.insufficientScope(res))) {
+        err = refusedCredentialsError(this.registry, sentCredential.source, err);
+      } else if (res.status === 401 && opts.authorize && (await this.insufficientScope(res))) {
         // Authenticated, but the token service granted less than asked (a partial grant): logging in again
         // will not help, permissions will.
         err = new PackfarmError(

@@ -88,9 +88,25 @@ function statusCode(status: number, what: RequestContext['what']): ErrorCode {
 
 export function loginHint(registry: string): string {
   return (
-    `log in: add credentials for ${registry} to $DOCKER_CONFIG/config.json (default ~/.docker/config.json: ` +
-    `"auths", "credHelpers" or "credsStore") or set CNB_REGISTRY_AUTH='{"${registry}":"Basic <base64 user:pass>"}'`
+    `log in: \`packfarm login ${registry}\` (or \`podman login\`, \`docker login\`), or set ` +
+    `CNB_REGISTRY_AUTH='{"${registry}":"Basic <base64 user:pass>"}'`
   );
+}
+
+/**
+ * Credentials were sent and the registry (or its token service) refused them: say so, name where they came
+ * from, and do not suggest logging in "for the first time".
+ */
+export function refusedCredentialsError(
+  registry: string,
+  source: string | undefined,
+  cause: PackfarmError,
+): PackfarmError {
+  const from = source ? `the credentials from ${source}` : 'the credentials given';
+  return new PackfarmError('REGISTRY_UNAUTHORIZED', `${registry} refused ${from}: ${cause.message}`, {
+    hint: `the username or password (or token) is wrong or expired: log in again with \`packfarm login ${registry}\`${source ? `, or fix ${source}` : ''}`,
+    cause,
+  });
 }
 
 function hintFor(code: ErrorCode, ctx: RequestContext, retryAfter?: string): string | undefined {
