@@ -49,7 +49,7 @@ export interface CreateOptions {
   platformApi: string;
   createdAt?: Date;
   defaultProcess?: string | undefined;
-  projectMetadata?: ProjectMetadata;
+  projectMetadata?: ProjectMetadata | undefined;
   reportPath?: string;
   /**
    * The app and layers dirs as the buildpacks saw them, when that differs from where the image holds them

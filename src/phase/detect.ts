@@ -61,7 +61,7 @@ export interface DetectOptions {
   groupPath?: string;
   planPath?: string;
   /** The build's target. Without it: analyzed.toml `[run-image.target]`, completed from the build env. */
-  target?: RunImageTarget;
+  target?: RunImageTarget | undefined;
   analyzedPath?: string;
   /** `<build-config>` (operator env in `env/`). */
   buildConfigDir?: string;

@@ -99,7 +99,7 @@ const BASE_LABEL_PREFIXES = ['io.buildpacks.base.', 'io.buildpacks.stack.'];
 function rebaseError(message: string, hint?: string): PackfarmError {
   return new PackfarmError('REBASE_ERROR', message, {
     exitCode: EXIT.REBASE_ERROR,
-    ...(hint ? { hint } : {}),
+    hint,
   });
 }
 
