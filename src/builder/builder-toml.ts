@@ -87,7 +87,7 @@ export function parseBuilderToml(text: string, source: string): BuilderToml {
   const raw = parseWith(BuilderTomlSchema, parseToml(text, source), source, 'INVALID_BUILDER_TOML');
   const invalid = (field: string, why: string, hint?: string) =>
     new PackfarmError('INVALID_BUILDER_TOML', `${source}: invalid content: ${field}: ${why}`, {
-      ...(hint ? { hint } : {}),
+      hint,
     });
 
   const buildpacks = raw.buildpacks.map((b, i): BuilderTomlBuildpack => {

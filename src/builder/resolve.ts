@@ -217,7 +217,7 @@ async function stageBuilderBuildpacks(
       if (isPackfarmError(err))
         throw new PackfarmError(err.code, `${path}: ${field}: ${err.message}`, {
           cause: err,
-          ...(err.hint ? { hint: err.hint } : {}),
+          hint: err.hint,
         });
       throw err;
     }

@@ -44,8 +44,8 @@ export interface OrderGroup {
 export type Order = OrderGroup[];
 
 export interface BuildpackLicense {
-  type?: string;
-  uri?: string;
+  type?: string | undefined;
+  uri?: string | undefined;
 }
 
 export interface BuildpackDescriptor {

@@ -31,6 +31,16 @@ import { makeTempDir } from '../util/tempdir.js';
 
 const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
 
+interface ImageCacheOptions {
+  store: ImageStore;
+  tag: string;
+  platform: Platform;
+  logger: Logger;
+  creationTime?: Date;
+}
+
+const empty = (): PreviousCacheImage => ({ metadata: emptyCacheMetadata(), layers: new Map() });
+
 /** An empty tar: two 512-byte zero blocks (end-of-archive), the layer the reference adds to an empty cache. */
 const EMPTY_TAR = Buffer.alloc(1024);
 export const EMPTY_LAYER_DIFF_ID = sha256Digest(EMPTY_TAR);
@@ -58,66 +68,12 @@ interface PreviousCacheImage {
  * os/architecture/variant. A cache image of another platform is ignored (logged), never restored from.
  * Unchanged layers are reused by descriptor: the new manifest points at blobs the repository already has.
  */
-export function openImageCache(opts: {
-  store: ImageStore;
-  tag: string;
-  platform: Platform;
-  logger: Logger;
-  creationTime?: Date;
-}): CacheBackend {
-  const { store, tag, platform, logger } = opts;
+export function openImageCache(opts: ImageCacheOptions): CacheBackend {
+  const { store, tag } = opts;
   const description = `${store.description}:${tag}`;
   let previous: Promise<PreviousCacheImage> | undefined;
-  const empty = (): PreviousCacheImage => ({ metadata: emptyCacheMetadata(), layers: new Map() });
 
-  const load = async (): Promise<PreviousCacheImage> => {
-    const found = await store.resolve(tag);
-    if (!found) return empty();
-    const m = await store.getManifest(tag);
-    if (!isImageManifestMediaType(m.mediaType)) {
-      logger.warn(`ignoring cache image ${description}: it is a ${m.mediaType}, not an image manifest`);
-      return empty();
-    }
-    const manifest = parseWith(
-      ImageManifestSchema,
-      parseJson(m.bytes.toString('utf8'), description),
-      description,
-    );
-    const configSource = `${description} config ${manifest.config.digest}`;
-    const configBytes = await readCapped(
-      await store.getBlob(manifest.config.digest),
-      MAX_CONFIG_BYTES,
-      configSource,
-    );
-    const config = parseWith(
-      ImageConfigSchema,
-      parseJson(configBytes.toString('utf8'), configSource),
-      configSource,
-    );
-    const have = platformFromSpec(config);
-    if (!platformsEqual(platform, have)) {
-      logger.info(
-        `Ignoring cache image ${description}: it was built for ${formatPlatform(have)}, this build targets ${formatPlatform(platform)}`,
-      );
-      return empty();
-    }
-    const label = config.config?.Labels?.[CACHE_METADATA_LABEL];
-    let metadata = emptyCacheMetadata();
-    if (label !== undefined) {
-      try {
-        metadata = parseCacheMetadata(label, `${configSource} label ${CACHE_METADATA_LABEL}`);
-      } catch (err) {
-        logger.warn(`ignoring cache image ${description}: ${(err as Error).message}`);
-        return empty();
-      }
-    }
-    const layers = new Map<Digest, Descriptor>();
-    manifest.layers.forEach((d, i) => {
-      const diffId = config.rootfs.diff_ids[i];
-      if (diffId) layers.set(diffId, d);
-    });
-    return { metadata, layers };
-  };
+  const load = () => loadCacheImage(opts, description);
   const get = () => {
     previous ??= load();
     return previous;
@@ -137,75 +93,139 @@ export function openImageCache(opts: {
       return store.getBlob(d.digest);
     },
     async startWrite(writeOpts: { creationTime?: Date } = {}): Promise<CacheWriter> {
-      const prev = await get();
-      const tempDir = await makeTempDir(tmpdir(), 'cache');
-      const layers: Descriptor[] = [];
-      const diffIds: Digest[] = [];
-      const seen = new Set<Digest>();
-      const push = (diffId: Digest, d: Descriptor) => {
-        // The same content cached by two layers needs one blob and one rootfs entry.
-        if (seen.has(diffId)) return;
-        seen.add(diffId);
-        layers.push(d);
-        diffIds.push(diffId);
-      };
-      return {
-        tempDir,
-        async reuse(diffId) {
-          const d = prev.layers.get(diffId);
-          if (!d) throw new Error(`cache image ${description} has no layer ${diffId}`);
-          push(diffId, { mediaType: d.mediaType, digest: d.digest, size: d.size });
-        },
-        async add(file, layer) {
-          if (!seen.has(layer.diffId)) {
-            await store.putBlob({
-              digest: layer.digest,
-              size: layer.size,
-              open: () => createReadStream(file),
-            });
-          }
-          await rm(file, { force: true });
-          push(layer.diffId, { mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size });
-        },
-        async commit(meta) {
-          // A cache with nothing cached still gets one layer, the empty tar, as the reference writes it
-          // (some registries refuse manifests without layers).
-          if (layers.length === 0) await addEmptyLayer(store, push);
-          const created = (writeOpts.creationTime ?? opts.creationTime ?? REPRODUCIBLE_EPOCH).toISOString();
-          const config = {
-            ...platformToSpec(platform),
-            created,
-            config: { Labels: { [CACHE_METADATA_LABEL]: canonicalJson(meta) } },
-            rootfs: { type: 'layers', diff_ids: diffIds },
-          };
-          const configBytes = Buffer.from(canonicalJson(config));
-          const configDigest = sha256Digest(configBytes);
-          await store.putBlob({
-            digest: configDigest,
-            size: configBytes.length,
-            open: () => Readable.from([configBytes]),
-          });
-          const manifest = {
-            schemaVersion: 2,
-            mediaType: MediaType.ociManifest,
-            config: { mediaType: MediaType.ociConfig, digest: configDigest, size: configBytes.length },
-            layers,
-          };
-          await store.putManifest({
-            bytes: Buffer.from(canonicalJson(manifest)),
-            mediaType: MediaType.ociManifest,
-            tag,
-          });
-          await rm(tempDir, { recursive: true, force: true });
-        },
-        async abort() {
-          await rm(tempDir, { recursive: true, force: true });
-        },
-      };
+      return startCacheImageWrite(opts, await get(), description, writeOpts);
     },
     async clear() {
       // Registries may refuse deletes (RFC 0116): clearing means "do not read it"; the next export replaces it.
       previous = Promise.resolve(empty());
+    },
+  };
+}
+
+/**
+ * The previous cache image, when it is one of this platform with readable metadata; anything else is logged
+ * and treated as an empty cache.
+ */
+async function loadCacheImage(opts: ImageCacheOptions, description: string): Promise<PreviousCacheImage> {
+  const { store, tag, platform, logger } = opts;
+  const found = await store.resolve(tag);
+  if (!found) return empty();
+  const m = await store.getManifest(tag);
+  if (!isImageManifestMediaType(m.mediaType)) {
+    logger.warn(`ignoring cache image ${description}: it is a ${m.mediaType}, not an image manifest`);
+    return empty();
+  }
+  const manifest = parseWith(
+    ImageManifestSchema,
+    parseJson(m.bytes.toString('utf8'), description),
+    description,
+  );
+  const configSource = `${description} config ${manifest.config.digest}`;
+  const configBytes = await readCapped(
+    await store.getBlob(manifest.config.digest),
+    MAX_CONFIG_BYTES,
+    configSource,
+  );
+  const config = parseWith(
+    ImageConfigSchema,
+    parseJson(configBytes.toString('utf8'), configSource),
+    configSource,
+  );
+  const have = platformFromSpec(config);
+  if (!platformsEqual(platform, have)) {
+    logger.info(
+      `Ignoring cache image ${description}: it was built for ${formatPlatform(have)}, this build targets ${formatPlatform(platform)}`,
+    );
+    return empty();
+  }
+  const label = config.config?.Labels?.[CACHE_METADATA_LABEL];
+  let metadata = emptyCacheMetadata();
+  if (label !== undefined) {
+    try {
+      metadata = parseCacheMetadata(label, `${configSource} label ${CACHE_METADATA_LABEL}`);
+    } catch (err) {
+      logger.warn(`ignoring cache image ${description}: ${(err as Error).message}`);
+      return empty();
+    }
+  }
+  const layers = new Map<Digest, Descriptor>();
+  manifest.layers.forEach((d, i) => {
+    const diffId = config.rootfs.diff_ids[i];
+    if (diffId) layers.set(diffId, d);
+  });
+  return { metadata, layers };
+}
+
+/** A new cache image: reused layers by descriptor, new ones uploaded, config and manifest (tagged) on commit. */
+async function startCacheImageWrite(
+  opts: ImageCacheOptions,
+  prev: PreviousCacheImage,
+  description: string,
+  writeOpts: { creationTime?: Date },
+): Promise<CacheWriter> {
+  const { store, tag, platform } = opts;
+  const tempDir = await makeTempDir(tmpdir(), 'cache');
+  const layers: Descriptor[] = [];
+  const diffIds: Digest[] = [];
+  const seen = new Set<Digest>();
+  const push = (diffId: Digest, d: Descriptor) => {
+    // The same content cached by two layers needs one blob and one rootfs entry.
+    if (seen.has(diffId)) return;
+    seen.add(diffId);
+    layers.push(d);
+    diffIds.push(diffId);
+  };
+  return {
+    tempDir,
+    async reuse(diffId) {
+      const d = prev.layers.get(diffId);
+      if (!d) throw new Error(`cache image ${description} has no layer ${diffId}`);
+      push(diffId, { mediaType: d.mediaType, digest: d.digest, size: d.size });
+    },
+    async add(file, layer) {
+      if (!seen.has(layer.diffId)) {
+        await store.putBlob({
+          digest: layer.digest,
+          size: layer.size,
+          open: () => createReadStream(file),
+        });
+      }
+      await rm(file, { force: true });
+      push(layer.diffId, { mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size });
+    },
+    async commit(meta) {
+      // A cache with nothing cached still gets one layer, the empty tar, as the reference writes it
+      // (some registries refuse manifests without layers).
+      if (layers.length === 0) await addEmptyLayer(store, push);
+      const created = (writeOpts.creationTime ?? opts.creationTime ?? REPRODUCIBLE_EPOCH).toISOString();
+      const config = {
+        ...platformToSpec(platform),
+        created,
+        config: { Labels: { [CACHE_METADATA_LABEL]: canonicalJson(meta) } },
+        rootfs: { type: 'layers', diff_ids: diffIds },
+      };
+      const configBytes = Buffer.from(canonicalJson(config));
+      const configDigest = sha256Digest(configBytes);
+      await store.putBlob({
+        digest: configDigest,
+        size: configBytes.length,
+        open: () => Readable.from([configBytes]),
+      });
+      const manifest = {
+        schemaVersion: 2,
+        mediaType: MediaType.ociManifest,
+        config: { mediaType: MediaType.ociConfig, digest: configDigest, size: configBytes.length },
+        layers,
+      };
+      await store.putManifest({
+        bytes: Buffer.from(canonicalJson(manifest)),
+        mediaType: MediaType.ociManifest,
+        tag,
+      });
+      await rm(tempDir, { recursive: true, force: true });
+    },
+    async abort() {
+      await rm(tempDir, { recursive: true, force: true });
     },
   };
 }

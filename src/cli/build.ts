@@ -213,10 +213,11 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
         for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, onSignal);
         io.signal?.addEventListener('abort', onSignal, { once: true });
       }
-      const run = flags.farm
+      const farmName = flags.farm;
+      const run = farmName
         ? async (o: Parameters<typeof build>[0], h: Parameters<typeof build>[1]) => {
             const { buildOnFarm } = await import('../farm/build.js');
-            return buildOnFarm(o, { ...h, farm: flags.farm, signal: ac.signal });
+            return buildOnFarm(o, { ...h, farm: farmName, signal: ac.signal });
           }
         : build;
       try {

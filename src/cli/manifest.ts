@@ -32,9 +32,23 @@ export function registerManifestCommands(program: Command, io: CliIO): void {
     .command('manifest')
     .description('Assemble multi-platform image indexes locally, then push them');
 
-  const print = (json: boolean | undefined, data: unknown, human: () => string) =>
-    io.out(json ? JSON.stringify(data, null, 2) : human());
+  const print: Printer = (json, data, human) => io.out(json ? JSON.stringify(data, null, 2) : human());
+  for (const register of [
+    registerCreateCommand,
+    registerAddCommand,
+    registerAnnotateCommand,
+    registerInspectCommand,
+    registerRmCommand,
+    registerRemoveCommand,
+    registerPushCommand,
+  ])
+    register(manifest, io, print);
+}
 
+/** Print `data` as JSON with --json, else the human text. */
+type Printer = (json: boolean | undefined, data: unknown, human: () => string) => void;
+
+function registerCreateCommand(manifest: Command, _io: CliIO, print: Printer): void {
   manifest
     .command('create')
     .description('Create a local manifest list, optionally adding images')
@@ -57,7 +71,9 @@ export function registerManifestCommands(program: Command, io: CliIO): void {
         [`Created manifest list ${result.name}`, ...result.children.map(describeChild)].join('\n'),
       );
     });
+}
 
+function registerAddCommand(manifest: Command, _io: CliIO, print: Printer): void {
   manifest
     .command('add')
     .description('Add an image (or every image of an index) to a local list')
@@ -81,7 +97,9 @@ export function registerManifestCommands(program: Command, io: CliIO): void {
         [`Added to ${result.list.name}:`, ...result.added.map(describeChild)].join('\n'),
       );
     });
+}
 
+function registerAnnotateCommand(manifest: Command, _io: CliIO, print: Printer): void {
   manifest
     .command('annotate')
     .description('Set the platform or annotations of an entry of a local list')
@@ -101,7 +119,9 @@ export function registerManifestCommands(program: Command, io: CliIO): void {
       });
       print(o.json, result, () => `Updated ${result.list.name}:\n${describeChild(result.entry)}`);
     });
+}
 
+function registerInspectCommand(manifest: Command, io: CliIO, _print: Printer): void {
   manifest
     .command('inspect')
     .description('Print the index exactly as it would be pushed')
@@ -114,7 +134,9 @@ export function registerManifestCommands(program: Command, io: CliIO): void {
       if (o.raw) writeRaw(io, built.bytes);
       else io.out(JSON.stringify(built.document, null, 2));
     });
+}
 
+function registerRmCommand(manifest: Command, _io: CliIO, print: Printer): void {
   manifest
     .command('rm')
     .description('Remove entries from a local list')
@@ -128,7 +150,9 @@ export function registerManifestCommands(program: Command, io: CliIO): void {
         removed.map((c) => `Removed ${c.digest} (${c.source.image})`).join('\n'),
       );
     });
+}
 
+function registerRemoveCommand(manifest: Command, _io: CliIO, print: Printer): void {
   manifest
     .command('remove')
     .description('Delete local manifest lists (pushed images are not touched)')
@@ -139,7 +163,9 @@ export function registerManifestCommands(program: Command, io: CliIO): void {
       for (const list of lists) deleted.push((await deleteManifestList(list)).name);
       print(o.json, { deleted }, () => deleted.map((n) => `Deleted manifest list ${n}`).join('\n'));
     });
+}
 
+function registerPushCommand(manifest: Command, io: CliIO, print: Printer): void {
   manifest
     .command('push')
     .description('Copy every image of a local list to the destination repository, then push the index')

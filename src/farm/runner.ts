@@ -64,7 +64,7 @@ interface FarmNode {
   config: FarmNodeConfig;
   capacity: NodeCapacity;
   /** undefined: the local node, run in this process. */
-  conn?: NodeConnection;
+  conn?: NodeConnection | undefined;
   /** Jobs other builds run there (from its hello): they count against its capacity at first. */
   foreign: number;
 }

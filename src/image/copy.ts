@@ -64,8 +64,7 @@ export interface CopyReport {
  * between two repositories of one registry they are mounted instead of uploaded.
  */
 export async function copyImage(opts: CopyOptions): Promise<CopyReport> {
-  const { src, dst } = opts;
-  const limit = pLimit(Math.max(1, opts.concurrency ?? 4));
+  const { src } = opts;
   const report: CopyReport = {
     digest: '' as Digest,
     mediaType: '',
@@ -75,6 +74,41 @@ export async function copyImage(opts: CopyOptions): Promise<CopyReport> {
     blobs: { exists: 0, mounted: 0, uploaded: 0 },
     bytesUploaded: 0,
   };
+  const copier = createCopier(opts, report);
+  const { fetchManifest } = copier;
+
+  let top = await fetchManifest(opts.srcTarget);
+  let topPlatform: string | undefined;
+  if (isIndexMediaType(top.mediaType) && !opts.all) {
+    const picked = await selectFromIndex(src, top, opts.platforms ?? [hostPlatform()], fetchManifest);
+    report.selectedFrom = picked.selectedFrom;
+    top = picked.manifest;
+    topPlatform = picked.platform;
+  }
+  if (isImageManifestMediaType(top.mediaType))
+    report.images.push({ digest: top.digest, ...(topPlatform ? { platform: topPlatform } : {}) });
+
+  await putTop(opts, copier, report, top);
+  if (opts.dstTag !== undefined) report.tag = opts.dstTag;
+  report.digest = top.digest;
+  report.mediaType = top.mediaType;
+  report.size = top.bytes.length;
+  return report;
+}
+
+interface Copier {
+  fetchManifest(target: string): Promise<StoredManifest>;
+  /** Copy everything below a manifest (blobs, child manifests), not the manifest itself. */
+  copyChildren(m: StoredManifest): Promise<void>;
+}
+
+/**
+ * The copy's workers: blobs and manifests each copied once however often they are referenced, at most
+ * `concurrency` requests at a time, counted in `report`.
+ */
+function createCopier(opts: CopyOptions, report: CopyReport): Copier {
+  const { src, dst } = opts;
+  const limit = pLimit(Math.max(1, opts.concurrency ?? 4));
   const emit = (e: CopyEvent) => opts.onProgress?.(e);
   const mountFrom =
     src.registryRepository &&
@@ -172,19 +206,20 @@ export async function copyImage(opts: CopyOptions): Promise<CopyReport> {
     }
   };
 
-  let top = await fetchManifest(opts.srcTarget);
-  let topPlatform: string | undefined;
-  if (isIndexMediaType(top.mediaType) && !opts.all) {
-    const picked = await selectFromIndex(src, top, opts.platforms ?? [hostPlatform()], fetchManifest);
-    report.selectedFrom = picked.selectedFrom;
-    top = picked.manifest;
-    topPlatform = picked.platform;
-  }
-  if (isImageManifestMediaType(top.mediaType))
-    report.images.push({ digest: top.digest, ...(topPlatform ? { platform: topPlatform } : {}) });
+  return { fetchManifest, copyChildren };
+}
 
+/** The top manifest and its tag. */
+async function putTop(
+  opts: CopyOptions,
+  copier: Copier,
+  report: CopyReport,
+  top: StoredManifest,
+): Promise<void> {
   // The top manifest is written once, with its tag, after everything below it.
   opts.signal?.throwIfAborted();
+  const { dst } = opts;
+  const emit = (e: CopyEvent) => opts.onProgress?.(e);
   const tag = opts.dstTag;
   const manifestEvent = (outcome: 'exists' | 'pushed', withTag?: string): CopyEvent => ({
     type: 'manifest',
@@ -202,7 +237,7 @@ export async function copyImage(opts: CopyOptions): Promise<CopyReport> {
       emit(manifestEvent('pushed', tag));
     }
   } else {
-    await copyChildren(top);
+    await copier.copyChildren(top);
     await dst.putManifest({
       bytes: top.bytes,
       mediaType: top.mediaType,
@@ -211,11 +246,6 @@ export async function copyImage(opts: CopyOptions): Promise<CopyReport> {
     report.manifests.pushed++;
     emit(manifestEvent('pushed', tag));
   }
-  if (tag !== undefined) report.tag = tag;
-  report.digest = top.digest;
-  report.mediaType = top.mediaType;
-  report.size = top.bytes.length;
-  return report;
 }
 
 /** A fetched child must be what its parent's descriptor says (a registry could serve something else by tag). */

@@ -47,9 +47,9 @@ export interface CreateOptions {
   /** Target platform: selects the child of a run-image index, the cache and the image's platform. */
   platform: Platform;
   platformApi: string;
-  createdAt?: Date;
+  createdAt?: Date | undefined;
   defaultProcess?: string | undefined;
-  projectMetadata?: ProjectMetadata;
+  projectMetadata?: ProjectMetadata | undefined;
   reportPath?: string;
   /**
    * The app and layers dirs as the buildpacks saw them, when that differs from where the image holds them

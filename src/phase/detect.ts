@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import pLimit from 'p-limit';
 import { checkBuildpackApi } from '../buildpack/api.js';
 import { checkPlatformApi, LATEST_PLATFORM_API } from '../platform/api.js';
-import { apiAtLeast } from '../util/api-version.js';
+import { type ApiVersion, apiAtLeast } from '../util/api-version.js';
 import {
   type BuildpackDescriptor,
   type BuildpackStore,
@@ -15,7 +15,7 @@ import {
 } from '../buildpack/descriptor.js';
 import { type DetectOutcome, runDetect, verdictOf } from '../buildpack/detect.js';
 import { type EnvFile, readEnvDir } from '../buildpack/env.js';
-import { expandOrder } from '../buildpack/order.js';
+import { expandOrder, type LookupBuildpack } from '../buildpack/order.js';
 import { mergeSystemBuildpacks, type PlatformOrder, readOrder } from '../platform/order.js';
 import { type PlanCandidate, resolveBuildPlan } from '../buildpack/plan.js';
 import { createHostExecutor } from '../exec/host.js';
@@ -62,7 +62,7 @@ export interface DetectOptions {
   groupPath?: string;
   planPath?: string;
   /** The build's target. Without it: analyzed.toml `[run-image.target]`, completed from the build env. */
-  target?: RunImageTarget;
+  target?: RunImageTarget | undefined;
   analyzedPath?: string;
   /** `<build-config>` (operator env in `env/`). */
   buildConfigDir?: string;
@@ -134,16 +134,56 @@ export function detect(opts: DetectOptions): Promise<DetectResult> {
   return mapErrorKinds(() => runDetection(opts));
 }
 
+/** What one detection run shares between its groups: inputs, the bin/detect runner and the buffered log. */
+interface DetectRun {
+  opts: DetectOptions;
+  platformApi: ApiVersion;
+  execEnv: string;
+  target: RunImageTarget;
+  lookup: LookupBuildpack;
+  /** bin/detect of a member, run at most once per detection (groups share members). */
+  detectOnce: (m: Member) => Promise<DetectOutcome>;
+  /** Members that error without running bin/detect (no target matches the build). */
+  errors: Map<string, DetectOutcome>;
+  log: (level: LogLevel, msg: string) => void;
+  /** A group failed because a required buildpack errored (exit 21 rather than 20). */
+  anyBuildpackError: boolean;
+}
+
 async function runDetection(opts: DetectOptions): Promise<DetectResult> {
   const platformApi = checkPlatformApi(opts.platformApi ?? LATEST_PLATFORM_API);
   const logger = opts.logger ?? silentLogger;
-  const executor = opts.executor ?? createHostExecutor();
   const store = opts.store ?? createBuildpackStore(requireOpt(opts.buildpacksDir, 'buildpacksDir'));
-  const execEnv = opts.execEnv ?? 'production';
-  const appDir = resolve(opts.appDir);
-  const platformDir = resolve(opts.platformDir);
+  const order = await resolveOrder(opts, platformApi);
+  await checkOrderBuildpacks(order, store);
+  const target = await buildTarget(opts);
+  const entries: LogEntry[] = [];
+  const ownScratch = opts.scratchDir === undefined;
+  const run = await startRun(opts, { platformApi, store, target, entries });
+  let failure: unknown;
+  try {
+    const result = await firstPassingGroup(run, order);
+    if (result.passed) {
+      if (opts.groupPath) await writeGroupFile(opts.groupPath, { group: result.passed.group });
+      if (opts.planPath) await writePlanFile(opts.planPath, result.passed.plan);
+      flush(logger, entries, false);
+      return result.passed;
+    }
+    failure = noGroupPassed(result.tried, run.anyBuildpackError);
+  } catch (err) {
+    failure = isPackfarmError(err) ? err : asPhaseError(err, EXIT.DETECT_ERROR);
+  } finally {
+    if (ownScratch) await rm(run.scratchDir, { recursive: true, force: true });
+  }
+  flush(logger, entries, true);
+  throw failure;
+}
 
-  // --- inputs (failures here are generic lifecycle errors, as in the reference "initialize detector")
+/**
+ * The order to detect with: order.toml (extensions refused), plus Platform API 0.15 system buildpacks. Failures
+ * here are generic lifecycle errors, as in the reference "initialize detector".
+ */
+async function resolveOrder(opts: DetectOptions, platformApi: ApiVersion): Promise<Order> {
   const platformOrder = await loadOrder(opts);
   if (platformOrder.orderExtensions.some((g) => g.group.length > 0))
     throw new PackfarmError(
@@ -157,12 +197,17 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
     if (system) {
       const pre = system.system.pre?.buildpacks.length ?? 0;
       const post = system.system.post?.buildpacks.length ?? 0;
+      const logger = opts.logger ?? silentLogger;
       if (pre) logger.debug(`Prepending ${pre} system buildpack(s) to group`);
       if (post) logger.debug(`Appending ${post} system buildpack(s) to group`);
       order = mergeSystemBuildpacks(order, system);
     }
   }
-  // Read every buildpack the order names (in parallel), then report the first problem in order.
+  return order;
+}
+
+/** Read every buildpack the order names (in parallel), then report the first problem in order. */
+async function checkOrderBuildpacks(order: Order, store: BuildpackStore): Promise<void> {
   const named = [
     ...new Map(order.flatMap((g) => g.group).map((el) => [keyOf(el.id, el.version), el])).values(),
   ];
@@ -172,20 +217,30 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
     const el = named[i]!;
     checkBuildpackApi(r.value.api, `buildpack ${keyOf(el.id, el.version)} (${r.value.path})`);
   });
+}
 
+/** The build's target: given, else analyzed.toml's run-image target; completed from the build environment. */
+async function buildTarget(opts: DetectOptions): Promise<RunImageTarget> {
   let baseTarget = opts.target;
   if (!baseTarget && opts.analyzedPath)
     baseTarget = runImageTargetOf(await readAnalyzedFile(opts.analyzedPath, { missingOk: true }));
-  const target = await completeTarget(
-    baseTarget,
-    opts.osReleasePath ? { osReleasePath: opts.osReleasePath } : {},
-  );
-  const tEnv = targetEnv(target);
+  return completeTarget(baseTarget, opts.osReleasePath ? { osReleasePath: opts.osReleasePath } : {});
+}
+
+/** Set up the run: the env buildpacks see, a scratch dir, and the lookup and bin/detect runner groups share. */
+async function startRun(
+  opts: DetectOptions,
+  ctx: { platformApi: ApiVersion; store: BuildpackStore; target: RunImageTarget; entries: LogEntry[] },
+): Promise<DetectRun & { scratchDir: string }> {
+  const executor = opts.executor ?? createHostExecutor();
+  const execEnv = opts.execEnv ?? 'production';
+  const appDir = resolve(opts.appDir);
+  const platformDir = resolve(opts.platformDir);
+  const tEnv = targetEnv(ctx.target);
   const userEnv = await readEnvDir(join(platformDir, 'env'));
   const buildConfigEnv: EnvFile[] = opts.buildConfigDir
     ? await readEnvDir(join(opts.buildConfigDir, 'env'))
     : [];
-
   const ownScratch = opts.scratchDir === undefined;
   const scratchDir =
     opts.scratchDir ?? (await makeTempDir(executor.hostPaths?.scratch ?? tmpdir(), 'detect'));
@@ -193,10 +248,8 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
   const hostEnv = executor.baseEnv ?? opts.hostEnv ?? process.env;
   const limit = pLimit(Math.max(1, opts.concurrency ?? availableParallelism()));
   const runs = new Map<string, Promise<DetectOutcome>>();
-  const errors = new Map<string, DetectOutcome>();
-  const entries: LogEntry[] = [];
-  const log = (level: LogLevel, msg: string) => entries.push({ level, msg });
 
+  const logger = opts.logger ?? silentLogger;
   const warned = new Set<string>();
   const warnOnce = (d: BuildpackDescriptor) => {
     for (const w of d.warnings ?? []) if (!warned.has(w) && warned.add(w)) logger.warn(w);
@@ -204,7 +257,7 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
   const lookup = async (id: string, version: string) => {
     let d: BuildpackDescriptor;
     try {
-      d = await store.lookup(id, version);
+      d = await ctx.store.lookup(id, version);
     } catch (err) {
       throw asPhaseError(err, EXIT.DETECT_ERROR);
     }
@@ -244,149 +297,160 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
     }
     return p;
   };
+  return {
+    opts,
+    platformApi: ctx.platformApi,
+    execEnv,
+    target: ctx.target,
+    lookup,
+    detectOnce,
+    errors: new Map(),
+    log: (level, msg) => ctx.entries.push({ level, msg }),
+    anyBuildpackError: false,
+    scratchDir,
+  };
+}
 
-  let anyBuildpackError = false;
+/** Try the order's groups (composites expanded lazily) until one passes. */
+async function firstPassingGroup(
+  run: DetectRun,
+  order: Order,
+): Promise<{ passed?: DetectResult; tried: number }> {
+  const { opts } = run;
   let index = 0;
-  let failure: unknown;
-  try {
-    for await (const candidate of expandOrder(order, lookup)) {
-      if (opts.signal?.aborted)
-        throw new PackfarmError('ABORTED', 'detection was aborted', { exitCode: EXIT.DETECT_ERROR });
-      index++;
-      opts.onEvent?.({
-        type: 'group-start',
-        index,
-        buildpacks: candidate.map((e) => keyOf(e.id, e.version)),
-      });
-      const outcome = await detectGroup(candidate);
-      opts.onEvent?.({ type: 'group-end', index, passed: outcome !== undefined });
-      if (outcome) {
-        const result: DetectResult = { ...outcome, target, groupsTried: index };
-        if (opts.groupPath) await writeGroupFile(opts.groupPath, { group: result.group });
-        if (opts.planPath) await writePlanFile(opts.planPath, result.plan);
-        flush(logger, entries, false);
-        return result;
-      }
-    }
-    const message = index === 0 ? 'the order has no groups' : 'no buildpack group passed detection';
-    failure = anyBuildpackError
-      ? new PackfarmError(
-          'DETECT_FAILED_WITH_ERRORS',
-          `${message} (a buildpack errored; see the output above)`,
-          {
-            exitCode: EXIT.DETECT_FAILED_WITH_ERRORS,
-          },
-        )
-      : new PackfarmError('DETECT_FAILED', message, {
-          exitCode: EXIT.DETECT_FAILED,
-          hint: 'check that the app directory is the one you meant and that the builder has buildpacks for this app',
-        });
-  } catch (err) {
-    failure = isPackfarmError(err) ? err : asPhaseError(err, EXIT.DETECT_ERROR);
-  } finally {
-    if (ownScratch) await rm(scratchDir, { recursive: true, force: true });
+  for await (const candidate of expandOrder(order, run.lookup)) {
+    if (opts.signal?.aborted)
+      throw new PackfarmError('ABORTED', 'detection was aborted', { exitCode: EXIT.DETECT_ERROR });
+    index++;
+    opts.onEvent?.({ type: 'group-start', index, buildpacks: candidate.map((e) => keyOf(e.id, e.version)) });
+    const outcome = await detectGroup(run, candidate);
+    opts.onEvent?.({ type: 'group-end', index, passed: outcome !== undefined });
+    if (outcome) return { passed: { ...outcome, target: run.target, groupsTried: index }, tried: index };
   }
-  flush(logger, entries, true);
-  throw failure;
+  return { tried: index };
+}
 
-  async function detectGroup(
-    candidate: OrderElement[],
-  ): Promise<Omit<DetectResult, 'target' | 'groupsTried'> | undefined> {
-    const done: Member[] = [];
-    for (const el of candidate) {
-      if (done.some((m) => m.element.id === el.id)) {
-        opts.onEvent?.({ type: 'buildpack-skipped', id: el.id, version: el.version, reason: 'duplicate' });
+/** Exit 20 when no group passed, 21 when a required buildpack errored on the way. */
+function noGroupPassed(tried: number, anyBuildpackError: boolean): PackfarmError {
+  const message = tried === 0 ? 'the order has no groups' : 'no buildpack group passed detection';
+  return anyBuildpackError
+    ? new PackfarmError(
+        'DETECT_FAILED_WITH_ERRORS',
+        `${message} (a buildpack errored; see the output above)`,
+        {
+          exitCode: EXIT.DETECT_FAILED_WITH_ERRORS,
+        },
+      )
+    : new PackfarmError('DETECT_FAILED', message, {
+        exitCode: EXIT.DETECT_FAILED,
+        hint: 'check that the app directory is the one you meant and that the builder has buildpacks for this app',
+      });
+}
+
+/**
+ * Detect one candidate group: skip duplicates, optional buildpacks without a matching target and those not
+ * for this execution environment; run bin/detect of the rest; the group passes when every required member
+ * passed and the build plan resolves.
+ */
+async function detectGroup(
+  run: DetectRun,
+  candidate: OrderElement[],
+): Promise<Omit<DetectResult, 'target' | 'groupsTried'> | undefined> {
+  const { opts, target, log, errors } = run;
+  const done: Member[] = [];
+  for (const el of candidate) {
+    if (done.some((m) => m.element.id === el.id)) {
+      opts.onEvent?.({ type: 'buildpack-skipped', id: el.id, version: el.version, reason: 'duplicate' });
+      continue;
+    }
+    const descriptor = await run.lookup(el.id, el.version);
+    const member: Member = { element: el, descriptor, key: keyOf(el.id, el.version) };
+    if (!anyTargetMatches(target, descriptor.targets)) {
+      if (el.optional) {
+        log('debug', `skip: ${member.key} has no target matching ${formatTarget(target)}`);
+        opts.onEvent?.({ type: 'buildpack-skipped', id: el.id, version: el.version, reason: 'target' });
         continue;
       }
-      const descriptor = await lookup(el.id, el.version);
-      const member: Member = { element: el, descriptor, key: keyOf(el.id, el.version) };
-      if (!anyTargetMatches(target, descriptor.targets)) {
-        if (el.optional) {
-          log('debug', `skip: ${member.key} has no target matching ${formatTarget(target)}`);
-          opts.onEvent?.({ type: 'buildpack-skipped', id: el.id, version: el.version, reason: 'target' });
-          continue;
-        }
-        errors.set(member.key, {
-          code: -1,
-          output: '',
-          error: `unable to satisfy target constraints: the build targets ${formatTarget(target)}, buildpack ${member.key} supports ${descriptor.targets.map(formatTarget).join(', ')}`,
-          durationMs: 0,
-        });
-        done.push(member);
-        continue;
-      }
-      if (apiAtLeast(platformApi, '0.15') && execEnv && !runsInExecEnv(el, descriptor, execEnv)) {
-        log('debug', `skip: ${member.key} does not support execution environment ${execEnv}`);
-        opts.onEvent?.({ type: 'buildpack-skipped', id: el.id, version: el.version, reason: 'exec-env' });
-        continue;
-      }
+      errors.set(member.key, {
+        code: -1,
+        output: '',
+        error: `unable to satisfy target constraints: the build targets ${formatTarget(target)}, buildpack ${member.key} supports ${descriptor.targets.map(formatTarget).join(', ')}`,
+        durationMs: 0,
+      });
       done.push(member);
+      continue;
     }
-
-    const outcomes = await Promise.all(done.map((m) => errors.get(m.key) ?? detectOnce(m)));
-
-    let passedAll = true;
-    let anyPassed = false;
-    let groupError = false;
-    const candidates: PlanCandidate<Member>[] = [];
-    done.forEach((m, i) => {
-      const o = outcomes[i]!;
-      const verdict = verdictOf(o);
-      const level: LogLevel = verdict === 'error' ? 'info' : 'debug';
-      if (o.output.length) {
-        log(level, `======== Output: ${m.key} ========`);
-        log(level, o.output.replace(/\n$/, ''));
-      }
-      if (o.error) {
-        log(level, `======== Error: ${m.key} ========`);
-        log(level, o.error);
-      }
-    });
-    log('debug', '======== Results ========');
-    done.forEach((m, i) => {
-      const o = outcomes[i]!;
-      const verdict = verdictOf(o);
-      if (verdict === 'pass') {
-        log('debug', `pass: ${m.key}`);
-        anyPassed = true;
-        candidates.push({
-          member: m,
-          optional: m.element.optional,
-          id: m.element.id,
-          version: m.element.version,
-          plan: o.plan ?? { main: { provides: [], requires: [] }, or: [] },
-        });
-        return;
-      }
-      if (verdict === 'fail') log('debug', `${m.element.optional ? 'skip' : 'fail'}: ${m.key}`);
-      else {
-        log('info', o.code === -1 ? `err:  ${m.key}` : `err:  ${m.key} (${o.code})`);
-        groupError = true;
-      }
-      if (!m.element.optional) passedAll = false;
-    });
-    if (!passedAll || !anyPassed) {
-      if (passedAll) log('debug', 'fail: no viable buildpacks in group');
-      if (!passedAll && groupError) anyBuildpackError = true;
-      return undefined;
+    if (apiAtLeast(run.platformApi, '0.15') && run.execEnv && !runsInExecEnv(el, descriptor, run.execEnv)) {
+      log('debug', `skip: ${member.key} does not support execution environment ${run.execEnv}`);
+      opts.onEvent?.({ type: 'buildpack-skipped', id: el.id, version: el.version, reason: 'exec-env' });
+      continue;
     }
+    done.push(member);
+  }
 
-    const resolved = resolveBuildPlan(candidates, (msg) => log('debug', msg));
-    if (!resolved) return undefined;
-    if (resolved.members.length !== done.length)
-      log('info', `${resolved.members.length} of ${done.length} buildpacks participating`);
-    const width = Math.max(...resolved.members.map((m) => m.element.id.length));
-    for (const m of resolved.members) log('info', `${m.element.id.padEnd(width)} ${m.element.version}`);
-    return {
-      group: resolved.members.map((m) => ({
+  const outcomes = await Promise.all(done.map((m) => errors.get(m.key) ?? run.detectOnce(m)));
+
+  let passedAll = true;
+  let anyPassed = false;
+  let groupError = false;
+  const candidates: PlanCandidate<Member>[] = [];
+  done.forEach((m, i) => {
+    const o = outcomes[i]!;
+    const verdict = verdictOf(o);
+    const level: LogLevel = verdict === 'error' ? 'info' : 'debug';
+    if (o.output.length) {
+      log(level, `======== Output: ${m.key} ========`);
+      log(level, o.output.replace(/\n$/, ''));
+    }
+    if (o.error) {
+      log(level, `======== Error: ${m.key} ========`);
+      log(level, o.error);
+    }
+  });
+  log('debug', '======== Results ========');
+  done.forEach((m, i) => {
+    const o = outcomes[i]!;
+    const verdict = verdictOf(o);
+    if (verdict === 'pass') {
+      log('debug', `pass: ${m.key}`);
+      anyPassed = true;
+      candidates.push({
+        member: m,
+        optional: m.element.optional,
         id: m.element.id,
         version: m.element.version,
-        api: m.descriptor.api,
-        ...(m.descriptor.homepage ? { homepage: m.descriptor.homepage } : {}),
-      })),
-      plan: { entries: resolved.entries },
-    };
+        plan: o.plan ?? { main: { provides: [], requires: [] }, or: [] },
+      });
+      return;
+    }
+    if (verdict === 'fail') log('debug', `${m.element.optional ? 'skip' : 'fail'}: ${m.key}`);
+    else {
+      log('info', o.code === -1 ? `err:  ${m.key}` : `err:  ${m.key} (${o.code})`);
+      groupError = true;
+    }
+    if (!m.element.optional) passedAll = false;
+  });
+  if (!passedAll || !anyPassed) {
+    if (passedAll) log('debug', 'fail: no viable buildpacks in group');
+    if (!passedAll && groupError) run.anyBuildpackError = true;
+    return undefined;
   }
+
+  const resolved = resolveBuildPlan(candidates, (msg) => log('debug', msg));
+  if (!resolved) return undefined;
+  if (resolved.members.length !== done.length)
+    log('info', `${resolved.members.length} of ${done.length} buildpacks participating`);
+  const width = Math.max(...resolved.members.map((m) => m.element.id.length));
+  for (const m of resolved.members) log('info', `${m.element.id.padEnd(width)} ${m.element.version}`);
+  return {
+    group: resolved.members.map((m) => ({
+      id: m.element.id,
+      version: m.element.version,
+      api: m.descriptor.api,
+      ...(m.descriptor.homepage ? { homepage: m.descriptor.homepage } : {}),
+    })),
+    plan: { entries: resolved.entries },
+  };
 }
 
 function runsInExecEnv(el: OrderElement, d: BuildpackDescriptor, execEnv: string): boolean {

@@ -504,7 +504,7 @@ async function launchPlan(
       base: baseEnv,
       layers: launchLayers,
       buildpackOrder: order,
-      ...(processType !== undefined ? { processType } : {}),
+      processType,
     });
     return new Map([...env].map(([k, v]) => [k, ctx.rewrite(v)] as const));
   };

@@ -99,7 +99,7 @@ const BASE_LABEL_PREFIXES = ['io.buildpacks.base.', 'io.buildpacks.stack.'];
 function rebaseError(message: string, hint?: string): PackfarmError {
   return new PackfarmError('REBASE_ERROR', message, {
     exitCode: EXIT.REBASE_ERROR,
-    ...(hint ? { hint } : {}),
+    hint,
   });
 }
 
@@ -226,33 +226,13 @@ async function rebaseOne(
 ): Promise<{ bytes: Buffer; result: RebasedImage; platform: Platform }> {
   const { opts, logger } = ctx;
   const src = opts.source;
-  const app = await readBaseImage(src.store, digest, platform);
-  const appName = `${src.store.description}@${digest}`;
-  const labels = app.config.config?.Labels ?? {};
-  const raw = labels[Label.lifecycleMetadata];
-  if (!raw)
-    throw rebaseError(
-      `${appName} has no ${Label.lifecycleMetadata} label`,
-      'only images built by a CNB lifecycle can be rebased',
-    );
-  const labelSource = `${appName} label ${Label.lifecycleMetadata}`;
-  const rawMd = parseJson(raw, labelSource);
-  const md = parseWith(LifecycleMetadataSchema, rawMd, labelSource);
   const force = opts.force === true;
-  if (labels[Label.rebasable] === 'false' && !force)
-    throw rebaseError(
-      `${appName} is labelled ${Label.rebasable}=false: its run image does not promise ABI-compatible updates`,
-      'pass --force (-force) to rebase it anyway',
-    );
-
-  const oldTop = md.runImage.topLayer;
-  const diffIds = app.config.rootfs.diff_ids;
-  const baseCount = oldTop ? diffIds.indexOf(oldTop as Digest) + 1 : 0;
-  if (baseCount === 0)
-    throw rebaseError(
-      `${appName}: runImage.topLayer ${oldTop || '(empty)'} in ${Label.lifecycleMetadata} is not one of the image's diff_ids`,
-      'the label does not describe this image; rebuild it',
-    );
+  const { app, appName, labels, rawMd, md, baseCount } = await readRebasable(
+    src.store,
+    digest,
+    platform,
+    force,
+  );
 
   const runRef = await resolveRunImage(ctx, md, app);
   const runName = refName(runRef);
@@ -262,60 +242,19 @@ async function rebaseOne(
   if (!force && opts.runImage && opts.checkRunImageName !== false) checkRunImageName(md, runName, appName);
 
   const appLayers = app.manifest.layers.slice(baseCount);
-  const appDiffIds = diffIds.slice(baseCount);
+  const appDiffIds = app.config.rootfs.diff_ids.slice(baseCount);
   const ociManifest = !isDockerMediaType(app.mediaType);
   const baseLayers = base.manifest.layers.map((d) => ({
     ...d,
     mediaType: layerTypeFor(d.mediaType, ociManifest),
   }));
-
-  const blobs: Record<PutBlobResult['outcome'], number> = { exists: 0, mounted: 0, uploaded: 0 };
-  const limit = pLimit(Math.max(1, opts.concurrency ?? 4));
-  const put = (d: Descriptor, from: ImageStore) =>
-    limit(async () => {
-      const mountFrom = from.registryRepository;
-      const r = await ctx.dstStore.putBlob({
-        digest: d.digest as Digest,
-        size: d.size,
-        open: () => from.getBlob(d.digest as Digest),
-        ...(mountFrom ? { mountFrom } : {}),
-      });
-      blobs[r.outcome]++;
-    });
-  // App layers are already in place when the destination is the source repository; elsewhere on the same
-  // registry they are mounted. Only a move between a registry and a layout copies their bytes.
-  await Promise.all([
-    ...baseLayers.map((d) => put(d, base.store)),
-    ...(sameStore(ctx.dstStore, src.store) ? [] : appLayers.map((d) => put(d, src.store))),
-  ]);
+  const blobs = await transferLayers(ctx, { base, baseLayers, appLayers });
 
   const newTop = base.config.rootfs.diff_ids.at(-1) ?? '';
   const reference = digestReference(runName, base.digest);
-  const newMd = updatedMetadata(rawMd as Record<string, unknown>, md, { runName, newTop, reference });
-  const newLabels: Record<string, string> = {};
-  for (const [k, v] of Object.entries(labels))
-    if (!BASE_LABEL_PREFIXES.some((p) => k.startsWith(p))) newLabels[k] = v;
-  for (const [k, v] of Object.entries(base.config.config?.Labels ?? {}))
-    if (BASE_LABEL_PREFIXES.some((p) => k.startsWith(p))) newLabels[k] = v;
-  newLabels[Label.lifecycleMetadata] = canonicalJson(newMd.label);
-
-  const config: ImageConfig = {
-    ...app.config,
-    config: { ...(app.config.config ?? {}), Labels: newLabels },
-    rootfs: { type: 'layers', diff_ids: [...base.config.rootfs.diff_ids, ...appDiffIds] },
-  };
-  // Under --force the target fields follow the new run image (the image now is what its base is); otherwise
-  // they were checked to agree and stay as written.
-  const target = force && !platformsEqual(app.platform, base.platform) ? base.platform : app.platform;
-  if (target !== app.platform) {
-    delete config.variant;
-    delete config['os.version'];
-    Object.assign(config, platformToSpec(target));
-  }
-  const history = splitHistory(app.config, baseCount);
-  if (history && base.config.history && countNonEmpty(base.config.history) === base.manifest.layers.length)
-    config.history = [...base.config.history, ...history];
-  else delete config.history;
+  const newMd = updatedMetadata(rawMd, md, { runName, newTop, reference });
+  const newLabels = rebasedLabels(labels, base, canonicalJson(newMd.label));
+  const { config, target } = rebasedConfig(app, base, { labels: newLabels, appDiffIds, baseCount, force });
   const configBytes = Buffer.from(canonicalJson(config));
   const configDigest = sha256Digest(configBytes);
   await ctx.dstStore.putBlob({
@@ -346,7 +285,7 @@ async function rebaseOne(
         image: newMd.image,
         reference,
         topLayer: newTop,
-        previousTopLayer: oldTop,
+        previousTopLayer: md.runImage.topLayer,
         previousReference: md.runImage.reference,
       },
       baseLayers: { removed: baseCount, added: baseLayers.length },
@@ -354,6 +293,115 @@ async function rebaseOne(
       blobs,
     },
   };
+}
+
+/**
+ * Read an app image and check it can be rebased: it has the lifecycle metadata label, is not labelled
+ * unrebasable (unless forced), and the label's run-image top layer is one of its layers (the run image's
+ * layers are those up to it: `baseCount`).
+ */
+async function readRebasable(
+  store: ImageStore,
+  digest: Digest,
+  platform: Platform | undefined,
+  force: boolean,
+) {
+  const app = await readBaseImage(store, digest, platform);
+  const appName = `${store.description}@${digest}`;
+  const labels = app.config.config?.Labels ?? {};
+  const raw = labels[Label.lifecycleMetadata];
+  if (!raw)
+    throw rebaseError(
+      `${appName} has no ${Label.lifecycleMetadata} label`,
+      'only images built by a CNB lifecycle can be rebased',
+    );
+  const labelSource = `${appName} label ${Label.lifecycleMetadata}`;
+  const rawMd = parseJson(raw, labelSource) as Record<string, unknown>;
+  const md = parseWith(LifecycleMetadataSchema, rawMd, labelSource);
+  if (labels[Label.rebasable] === 'false' && !force)
+    throw rebaseError(
+      `${appName} is labelled ${Label.rebasable}=false: its run image does not promise ABI-compatible updates`,
+      'pass --force (-force) to rebase it anyway',
+    );
+  const oldTop = md.runImage.topLayer;
+  const baseCount = oldTop ? app.config.rootfs.diff_ids.indexOf(oldTop as Digest) + 1 : 0;
+  if (baseCount === 0)
+    throw rebaseError(
+      `${appName}: runImage.topLayer ${oldTop || '(empty)'} in ${Label.lifecycleMetadata} is not one of the image's diff_ids`,
+      'the label does not describe this image; rebuild it',
+    );
+  return { app, appName, labels, rawMd, md, baseCount };
+}
+
+/**
+ * Put the new run image's layers into the destination, and the app layers when the destination is another
+ * store. App layers are already in place when the destination is the source repository; elsewhere on the same
+ * registry they are mounted. Only a move between a registry and a layout copies their bytes.
+ */
+async function transferLayers(
+  ctx: RebaseContext,
+  layers: { base: BaseImage; baseLayers: Descriptor[]; appLayers: Descriptor[] },
+): Promise<Record<PutBlobResult['outcome'], number>> {
+  const src = ctx.opts.source;
+  const blobs: Record<PutBlobResult['outcome'], number> = { exists: 0, mounted: 0, uploaded: 0 };
+  const limit = pLimit(Math.max(1, ctx.opts.concurrency ?? 4));
+  const put = (d: Descriptor, from: ImageStore) =>
+    limit(async () => {
+      const mountFrom = from.registryRepository;
+      const r = await ctx.dstStore.putBlob({
+        digest: d.digest as Digest,
+        size: d.size,
+        open: () => from.getBlob(d.digest as Digest),
+        ...(mountFrom ? { mountFrom } : {}),
+      });
+      blobs[r.outcome]++;
+    });
+  await Promise.all([
+    ...layers.baseLayers.map((d) => put(d, layers.base.store)),
+    ...(sameStore(ctx.dstStore, src.store) ? [] : layers.appLayers.map((d) => put(d, src.store))),
+  ]);
+  return blobs;
+}
+
+/** The app's labels with the base-image labels of the new run image and the updated lifecycle metadata. */
+function rebasedLabels(
+  labels: Record<string, string>,
+  base: BaseImage,
+  lifecycleMetadata: string,
+): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(labels))
+    if (!BASE_LABEL_PREFIXES.some((p) => k.startsWith(p))) out[k] = v;
+  for (const [k, v] of Object.entries(base.config.config?.Labels ?? {}))
+    if (BASE_LABEL_PREFIXES.some((p) => k.startsWith(p))) out[k] = v;
+  out[Label.lifecycleMetadata] = lifecycleMetadata;
+  return out;
+}
+
+/** The app's config on the new run image: its diff_ids and history, and under --force its platform. */
+function rebasedConfig(
+  app: BaseImage,
+  base: BaseImage,
+  o: { labels: Record<string, string>; appDiffIds: Digest[]; baseCount: number; force: boolean },
+): { config: ImageConfig; target: Platform } {
+  const config: ImageConfig = {
+    ...app.config,
+    config: { ...(app.config.config ?? {}), Labels: o.labels },
+    rootfs: { type: 'layers', diff_ids: [...base.config.rootfs.diff_ids, ...o.appDiffIds] },
+  };
+  // Under --force the target fields follow the new run image (the image now is what its base is); otherwise
+  // they were checked to agree and stay as written.
+  const target = o.force && !platformsEqual(app.platform, base.platform) ? base.platform : app.platform;
+  if (target !== app.platform) {
+    delete config.variant;
+    delete config['os.version'];
+    Object.assign(config, platformToSpec(target));
+  }
+  const history = splitHistory(app.config, o.baseCount);
+  if (history && base.config.history && countNonEmpty(base.config.history) === base.manifest.layers.length)
+    config.history = [...base.config.history, ...history];
+  else delete config.history;
+  return { config, target };
 }
 
 /** The new run image for `platform`; under --force a single image of another platform is taken as it is. */

@@ -62,7 +62,7 @@ export function parseErrorBody(text: string): RegistryErrorEntry[] | undefined {
         out.push({
           code: entry.code,
           ...(typeof entry.message === 'string' ? { message: entry.message } : {}),
-          ...(entry.detail !== undefined ? { detail: entry.detail } : {}),
+          detail: entry.detail,
         });
       }
     }

@@ -27,7 +27,12 @@ export class PackfarmError extends Error {
   constructor(
     code: ErrorCode,
     message: string,
-    options: { hint?: string; exitCode?: number; kind?: ErrorKind; cause?: unknown } = {},
+    options: {
+      hint?: string | undefined;
+      exitCode?: number | undefined;
+      kind?: ErrorKind | undefined;
+      cause?: unknown;
+    } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'PackfarmError';

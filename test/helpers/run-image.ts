@@ -18,7 +18,7 @@ import {
  */
 export interface RunImageOptions extends Omit<BusyboxRunImageOptions, 'createdBy'> {
   /** Default linux/amd64 (not the host's: tests name the platform they check). */
-  platform?: BusyboxRunImageOptions['platform'];
+  platform?: NonNullable<BusyboxRunImageOptions['platform']>;
 }
 
 export type RunImage = BusyboxRunImage;

@@ -32,7 +32,7 @@ export interface TokenRequestRecord {
   /** What the token grants. */
   granted: { type: string; name: string; actions: string[] }[];
   status: number;
-  grantType?: string;
+  grantType?: string | undefined;
 }
 
 export interface TokenIssuer {

@@ -102,9 +102,13 @@ describe('packfarm build --publish to a registry', () => {
   const publishHello = (dir: string) =>
     buildOnRun(image(), dir, '--buildpack', helloBp, '--publish', '--cache-dir', join(root, 'cache-hello'));
 
-  it('builds an image podman runs: default process, another type, overriding args, launch env', async () => {
+  // The build every test of this group starts from; each test reads it and changes nothing it reads.
+  beforeAll(async () => {
     app = await makeApp('hello', { 'app.txt': 'version 1\n' });
     first = await publishHello(app);
+  }, 180_000);
+
+  it('builds an image podman runs: default process, another type, overriding args, launch env', async () => {
     expect(first.buildpacks).toEqual([{ id: 'export/hello', version: '1.0.0' }]);
     expect(first.processes).toEqual(
       expect.arrayContaining([
@@ -170,9 +174,20 @@ describe('packfarm build --publish to a registry', () => {
   }, 180_000);
 
   it('after a change to one app file uploads only the app layer (and the new config)', async () => {
-    await writeFile(join(app, 'app.txt'), 'version 2\n');
+    // A changed copy of the app, built into another tag of the repository on the first build as previous image.
+    const changedApp = await makeApp('hello-v2', { 'app.txt': 'version 2\n' });
     registry.resetCounters();
-    const changed = await publishHello(app);
+    const changed = await buildOnRun(
+      `${registry.host}/app:v2`,
+      changedApp,
+      '--buildpack',
+      helloBp,
+      '--publish',
+      '--previous-image',
+      image(),
+      '--cache-dir',
+      join(root, 'cache-hello'),
+    );
     expect(changed.digest).not.toBe(first.digest);
     expect(changed.layers.filter((l) => l.outcome === 'added').map((l) => l.name)).toEqual(['app']);
     const c = registry.counters();

@@ -1,7 +1,6 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CacheLocation, openCache } from '../../src/cache/open.js';
 import { exportCache } from '../../src/phase/cache.js';
@@ -14,14 +13,13 @@ import { exportImage } from '../../src/phase/export.js';
 import { restore } from '../../src/phase/restore.js';
 import type { GroupFile } from '../../src/platform/files.js';
 import { writeTestImage } from '../helpers/images.js';
+import { createWorkspace, fixtureBuildpacks } from '../helpers/workspace.js';
 
 /**
  * Three builds of one app with a real fixture buildpack (POSIX sh, host executor) through analyze → restore →
  * build → export → cache: the buildpack sees its cached layer again and reuses it, sees only the metadata of
  * its launch-only layer, and rebuilds when what it needs changes.
  */
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const buildpacksDir = join(repoRoot, 'test', 'fixtures', 'buildpacks', 'cache');
 const AMD64 = parsePlatform('linux/amd64');
 const group: GroupFile = { group: [{ id: 'test/cache-user', version: '1.0.0', api: '0.12' }] };
 
@@ -41,11 +39,7 @@ afterAll(async () => {
 let n = 0;
 async function fullBuild(env: Record<string, string> = {}) {
   const dir = join(root, `build-${++n}`);
-  const ws = { app: join(dir, 'workspace'), layers: join(dir, 'layers'), platform: join(dir, 'platform') };
-  await mkdir(ws.app, { recursive: true });
-  await writeFile(join(ws.app, 'main.sh'), 'echo hi\n');
-  await mkdir(join(ws.platform, 'env'), { recursive: true });
-  for (const [k, v] of Object.entries(env)) await writeFile(join(ws.platform, 'env', k), v);
+  const ws = await createWorkspace(dir, { files: { 'main.sh': 'echo hi\n' }, env });
 
   const analyzed = await analyze({
     runImage: { store, target: 'run' },
@@ -64,7 +58,7 @@ async function fullBuild(env: Record<string, string> = {}) {
     appDir: ws.app,
     layersDir: ws.layers,
     platformDir: ws.platform,
-    buildpacksDir,
+    buildpacksDir: fixtureBuildpacks('cache'),
     group,
     plan: { entries: [] },
     analyzed: analyzed.analyzed,

@@ -1,7 +1,6 @@
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runLifecycleCommand } from '../../src/cli/lifecycle.js';
@@ -9,19 +8,17 @@ import type { CliIO } from '../../src/cli/output.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { writeAnalyzedFile, writeGroupFile } from '../../src/platform/files.js';
 import { readReport } from '../../src/platform/report.js';
-import { build } from '../../src/phase/build.js';
 import { createRunImage } from '../helpers/run-image.js';
+import { buildWorkspace, type Workspace } from '../helpers/workspace.js';
 
 /**
  * `packfarm lifecycle exporter` as a platform drives it: group.toml and analyzed.toml in the layers dir, the
  * run image named in analyzed.toml, image names as arguments, report.toml written, CNB exit codes.
  */
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const buildpacksDir = join(repoRoot, 'test', 'fixtures', 'buildpacks', 'export');
 const group = { group: [{ id: 'export/hello', version: '1.0.0', api: '0.12' }] };
 
 let root: string;
-let ws: { app: string; layers: string; platform: string };
+let ws: Workspace;
 
 async function exporter(args: string[], env: NodeJS.ProcessEnv = {}) {
   const out: string[] = [];
@@ -37,23 +34,9 @@ async function exporter(args: string[], env: NodeJS.ProcessEnv = {}) {
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-export-cli-'));
-  ws = { app: join(root, 'workspace'), layers: join(root, 'layers'), platform: join(root, 'platform') };
-  await mkdir(ws.app, { recursive: true });
-  await mkdir(ws.layers, { recursive: true });
-  await mkdir(ws.platform, { recursive: true });
-  await writeFile(join(ws.app, 'index.txt'), 'index\n');
   const runLayout = join(root, 'run-layout');
   await createRunImage({ store: await openLayoutStore(runLayout, { create: true }), tag: 'run' });
-  await build({
-    appDir: ws.app,
-    layersDir: ws.layers,
-    platformDir: ws.platform,
-    buildpacksDir,
-    group,
-    plan: { entries: [] },
-    target: { os: 'linux', arch: 'amd64' },
-    hostEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-  });
+  ws = await buildWorkspace(root, { buildpacks: 'export', group, files: { 'index.txt': 'index\n' } });
   await writeGroupFile(join(ws.layers, 'group.toml'), group);
   await writeAnalyzedFile(join(ws.layers, 'analyzed.toml'), {
     'run-image': { reference: `oci:${runLayout}:run`, target: { os: 'linux', arch: 'amd64' } },

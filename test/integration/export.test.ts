@@ -1,7 +1,6 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openLayoutStore } from '../../src/image/layout-store.js';
@@ -12,9 +11,9 @@ import { parseReference } from '../../src/oci/reference.js';
 import type { GroupFile } from '../../src/platform/files.js';
 import { BuildMetadataSchema, Label, LifecycleMetadataSchema } from '../../src/platform/labels.js';
 import { readReport } from '../../src/platform/report.js';
-import { build } from '../../src/phase/build.js';
 import { type ExportOptions, exportImage } from '../../src/phase/export.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { buildWorkspace, type Workspace } from '../helpers/workspace.js';
 import { type PodmanRunner, createPodmanRunner, createRunImage } from '../helpers/run-image.js';
 
 /**
@@ -22,15 +21,13 @@ import { type PodmanRunner, createPodmanRunner, createRunImage } from '../helper
  * OCI layout, and run the result with podman: default process, another process type, overriding args, launch
  * env, process-specific env and exec.d.
  */
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const buildpacksDir = join(repoRoot, 'test', 'fixtures', 'buildpacks', 'export');
 const group: GroupFile = { group: [{ id: 'export/hello', version: '1.0.0', api: '0.12' }] };
 
 let root: string;
 let registry: TestRegistry;
 let podman: PodmanRunner;
 let runStore: ImageStore;
-let ws: { app: string; layers: string; platform: string };
+let ws: Workspace;
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-export-'));
@@ -40,21 +37,10 @@ beforeAll(async () => {
     insecureRegistries: [registry.host],
   });
   await createRunImage({ store: runStore, tag: 'v1' });
-  ws = { app: join(root, 'workspace'), layers: join(root, 'layers'), platform: join(root, 'platform') };
-  await mkdir(join(ws.app, 'static'), { recursive: true });
-  await mkdir(ws.layers, { recursive: true });
-  await mkdir(ws.platform, { recursive: true });
-  await writeFile(join(ws.app, 'index.txt'), 'index\n');
-  await writeFile(join(ws.app, 'static', 'site.css'), 'body{}\n');
-  await build({
-    appDir: ws.app,
-    layersDir: ws.layers,
-    platformDir: ws.platform,
-    buildpacksDir,
+  ws = await buildWorkspace(root, {
+    buildpacks: 'export',
     group,
-    plan: { entries: [] },
-    target: { os: 'linux', arch: 'amd64' },
-    hostEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    files: { 'index.txt': 'index\n', 'static/site.css': 'body{}\n' },
   });
 });
 

@@ -1,21 +1,18 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import type { LayoutStore } from '../../src/image/layout-store.js';
 import type { GroupFile } from '../../src/platform/files.js';
-import { build } from '../../src/phase/build.js';
 import { SHELL_LABEL, exportImage } from '../../src/phase/export.js';
 import { type PodmanRunner, createPodmanRunner, createRunImage } from '../helpers/run-image.js';
+import { buildWorkspace } from '../helpers/workspace.js';
 
 /**
  * A run image without /bin/sh (spec/launch.md): the default process is resolved into the config
  * (Entrypoint, Cmd, Env incl. its process-specific env) and runs; export warns about what cannot work.
  */
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const buildpacksDir = join(repoRoot, 'test', 'fixtures', 'buildpacks', 'export');
 
 let root: string;
 let podman: PodmanRunner;
@@ -23,23 +20,7 @@ let runStore: LayoutStore;
 
 async function buildApp(id: string) {
   const group: GroupFile = { group: [{ id, version: '1.0.0', api: '0.12' }] };
-  const ws = {
-    app: join(root, id, 'workspace'),
-    layers: join(root, id, 'layers'),
-    platform: join(root, id, 'p'),
-  };
-  for (const d of Object.values(ws)) await mkdir(d, { recursive: true });
-  await build({
-    appDir: ws.app,
-    layersDir: ws.layers,
-    platformDir: ws.platform,
-    buildpacksDir,
-    group,
-    plan: { entries: [] },
-    target: { os: 'linux', arch: 'amd64' },
-    hostEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-  });
-  return { ...ws, group };
+  return buildWorkspace(join(root, id), { buildpacks: 'export', group });
 }
 
 beforeAll(async () => {

@@ -12,6 +12,7 @@ import { exportImage } from '../../src/phase/export.js';
 import { restore } from '../../src/phase/restore.js';
 import type { BuildMetadata } from '../../src/platform/metadata.js';
 import { writeTestImage } from '../helpers/images.js';
+import { createWorkspace } from '../helpers/workspace.js';
 
 /**
  * Exporter, cache, analyzer and restorer together: a launch+cache layer must tar to the same diffID for the
@@ -29,8 +30,8 @@ afterAll(async () => {
 });
 
 async function buildOutput(name: string): Promise<{ layers: string; app: string }> {
-  const layers = join(root, name, 'layers');
-  const app = join(root, name, 'workspace');
+  // What the build phase would leave: layers of a buildpack written by hand.
+  const { layers, app } = await createWorkspace(join(root, name), { files: { 'app.rb': 'puts 1\n' } });
   const bp = join(layers, 'example_ruby');
   await mkdir(join(bp, 'gems'), { recursive: true });
   await writeFile(join(bp, 'gems', 'rack.rb'), 'rack\n');
@@ -46,8 +47,6 @@ async function buildOutput(name: string): Promise<{ layers: string; app: string 
     join(layers, 'sbom', 'launch', 'example_ruby', 'gems', 'sbom.cdx.json'),
     '{"bomFormat":"CycloneDX"}',
   );
-  await mkdir(app, { recursive: true });
-  await writeFile(join(app, 'app.rb'), 'puts 1\n');
   return { layers, app };
 }
 

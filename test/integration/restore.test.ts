@@ -10,6 +10,7 @@ import { LifecycleMetadataSchema } from '../../src/platform/labels.js';
 import { restore } from '../../src/phase/restore.js';
 import { createLogger } from '../../src/util/log.js';
 import { parseToml } from '../../src/util/toml.js';
+import { requireRoot } from '../helpers/root.js';
 
 /**
  * The restore table of buildpack.md "Layer Types" against a real dir cache: launch-only layers come back as
@@ -174,8 +175,7 @@ describe('restore', () => {
   });
 
   it('as root, -uid/-gid own the restored files; contents keep the owner recorded in the tar', async () => {
-    if (process.getuid?.() !== 0)
-      throw new Error('this test must run as root (the restorer chowns only as root)');
+    requireRoot('restoring with -uid/-gid (the restorer chowns only as root)');
     const { layers } = await run('0.13', { uid: 4321, gid: 4322 });
     const bp = join(layers, 'example_node');
     for (const f of ['runtime.toml', 'runtime.sha', 'store.toml', 'lc.toml']) {

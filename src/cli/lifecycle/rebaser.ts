@@ -44,7 +44,7 @@ export function rebaserInputs(_platformApi: ApiVersion): InputDef[] {
 function invalid(message: string, hint?: string): PackfarmError {
   return new PackfarmError('INVALID_ARGS', message, {
     exitCode: EXIT.INVALID_ARGS,
-    ...(hint ? { hint } : {}),
+    hint,
   });
 }
 
