@@ -55,7 +55,6 @@ import {
   defaultTargets,
   describeMachine,
   howRunnable,
-  nativeMachine,
   parsePlatformList,
 } from './targets.js';
 
