@@ -50,8 +50,14 @@ export function registerNodeServeCommands(program: Command, io: CliIO): void {
     .description('Run one job of `node serve` (input on stdin, JSON lines out)')
     .action(async () => {
       const { runWorker, watchParent } = await import('../farm/job.js');
-      watchParent();
+      // `node serve` cancels a job with SIGTERM (then SIGKILL to the group): abort the build, so the executor
+      // stops the buildpack processes, which run in process groups of their own.
+      const ac = new AbortController();
+      const abort = () => ac.abort();
+      process.once('SIGTERM', abort);
+      watchParent(abort);
       // The outcome is the last JSON line (result or error); `node serve` reads that, not the exit code.
-      await runWorker(process.stdin, (m) => io.out(JSON.stringify(m)));
+      await runWorker(process.stdin, (m) => io.out(JSON.stringify(m)), process.env, ac.signal);
+      process.off('SIGTERM', abort);
     });
 }

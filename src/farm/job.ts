@@ -83,6 +83,7 @@ export async function runWorker(
   stdin: NodeJS.ReadableStream,
   emit: (m: WorkerOutput) => void,
   env: NodeJS.ProcessEnv = process.env,
+  signal?: AbortSignal,
 ): Promise<number> {
   let phase: string | undefined = 'setup';
   try {
@@ -168,7 +169,8 @@ export async function runWorker(
       // A registry target of an index goes by digest only; the coordinator tags the index. An oci target keeps
       // a tag in the node's own layout, so the next build there finds its previous image.
       if (spec.output.kind === 'registry') plan.index = spec.untagged;
-      const report = await runTarget(plan, target, { onEvent });
+      // Cancelling aborts the build: the executor stops the buildpack processes (each in its own group).
+      const report = await runTarget(plan, target, { onEvent, ...(signal ? { signal } : {}) });
       emit({
         type: 'result',
         digest: report.digest,
@@ -212,17 +214,22 @@ export function isNodeFault(err: unknown): boolean {
 
 /**
  * A job process whose `node serve` died (killed, or its ssh session dropped hard) has no one to report to:
- * it kills its own process group (itself and its buildpack processes) instead of building on as an orphan.
+ * it calls `onGone` (which aborts the build, so the executor stops the buildpack processes), and kills its
+ * own process group a few seconds later in case that did not end it.
  */
-export function watchParent(intervalMs = 500): void {
+export function watchParent(onGone: () => void, intervalMs = 500, graceMs = 5000): void {
   const parent = process.ppid;
   const t = setInterval(() => {
     if (process.ppid === parent) return;
-    try {
-      process.kill(-process.pid, 'SIGKILL');
-    } catch {
-      process.exit(1);
-    }
+    clearInterval(t);
+    onGone();
+    setTimeout(() => {
+      try {
+        process.kill(-process.pid, 'SIGKILL');
+      } catch {
+        process.exit(1);
+      }
+    }, graceMs).unref();
   }, intervalMs);
   t.unref();
 }

@@ -29,6 +29,9 @@ import {
  * cancel — a `cancel` message, or the coordinator closing the channel (stdin EOF) — kills the job and every
  * buildpack process under it, and removes its job dir.
  */
+/** How long a cancelled job gets to stop its buildpacks before its process group is killed. */
+const KILL_GRACE_MS = 5000;
+
 export interface ServeOptions {
   input: Readable;
   output: Writable;
@@ -75,15 +78,26 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
   const sendError = (error: ErrorBody, job?: string) =>
     send({ type: 'error', ...(job ? { job } : {}), error });
 
+  /**
+   * Cancel a job: SIGTERM to its process group (the job aborts its build, and the executor stops the
+   * buildpack processes in their own groups), SIGKILL to the group if it is still there after a grace period.
+   */
   const kill = (j: RunningJob) => {
     j.cancelled = true;
-    if (j.child.pid !== undefined && j.child.exitCode === null && j.child.signalCode === null) {
+    const pid = j.child.pid;
+    const running = () => j.child.exitCode === null && j.child.signalCode === null;
+    if (pid === undefined || !running()) return;
+    const signalGroup = (sig: NodeJS.Signals) => {
       try {
-        process.kill(-j.child.pid, 'SIGKILL');
+        process.kill(-pid, sig);
       } catch {
         // already gone
       }
-    }
+    };
+    signalGroup('SIGTERM');
+    setTimeout(() => {
+      if (running()) signalGroup('SIGKILL');
+    }, KILL_GRACE_MS).unref();
   };
 
   const onMessage = async (m: ToNode) => {
