@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { registerBaseCommands } from './base.js';
 import { registerBuildCommand } from './build.js';
 import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
@@ -33,6 +34,7 @@ export function createProgram(io: CliIO): Command {
   registerInspectCommands(program, io);
   registerSbomCommands(program, io);
   registerRebaseCommand(program, io);
+  registerBaseCommands(program, io);
   return program;
 }
 
