@@ -46,20 +46,20 @@ export {
   type RebasedImage,
   rebase,
 } from './phase/rebase.js';
-export { type CacheLocation, type ExportCacheOptions, exportCache, openCache } from './cache/index.js';
+export { type CacheLocation, type ExportCacheOptions, exportCache, openCache } from './phase/cache.js';
 export {
   type AppImageDetails,
   type AppImageResult,
   type AppInspectReport,
   inspectApp,
   inspectAppImage,
-} from './phase/inspect.js';
+} from './api/inspect.js';
 export {
   type DownloadSbomOptions,
   type DownloadSbomResult,
   downloadAppSbom,
   downloadSbom,
-} from './phase/sbom.js';
+} from './api/sbom.js';
 
 // How buildpack processes run
 export { createHostExecutor, type ExecResult, type ExecSpec, type Executor } from './exec/index.js';

@@ -7,9 +7,9 @@ import type { BuildpackStore, Order, OrderElement } from '../buildpack/descripto
 import { platformOrderFromFile } from '../buildpack/order.js';
 import { layeredBuildpackStore, type StagedBuildpack, stageBuildpack } from '../buildpack/source.js';
 import type { ResolvedBuilder } from '../builder/resolve.js';
-import type { CacheLocation } from '../cache/index.js';
+import type { CacheLocation } from '../phase/cache.js';
 import { createHostExecutor } from '../exec/host.js';
-import { packfarmDataDir } from '../image/local.js';
+import { packfarmDataDir } from '../image/manifest-list.js';
 import {
   appImageLocation,
   formatImageLocation,

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { insecureRegistriesFrom } from '../image/transport.js';
-import type { AppImageDetails, AppInspectReport, AppInspectSection } from '../phase/inspect.js';
+import type { AppImageDetails, AppInspectReport, AppInspectSection } from '../api/inspect.js';
 import { PackfarmError } from '../util/errors.js';
 import { type CliIO, collect } from './output.js';
 
@@ -16,7 +16,7 @@ export function registerInspectCommands(program: Command, io: CliIO): void {
     .option('--json', 'print one JSON document (shape: spec/inspect.md)')
     .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
     .action(async (image: string, o: { json?: boolean; insecureRegistry?: string[] }) => {
-      const report = await (await import('../phase/inspect.js')).inspectApp(image, {
+      const report = await (await import('../api/inspect.js')).inspectApp(image, {
         insecureRegistries: insecureRegistriesFrom(o.insecureRegistry),
       });
       const sections = [report.remote, report.local].filter((s): s is AppInspectSection => s !== null);

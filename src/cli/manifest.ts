@@ -9,7 +9,7 @@ import {
   inspectManifestList,
   pushManifestList,
   removeFromManifestList,
-} from '../image/local.js';
+} from '../image/manifest-list.js';
 import { insecureRegistriesFrom } from '../image/transport.js';
 import { PackfarmError } from '../util/errors.js';
 import type { CopyEvent } from '../image/copy.js';
@@ -18,7 +18,7 @@ import { type CliIO, collect, writeRaw } from './output.js';
 
 /**
  * `packfarm manifest …`: local manifest lists (image indexes) assembled from images in registries or layouts,
- * then pushed. Lists are kept under the packfarm data dir (see src/image/local.ts).
+ * then pushed. Lists are kept under the packfarm data dir (see src/image/manifest-list.ts).
  */
 export function registerManifestCommands(program: Command, io: CliIO): void {
   const manifest = program

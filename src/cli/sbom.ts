@@ -28,7 +28,7 @@ export function registerSbomCommands(program: Command, io: CliIO): void {
           json?: boolean;
         },
       ) => {
-        const result = await (await import('../phase/sbom.js')).downloadAppSbom(image, {
+        const result = await (await import('../api/sbom.js')).downloadAppSbom(image, {
           destDir: o.outputDir,
           remote: o.remote === true,
           insecureRegistries: insecureRegistriesFrom(o.insecureRegistry),

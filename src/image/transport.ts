@@ -2,7 +2,7 @@ import { isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { type Digest, isDigest } from '../oci/digest.js';
 import { type ImageReference, familiarReference, formatReference, parseReference } from '../oci/reference.js';
 import { PackfarmError } from '../util/errors.js';
-import { packfarmDataDir } from './local.js';
+import { packfarmDataDir } from './manifest-list.js';
 import { isValidRefName, openLayoutStore } from './layout-store.js';
 import type { RegistryOptions } from './registry-store.js';
 import type { ImageStore } from './store.js';

@@ -5,7 +5,7 @@ import pLimit from 'p-limit';
 import { extractLayer } from '../archive/extract.js';
 import { apiAtLeast } from '../buildpack/api.js';
 import { buildpackLayersDir, encodeRestoredLayerToml, escapeId } from '../buildpack/layers.js';
-import { DEFAULT_IMAGE_LAYERS_DIR, type OpenedCache } from '../cache/index.js';
+import { DEFAULT_IMAGE_LAYERS_DIR, type OpenedCache } from './cache.js';
 import { cachedLayersFor } from '../cache/metadata.js';
 import type { Digest } from '../oci/digest.js';
 import type { AnalyzedFile } from '../platform/files.js';

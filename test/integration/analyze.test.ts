@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exportCache } from '../../src/cache/index.js';
+import { exportCache } from '../../src/phase/cache.js';
 import { runLifecycleCommand } from '../../src/cli/lifecycle.js';
 import { layoutPathFor } from '../../src/cli/lifecycle/analyzer.js';
 import type { CliIO } from '../../src/cli/output.js';

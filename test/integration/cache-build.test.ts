@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CacheLocation, exportCache, openCache } from '../../src/cache/index.js';
+import { type CacheLocation, exportCache, openCache } from '../../src/phase/cache.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import type { LayoutStore } from '../../src/image/layout-store.js';
 import { parsePlatform } from '../../src/oci/platform.js';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CacheLocation, dirCachePaths, exportCache, openCache } from '../../src/cache/index.js';
+import { type CacheLocation, dirCachePaths, exportCache, openCache } from '../../src/phase/cache.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { createRegistryStore } from '../../src/image/registry-store.js';
 import { parsePlatform } from '../../src/oci/platform.js';

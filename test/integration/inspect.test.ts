@@ -12,7 +12,7 @@ import { appImageLocation, openImage } from '../../src/image/transport.js';
 import { type Platform, parsePlatform, platformToSpec } from '../../src/oci/platform.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { type ExportResult, exportImage } from '../../src/phase/export.js';
-import { type AppInspectReport, inspectApp } from '../../src/phase/inspect.js';
+import { type AppInspectReport, inspectApp } from '../../src/api/inspect.js';
 import type { BuildMetadata } from '../../src/platform/metadata.js';
 import { writeTestImage } from '../helpers/images.js';
 import { type TestRegistry, freePort, startRegistry } from '../helpers/registry.js';

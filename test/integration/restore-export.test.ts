@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CacheLocation, exportCache, openCache } from '../../src/cache/index.js';
+import { type CacheLocation, exportCache, openCache } from '../../src/phase/cache.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import type { Digest } from '../../src/oci/digest.js';
 import { parsePlatform } from '../../src/oci/platform.js';

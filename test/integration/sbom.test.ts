@@ -12,7 +12,7 @@ import { appImageLocation, openImage } from '../../src/image/transport.js';
 import { type Platform, parsePlatform, platformToSpec } from '../../src/oci/platform.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { type ExportResult, exportImage } from '../../src/phase/export.js';
-import { downloadSbom } from '../../src/phase/sbom.js';
+import { downloadSbom } from '../../src/api/sbom.js';
 import type { BuildMetadata } from '../../src/platform/metadata.js';
 import { canonicalJson } from '../../src/util/json.js';
 import { tarGz, writeTestImage } from '../helpers/images.js';

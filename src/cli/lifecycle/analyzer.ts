@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { type CacheLocation, openCache } from '../../cache/index.js';
+import { type CacheLocation, openCache } from '../../phase/cache.js';
 import { type OpenedImage, openImage } from '../../image/transport.js';
 import { parseReference } from '../../oci/reference.js';
 import { analyzeToFile } from '../../phase/analyze.js';

@@ -156,7 +156,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   const cacheDir = inputs.string('cache-dir');
   const cacheImage = inputs.string('cache-image');
   if (cacheDir || cacheImage) {
-    const { exportCache } = await import('../../cache/index.js');
+    const { exportCache } = await import('../../phase/cache.js');
     const cacheTarget = await (cacheImage ? open(cacheImage, true) : undefined);
     await exportCache({
       location: cacheImage

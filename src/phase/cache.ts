@@ -8,10 +8,10 @@ import type { Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
 import type { BuildpackLayersMetadata } from '../platform/labels.js';
 import { type Logger, silentLogger } from '../util/log.js';
-import { openDirCache } from './dir-cache.js';
-import { openImageCache } from './image-cache.js';
-import type { CacheMetadata } from './metadata.js';
-import type { CacheBackend } from './types.js';
+import { openDirCache } from '../cache/dir-cache.js';
+import { openImageCache } from '../cache/image-cache.js';
+import type { CacheMetadata } from '../cache/metadata.js';
+import type { CacheBackend } from '../cache/types.js';
 
 export {
   CACHE_METADATA_LABEL,
@@ -21,8 +21,8 @@ export {
   cachePlatformKey,
   emptyCacheMetadata,
   parseCacheMetadata,
-} from './metadata.js';
-export { dirCachePaths } from './dir-cache.js';
+} from '../cache/metadata.js';
+export { dirCachePaths } from '../cache/dir-cache.js';
 
 /** Where a build cache lives: a directory (`-cache-dir`) or an image tag in a store (`-cache-image`). */
 export type CacheLocation = { kind: 'dir'; dir: string } | { kind: 'image'; store: ImageStore; tag: string };

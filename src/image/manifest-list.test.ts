@@ -18,7 +18,7 @@ import {
   packfarmDataDir,
   pushManifestList,
   removeFromManifestList,
-} from './local.js';
+} from './manifest-list.js';
 
 let tmp: string;
 let srcDir: string;
