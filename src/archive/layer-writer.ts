@@ -507,7 +507,10 @@ export async function writeLayerFromEntries(
       });
     } else if (e.type === 'link') {
       if (e.linkname === undefined || e.linkname === '') {
-        throw new PackfarmError('INVALID_LAYER_ENTRY', `layer entry "${e.path}": a hard link needs a linkname`);
+        throw new PackfarmError(
+          'INVALID_LAYER_ENTRY',
+          `layer entry "${e.path}": a hard link needs a linkname`,
+        );
       }
       byName.set(name, {
         name,

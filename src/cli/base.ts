@@ -7,7 +7,13 @@ import { resolveCreationTime } from '../util/time.js';
 import { type CliIO, collect } from './output.js';
 
 function list(value: string, previous: string[] = []): string[] {
-  return [...previous, ...value.split(',').map((s) => s.trim()).filter((s) => s !== '')];
+  return [
+    ...previous,
+    ...value
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== ''),
+  ];
 }
 
 /** `packfarm base create`: Debian build and run images for several architectures, without a container engine. */
@@ -23,15 +29,15 @@ export function registerBaseCommands(program: Command, io: CliIO): void {
     .option('--arch <list>', 'architectures, comma-separated: amd64,arm64,ppc64le,s390x,arm/v7,386', list)
     .option('--packages <list>', 'build image packages, comma-separated', list)
     .option('--run-packages <list>', 'run image packages, comma-separated', list)
-    .option(
-      '--essential <which>',
-      'add every Essential: yes package to: build (default), run, both or none',
-    )
+    .option('--essential <which>', 'add every Essential: yes package to: build (default), run, both or none')
     .option('--id <id>', 'io.buildpacks.base.id (default io.packfarm.debian-<version>)')
     .option('--build-tag <ref>', 'where the build image index goes: REGISTRY/REPO:TAG or oci:DIR[:TAG]')
     .option('--run-tag <ref>', 'where the run image index goes: REGISTRY/REPO:TAG or oci:DIR[:TAG]')
     .option('--refresh', 'refresh the package lists even when they are recent')
-    .option('--creation-time <now|unix>', 'layer mtimes and config created (default SOURCE_DATE_EPOCH or 1980-01-01T00:00:01Z)')
+    .option(
+      '--creation-time <now|unix>',
+      'layer mtimes and config created (default SOURCE_DATE_EPOCH or 1980-01-01T00:00:01Z)',
+    )
     .option('--insecure-registry <host>', 'registry reached over plain HTTP (repeatable)', collect)
     .option('--json', 'print events and the result as JSON lines')
     .action(
@@ -61,9 +67,14 @@ export function registerBaseCommands(program: Command, io: CliIO): void {
         if (o.runTag) flags.runTag = o.runTag;
         if (o.id) flags.id = o.id;
         if (o.essential !== undefined) {
-          const e = { build: [true, false], run: [false, true], both: [true, true], none: [false, false] }[o.essential];
+          const e = { build: [true, false], run: [false, true], both: [true, true], none: [false, false] }[
+            o.essential
+          ];
           if (!e)
-            throw new PackfarmError('INVALID_ARGUMENT', `--essential: "${o.essential}" is not build, run, both or none`);
+            throw new PackfarmError(
+              'INVALID_ARGUMENT',
+              `--essential: "${o.essential}" is not build, run, both or none`,
+            );
           flags.essential = { build: e[0]!, run: e[1]! };
         }
         const definition = await loadBaseDefinition(file, flags);
@@ -83,7 +94,9 @@ export function registerBaseCommands(program: Command, io: CliIO): void {
               io.err(`${where} warning: ${e.package ? `${e.package}: ` : ''}${e.message}`);
               break;
             case 'image':
-              io.err(`${where} ${e.platform} ${e.digest} (${e.packages} packages, layer ${e.layerSize} bytes)`);
+              io.err(
+                `${where} ${e.platform} ${e.digest} (${e.packages} packages, layer ${e.layerSize} bytes)`,
+              );
               break;
             case 'index':
               break;

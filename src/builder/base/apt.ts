@@ -52,6 +52,9 @@ export interface AptEvents {
   onProgress?: (message: string) => void;
 }
 
+/** Part of every image (see resolvePackages). */
+export const BASE_PACKAGES = ['base-files', 'base-passwd'] as const;
+
 const KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
 
 function aptDir(t: AptTarget): string {
@@ -69,7 +72,13 @@ export function debFileName(p: ResolvedPackage): string {
 
 async function prepareTree(t: AptTarget): Promise<{ dir: string; env: NodeJS.ProcessEnv }> {
   const dir = aptDir(t);
-  for (const sub of ['lists/partial', 'cache/archives/partial', 'etc/apt.conf.d', 'etc/preferences.d', 'etc/sources.list.d'])
+  for (const sub of [
+    'lists/partial',
+    'cache/archives/partial',
+    'etc/apt.conf.d',
+    'etc/preferences.d',
+    'etc/sources.list.d',
+  ])
     await mkdir(join(dir, sub), { recursive: true });
   const arch = t.arch.debian;
   const c = t.release.codename;
@@ -124,9 +133,13 @@ async function apt(
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stdout?: string; stderr?: string; code?: number | string };
     if (e.code === 'ENOENT')
-      throw new PackfarmError('APT_MISSING', `${tool} is not installed: base images are resolved with Debian's apt`, {
-        hint: 'run packfarm base create on Debian or Ubuntu (apt and dpkg-deb are needed)',
-      });
+      throw new PackfarmError(
+        'APT_MISSING',
+        `${tool} is not installed: base images are resolved with Debian's apt`,
+        {
+          hint: 'run packfarm base create on Debian or Ubuntu (apt and dpkg-deb are needed)',
+        },
+      );
     return { stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: typeof e.code === 'number' ? e.code : 1 };
   }
 }
@@ -176,20 +189,26 @@ export interface ResolveOptions {
 /** The full package set a fresh install of `packages` unpacks, sorted by name. */
 export async function resolvePackages(t: AptTarget, opts: ResolveOptions): Promise<ResolvedPackage[]> {
   const { env } = await prepareTree(t);
-  const wanted = [...opts.packages];
+  // Every image gets Debian's root skeleton (/etc/os-release, /etc/profile …) and its system users and groups,
+  // whatever it is asked for: Debian packages never declare a dependency on these, they assume them.
+  const wanted = [...BASE_PACKAGES, ...opts.packages];
   // The root filesystem is merged-/usr (see rootfs.ts); saying so keeps init-system-helpers from pulling
   // usrmerge, which converts a split-/usr system and drags perl in.
   if (opts.essential) wanted.push('?essential', 'usr-is-merged');
   const r = await apt('apt-get', ['install', '--simulate', '-q', '--no-install-recommends', ...wanted], env);
   if (r.code !== 0) {
     const missing = [...r.stderr.matchAll(/^E: Unable to locate package (\S+)/gm)].map((m) => m[1]);
-    const noCandidate = [...r.stderr.matchAll(/^E: Package '([^']+)' has no installation candidate/gm)].map((m) => m[1]);
+    const noCandidate = [...r.stderr.matchAll(/^E: Package '([^']+)' has no installation candidate/gm)].map(
+      (m) => m[1],
+    );
     const absent = [...missing, ...noCandidate];
     if (absent.length > 0)
       throw new PackfarmError(
         'PACKAGE_NOT_FOUND',
         `${opts.source}: debian ${t.release.codename} has no package ${absent.map((p) => `"${p}"`).join(', ')} for ${t.arch.debian}`,
-        { hint: `check the name with: apt-cache policy NAME (packages.debian.org lists what exists for each architecture)` },
+        {
+          hint: `check the name with: apt-cache policy NAME (packages.debian.org lists what exists for each architecture)`,
+        },
       );
     const unmet = r.stdout
       .split('\n')
@@ -199,7 +218,9 @@ export async function resolvePackages(t: AptTarget, opts: ResolveOptions): Promi
     throw new PackfarmError(
       'PACKAGE_UNRESOLVABLE',
       `${opts.source}: apt cannot install ${opts.packages.join(', ')} on debian ${t.release.codename} ${t.arch.debian}: ${unmet || aptErrors(r.stderr) || `exit ${r.code}`}`,
-      { hint: 'some package or one of its dependencies is not built for this architecture; drop it or the architecture' },
+      {
+        hint: 'some package or one of its dependencies is not built for this architecture; drop it or the architecture',
+      },
     );
   }
   const out: ResolvedPackage[] = [];
@@ -234,7 +255,12 @@ export async function downloadPackages(
   // concurrent runs never see half a .deb.
   const tmp = await mkdtemp(join(cache, '.download-'));
   try {
-    const r = await apt('apt-get', ['-q', 'download', ...missing.map((p) => `${p.name}=${p.version}`)], env, tmp);
+    const r = await apt(
+      'apt-get',
+      ['-q', 'download', ...missing.map((p) => `${p.name}=${p.version}`)],
+      env,
+      tmp,
+    );
     if (r.code !== 0)
       throw new PackfarmError(
         'PACKAGE_DOWNLOAD_FAILED',

@@ -76,24 +76,37 @@ export async function configureRootfs(fs: Rootfs, user: CnbUser): Promise<Config
   // Before any handler replaces a package file: dpkg records the sums of the conffiles as shipped.
   await md5Conffiles(fs);
   await writeUsers(fs, user);
-  if (has(fs, 'base-passwd')) handled.push({ package: 'base-passwd', how: '/etc/passwd and /etc/group from its masters' });
+  if (has(fs, 'base-passwd'))
+    handled.push({ package: 'base-passwd', how: '/etc/passwd and /etc/group from its masters' });
   if (has(fs, 'base-files')) {
     await baseFiles(fs);
-    handled.push({ package: 'base-files', how: 'fresh-install files and directories (/root dotfiles, /etc/profile, /var/mail …)' });
+    handled.push({
+      package: 'base-files',
+      how: 'fresh-install files and directories (/root dotfiles, /etc/profile, /var/mail …)',
+    });
   }
   if (has(fs, 'debianutils')) {
     await shells(fs);
     handled.push({ package: 'debianutils', how: '/etc/shells from shells.d' });
   }
   if (has(fs, 'dash')) {
-    setNode(fs, 'var/lib/dpkg/diversions', file('/bin/sh\n/bin/sh.distrib\ndash\n/usr/share/man/man1/sh.1.gz\n/usr/share/man/man1/sh.distrib.1.gz\ndash\n'));
+    setNode(
+      fs,
+      'var/lib/dpkg/diversions',
+      file(
+        '/bin/sh\n/bin/sh.distrib\ndash\n/usr/share/man/man1/sh.1.gz\n/usr/share/man/man1/sh.distrib.1.gz\ndash\n',
+      ),
+    );
     handled.push({ package: 'dash', how: 'the package ships /bin/sh → dash; its diversion is recorded' });
   }
   const alternatives = writeAlternatives(fs);
   let caWarning: string | undefined;
   if (has(fs, 'ca-certificates')) {
     caWarning = await caCertificates(fs);
-    handled.push({ package: 'ca-certificates', how: '/etc/ca-certificates.conf, /etc/ssl/certs/*.pem and the ca-certificates.crt bundle' });
+    handled.push({
+      package: 'ca-certificates',
+      how: '/etc/ca-certificates.conf, /etc/ssl/certs/*.pem and the ca-certificates.crt bundle',
+    });
   }
   writeDpkgDatabase(fs);
 
@@ -143,7 +156,8 @@ export async function configureRootfs(fs: Rootfs, user: CnbUser): Promise<Config
 }
 
 /** Debhelper sections packfarm reproduces (alternatives) or that do nothing in an image (services, debconf). */
-const HARMLESS_DH = /^(dh_installalternatives|dh_installsystemd|dh_installsystemduser|dh_installinit|dh_installdeb|dh_installmenu|dh_installdebconf|dh_installtmpfiles)\b/;
+const HARMLESS_DH =
+  /^(dh_installalternatives|dh_installsystemd|dh_installsystemduser|dh_installinit|dh_installdeb|dh_installmenu|dh_installdebconf|dh_installtmpfiles)\b/;
 
 /**
  * Lines of a maintainer script that do nothing on a fresh install, or nothing packfarm has not done: shell
@@ -191,7 +205,9 @@ async function writeUsers(fs: Rootfs, u: CnbUser): Promise<void> {
   const passwdMaster = await readNode(fs, 'usr/share/base-passwd/passwd.master');
   const groupMaster = await readNode(fs, 'usr/share/base-passwd/group.master');
   const shell = lookup(fs, 'bin/sh') ? '/bin/sh' : '/usr/sbin/nologin';
-  let passwd = passwdMaster?.toString('utf8') ?? `root:x:0:0:root:/root:${shell}\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`;
+  let passwd =
+    passwdMaster?.toString('utf8') ??
+    `root:x:0:0:root:/root:${shell}\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`;
   let group = groupMaster?.toString('utf8') ?? 'root:x:0:\nnogroup:x:65534:\n';
   const groupByGid = group.split('\n').find((l) => l.split(':')[2] === String(u.groupId));
   if (!groupByGid) group += `${u.groupName}:x:${u.groupId}:\n`;
@@ -214,7 +230,8 @@ async function baseFiles(fs: Rootfs): Promise<void> {
   await copy('dot.bashrc', 'root/.bashrc');
   await copy('profile', 'etc/profile');
   await copy('motd', 'etc/motd');
-  if (fs.nodes.has('usr/share/info') && !fs.nodes.has('usr/share/info/dir')) await copy('info.dir', 'usr/share/info/dir');
+  if (fs.nodes.has('usr/share/info') && !fs.nodes.has('usr/share/info/dir'))
+    await copy('info.dir', 'usr/share/info/dir');
   if (fs.nodes.has('etc/dpkg/origins/debian') && !fs.nodes.has('etc/dpkg/origins/default'))
     setNode(fs, 'etc/dpkg/origins/default', symlink('debian'));
   // base-passwd's fixed ids: mail is 8, utmp 43.
@@ -251,11 +268,15 @@ async function baseFiles(fs: Rootfs): Promise<void> {
 
 /** debianutils' update-shells: the default list plus every shells.d entry, with its /usr twin on merged-/usr. */
 async function shells(fs: Rootfs): Promise<void> {
-  const base = (await readNode(fs, 'usr/share/debianutils/shells'))?.toString('utf8') ?? '# /etc/shells: valid login shells\n';
+  const base =
+    (await readNode(fs, 'usr/share/debianutils/shells'))?.toString('utf8') ??
+    '# /etc/shells: valid login shells\n';
   const lines = base.split('\n').filter((l) => l !== '');
   const seen = new Set(lines);
   const dirPrefix = 'usr/share/debianutils/shells.d/';
-  const files = [...fs.nodes.keys()].filter((p) => p.startsWith(dirPrefix) && !p.slice(dirPrefix.length).includes('/')).sort();
+  const files = [...fs.nodes.keys()]
+    .filter((p) => p.startsWith(dirPrefix) && !p.slice(dirPrefix.length).includes('/'))
+    .sort();
   for (const f of files) {
     const text = (await readNode(fs, f))?.toString('utf8') ?? '';
     for (const shell of text.split('\n').map((l) => l.trim())) {
@@ -317,7 +338,8 @@ function writeAlternatives(fs: Rootfs): Map<string, string[]> {
     const place = (link: string, altName: string, target: string) => {
       setNode(fs, `etc/alternatives/${altName}`, symlink(target));
       const l = mergedUsrPath(link.replace(/^\/+/, ''));
-      if (!fs.nodes.has(l) || fs.nodes.get(l)?.owner === GENERATED) setNode(fs, l, symlink(`/etc/alternatives/${altName}`));
+      if (!fs.nodes.has(l) || fs.nodes.get(l)?.owner === GENERATED)
+        setNode(fs, l, symlink(`/etc/alternatives/${altName}`));
     };
     place(best.link, name, best.path);
     for (const s of best.slaves) if (lookup(fs, s.path)) place(s.link, s.name, s.path);
@@ -352,7 +374,7 @@ async function caCertificates(fs: Rootfs): Promise<string | undefined> {
     '#',
     '# This is autogenerated by dpkg-reconfigure ca-certificates.',
     '# Certificates should be installed under /usr/share/ca-certificates',
-    '# and files with extension \'.crt\' is recognized as available certs.',
+    "# and files with extension '.crt' is recognized as available certs.",
     '#',
     '# line begins with # is comment.',
     '# line begins with ! is certificate filename to be deselected.',
@@ -365,7 +387,11 @@ async function caCertificates(fs: Rootfs): Promise<string | undefined> {
     const bytes = (await readNode(fs, `${root}${c}`)) ?? Buffer.alloc(0);
     bundle.push(bytes);
     if (bytes.length > 0 && bytes[bytes.length - 1] !== 0x0a) bundle.push(Buffer.from('\n'));
-    const base = c.split('/').pop()!.replace(/\.crt$/, '.pem').replace(/ /g, '_');
+    const base = c
+      .split('/')
+      .pop()!
+      .replace(/\.crt$/, '.pem')
+      .replace(/ /g, '_');
     setNode(fs, `etc/ssl/certs/${base}`, symlink(`/${root}${c}`));
   }
   setNode(fs, 'etc/ssl/certs/ca-certificates.crt', file(Buffer.concat(bundle)));
@@ -377,7 +403,12 @@ function writeDpkgDatabase(fs: Rootfs): void {
   const paragraphs: string[] = [];
   for (const p of [...fs.packages].sort((a, b) => (a.name < b.name ? -1 : 1))) {
     const lines = p.control.control.split('\n');
-    const conffiles = p.control.members.get('conffiles')?.toString('utf8').split('\n').filter((l) => l.startsWith('/')) ?? [];
+    const conffiles =
+      p.control.members
+        .get('conffiles')
+        ?.toString('utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('/')) ?? [];
     const out: string[] = [];
     for (const l of lines) {
       out.push(l);
@@ -416,10 +447,21 @@ function md5Of(n: FsNode): string | undefined {
 /** Fill the md5 cache for package conffiles (read from disk), before writeDpkgDatabase runs. */
 export async function md5Conffiles(fs: Rootfs): Promise<void> {
   for (const p of fs.packages) {
-    const conffiles = p.control.members.get('conffiles')?.toString('utf8').split('\n').filter((l) => l.startsWith('/')) ?? [];
+    const conffiles =
+      p.control.members
+        .get('conffiles')
+        ?.toString('utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('/')) ?? [];
     for (const c of conffiles) {
       const n = fs.nodes.get(mergedUsrPath(c.replace(/^\/+/, '')));
-      if (n?.type === 'file' && n.source) md5Cache.set(n, createHash('md5').update(await readFile(n.source.path)).digest('hex'));
+      if (n?.type === 'file' && n.source)
+        md5Cache.set(
+          n,
+          createHash('md5')
+            .update(await readFile(n.source.path))
+            .digest('hex'),
+        );
     }
   }
 }

@@ -14,7 +14,13 @@ import { type Platform, formatPlatform, platformToSpec } from '../../oci/platfor
 import { PackfarmError } from '../../util/errors.js';
 import { canonicalJson } from '../../util/json.js';
 import { REPRODUCIBLE_EPOCH } from '../../util/time.js';
-import { type AptTarget, type ResolvedPackage, downloadPackages, resolvePackages, updateLists } from './apt.js';
+import {
+  type AptTarget,
+  type ResolvedPackage,
+  downloadPackages,
+  resolvePackages,
+  updateLists,
+} from './apt.js';
 import { configureRootfs } from './configure.js';
 import type { BaseArch, BaseDefinition, ImageDefinition } from './definition.js';
 import { addPackage, createRootfs, rootfsEntries } from './rootfs.js';
@@ -88,11 +94,9 @@ export async function createBaseImages(opts: CreateBaseImagesOptions): Promise<B
   const refs = { build: opts.buildTag ?? def.build.tag, run: opts.runTag ?? def.run.tag };
   for (const kind of ['build', 'run'] as const)
     if (!refs[kind])
-      throw new PackfarmError(
-        'MISSING_ARGUMENT',
-        `no destination for the ${kind} image`,
-        { hint: `pass --${kind}-tag REF (a registry reference or oci:DIR[:TAG]) or set [${kind}] tag in base.toml` },
-      );
+      throw new PackfarmError('MISSING_ARGUMENT', `no destination for the ${kind} image`, {
+        hint: `pass --${kind}-tag REF (a registry reference or oci:DIR[:TAG]) or set [${kind}] tag in base.toml`,
+      });
   const openOpts = {
     create: true,
     ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
@@ -103,11 +107,21 @@ export async function createBaseImages(opts: CreateBaseImagesOptions): Promise<B
     run: await openImage(refs.run!, openOpts),
   };
   const targets = def.arches.map(
-    (arch): AptTarget => ({ release: def.release, arch, mirror: def.mirror, securityMirror: def.securityMirror, dataDir }),
+    (arch): AptTarget => ({
+      release: def.release,
+      arch,
+      mirror: def.mirror,
+      securityMirror: def.securityMirror,
+      dataDir,
+    }),
   );
   await Promise.all(
     targets.map((t) =>
-      updateLists(t, { onProgress: (message) => emit({ type: 'progress', arch: t.arch.debian, message }) }, opts.refresh),
+      updateLists(
+        t,
+        { onProgress: (message) => emit({ type: 'progress', arch: t.arch.debian, message }) },
+        opts.refresh,
+      ),
     ),
   );
 
@@ -197,7 +211,11 @@ async function createArchImage(input: ArchImageInput): Promise<BaseArchImage> {
     });
 
   const layerPath = join(input.workDir, 'layer.tar.gz');
-  const layer = await writeLayerFromEntries(rootfsEntries(fs), { out: layerPath, mtime: input.mtime, gzipLevel: 6 });
+  const layer = await writeLayerFromEntries(rootfsEntries(fs), {
+    out: layerPath,
+    mtime: input.mtime,
+    gzipLevel: 6,
+  });
   const platform = basePlatform(t.arch);
   const created = input.mtime.toISOString().replace(/\.000Z$/, 'Z');
   const env = [PATH];
@@ -226,8 +244,16 @@ async function createArchImage(input: ArchImageInput): Promise<BaseArchImage> {
   const cfgBytes = Buffer.from(canonicalJson(config));
   const cfgDigest = sha256Digest(cfgBytes);
   progress(`uploading ${kind} image layer (${(await stat(layerPath)).size} bytes)`);
-  await input.store.putBlob({ digest: layer.digest, size: layer.size, open: () => createReadStream(layerPath) });
-  await input.store.putBlob({ digest: cfgDigest, size: cfgBytes.length, open: () => Readable.from([cfgBytes]) });
+  await input.store.putBlob({
+    digest: layer.digest,
+    size: layer.size,
+    open: () => createReadStream(layerPath),
+  });
+  await input.store.putBlob({
+    digest: cfgDigest,
+    size: cfgBytes.length,
+    open: () => Readable.from([cfgBytes]),
+  });
   const manifest = {
     schemaVersion: 2,
     mediaType: MediaType.ociManifest,

@@ -30,7 +30,10 @@ export interface DebControl {
 }
 
 function normalise(name: string): string {
-  return name.replace(/^\.?\/+/, '').replace(/^\.$/, '').replace(/\/+$/, '');
+  return name
+    .replace(/^\.?\/+/, '')
+    .replace(/^\.$/, '')
+    .replace(/\/+$/, '');
 }
 
 /** Run `dpkg-deb FLAG file` and feed its stdout to tar-stream; `onEntry` consumes every entry's stream. */
@@ -65,9 +68,13 @@ async function walkTar(
   child.stdout.pipe(extract);
   const [code] = await Promise.all([exited, done]);
   if (code !== 0)
-    throw new PackfarmError('INVALID_DEB', `${file}: dpkg-deb ${flag} failed: ${stderr.trim() || `exit ${code}`}`, {
-      hint: 'the cached .deb may be damaged; delete it and run again',
-    });
+    throw new PackfarmError(
+      'INVALID_DEB',
+      `${file}: dpkg-deb ${flag} failed: ${stderr.trim() || `exit ${code}`}`,
+      {
+        hint: 'the cached .deb may be damaged; delete it and run again',
+      },
+    );
 }
 
 /** Every entry of the package's data member, in archive order; `onFile` receives each regular file's bytes. */

@@ -52,7 +52,10 @@ export const BASE_ARCHES: readonly BaseArch[] = [
 
 /** Accepts Debian names, OCI names and os/arch[/variant] forms: amd64, x86_64, arm64, aarch64, ppc64le … */
 export function parseBaseArch(text: string, source: string): BaseArch {
-  const t = text.trim().toLowerCase().replace(/^linux\//, '');
+  const t = text
+    .trim()
+    .toLowerCase()
+    .replace(/^linux\//, '');
   const alias: Record<string, string> = {
     x86_64: 'amd64',
     aarch64: 'arm64',
@@ -65,9 +68,13 @@ export function parseBaseArch(text: string, source: string): BaseArch {
   const debian = alias[t] ?? t;
   const found = BASE_ARCHES.find((a) => a.debian === debian);
   if (!found)
-    throw new PackfarmError('UNKNOWN_ARCH', `${source}: "${text}" is not an architecture packfarm can build bases for`, {
-      hint: `use one of ${BASE_ARCHES.map((a) => a.debian).join(', ')} (or the OCI names amd64, arm64, arm/v7, 386, ppc64le, s390x)`,
-    });
+    throw new PackfarmError(
+      'UNKNOWN_ARCH',
+      `${source}: "${text}" is not an architecture packfarm can build bases for`,
+      {
+        hint: `use one of ${BASE_ARCHES.map((a) => a.debian).join(', ')} (or the OCI names amd64, arm64, arm/v7, 386, ppc64le, s390x)`,
+      },
+    );
   return found;
 }
 
@@ -75,9 +82,13 @@ export function parseDistro(text: string, source: string): DebianRelease {
   const m = /^debian:(.+)$/.exec(text.trim());
   const release = m ? DEBIAN_RELEASES.find((r) => r.version === m[1] || r.codename === m[1]) : undefined;
   if (!release)
-    throw new PackfarmError('UNKNOWN_DISTRO', `${source}: "${text}" is not a distribution packfarm can build bases from`, {
-      hint: `use ${DEBIAN_RELEASES.map((r) => `debian:${r.version}`).join(', ')}`,
-    });
+    throw new PackfarmError(
+      'UNKNOWN_DISTRO',
+      `${source}: "${text}" is not a distribution packfarm can build bases from`,
+      {
+        hint: `use ${DEBIAN_RELEASES.map((r) => `debian:${r.version}`).join(', ')}`,
+      },
+    );
   return release;
 }
 
@@ -147,13 +158,20 @@ export const DEFAULT_SECURITY_MIRROR = 'http://deb.debian.org/debian-security';
 const DEFAULTS = { buildUid: 1001, runUid: 1002, gid: 1000 };
 
 /** Read a base.toml (when given) and lay the flags over it. Errors name the file or flag and the field. */
-export async function loadBaseDefinition(file: string | undefined, flags: BaseFlags = {}): Promise<BaseDefinition> {
+export async function loadBaseDefinition(
+  file: string | undefined,
+  flags: BaseFlags = {},
+): Promise<BaseDefinition> {
   let raw: z.output<typeof BaseTomlSchema> = {};
   if (file !== undefined) {
     const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
-      throw new PackfarmError('BASE_DEFINITION_UNREADABLE', `${file}: cannot read the base definition: ${err.code ?? err.message}`, {
-        cause: err,
-      });
+      throw new PackfarmError(
+        'BASE_DEFINITION_UNREADABLE',
+        `${file}: cannot read the base definition: ${err.code ?? err.message}`,
+        {
+          cause: err,
+        },
+      );
     });
     raw = parseWith(BaseTomlSchema, parseToml(text, file), file, 'INVALID_BASE_DEFINITION');
   }
@@ -213,9 +231,16 @@ export function resolveBaseDefinition(
   for (const kind of ['build', 'run'] as const) {
     const d = def[kind];
     if (d.packages.length === 0 && !d.essential)
-      throw new PackfarmError('INVALID_BASE_DEFINITION', `${source}: ${kind}.packages: the ${kind} image has no packages`, {
-        hint: kind === 'build' ? 'name packages with --packages or [build] packages' : 'name packages with --run-packages or [run] packages',
-      });
+      throw new PackfarmError(
+        'INVALID_BASE_DEFINITION',
+        `${source}: ${kind}.packages: the ${kind} image has no packages`,
+        {
+          hint:
+            kind === 'build'
+              ? 'name packages with --packages or [build] packages'
+              : 'name packages with --run-packages or [run] packages',
+        },
+      );
   }
   return def;
 }

@@ -100,8 +100,10 @@ export async function addPackage(
     const path = mergedUsrPath(e.path);
     const base = { mode: e.mode, uid: e.uid, gid: e.gid, owner: pkg.name };
     if (e.type === 'dir') setNode(fs, path, { ...base, type: 'dir' });
-    else if (e.type === 'symlink') setNode(fs, path, { ...base, type: 'symlink', linkname: e.linkname ?? '' });
-    else if (e.type === 'link') setNode(fs, path, { ...base, type: 'link', linkname: mergedUsrPath(e.linkname ?? '') });
+    else if (e.type === 'symlink')
+      setNode(fs, path, { ...base, type: 'symlink', linkname: e.linkname ?? '' });
+    else if (e.type === 'link')
+      setNode(fs, path, { ...base, type: 'link', linkname: mergedUsrPath(e.linkname ?? '') });
     else {
       const dest = join(fs.workDir, 'files', String(fs.nextFile++));
       await pipeline(content ?? [], createWriteStream(dest, { mode: 0o600 }));
@@ -119,7 +121,14 @@ export function rootfsEntries(fs: Rootfs): MemoryEntry[] {
   const nodes = new Map(fs.nodes);
   for (const dir of MERGED_DIRS) {
     if (nodes.has(`usr/${dir}`) || dir === 'bin' || dir === 'sbin' || dir === 'lib') {
-      nodes.set(dir, { type: 'symlink', mode: 0o777, uid: 0, gid: 0, linkname: `usr/${dir}`, owner: 'packfarm' });
+      nodes.set(dir, {
+        type: 'symlink',
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+        linkname: `usr/${dir}`,
+        owner: 'packfarm',
+      });
       if (!nodes.has(`usr/${dir}`))
         nodes.set(`usr/${dir}`, { type: 'dir', mode: 0o755, uid: 0, gid: 0, owner: 'packfarm' });
     }
@@ -131,7 +140,10 @@ export function rootfsEntries(fs: Rootfs): MemoryEntry[] {
     const target = n.linkname ?? '';
     const t = nodes.get(target);
     if (t?.type !== 'file') {
-      fs.warnings.push({ package: n.owner, message: `/${path} is a hard link to /${target}, which is not a file; left out` });
+      fs.warnings.push({
+        package: n.owner,
+        message: `/${path} is a hard link to /${target}, which is not a file; left out`,
+      });
       nodes.delete(path);
       continue;
     }
