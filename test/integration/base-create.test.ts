@@ -10,10 +10,10 @@ import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { type PodmanRunner, createPodmanRunner } from '../helpers/run-image.js';
 
 /**
- * `packfarm base create` against the real Debian archive: amd64 + arm64 build and run images from a few
- * packages, into a registry and an OCI layout, read back by skopeo and run by podman (arm64 through qemu
- * binfmt). The package lists and .debs are cached in a fixed dir under the temp dir, so reruns download
- * nothing.
+ * `packfarm base create` against the real Debian archive: amd64, arm64 and s390x build and run images from a
+ * few packages, into a registry and an OCI layout, read back by skopeo and umoci and run by podman (arm64 and
+ * s390x through qemu binfmt). The package lists and .debs are cached in a fixed dir under the temp dir, so
+ * reruns download nothing.
  */
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CACHE_HOME = join(tmpdir(), 'packfarm-test-base-cache');
@@ -38,10 +38,15 @@ async function skopeoJson(...args: string[]): Promise<Record<string, unknown>> {
 }
 
 beforeAll(async () => {
-  const binfmt = await execa(process.execPath, [join(repoRoot, 'scripts', 'ensure-binfmt.mjs'), 'arm64'], {
-    reject: false,
-  });
-  if (binfmt.exitCode !== 0) throw new Error(`qemu binfmt_misc for arm64 is needed: ${binfmt.stderr}`);
+  const binfmt = await execa(
+    process.execPath,
+    [join(repoRoot, 'scripts', 'ensure-binfmt.mjs'), 'arm64', 's390x'],
+    {
+      reject: false,
+    },
+  );
+  if (binfmt.exitCode !== 0)
+    throw new Error(`qemu binfmt_misc for arm64 and s390x is needed: ${binfmt.stderr}`);
   root = await mkdtemp(join(tmpdir(), 'pf-base-'));
   registry = await startRegistry({ proxy: false });
   podman = await createPodmanRunner();
@@ -56,12 +61,12 @@ afterAll(async () => {
 describe('packfarm base create', () => {
   let first: { build: string; run: string };
 
-  it('builds amd64 + arm64 build and run images from flags, as indexes in a registry and a layout', async () => {
+  it('builds amd64, arm64 and s390x build and run images from flags, as indexes in a registry and a layout', async () => {
     const r = await packfarm([
       'base',
       'create',
       '--arch',
-      'amd64,arm64',
+      'amd64,s390x,arm64',
       '--packages',
       BUILD_PACKAGES,
       '--run-packages',
@@ -87,6 +92,7 @@ describe('packfarm base create', () => {
       expect(children.map((c) => c.platform)).toEqual([
         { architecture: 'amd64', os: 'linux' },
         { architecture: 'arm64', os: 'linux' },
+        { architecture: 's390x', os: 'linux' },
       ]);
     }
     const buildCfg = await skopeoJson(
@@ -134,6 +140,7 @@ describe('packfarm base create', () => {
     for (const [arch, machine] of [
       ['amd64', 'x86_64'],
       ['arm64', 'aarch64'],
+      ['s390x', 's390x'],
     ] as const) {
       const r = await podman.run(`${registry.host}/base/run:12`, {
         flags: ['--arch', arch, '--tls-verify=false'],
@@ -163,7 +170,7 @@ describe('packfarm base create', () => {
       file,
       [
         'distro = "debian:12"',
-        'architectures = ["arm64", "amd64"]',
+        'architectures = ["s390x", "arm64", "amd64"]',
         '[build]',
         `packages = ${JSON.stringify(BUILD_PACKAGES.split(',').reverse())}`,
         'essential = false',

@@ -127,6 +127,21 @@ export async function configureRootfs(fs: Rootfs, user: CnbUser): Promise<Config
     ['openssl', undefined],
   ]);
   if (has(fs, 'openssl') && !fs.nodes.has('usr/lib/ssl')) setNode(fs, 'usr/lib/ssl', symlink('/etc/ssl'));
+  if (has(fs, 'tzdata')) {
+    // The debconf default answer: UTC.
+    setNode(fs, 'etc/localtime', symlink('/usr/share/zoneinfo/Etc/UTC'));
+    setNode(fs, 'etc/timezone', file('Etc/UTC\n'));
+    handled.push({ package: 'tzdata', how: '/etc/localtime → Etc/UTC (the debconf default)' });
+    known.set('tzdata', undefined);
+  }
+  if (has(fs, 'bash')) {
+    if (!fs.nodes.has('usr/bin/sh')) setNode(fs, 'usr/bin/sh', symlink('bash'));
+    handled.push({
+      package: 'bash',
+      how: '/bin/sh → bash when no other package ships /bin/sh (its man-page alternative is left out)',
+    });
+    known.set('bash', undefined);
+  }
   for (const [name, how] of [
     ['libc6', 'nothing to do on a fresh install'],
     ['libc-bin', 'no ld.so.cache: ld.so searches the multiarch dirs itself'],
