@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerBaseCommands } from './base.js';
 import { registerBuildCommand } from './build.js';
+import { registerBuilderCommands } from './builder.js';
 import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
 import { registerInspectCommands } from './inspect.js';
@@ -35,6 +36,7 @@ export function createProgram(io: CliIO): Command {
   registerSbomCommands(program, io);
   registerRebaseCommand(program, io);
   registerBaseCommands(program, io);
+  registerBuilderCommands(program, io);
   return program;
 }
 
