@@ -460,8 +460,8 @@ async function writeTargetBuilder(t: TargetInput): Promise<BuilderTargetResult> 
   const layersLabel: Record<string, Record<string, Record<string, unknown>>> = {};
   for (const l of t.bpLayers) {
     const d = l.descriptor;
-    const info: Record<string, unknown> = { api: d.api, layerDiffID: l.diffId };
-    if (d.order.length > 0) info.order = d.order.map((g) => ({ group: g.group.map(orderEntryJson) }));
+    // pack's key order: api, stacks, targets, order, layerDiffID, homepage, name.
+    const info: Record<string, unknown> = { api: d.api };
     if (d.stacks.length > 0)
       info.stacks = d.stacks.map((s) => ({ id: s.id, ...(s.mixins.length > 0 ? { mixins: s.mixins } : {}) }));
     if (d.targetsFrom === 'targets' && d.targets.length > 0)
@@ -471,6 +471,8 @@ async function writeTargetBuilder(t: TargetInput): Promise<BuilderTargetResult> 
         ...(x.variant ? { variant: x.variant } : {}),
         ...(x.distros && x.distros.length > 0 ? { distros: x.distros } : {}),
       }));
+    if (d.order.length > 0) info.order = d.order.map((g) => ({ group: g.group.map(orderEntryJson) }));
+    info.layerDiffID = l.diffId;
     if (d.homepage) info.homepage = d.homepage;
     if (d.name) info.name = d.name;
     layersLabel[d.id] = { ...(layersLabel[d.id] ?? {}), [d.version]: info };
