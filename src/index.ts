@@ -46,7 +46,8 @@ export {
   type RebasedImage,
   rebase,
 } from './phase/rebase.js';
-export { type CacheLocation, type ExportCacheOptions, exportCache, openCache } from './phase/cache.js';
+export { type CacheLocation, openCache } from './cache/open.js';
+export { type ExportCacheOptions, exportCache } from './phase/cache.js';
 export {
   type AppImageDetails,
   type AppImageResult,

@@ -2,14 +2,14 @@ import { createHash } from 'node:crypto';
 import { chmod, mkdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { LATEST_PLATFORM_API } from '../buildpack/api.js';
+import { LATEST_PLATFORM_API } from '../platform/api.js';
 import type { BuildpackStore, Order, OrderElement } from '../buildpack/descriptor.js';
-import { platformOrderFromFile } from '../buildpack/order.js';
+import { platformOrderFromFile } from '../platform/order.js';
 import { layeredBuildpackStore, type StagedBuildpack, stageBuildpack } from '../buildpack/source.js';
 import type { ResolvedBuilder } from '../builder/resolve.js';
-import type { CacheLocation } from '../phase/cache.js';
+import type { CacheLocation } from '../cache/open.js';
 import { createHostExecutor } from '../exec/host.js';
-import { packfarmDataDir } from '../image/manifest-list.js';
+import { packfarmDataDir } from '../image/data-dir.js';
 import {
   appImageLocation,
   formatImageLocation,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { BaseImage } from '../image/assemble.js';
+import type { BaseImage } from '../image/read.js';
 import type { ImageStore } from '../image/store.js';
 import type { Digest } from '../oci/digest.js';
 import { describeAppImage } from './inspect.js';

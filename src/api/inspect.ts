@@ -1,6 +1,6 @@
 import type { z } from 'zod';
-import { type BaseImage, readBaseImage } from '../image/assemble.js';
-import { runnableChildren } from '../image/copy.js';
+import { type BaseImage, readBaseImage } from '../image/read.js';
+import { runnableChildren } from '../image/read.js';
 import type { ImageStore } from '../image/store.js';
 import {
   type ImageLocation,

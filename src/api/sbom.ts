@@ -1,7 +1,7 @@
 import { resolve as resolvePath } from 'node:path';
 import { extractLayer } from '../archive/extract.js';
-import { type BaseImage, readBaseImage } from '../image/assemble.js';
-import { matchPlatform, runnableChildren } from '../image/copy.js';
+import { type BaseImage, readBaseImage } from '../image/read.js';
+import { matchPlatform, runnableChildren } from '../image/read.js';
 import type { ImageStore } from '../image/store.js';
 import {
   type OpenImageOptions,

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { extractLayer } from '../archive/extract.js';
 import { type BuildpackStore, createBuildpackStore } from '../buildpack/descriptor.js';
 import { type StagedBuildpack, layeredBuildpackStore, stageBuildpack } from '../buildpack/source.js';
-import { readBaseImage } from '../image/assemble.js';
+import { readBaseImage } from '../image/read.js';
 import { type ImageLocation, openImage, parseImageLocation } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
 import { isIndexMediaType, layerCompression } from '../oci/media-types.js';

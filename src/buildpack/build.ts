@@ -2,13 +2,12 @@ import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Executor } from '../exec/executor.js';
-import { EXIT } from '../platform/exit-codes.js';
 import { PackfarmError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { parseToml, stringifyToml } from '../util/toml.js';
-import { apiAtLeast } from './api.js';
+import { apiAtLeast } from '../util/api-version.js';
 import { type BuildToml, parseBuildToml } from './build-toml.js';
 import {
   type EnvVars,
@@ -94,8 +93,9 @@ export interface BuildpackBuildOutput {
 /**
  * Run one buildpack's `bin/build` and read back what it wrote (buildpack.md "Build", "Phase #5").
  *
- * Errors: a non-zero exit (or a bin/build that cannot run) is a buildpack error (exit 51); invalid output
- * files are lifecycle build errors (exit 52) that name the file and the field.
+ * Errors: a non-zero exit (or a bin/build that cannot run) is a `buildpack-failed` error (the build phase
+ * exits 51); invalid output files are errors naming the file and the field, which the build phase reports as
+ * lifecycle build errors (exit 52).
  */
 export async function runBuildpackBuild(opts: RunBuildOptions): Promise<BuildpackBuildOutput> {
   const bp = opts.buildpack;
@@ -125,7 +125,7 @@ export async function runBuildpackBuild(opts: RunBuildOptions): Promise<Buildpac
         // Could not start at all (bad #! line, vanished file …): still the buildpack's fault, exit 51.
         const e = err as PackfarmError;
         throw new PackfarmError('BUILDPACK_BUILD_FAILED', `${who}: ${e.message}`, {
-          exitCode: EXIT.BUILD_FAILED_WITH_ERRORS,
+          kind: 'buildpack-failed',
           ...(e.hint ? { hint: e.hint } : {}),
           cause: err,
         });
@@ -134,7 +134,7 @@ export async function runBuildpackBuild(opts: RunBuildOptions): Promise<Buildpac
       throw new PackfarmError(
         'BUILDPACK_BUILD_FAILED',
         `${who}: bin/build ${result.signal ? `was killed by ${result.signal}` : `exited with status ${result.exitCode}`}`,
-        { exitCode: EXIT.BUILD_FAILED_WITH_ERRORS, hint: 'see the buildpack output above' },
+        { kind: 'buildpack-failed', hint: 'see the buildpack output above' },
       );
     }
   } finally {
@@ -142,54 +142,53 @@ export async function runBuildpackBuild(opts: RunBuildOptions): Promise<Buildpac
     else await rm(join(planRoot, escapeId(bp.id)), { recursive: true, force: true });
   }
 
-  return await asBuildError(async () => {
-    const found = await readBuildpackLayers(bpLayersDir, { buildpackApi: bp.api });
-    const ignoredLayers = await ignoreUntypedLayers(found);
-    const layers = found.map((l) => (ignoredLayers.includes(l.name) ? { ...l, hasDir: false } : l));
-    for (const name of await findReservedLayerDirs(bpLayersDir)) {
-      log.warn(`${who}: ${join(bpLayersDir, name)}: "${name}" is a reserved name and is not a layer`);
-    }
-    for (const l of layers) {
-      if (!l.types.launch) continue;
-      const bad = await nonExecutableExecD(l);
-      if (bad.length)
-        log.warn(`${who}: exec.d files are not executable and will fail at launch: ${bad.join(', ')}`);
-    }
+  // Reading the outputs fails as a plain error; the build phase reports it as a build error (exit 52).
+  const found = await readBuildpackLayers(bpLayersDir, { buildpackApi: bp.api });
+  const ignoredLayers = await ignoreUntypedLayers(found);
+  const layers = found.map((l) => (ignoredLayers.includes(l.name) ? { ...l, hasDir: false } : l));
+  for (const name of await findReservedLayerDirs(bpLayersDir)) {
+    log.warn(`${who}: ${join(bpLayersDir, name)}: "${name}" is a reserved name and is not a layer`);
+  }
+  for (const l of layers) {
+    if (!l.types.launch) continue;
+    const bad = await nonExecutableExecD(l);
+    if (bad.length)
+      log.warn(`${who}: exec.d files are not executable and will fail at launch: ${bad.join(', ')}`);
+  }
 
-    // Expose this buildpack's build layers to the buildpacks after it.
-    await addBuildLayers(
-      opts.env,
-      layers.filter((l) => l.types.build).map((l) => l.path),
-    );
+  // Expose this buildpack's build layers to the buildpacks after it.
+  await addBuildLayers(
+    opts.env,
+    layers.filter((l) => l.types.build).map((l) => l.path),
+  );
 
-    const planNames = [...new Set(opts.plan.map((e) => e.name))];
-    const build = await readOptional(join(bpLayersDir, 'build.toml'), (text, source) =>
-      parseBuildToml(text, { source, buildpackId: bp.id, planNames }),
-    );
-    const sbom = await collectSbomFiles({
-      bpLayersDir,
-      buildpackId: bp.id,
-      sbomFormats: bp.sbomFormats,
-      layers: new Map(layers.map((l) => [l.name, l.types])),
-      logger: log,
-    });
-    const launch = await readOptional(join(bpLayersDir, 'launch.toml'), (text, source) =>
-      parseLaunchToml(text, { source, buildpackId: bp.id, buildpackApi: bp.api, logger: log }),
-    );
-    const store = await readStoreToml(bpLayersDir);
-    const unmet = new Set(build?.unmet ?? []);
-    return {
-      buildpack: bp,
-      layersDir: bpLayersDir,
-      layers,
-      ignoredLayers,
-      launch: launch ?? { labels: [], processes: [], slices: [], bom: [] },
-      build: build ?? { unmet: [], bom: [] },
-      store,
-      sbom,
-      met: planNames.filter((n) => !unmet.has(n)),
-    };
+  const planNames = [...new Set(opts.plan.map((e) => e.name))];
+  const build = await readOptional(join(bpLayersDir, 'build.toml'), (text, source) =>
+    parseBuildToml(text, { source, buildpackId: bp.id, planNames }),
+  );
+  const sbom = await collectSbomFiles({
+    bpLayersDir,
+    buildpackId: bp.id,
+    sbomFormats: bp.sbomFormats,
+    layers: new Map(layers.map((l) => [l.name, l.types])),
+    logger: log,
   });
+  const launch = await readOptional(join(bpLayersDir, 'launch.toml'), (text, source) =>
+    parseLaunchToml(text, { source, buildpackId: bp.id, buildpackApi: bp.api, logger: log }),
+  );
+  const store = await readStoreToml(bpLayersDir);
+  const unmet = new Set(build?.unmet ?? []);
+  return {
+    buildpack: bp,
+    layersDir: bpLayersDir,
+    layers,
+    ignoredLayers,
+    launch: launch ?? { labels: [], processes: [], slices: [], bom: [] },
+    build: build ?? { unmet: [], bom: [] },
+    store,
+    sbom,
+    met: planNames.filter((n) => !unmet.has(n)),
+  };
 }
 
 /** The Buildpack Plan file: `[[entries]] name = …  [entries.metadata] …`. */
@@ -245,7 +244,7 @@ async function checkExecutable(path: string, who: string): Promise<void> {
     st = await stat(path);
   } catch {
     throw new PackfarmError('BUILDPACK_NO_BUILD', `${who}: ${path} does not exist`, {
-      exitCode: EXIT.BUILD_FAILED_WITH_ERRORS,
+      kind: 'buildpack-failed',
       hint: 'a component buildpack needs an executable bin/build',
     });
   }
@@ -253,7 +252,7 @@ async function checkExecutable(path: string, who: string): Promise<void> {
     throw new PackfarmError(
       'BUILDPACK_NOT_EXECUTABLE',
       `${who}: ${path} is not an executable file (mode ${(Number(st.mode) & 0o777).toString(8).padStart(4, '0')})`,
-      { exitCode: EXIT.BUILD_FAILED_WITH_ERRORS, hint: `chmod +x ${path}` },
+      { kind: 'buildpack-failed', hint: `chmod +x ${path}` },
     );
   }
 }
@@ -270,30 +269,4 @@ async function readOptional<T>(
     throw err;
   }
   return parse(text, path);
-}
-
-/** Re-raise anything thrown while reading a buildpack's outputs as a lifecycle build error (exit 52). */
-export async function asBuildError<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    throw toBuildError(err);
-  }
-}
-
-export function toBuildError(err: unknown): PackfarmError {
-  if (err instanceof PackfarmError) {
-    // Errors that already carry a specific lifecycle code (51, 12 …) keep it; generic ones become 52.
-    if (err.exitCode !== EXIT.FAILED) return err;
-    return new PackfarmError(err.code, err.message, {
-      hint: err.hint,
-      exitCode: EXIT.BUILD_ERROR,
-      cause: err,
-    });
-  }
-  const e = err as Error;
-  return new PackfarmError('BUILD_ERROR', e?.message ?? String(err), {
-    exitCode: EXIT.BUILD_ERROR,
-    cause: err,
-  });
 }

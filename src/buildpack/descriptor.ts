@@ -1,16 +1,32 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
-import type { BuildpackTarget } from '../platform/target.js';
 import { PackfarmError } from '../util/errors.js';
 import { parseToml, type TomlTable } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
-import { apiAtLeast, tryParseApiVersion } from './api.js';
+import { apiAtLeast, tryParseApiVersion } from '../util/api-version.js';
 
 /**
  * buildpack.toml (buildpack.md "Data Format > buildpack.toml") and the on-disk buildpacks directory
  * (`<buildpacks>/<id with / → _>/<version>/`, platform.md "Buildpacks Directory Layout").
  */
+
+/**
+ * Targets (buildpack.md "buildpack.toml > Targets"): what a buildpack says it can build for. Empty or missing
+ * fields are wildcards; platform/target.ts matches them against the run image.
+ */
+export interface TargetDistro {
+  name?: string;
+  version?: string;
+}
+
+/** One `[[targets]]` entry of buildpack.toml. */
+export interface BuildpackTarget {
+  os?: string;
+  arch?: string;
+  variant?: string;
+  distros?: TargetDistro[];
+}
 
 /** One entry of an order group: in order.toml, in a composite's `[[order]]`, or after expansion. */
 export interface OrderElement {

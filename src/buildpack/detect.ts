@@ -2,13 +2,16 @@ import { writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Executor } from '../exec/executor.js';
-import { DETECT_FAIL, DETECT_PASS } from '../platform/exit-codes.js';
 import { isPackfarmError } from '../util/errors.js';
-import { apiAtLeast } from './api.js';
+import { apiAtLeast } from '../util/api-version.js';
 import type { BuildpackDescriptor } from './descriptor.js';
 import { escapeBuildpackId } from './descriptor.js';
 import { applyBuildConfigEnv, applyUserEnv, type EnvFile, envToRecord, newBuildEnv } from './env.js';
 import { type DetectPlan, parseDetectPlan } from './plan.js';
+
+/** Exit codes of a buildpack's bin/detect (buildpack.md "Detection"): anything else is an error. */
+export const DETECT_PASS = 0;
+export const DETECT_FAIL = 100;
 
 /**
  * Running one buildpack's bin/detect (buildpack.md "Detection"): environment, arguments, exit status and the

@@ -1,5 +1,6 @@
 import * as nodeFs from 'node:fs/promises';
 import { join } from 'node:path';
+import { BUILD_ENV_ALLOWLIST, POSIX_PATH_VARS } from '../exec/env.js';
 
 /**
  * The environment model of the Buildpack API ("Environment" in buildpack.md): what buildpacks see at build
@@ -32,32 +33,6 @@ export const LAUNCH_ROOT_DIRS: Readonly<Record<string, readonly string[]>> = {
   bin: ['PATH'],
   lib: ['LD_LIBRARY_PATH'],
 };
-
-/** The POSIX path variables a buildpack may inherit and earlier buildpacks may extend. */
-export const POSIX_PATH_VARS: readonly string[] = [
-  'PATH',
-  'LD_LIBRARY_PATH',
-  'LIBRARY_PATH',
-  'CPATH',
-  'PKG_CONFIG_PATH',
-];
-
-/**
- * Variables passed from the lifecycle's own environment to buildpacks. Everything else is dropped so the
- * platform's (or the developer's shell's) environment cannot leak into builds; user variables come only
- * through `<platform>/env/`.
- */
-export const BUILD_ENV_ALLOWLIST: readonly string[] = [
-  'CNB_STACK_ID',
-  'HOSTNAME',
-  'HOME',
-  'HTTPS_PROXY',
-  'https_proxy',
-  'HTTP_PROXY',
-  'http_proxy',
-  'NO_PROXY',
-  'no_proxy',
-];
 
 const PATH_LIST_SEPARATOR = ':';
 const SUFFIXES = new Set(['override', 'default', 'append', 'prepend', 'delim']);

@@ -5,7 +5,7 @@ import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { parseToml } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
-import { apiAtLeast } from './api.js';
+import { apiAtLeast } from '../util/api-version.js';
 
 /** A process as a buildpack declared it, normalised across Buildpack API versions. */
 export interface ProcessDef {

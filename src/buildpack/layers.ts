@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { PackfarmError } from '../util/errors.js';
 import { parseToml, stringifyToml } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
-import { apiAtLeast } from './api.js';
+import { apiAtLeast } from '../util/api-version.js';
 
 /** `[types]` of `<layers>/<bp>/<layer>.toml`: where the layer goes. Missing types are all false. */
 export interface LayerTypes {

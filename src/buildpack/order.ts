@@ -1,61 +1,10 @@
 import { PackfarmError } from '../util/errors.js';
-import { type OrderFile, readOrderFile, type SystemFile } from '../platform/files.js';
-import { EXIT } from '../platform/exit-codes.js';
-import {
-  type BuildpackDescriptor,
-  type Order,
-  type OrderElement,
-  isComposite,
-  orderFromToml,
-} from './descriptor.js';
+import { type BuildpackDescriptor, type Order, type OrderElement, isComposite } from './descriptor.js';
 
 /**
- * Orders (buildpack.md "Order Resolution", platform.md "order.toml"): which groups of buildpacks detection
- * tries, in which sequence, after composite buildpacks are expanded.
+ * Order resolution (buildpack.md "Order Resolution"): which groups of buildpacks detection tries, in which
+ * sequence, after composite buildpacks are expanded. Reading order.toml and system.toml is platform/order.ts.
  */
-
-export interface PlatformOrder {
-  order: Order;
-  /** `[[order-extensions]]`; packfarm does not run image extensions yet, the detector refuses a non-empty one. */
-  orderExtensions: Order;
-}
-
-export function platformOrderFromFile(file: OrderFile): PlatformOrder {
-  return {
-    order: orderFromToml(file.order),
-    orderExtensions: orderFromToml(file['order-extensions'] ?? []),
-  };
-}
-
-/** Read and validate order.toml. */
-export async function readOrder(path: string): Promise<PlatformOrder> {
-  return platformOrderFromFile(await readOrderFile(path));
-}
-
-/**
- * Platform API 0.15 system buildpacks: `pre` ones are put in front of and `post` ones after every group,
- * each only when the group has no buildpack of that ID yet.
- */
-export function mergeSystemBuildpacks(order: Order, system: SystemFile): Order {
-  const pre = system.system.pre?.buildpacks ?? [];
-  const post = system.system.post?.buildpacks ?? [];
-  if (pre.length === 0 && post.length === 0) return order;
-  const toElement = (b: { id: string; version: string; optional?: boolean | undefined }): OrderElement => ({
-    id: b.id,
-    version: b.version,
-    optional: b.optional ?? false,
-  });
-  return order.map((g) => {
-    const ids = new Set(g.group.map((e) => e.id));
-    return {
-      group: [
-        ...pre.filter((b) => !ids.has(b.id)).map(toElement),
-        ...g.group,
-        ...post.filter((b) => !ids.has(b.id)).map(toElement),
-      ],
-    };
-  });
-}
 
 /** Finds buildpack descriptors (normally a cached `BuildpackStore.lookup`). */
 export type LookupBuildpack = (id: string, version: string) => Promise<BuildpackDescriptor>;
@@ -104,7 +53,7 @@ async function* expandGroup(
       throw new PackfarmError(
         'ORDER_CYCLE',
         `composite buildpack ${key} contains itself (${[...within, key].join(' → ')})`,
-        { exitCode: EXIT.DETECT_ERROR },
+        { kind: 'invalid-order' },
       );
     const after = rest.slice(i + 1);
     const inner = [...within, key];

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import type { PlanEntry, PlanRequire } from '../platform/files.js';
 import { PackfarmError } from '../util/errors.js';
 import { parseToml } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
@@ -8,6 +7,42 @@ import { parseWith } from '../util/validate.js';
  * The Build Plan (buildpack.md "Phase #1: Detection > Process", "Data Format > Build Plan (TOML)"): what each
  * passing bin/detect wrote, and the resolution of a group's plans into plan.toml entries.
  */
+
+// ---------------------------------------------------------------------------------------------------------
+// plan.toml: the resolved plan the detector writes and the build phase reads (platform.md "plan.toml").
+
+const nonEmpty = (what: string) => z.string().min(1, `${what} must not be empty`);
+
+export const PlanProviderSchema = z.object({
+  id: nonEmpty('id'),
+  version: nonEmpty('version'),
+  extension: z.boolean().optional(),
+});
+export type PlanProvider = z.output<typeof PlanProviderSchema>;
+
+/** One require of the build plan; `metadata` is the buildpack's free-form data. */
+export const PlanRequireSchema = z.object({
+  name: nonEmpty('name'),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+});
+export type PlanRequire = z.output<typeof PlanRequireSchema>;
+
+export const PlanEntrySchema = z
+  .object({
+    providers: z.array(PlanProviderSchema).min(1, 'an entry needs at least one provider'),
+    requires: z.array(PlanRequireSchema).min(1, 'an entry needs at least one require'),
+  })
+  .refine((e) => e.requires.every((r) => r.name === e.requires[0]?.name), {
+    message: 'all requires of an entry must have the same name',
+    path: ['requires'],
+  });
+export type PlanEntry = z.output<typeof PlanEntrySchema>;
+
+export const PlanFileSchema = z.object({ entries: z.array(PlanEntrySchema).default([]) });
+export type PlanFile = z.output<typeof PlanFileSchema>;
+
+// ---------------------------------------------------------------------------------------------------------
+// bin/detect's Build Plan
 
 export interface PlanSections {
   provides: { name: string }[];

@@ -1,3 +1,4 @@
+import { exitCodeOf } from '../platform/exit-codes.js';
 import { isPackfarmError } from '../util/errors.js';
 
 /** Where the CLI prints. Injected so tests can capture output; only cli/ writes to the terminal. */
@@ -25,7 +26,7 @@ export function reportError(io: CliIO, err: unknown, json: boolean): number {
   if (isPackfarmError(err)) {
     if (json) io.err(JSON.stringify({ error: { code: err.code, message: err.message, hint: err.hint } }));
     else io.err(`error: ${err.message}${err.hint ? `\nhint: ${err.hint}` : ''}`);
-    return err.exitCode;
+    return exitCodeOf(err);
   }
   const e = err as Error;
   if (json) io.err(JSON.stringify({ error: { code: 'INTERNAL', message: e?.message ?? String(err) } }));

@@ -1,4 +1,31 @@
-import { BUILD_ENV_ALLOWLIST, POSIX_PATH_VARS } from '../buildpack/env.js';
+// The allowlists live in the executor's room so that both the executor and the build environment model
+// (buildpack/env.ts) use one list, and exec imports nothing from buildpack.
+
+/** The POSIX path variables a buildpack may inherit and earlier buildpacks may extend. */
+export const POSIX_PATH_VARS: readonly string[] = [
+  'PATH',
+  'LD_LIBRARY_PATH',
+  'LIBRARY_PATH',
+  'CPATH',
+  'PKG_CONFIG_PATH',
+];
+
+/**
+ * Variables passed from the lifecycle's own environment to buildpacks. Everything else is dropped so the
+ * platform's (or the developer's shell's) environment cannot leak into builds; user variables come only
+ * through `<platform>/env/`.
+ */
+export const BUILD_ENV_ALLOWLIST: readonly string[] = [
+  'CNB_STACK_ID',
+  'HOSTNAME',
+  'HOME',
+  'HTTPS_PROXY',
+  'https_proxy',
+  'HTTP_PROXY',
+  'http_proxy',
+  'NO_PROXY',
+  'no_proxy',
+];
 
 /**
  * Which of the lifecycle's own environment variables a buildpack process may see. Like the reference
@@ -6,8 +33,6 @@ import { BUILD_ENV_ALLOWLIST, POSIX_PATH_VARS } from '../buildpack/env.js';
  * deprecated `CNB_STACK_ID` and the POSIX path variables (PATH, LD_LIBRARY_PATH, LIBRARY_PATH, CPATH,
  * PKG_CONFIG_PATH); everything else the platform runs with stays out. User variables reach buildpacks only
  * through `<platform>/env/` (unless `clear-env`), operator variables through `<build-config>/env/`.
- *
- * The list itself lives with the build environment model (buildpack/env.ts) so detect and build agree.
  */
 export const HOST_ENV_ALLOWLIST: readonly string[] = [...BUILD_ENV_ALLOWLIST, ...POSIX_PATH_VARS];
 

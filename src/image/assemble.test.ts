@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeTestImage, writeTestIndex } from '../../test/helpers/images.js';
 import { MediaType } from '../oci/media-types.js';
 import { isPackfarmError } from '../util/errors.js';
-import { type AssembleOptions, assembleImage, readBaseImage, transferBaseLayers } from './assemble.js';
+import { type AssembleOptions, assembleImage, transferBaseLayers } from './assemble.js';
+import { readBaseImage } from './read.js';
 import { type LayoutStore, openLayoutStore } from './layout-store.js';
 
 let dir: string;

@@ -1,15 +1,9 @@
+import { matchPlatform, runnableChildren } from './read.js';
 import pLimit from 'p-limit';
 import { type Digest, sha256Digest } from '../oci/digest.js';
 import { isImageManifestMediaType, isIndexMediaType } from '../oci/media-types.js';
-import {
-  type Platform,
-  compatiblePlatforms,
-  formatPlatform,
-  hostPlatform,
-  platformFromSpec,
-  platformsEqual,
-} from '../oci/platform.js';
-import { type Descriptor, type ImageIndex, ImageIndexSchema, ImageManifestSchema } from '../oci/schemas.js';
+import { type Platform, formatPlatform, hostPlatform, platformFromSpec } from '../oci/platform.js';
+import { type Descriptor, ImageIndexSchema, ImageManifestSchema } from '../oci/schemas.js';
 import { PackfarmError } from '../util/errors.js';
 import { canonicalJson } from '../util/json.js';
 import { parseJson, parseWith } from '../util/validate.js';
@@ -226,30 +220,6 @@ function checkDescriptor(d: Descriptor, m: StoredManifest, parent: string): void
       'MANIFEST_INVALID',
       `${parent}: child ${d.digest} (${d.size} bytes) was served as ${m.digest} (${m.bytes.length} bytes)`,
     );
-}
-
-/** Children that can stand for a platform: runnable images, not attestations or unknown/unknown. */
-export function runnableChildren(index: ImageIndex): Descriptor[] {
-  return index.manifests.filter(
-    (d) =>
-      d.platform !== undefined &&
-      d.platform.os !== 'unknown' &&
-      d.platform.architecture !== 'unknown' &&
-      d.annotations?.['vnd.docker.reference.type'] === undefined,
-  );
-}
-
-/**
- * The child of `index` to use for `want`: exact platform first, then what a `want` machine also runs
- * (containerd's preference order), first entry winning among equals as the image spec asks.
- */
-export function matchPlatform(index: ImageIndex, want: Platform): Descriptor | undefined {
-  const candidates = runnableChildren(index);
-  for (const p of compatiblePlatforms(want)) {
-    const hit = candidates.find((d) => platformsEqual(p, platformFromSpec(d.platform!)));
-    if (hit) return hit;
-  }
-  return undefined;
 }
 
 async function selectFromIndex(

@@ -6,6 +6,7 @@ import { writeTestImage, writeTestIndex } from '../../test/helpers/images.js';
 import { assertOciValid } from '../../test/helpers/oci-schema.js';
 import { MediaType } from '../oci/media-types.js';
 import { isPackfarmError } from '../util/errors.js';
+import { packfarmDataDir } from './data-dir.js';
 import { type LayoutStore, openLayoutStore } from './layout-store.js';
 import {
   addToManifestList,
@@ -15,7 +16,6 @@ import {
   inspectManifestList,
   listManifestLists,
   manifestListsDir,
-  packfarmDataDir,
   pushManifestList,
   removeFromManifestList,
 } from './manifest-list.js';

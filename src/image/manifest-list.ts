@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { isAbsolute, join } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { type Digest, isDigest } from '../oci/digest.js';
@@ -29,6 +28,7 @@ import {
   normalizePlatformSpec,
 } from './index-list.js';
 import { type LayoutStore, openLayoutStore } from './layout-store.js';
+import { packfarmDataDir } from './data-dir.js';
 import { withFileLock } from './lock.js';
 import type { ImageStore } from './store.js';
 import {
@@ -58,13 +58,6 @@ import {
  * skipped) with the platform its descriptor declares; platform flags are refused there (annotate afterwards).
  * Re-adding a digest replaces its entry.
  */
-
-export function packfarmDataDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.PACKFARM_HOME) return env.PACKFARM_HOME;
-  // The XDG spec says relative values are invalid and must be ignored.
-  if (env.XDG_DATA_HOME && isAbsolute(env.XDG_DATA_HOME)) return join(env.XDG_DATA_HOME, 'packfarm');
-  return join(homedir(), '.local', 'share', 'packfarm');
-}
 
 export function manifestListsDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(packfarmDataDir(env), 'manifests');

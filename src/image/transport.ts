@@ -2,7 +2,7 @@ import { isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { type Digest, isDigest } from '../oci/digest.js';
 import { type ImageReference, familiarReference, formatReference, parseReference } from '../oci/reference.js';
 import { PackfarmError } from '../util/errors.js';
-import { packfarmDataDir } from './manifest-list.js';
+import { localImagesDir } from './data-dir.js';
 import { isValidRefName, openLayoutStore } from './layout-store.js';
 import type { RegistryOptions } from './registry-store.js';
 import type { ImageStore } from './store.js';
@@ -148,11 +148,6 @@ export function insecureRegistriesFrom(
 ): string[] {
   const fromEnv = (env.CNB_INSECURE_REGISTRIES ?? '').split(/[\s,]+/).filter((s) => s !== '');
   return [...new Set([...flags, ...fromEnv])];
-}
-
-/** The default local layout root: bare references without `--publish` live under `<data dir>/images`. */
-export function localImagesDir(env: NodeJS.ProcessEnv = process.env): string {
-  return join(packfarmDataDir(env), 'images');
 }
 
 /**

@@ -3,7 +3,7 @@ import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayer } from '../archive/extract.js';
 import type { ImageStore, StoredManifest } from '../image/store.js';
-import { matchPlatform } from '../image/copy.js';
+import { matchPlatform } from '../image/read.js';
 import type { Digest } from '../oci/digest.js';
 import { isIndexMediaType, isImageManifestMediaType } from '../oci/media-types.js';
 import { formatPlatform, hostPlatform, type Platform, platformFromSpec } from '../oci/platform.js';

@@ -1,13 +1,14 @@
 import { rm } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { join } from 'node:path';
-import { LATEST_PLATFORM_API, apiAtLeast, checkBuildpackApi, checkPlatformApi } from '../buildpack/api.js';
+import { checkBuildpackApi } from '../buildpack/api.js';
+import { LATEST_PLATFORM_API, checkPlatformApi } from '../platform/api.js';
+import { apiAtLeast } from '../util/api-version.js';
 import {
   type BuildpackBuildOutput,
   type BuildpackForBuild,
   type BuildpackPlanEntry,
   runBuildpackBuild,
-  toBuildError,
 } from '../buildpack/build.js';
 import { type BuildpackStore, createBuildpackStore, isComposite } from '../buildpack/descriptor.js';
 import { newBuildEnv } from '../buildpack/env.js';
@@ -15,7 +16,7 @@ import { type BomEntry, type ProcessDef, checkSlicePaths } from '../buildpack/la
 import { copySbomFiles } from '../buildpack/sbom.js';
 import type { Executor } from '../exec/executor.js';
 import { createHostExecutor } from '../exec/host.js';
-import { EXIT } from '../platform/exit-codes.js';
+import { EXIT, exitCodeOf, mapErrorKinds, withExitCodeSet } from '../platform/exit-codes.js';
 import { type AnalyzedFile, type GroupFile, type PlanFile, runImageTargetOf } from '../platform/files.js';
 import {
   type BuildMetadata,
@@ -81,7 +82,11 @@ export interface BuildResult {
  *
  * Throws PackfarmError with the lifecycle exit code: 11/12 API, 51 buildpack failed, 52 other build errors.
  */
-export async function build(opts: BuildOptions): Promise<BuildResult> {
+export function build(opts: BuildOptions): Promise<BuildResult> {
+  return mapErrorKinds(() => runBuild(opts));
+}
+
+async function runBuild(opts: BuildOptions): Promise<BuildResult> {
   const platformApi = opts.platformApi ?? LATEST_PLATFORM_API;
   checkPlatformApi(platformApi);
   const log = opts.logger ?? silentLogger;
@@ -355,4 +360,19 @@ function lineSplitter(emit: (line: string) => void): { push: (chunk: Buffer) => 
 
 function missing(what: string): never {
   throw new Error(what);
+}
+
+/** Anything thrown while building is a lifecycle build error (exit 52) unless it carries a more specific code. */
+function toBuildError(err: unknown): PackfarmError {
+  if (err instanceof PackfarmError) {
+    // Errors that already carry a specific lifecycle code (51, 12 …) keep it; generic ones become 52.
+    if (err.exitCode !== EXIT.FAILED) return err;
+    const code = exitCodeOf(err);
+    return withExitCodeSet(err, code === EXIT.FAILED ? EXIT.BUILD_ERROR : code);
+  }
+  const e = err as Error;
+  return new PackfarmError('BUILD_ERROR', e?.message ?? String(err), {
+    exitCode: EXIT.BUILD_ERROR,
+    cause: err,
+  });
 }

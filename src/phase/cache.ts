@@ -1,91 +1,25 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Readable, Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { writeLayer } from '../archive/layer-writer.js';
 import { buildpackLayersDir, escapeId, readBuildpackLayers } from '../buildpack/layers.js';
-import type { ImageStore } from '../image/store.js';
+import type { CacheMetadata } from '../cache/metadata.js';
+import { type CacheLocation, DEFAULT_IMAGE_LAYERS_DIR, type OpenedCache, openCache } from '../cache/open.js';
 import type { Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
 import type { BuildpackLayersMetadata } from '../platform/labels.js';
 import { type Logger, silentLogger } from '../util/log.js';
-import { openDirCache } from '../cache/dir-cache.js';
-import { openImageCache } from '../cache/image-cache.js';
-import type { CacheMetadata } from '../cache/metadata.js';
-import type { CacheBackend } from '../cache/types.js';
 
-export {
-  CACHE_METADATA_LABEL,
-  type CacheMetadata,
-  CacheMetadataSchema,
-  cachedLayersFor,
-  cachePlatformKey,
-  emptyCacheMetadata,
-  parseCacheMetadata,
-} from '../cache/metadata.js';
-export { dirCachePaths } from '../cache/dir-cache.js';
-
-/** Where a build cache lives: a directory (`-cache-dir`) or an image tag in a store (`-cache-image`). */
-export type CacheLocation = { kind: 'dir'; dir: string } | { kind: 'image'; store: ImageStore; tag: string };
+/**
+ * The cache phase of the exporter (the reference lifecycle's `phase/cache.go`): save the group's cache=true
+ * layers as the new build cache. The two cache backends live in cache/.
+ */
 
 /**
  * Owner of cached layer entries unless -uid/-gid say otherwise: the exporter's default for buildpack layers,
  * so a launch+cache layer tars to the same diffID for the app image and the cache.
  */
 export const DEFAULT_LAYER_OWNER = 1000;
-
-/** Where launch layers live inside the app image; cached tars use the same paths (see spec/cache.md). */
-export const DEFAULT_IMAGE_LAYERS_DIR = '/layers';
-
-/** A cache opened for one target platform, read side. */
-export interface OpenedCache {
-  readonly description: string;
-  readonly platform: Platform;
-  /** The cache's record of layers; empty when there is no cache yet, it is another platform's, or it was cleared. */
-  metadata(): Promise<CacheMetadata>;
-  hasLayer(diffId: Digest): Promise<boolean>;
-  /** The cached layer's bytes (plain tar or gzip; `extractLayer` detects which). */
-  layer(diffId: Digest): Promise<Readable>;
-  /** Forget the cache's contents (dir cache: deleted; image cache: ignored, replaced by the next export). */
-  clear(): Promise<void>;
-  /** @internal the backend, for exportCache. */
-  readonly backend: CacheBackend;
-}
-
-export interface OpenCacheOptions {
-  logger?: Logger;
-  /** `--clear-cache`: start from an empty cache (and delete a dir cache's platform subdirectory). */
-  clear?: boolean;
-  /** Stamp of the cache image's config (default 1980-01-01T00:00:01Z, for reproducible cache images). */
-  creationTime?: Date;
-}
-
-export async function openCache(
-  location: CacheLocation,
-  target: Platform,
-  opts: OpenCacheOptions = {},
-): Promise<OpenedCache> {
-  const logger = opts.logger ?? silentLogger;
-  const backend =
-    location.kind === 'dir'
-      ? openDirCache(location.dir, target, logger)
-      : openImageCache({
-          store: location.store,
-          tag: location.tag,
-          platform: target,
-          logger,
-          ...(opts.creationTime ? { creationTime: opts.creationTime } : {}),
-        });
-  if (opts.clear) await backend.clear();
-  return {
-    description: backend.description,
-    platform: target,
-    metadata: () => backend.metadata(),
-    hasLayer: (d) => backend.hasLayer(d),
-    layer: (d) => backend.layer(d),
-    clear: () => backend.clear(),
-    backend,
-  };
-}
 
 export interface CacheGroupEntry {
   id: string;

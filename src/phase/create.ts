@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import type { BuildpackStore, Order } from '../buildpack/descriptor.js';
-import type { PlatformOrder } from '../buildpack/order.js';
-import { type CacheLocation, exportCache, type ExportCacheResult, openCache } from './cache.js';
+import type { PlatformOrder } from '../platform/order.js';
+import { type CacheLocation, openCache } from '../cache/open.js';
+import { exportCache, type ExportCacheResult } from './cache.js';
 import type { Executor } from '../exec/executor.js';
 import type { ImageStore } from '../image/store.js';
 import type { Platform } from '../oci/platform.js';

@@ -2,7 +2,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pLimit from 'p-limit';
-import { apiAtLeast, checkBuildpackApi, checkPlatformApi, LATEST_PLATFORM_API } from '../buildpack/api.js';
+import { checkBuildpackApi } from '../buildpack/api.js';
+import { checkPlatformApi, LATEST_PLATFORM_API } from '../platform/api.js';
+import { apiAtLeast } from '../util/api-version.js';
 import {
   type BuildpackDescriptor,
   type BuildpackStore,
@@ -13,11 +15,12 @@ import {
 } from '../buildpack/descriptor.js';
 import { type DetectOutcome, runDetect, verdictOf } from '../buildpack/detect.js';
 import { type EnvFile, readEnvDir } from '../buildpack/env.js';
-import { expandOrder, mergeSystemBuildpacks, type PlatformOrder, readOrder } from '../buildpack/order.js';
+import { expandOrder } from '../buildpack/order.js';
+import { mergeSystemBuildpacks, type PlatformOrder, readOrder } from '../platform/order.js';
 import { type PlanCandidate, resolveBuildPlan } from '../buildpack/plan.js';
 import { createHostExecutor } from '../exec/host.js';
 import type { Executor } from '../exec/executor.js';
-import { EXIT } from '../platform/exit-codes.js';
+import { EXIT, mapErrorKinds } from '../platform/exit-codes.js';
 import {
   type GroupEntry,
   type PlanFile,
@@ -119,7 +122,11 @@ interface LogEntry {
 const keyOf = (id: string, version: string) => `${id}@${version}`;
 
 /** Run detection. Throws PackfarmError with the lifecycle exit code (20, 21, 22, 11, 12 …) on failure. */
-export async function detect(opts: DetectOptions): Promise<DetectResult> {
+export function detect(opts: DetectOptions): Promise<DetectResult> {
+  return mapErrorKinds(() => runDetection(opts));
+}
+
+async function runDetection(opts: DetectOptions): Promise<DetectResult> {
   const platformApi = checkPlatformApi(opts.platformApi ?? LATEST_PLATFORM_API);
   const logger = opts.logger ?? silentLogger;
   const executor = opts.executor ?? createHostExecutor();

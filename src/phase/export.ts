@@ -11,7 +11,7 @@ import {
   writeLayer,
   writeLayerFromEntries,
 } from '../archive/index.js';
-import { LATEST_PLATFORM_API, checkPlatformApi } from '../buildpack/api.js';
+import { LATEST_PLATFORM_API, checkPlatformApi } from '../platform/api.js';
 import {
   type BuildpackLayer,
   buildpackLayersDir,
@@ -19,13 +19,8 @@ import {
   readBuildpackLayers,
 } from '../buildpack/layers.js';
 import { PROCESS_TYPE_PATTERN } from '../buildpack/launch.js';
-import {
-  type AppendedLayer,
-  type BaseImage,
-  assembleImage,
-  readBaseImage,
-  transferBaseLayers,
-} from '../image/assemble.js';
+import { type AppendedLayer, assembleImage, transferBaseLayers } from '../image/assemble.js';
+import { type BaseImage, readBaseImage } from '../image/read.js';
 import type { LayoutStore } from '../image/layout-store.js';
 import type { ImageStore } from '../image/store.js';
 import {

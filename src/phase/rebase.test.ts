@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestImage, tarGz, writeTestImage, writeTestIndex } from '../../test/helpers/images.js';
-import { readBaseImage } from '../image/assemble.js';
+import { readBaseImage } from '../image/read.js';
 import { type LayoutStore, openLayoutStore } from '../image/layout-store.js';
 import type { Digest } from '../oci/digest.js';
 import { parsePlatform } from '../oci/platform.js';

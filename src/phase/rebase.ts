@@ -1,7 +1,8 @@
 import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
-import { type BaseImage, readBaseImage } from '../image/assemble.js';
-import { copyImage, runnableChildren } from '../image/copy.js';
+import { type BaseImage, readBaseImage } from '../image/read.js';
+import { copyImage } from '../image/copy.js';
+import { runnableChildren } from '../image/read.js';
 import type { ImageStore, PutBlobResult } from '../image/store.js';
 import { type Digest, sha256Digest } from '../oci/digest.js';
 import { MediaType, isDockerMediaType, isIndexMediaType } from '../oci/media-types.js';

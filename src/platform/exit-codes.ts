@@ -1,3 +1,5 @@
+import { type ErrorKind, PackfarmError } from '../util/errors.js';
+
 /**
  * Exit codes of the lifecycle phases (platform.md, per-phase "Exit Code" tables; the concrete values inside
  * each band are the ones the reference lifecycle uses, so platforms written against it keep working).
@@ -31,6 +33,36 @@ export const EXIT = {
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
-/** Exit codes of a buildpack's bin/detect (buildpack.md "Detection"): anything else is an error. */
-export const DETECT_PASS = 0;
-export const DETECT_FAIL = 100;
+/** The exit code of each kind of error raised below the phases (see `ErrorKind`). */
+export const KIND_EXIT: Readonly<Record<ErrorKind, ExitCode>> = {
+  'incompatible-buildpack-api': EXIT.INCOMPATIBLE_BUILDPACK_API,
+  'buildpack-failed': EXIT.BUILD_FAILED_WITH_ERRORS,
+  'invalid-order': EXIT.DETECT_ERROR,
+};
+
+/** The exit code an error stands for: a specific code it carries, else its kind's, else the generic 1. */
+export function exitCodeOf(err: PackfarmError): number {
+  if (err.exitCode !== EXIT.FAILED) return err.exitCode;
+  return err.kind === undefined ? EXIT.FAILED : KIND_EXIT[err.kind];
+}
+
+/** The same error carrying `exitCode` (PackfarmError is immutable; the original stays the cause). */
+export function withExitCodeSet(err: PackfarmError, exitCode: number): PackfarmError {
+  return new PackfarmError(err.code, err.message, {
+    exitCode,
+    cause: err,
+    ...(err.hint === undefined ? {} : { hint: err.hint }),
+    ...(err.kind === undefined ? {} : { kind: err.kind }),
+  });
+}
+
+/** Run a phase, giving errors from below it the exit code of their kind. */
+export async function mapErrorKinds<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof PackfarmError && err.exitCode === EXIT.FAILED && err.kind !== undefined)
+      throw withExitCodeSet(err, KIND_EXIT[err.kind]);
+    throw err;
+  }
+}

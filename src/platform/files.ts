@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
+import { type PlanFile, PlanFileSchema } from '../buildpack/plan.js';
 import { PackfarmError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { parseToml, stringifyToml, type TomlTable } from '../util/toml.js';
@@ -54,33 +55,17 @@ export type GroupFile = z.output<typeof GroupFileSchema>;
 // ---------------------------------------------------------------------------------------------------------
 // plan.toml
 
-export const PlanProviderSchema = z.object({
-  id: nonEmpty('id'),
-  version: nonEmpty('version'),
-  extension: z.boolean().optional(),
-});
-export type PlanProvider = z.output<typeof PlanProviderSchema>;
-
-/** One require of the build plan; `metadata` is the buildpack's free-form data. */
-export const PlanRequireSchema = z.object({
-  name: nonEmpty('name'),
-  metadata: z.record(z.string(), z.unknown()).optional(),
-});
-export type PlanRequire = z.output<typeof PlanRequireSchema>;
-
-export const PlanEntrySchema = z
-  .object({
-    providers: z.array(PlanProviderSchema).min(1, 'an entry needs at least one provider'),
-    requires: z.array(PlanRequireSchema).min(1, 'an entry needs at least one require'),
-  })
-  .refine((e) => e.requires.every((r) => r.name === e.requires[0]?.name), {
-    message: 'all requires of an entry must have the same name',
-    path: ['requires'],
-  });
-export type PlanEntry = z.output<typeof PlanEntrySchema>;
-
-export const PlanFileSchema = z.object({ entries: z.array(PlanEntrySchema).default([]) });
-export type PlanFile = z.output<typeof PlanFileSchema>;
+// The plan's schema is part of the buildpack contract (buildpack/plan.ts): detection resolves it there.
+export {
+  type PlanEntry,
+  PlanEntrySchema,
+  type PlanFile,
+  PlanFileSchema,
+  type PlanProvider,
+  PlanProviderSchema,
+  type PlanRequire,
+  PlanRequireSchema,
+} from '../buildpack/plan.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // analyzed.toml

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { apiAtLeast } from '../buildpack/api.js';
+import { apiAtLeast } from '../util/api-version.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { parseToml, stringifyToml } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';

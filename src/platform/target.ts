@@ -1,22 +1,12 @@
 import { readFile } from 'node:fs/promises';
+import type { BuildpackTarget, TargetDistro } from '../buildpack/descriptor.js';
 import { hostPlatform, normalizePlatform } from '../oci/platform.js';
 
 /**
  * Targets (buildpack.md "buildpack.toml > Targets", platform.md "Target Data"): what a buildpack says it can
  * build for, and what the base (run) image of a build is. Empty or missing fields are wildcards.
  */
-export interface TargetDistro {
-  name?: string;
-  version?: string;
-}
-
-/** One `[[targets]]` entry of buildpack.toml. */
-export interface BuildpackTarget {
-  os?: string;
-  arch?: string;
-  variant?: string;
-  distros?: TargetDistro[];
-}
+export type { BuildpackTarget, TargetDistro } from '../buildpack/descriptor.js';
 
 /** The target of the build: the run image's os/arch/variant and distro (analyzed.toml `[run-image.target]`). */
 export interface RunImageTarget {

@@ -1,23 +1,38 @@
 /**
+ * What kind of failure an error raised below the phases is. The buildpack contract (buildpack/) does not know
+ * the platform's exit-code table; the phases map a kind to its CNB exit code (platform/exit-codes.ts).
+ */
+export type ErrorKind =
+  /** A buildpack declares no, a malformed or an unsupported Buildpack API. */
+  | 'incompatible-buildpack-api'
+  /** A buildpack's bin/build failed: missing, not executable, could not start, or exited non-zero. */
+  | 'buildpack-failed'
+  /** The order cannot be resolved into groups (a composite buildpack contains itself). */
+  | 'invalid-order';
+
+/**
  * The one user-facing error class. `code` is stable (tests and scripts match on it), `message` says what
- * failed and why, `hint` says what to do. `exitCode` lets lifecycle phases carry the CNB exit code.
+ * failed and why, `hint` says what to do. `exitCode` lets lifecycle phases carry the CNB exit code; `kind`
+ * lets code below the phases say what failed without knowing that table.
  * Programmer errors stay plain `Error`.
  */
 export class PackfarmError extends Error {
   readonly code: string;
   readonly hint: string | undefined;
   readonly exitCode: number;
+  readonly kind: ErrorKind | undefined;
 
   constructor(
     code: string,
     message: string,
-    options: { hint?: string; exitCode?: number; cause?: unknown } = {},
+    options: { hint?: string; exitCode?: number; kind?: ErrorKind; cause?: unknown } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'PackfarmError';
     this.code = code;
     this.hint = options.hint;
     this.exitCode = options.exitCode ?? 1;
+    this.kind = options.kind;
   }
 }
 

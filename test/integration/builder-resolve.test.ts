@@ -11,7 +11,7 @@ import {
   writeLayer,
   writeLayerFromEntries,
 } from '../../src/archive/index.js';
-import { platformOrderFromFile } from '../../src/buildpack/order.js';
+import { platformOrderFromFile } from '../../src/platform/order.js';
 import { type ResolvedBuilder, resolveBuilder } from '../../src/builder/resolve.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import type { ImageStore } from '../../src/image/store.js';

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import type { CliIO } from '../../src/cli/output.js';
 import { runLifecycleCommand } from '../../src/cli/lifecycle.js';
-import { readBaseImage } from '../../src/image/assemble.js';
+import { readBaseImage } from '../../src/image/read.js';
 import { buildIndex } from '../../src/image/index-list.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { createRegistryStore } from '../../src/image/registry-store.js';

@@ -2,7 +2,8 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CacheLocation, exportCache, openCache } from '../../src/phase/cache.js';
+import { type CacheLocation, openCache } from '../../src/cache/open.js';
+import { exportCache } from '../../src/phase/cache.js';
 import { parsePlatform } from '../../src/oci/platform.js';
 import { LifecycleMetadataSchema } from '../../src/platform/labels.js';
 import { restore } from '../../src/phase/restore.js';

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { type CacheLocation, openCache } from '../../phase/cache.js';
+import { type CacheLocation, openCache } from '../../cache/open.js';
 import { type OpenedImage, openImage } from '../../image/transport.js';
 import { parseReference } from '../../oci/reference.js';
 import { analyzeToFile } from '../../phase/analyze.js';

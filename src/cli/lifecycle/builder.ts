@@ -2,7 +2,7 @@ import { EXIT } from '../../platform/exit-codes.js';
 import { readAnalyzedFile, readGroupFile, readPlanFile } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import { type BuildEvent, build } from '../../phase/build.js';
-import { formatApiVersion } from '../../buildpack/api.js';
+import { formatApiVersion } from '../../util/api-version.js';
 import type { CliIO } from '../output.js';
 import { phaseUsage, preparePhase } from './common.js';
 import type { PhaseCommand } from './types.js';

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { type ApiVersion, checkPlatformApi, formatApiVersion } from '../../buildpack/api.js';
+import { checkPlatformApi } from '../../platform/api.js';
+import { type ApiVersion, formatApiVersion } from '../../util/api-version.js';
 import { EXIT } from '../../platform/exit-codes.js';
 import {
   formatInputsHelp,

@@ -1,6 +1,6 @@
-import { formatApiVersion } from '../../buildpack/api.js';
+import { formatApiVersion } from '../../util/api-version.js';
 import { createBuildpackStore } from '../../buildpack/descriptor.js';
-import { readOrder } from '../../buildpack/order.js';
+import { readOrder } from '../../platform/order.js';
 import { createHostExecutor } from '../../exec/host.js';
 import { hostPlatform } from '../../oci/platform.js';
 import { type CreatePhase, create } from '../../phase/create.js';

@@ -1,5 +1,5 @@
 import { pathExists } from '../../util/fs.js';
-import { type ApiVersion, apiAtLeast, formatApiVersion } from '../../buildpack/api.js';
+import { type ApiVersion, apiAtLeast, formatApiVersion } from '../../util/api-version.js';
 import { detect } from '../../phase/detect.js';
 import { EXIT } from '../../platform/exit-codes.js';
 import { type InputDef, LIFECYCLE_INPUTS, type ResolvedInputs } from '../../platform/inputs.js';

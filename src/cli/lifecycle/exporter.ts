@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type ApiVersion, formatApiVersion } from '../../buildpack/api.js';
+import { type ApiVersion, formatApiVersion } from '../../util/api-version.js';
 import { type OpenedImage, openImage } from '../../image/transport.js';
 import { parseReference } from '../../oci/reference.js';
 import { EXIT } from '../../platform/exit-codes.js';

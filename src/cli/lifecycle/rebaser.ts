@@ -1,4 +1,4 @@
-import type { ApiVersion } from '../../buildpack/api.js';
+import type { ApiVersion } from '../../util/api-version.js';
 import { type OpenedImage, openImage } from '../../image/transport.js';
 import { type RebaseImageRef, rebase } from '../../phase/rebase.js';
 import { EXIT } from '../../platform/exit-codes.js';

@@ -1,5 +1,5 @@
-import { type ApiVersion, apiAtLeast, formatApiVersion, parseApiVersion } from '../../buildpack/api.js';
-import { openCache } from '../../phase/cache.js';
+import { type ApiVersion, apiAtLeast, formatApiVersion, parseApiVersion } from '../../util/api-version.js';
+import { openCache } from '../../cache/open.js';
 import { hostPlatform, normalizePlatform, type Platform } from '../../oci/platform.js';
 import { previousMetadataFromAnalyzed, restore } from '../../phase/restore.js';
 import { EXIT } from '../../platform/exit-codes.js';
