@@ -3,17 +3,12 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { type MemoryEntry, writeLayer, writeLayerFromEntries } from '../archive/index.js';
-import { SUPPORTED_BUILDPACK_APIS, SUPPORTED_PLATFORM_APIS } from '../buildpack/api.js';
+import { SUPPORTED_BUILDPACK_APIS } from '../buildpack/api.js';
+import { SUPPORTED_PLATFORM_APIS } from '../platform/api.js';
 import type { BuildpackDescriptor } from '../buildpack/descriptor.js';
 import { type StagedBuildpack, stageBuildpack } from '../buildpack/source.js';
-import {
-  type AppendedLayer,
-  type BaseImage,
-  assembleImage,
-  readBaseImage,
-  transferBaseLayers,
-} from '../image/assemble.js';
-import { runnableChildren } from '../image/copy.js';
+import { type AppendedLayer, assembleImage, transferBaseLayers } from '../image/assemble.js';
+import { type BaseImage, readBaseImage, runnableChildren } from '../image/read.js';
 import { buildIndex } from '../image/index-list.js';
 import type { RegistryOptions } from '../image/registry-store.js';
 import type { ImageStore } from '../image/store.js';

@@ -1,6 +1,5 @@
 import { z } from 'zod';
-import { readBaseImage } from '../image/assemble.js';
-import { runnableChildren } from '../image/copy.js';
+import { readBaseImage, runnableChildren } from '../image/read.js';
 import type { OpenedImage } from '../image/transport.js';
 import { isIndexMediaType } from '../oci/media-types.js';
 import { type Platform, formatPlatform, platformFromSpec } from '../oci/platform.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { writeLayerFromEntries } from '../../archive/index.js';
 import { buildIndex } from '../../image/index-list.js';
-import { packfarmDataDir } from '../../image/manifest-list.js';
+import { packfarmDataDir } from '../../image/data-dir.js';
 import type { RegistryOptions } from '../../image/registry-store.js';
 import type { ImageStore } from '../../image/store.js';
 import { openImage } from '../../image/transport.js';
