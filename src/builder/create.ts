@@ -2,11 +2,9 @@ import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { type MemoryEntry, writeLayer, writeLayerFromEntries } from '../archive/index.js';
+import { type MemoryEntry, writeLayerFromEntries } from '../archive/index.js';
 import { SUPPORTED_BUILDPACK_APIS } from '../buildpack/api.js';
 import { SUPPORTED_PLATFORM_APIS } from '../platform/api.js';
-import type { BuildpackDescriptor } from '../buildpack/descriptor.js';
-import { type StagedBuildpack, stageBuildpack } from '../buildpack/source.js';
 import { type AppendedLayer, assembleImage, transferBaseLayers } from '../image/assemble.js';
 import { type BaseImage, readBaseImage, runnableChildren } from '../image/read.js';
 import { buildIndex } from '../image/index-list.js';
@@ -30,6 +28,16 @@ import { stringifyToml } from '../util/toml.js';
 import { REPRODUCIBLE_EPOCH } from '../util/time.js';
 import { parseJson, parseWith } from '../util/validate.js';
 import { type BuilderToml, readBuilderToml } from './builder-toml.js';
+import {
+  type BuildpackModule,
+  checkCompositeChildren,
+  checkModuleTargets,
+  isPackageUri,
+  layersLabel,
+  moduleFromSource,
+  readBuildpackage,
+  uniqueModules,
+} from './modules.js';
 import { BUILDER_METADATA_LABEL, BUILDPACK_LAYERS_LABEL, resolveTomlOrder } from './resolve.js';
 
 /**
@@ -81,19 +89,6 @@ export interface CreateBuilderResult {
   targets: BuilderTargetResult[];
 }
 
-interface BuildpackLayer {
-  descriptor: BuildpackDescriptor;
-  digest: Digest;
-  size: number;
-  diffId: Digest;
-  file: string;
-}
-
-/** `/` in an id becomes `_` on disk (the distribution spec's rule). */
-export function escapedId(id: string): string {
-  return id.replace(/\//g, '_');
-}
-
 export async function createBuilder(opts: CreateBuilderOptions): Promise<CreateBuilderResult> {
   const emit = opts.onEvent ?? (() => {});
   const toml = await readBuilderToml(opts.config);
@@ -130,39 +125,30 @@ export async function createBuilder(opts: CreateBuilderOptions): Promise<CreateB
   await mkdir(opts.scratchDir, { recursive: true });
   const scratch = await mkdtemp(join(opts.scratchDir, 'builder-create-'));
   try {
-    const staged = await stageAll(toml, source, join(scratch, 'staged'));
-    const order = resolveTomlOrder(toml, staged, source);
-    checkComposites(staged, source);
     const mtime = opts.creationTime ?? REPRODUCIBLE_EPOCH;
-    const bpLayers: BuildpackLayer[] = [];
-    for (const s of uniqueBuildpacks(staged)) {
-      const file = join(scratch, `bp-${bpLayers.length}.tgz`);
-      const layer = await writeLayer({
-        dir: s.dir,
-        out: file,
-        prefix: `cnb/buildpacks/${escapedId(s.id)}/${s.version}`,
-        mtime,
-      });
-      bpLayers.push({
-        descriptor: s.descriptor,
-        digest: layer.digest,
-        size: layer.size,
-        diffId: layer.diffId,
-        file,
-      });
-      emit({ type: 'buildpack', id: s.id, version: s.version, diffId: layer.diffId });
-    }
+    const sources = await sourcesOf(toml, source, {
+      scratch,
+      mtime,
+      ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
+    });
     const dest = await openImage(opts.image, { ...openOpts, create: true });
     const results: BuilderTargetResult[] = [];
+    let order: ReturnType<typeof resolveTomlOrder> | undefined;
     for (const platform of platforms) {
+      const modules = uniqueModules((await Promise.all(sources.map((get) => get(platform)))).flat());
+      // The order is resolved against what the first target has; packages give the same ids on every target.
+      order ??= resolveTomlOrder(toml, modules, source);
+      checkCompositeChildren(modules, source, "builder's [[buildpacks]]");
+      checkModuleTargets(modules, platform, source);
+      for (const m of modules)
+        emit({ type: 'buildpack', id: m.id, version: m.version, diffId: m.info.layerDiffID as Digest });
       const base = await readBaseImage(build.store, build.target, platform);
-      checkTargetSupport(bpLayers, platform, source);
       const r = await writeTargetBuilder({
         base,
         platform,
         toml,
         order,
-        bpLayers,
+        modules,
         dest: dest.store,
         scratch,
         mtime,
@@ -263,87 +249,70 @@ function dedupe(ps: Platform[]): Platform[] {
   return out;
 }
 
-async function stageAll(toml: BuilderToml, source: string, scratch: string): Promise<StagedBuildpack[]> {
-  const staged: StagedBuildpack[] = [];
+type ModuleSource = (platform: Platform) => Promise<BuildpackModule[]>;
+
+/**
+ * Each [[buildpacks]] entry as a function of the target: a directory or archive gives the same layer for every
+ * target (written once), a buildpackage (docker://, oci:, .cnb) is read for each target's platform.
+ */
+async function sourcesOf(
+  toml: BuilderToml,
+  source: string,
+  opts: { scratch: string; mtime: Date; insecureRegistries?: string[] },
+): Promise<ModuleSource[]> {
+  const out: ModuleSource[] = [];
   for (const [i, b] of toml.buildpacks.entries()) {
-    const field = `buildpacks[${i}].uri`;
-    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(b.uri)?.[1]?.toLowerCase();
-    if (scheme !== undefined && scheme !== 'file')
-      throw new PackfarmError(
-        'BUILDER_UNSUPPORTED',
-        `${source}: ${field}: "${b.uri}": ${scheme === 'docker' || scheme === 'oci' ? 'buildpackage images' : `${scheme}: URIs`} are not supported by builder create yet`,
-        { hint: 'point uri at a buildpack directory or a .tgz archive, relative to builder.toml' },
-      );
-    let s: StagedBuildpack;
-    try {
-      s = await stageBuildpack(b.uri, { cwd: dirname(source), scratchDir: scratch });
-    } catch (err) {
-      if (isPackfarmError(err))
-        throw new PackfarmError(err.code, `${source}: ${field}: ${err.message}`, {
+    const field = `${source}: buildpacks[${i}].uri`;
+    const named = (m: { id: string; version: string }) => {
+      for (const key of ['id', 'version'] as const) {
+        const want = b[key];
+        if (want !== undefined && want !== m[key])
+          throw new PackfarmError(
+            'INVALID_BUILDER_TOML',
+            `${source}: buildpacks[${i}].${key}: "${want}" but "${b.uri}" holds "${m[key]}"`,
+          );
+      }
+    };
+    const rethrow = (err: unknown): never => {
+      if (isPackfarmError(err) && !err.message.startsWith(source))
+        throw new PackfarmError(err.code, `${field}: ${err.message}`, {
           cause: err,
           ...(err.hint ? { hint: err.hint } : {}),
         });
       throw err;
+    };
+    if (isPackageUri(b.uri)) {
+      out.push(async (platform) => {
+        const pkg = await readBuildpackage(b.uri, {
+          cwd: dirname(source),
+          scratch: opts.scratch,
+          platform,
+          source: field,
+          ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
+        }).catch(rethrow);
+        named(pkg);
+        return pkg.modules;
+      });
+      continue;
     }
-    for (const key of ['id', 'version'] as const) {
-      const want = b[key];
-      if (want !== undefined && want !== s[key])
-        throw new PackfarmError(
-          'INVALID_BUILDER_TOML',
-          `${source}: buildpacks[${i}].${key}: "${want}" but ${s.descriptor.path} says "${s[key]}"`,
-        );
-    }
-    staged.push(s);
-  }
-  return staged;
-}
-
-function uniqueBuildpacks(staged: readonly StagedBuildpack[]): StagedBuildpack[] {
-  const seen = new Map<string, StagedBuildpack>();
-  for (const s of staged) if (!seen.has(`${s.id}@${s.version}`)) seen.set(`${s.id}@${s.version}`, s);
-  return [...seen.values()].sort((a, b) => {
-    const x = `${a.id}@${a.version}`;
-    const y = `${b.id}@${b.version}`;
-    return x < y ? -1 : x > y ? 1 : 0;
-  });
-}
-
-/** Every buildpack a composite names must be in the builder too. */
-function checkComposites(staged: readonly StagedBuildpack[], source: string): void {
-  const keys = new Set(staged.map((s) => `${s.id}@${s.version}`));
-  for (const s of staged)
-    for (const g of s.descriptor.order)
-      for (const e of g.group)
-        if (!keys.has(`${e.id}@${e.version}`))
-          throw new PackfarmError(
-            'INVALID_BUILDER_TOML',
-            `${source}: buildpacks: ${s.id}@${s.version} (a composite) names ${e.id}@${e.version}, which is not among the builder's [[buildpacks]]`,
-            { hint: `add [[buildpacks]] uri = "<dir or archive of ${e.id}>"` },
-          );
-}
-
-/** A buildpack that declares targets must match this one (os/arch/variant; empty fields match anything). */
-function checkTargetSupport(layers: readonly BuildpackLayer[], platform: Platform, source: string): void {
-  for (const l of layers) {
-    const d = l.descriptor;
-    if (d.targetsFrom !== 'targets' || d.targets.length === 0) continue;
-    const ok = d.targets.some(
-      (t) =>
-        (!t.os || t.os === platform.os) &&
-        (!t.arch ||
-          platformsEqual(
-            { os: platform.os, architecture: t.arch },
-            { os: platform.os, architecture: platform.architecture },
-          )) &&
-        (!t.variant || t.variant === (platform.variant ?? '')),
-    );
-    if (!ok)
+    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(b.uri)?.[1]?.toLowerCase();
+    if (scheme !== undefined && scheme !== 'file')
       throw new PackfarmError(
-        'BUILDPACK_TARGET_UNSUPPORTED',
-        `${source}: buildpack ${d.id}@${d.version} does not support ${formatPlatform(platform)} (its buildpack.toml lists ${d.targets.map((t) => [t.os, t.arch, t.variant].filter(Boolean).join('/')).join(', ')})`,
-        { hint: 'drop the target, or add it to the buildpack’s [[targets]]' },
+        'BUILDER_UNSUPPORTED',
+        `${field}: "${b.uri}": ${scheme}: URIs are not supported`,
+        {
+          hint: 'point uri at a buildpack directory, a .tgz archive, a .cnb file, docker://IMAGE or oci:DIR[:TAG]',
+        },
       );
+    const m = await moduleFromSource(b.uri, {
+      cwd: dirname(source),
+      scratch: join(opts.scratch, 'staged'),
+      mtime: opts.mtime,
+    }).catch(rethrow);
+    named(m);
+    out.push(async () => [m]);
   }
+  return out;
 }
 
 interface TargetInput {
@@ -351,7 +320,7 @@ interface TargetInput {
   platform: Platform;
   toml: BuilderToml;
   order: { order: { group: { id: string; version: string; optional?: boolean | undefined }[] }[] };
-  bpLayers: readonly BuildpackLayer[];
+  modules: readonly BuildpackModule[];
   dest: ImageStore;
   scratch: string;
   mtime: Date;
@@ -449,32 +418,19 @@ async function writeTargetBuilder(t: TargetInput): Promise<BuilderTargetResult> 
       ),
     );
   const generated = [dirs, order, stack, run, ...extra];
-  for (const l of [...t.bpLayers, ...generated])
+  for (const m of t.modules)
+    await t.dest.putBlob({
+      digest: m.layer.digest,
+      size: m.layer.size,
+      open: m.layer.open,
+      ...(m.layer.mountFrom ? { mountFrom: m.layer.mountFrom } : {}),
+    });
+  for (const l of generated)
     await t.dest.putBlob({ digest: l.digest, size: l.size, open: () => createReadStream(l.file) });
 
-  const layersLabel: Record<string, Record<string, Record<string, unknown>>> = {};
-  for (const l of t.bpLayers) {
-    const d = l.descriptor;
-    // pack's key order: api, stacks, targets, order, layerDiffID, homepage, name.
-    const info: Record<string, unknown> = { api: d.api };
-    if (d.stacks.length > 0)
-      info.stacks = d.stacks.map((s) => ({ id: s.id, ...(s.mixins.length > 0 ? { mixins: s.mixins } : {}) }));
-    if (d.targetsFrom === 'targets' && d.targets.length > 0)
-      info.targets = d.targets.map((x) => ({
-        os: x.os,
-        arch: x.arch,
-        ...(x.variant ? { variant: x.variant } : {}),
-        ...(x.distros && x.distros.length > 0 ? { distros: x.distros } : {}),
-      }));
-    if (d.order.length > 0) info.order = d.order.map((g) => ({ group: g.group.map(orderEntryJson) }));
-    info.layerDiffID = l.diffId;
-    if (d.homepage) info.homepage = d.homepage;
-    if (d.name) info.name = d.name;
-    layersLabel[d.id] = { ...(layersLabel[d.id] ?? {}), [d.version]: info };
-  }
   const metadata = {
     description: toml.description ?? '',
-    buildpacks: t.bpLayers.map((l) => moduleInfo(l.descriptor)),
+    buildpacks: t.modules.map(moduleInfo),
     extensions: [],
     stack: { runImage: { image: first.image, mirrors: first.mirrors } },
     lifecycle: {
@@ -491,18 +447,18 @@ async function writeTargetBuilder(t: TargetInput): Promise<BuilderTargetResult> 
   const labels: Record<string, string> = {
     [BUILDER_METADATA_LABEL]: JSON.stringify(metadata),
     [ORDER_LABEL]: JSON.stringify(t.order.order.map((g) => ({ group: g.group.map(orderEntryJson) }))),
-    [BUILDPACK_LAYERS_LABEL]: JSON.stringify(sortKeys(layersLabel)),
+    [BUILDPACK_LAYERS_LABEL]: JSON.stringify(layersLabel(t.modules)),
   };
   if (toml.stackId) labels['io.buildpacks.stack.id'] = toml.stackId;
   const image = assembleImage({
     base,
     layers: [
       dirs,
-      ...t.bpLayers.map((l) => ({
-        digest: l.digest,
-        size: l.size,
-        diffId: l.diffId,
-        createdBy: `packfarm builder create: buildpack ${l.descriptor.id}@${l.descriptor.version}`,
+      ...t.modules.map((m) => ({
+        digest: m.layer.digest,
+        size: m.layer.size,
+        diffId: m.info.layerDiffID as Digest,
+        createdBy: `packfarm builder create: buildpack ${m.id}@${m.version}`,
       })),
       order,
       stack,
@@ -530,16 +486,12 @@ function orderGroupToml(g: { group: { id: string; version: string; optional?: bo
   return { group: g.group.map(orderEntryJson) };
 }
 
-function moduleInfo(d: BuildpackDescriptor) {
+function moduleInfo(m: BuildpackModule) {
   return {
-    id: d.id,
-    ...(d.name ? { name: d.name } : {}),
-    version: d.version,
-    ...(d.description ? { description: d.description } : {}),
-    ...(d.homepage ? { homepage: d.homepage } : {}),
+    id: m.id,
+    ...(m.info.name ? { name: m.info.name } : {}),
+    version: m.version,
+    ...(m.description ? { description: m.description } : {}),
+    ...(m.info.homepage ? { homepage: m.info.homepage } : {}),
   };
-}
-
-function sortKeys<T>(o: Record<string, T>): Record<string, T> {
-  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }

@@ -215,7 +215,7 @@ async function stageBuilderBuildpacks(
 /** Versions filled in (the only staged version of an ID), and every top-level entry checked to exist. */
 export function resolveTomlOrder(
   toml: BuilderToml,
-  staged: readonly StagedBuildpack[],
+  staged: readonly { id: string; version: string }[],
   path: string,
 ): OrderFile {
   const versions = new Map<string, Set<string>>();
