@@ -49,6 +49,8 @@ export interface BuildpackModule {
   info: LayerInfo;
   /** For the builder metadata's buildpacks list. */
   description?: string;
+  /** buildpack.toml, for a module made from a directory or archive. */
+  descriptor?: BuildpackDescriptor;
   layer: {
     digest: Digest;
     size: number;
@@ -106,6 +108,7 @@ export async function moduleFromSource(
     version: s.version,
     info: layerInfoOf(s.descriptor, layer.diffId),
     ...(s.descriptor.description ? { description: s.descriptor.description } : {}),
+    descriptor: s.descriptor,
     layer: {
       digest: layer.digest,
       size: layer.size,
@@ -122,10 +125,10 @@ const LayerInfoSchema = z.looseObject({
   targets: z
     .array(
       z.looseObject({
-        os: z.string(),
-        arch: z.string(),
+        os: z.string().optional(),
+        arch: z.string().optional(),
         variant: z.string().optional(),
-        distros: z.array(z.looseObject({ name: z.string(), version: z.string().optional() })).optional(),
+        distros: z.array(z.looseObject({ name: z.string().optional(), version: z.string().optional() })).optional(),
       }),
     )
     .nullish(),

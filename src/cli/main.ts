@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { registerBaseCommands } from './base.js';
 import { registerBuildCommand } from './build.js';
 import { registerBuilderCommands } from './builder.js';
+import { registerBuildpackCommands } from './buildpack.js';
 import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
 import { registerInspectCommands } from './inspect.js';
@@ -37,6 +38,7 @@ export function createProgram(io: CliIO): Command {
   registerRebaseCommand(program, io);
   registerBaseCommands(program, io);
   registerBuilderCommands(program, io);
+  registerBuildpackCommands(program, io);
   return program;
 }
 
