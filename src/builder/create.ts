@@ -132,30 +132,35 @@ export async function createBuilder(opts: CreateBuilderOptions): Promise<CreateB
       ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
     });
     const dest = await openImage(opts.image, { ...openOpts, create: true });
-    const results: BuilderTargetResult[] = [];
-    let order: ReturnType<typeof resolveTomlOrder> | undefined;
-    for (const platform of platforms) {
-      const modules = uniqueModules((await Promise.all(sources.map((get) => get(platform)))).flat());
-      // The order is resolved against what the first target has; packages give the same ids on every target.
-      order ??= resolveTomlOrder(toml, modules, source);
-      checkCompositeChildren(modules, source, "builder's [[buildpacks]]");
-      checkModuleTargets(modules, platform, source);
-      for (const m of modules)
+    // Everything is resolved and checked for every target before anything is written.
+    const perTarget = await Promise.all(
+      platforms.map(async (platform) => {
+        const modules = uniqueModules((await Promise.all(sources.map((get) => get(platform)))).flat());
+        checkCompositeChildren(modules, source, "builder's [[buildpacks]]");
+        checkModuleTargets(modules, platform, source);
+        return { platform, modules, base: await readBaseImage(build.store, build.target, platform) };
+      }),
+    );
+    // Buildpackages give the same ids on every target: the order is resolved once.
+    const order = resolveTomlOrder(toml, perTarget[0]?.modules ?? [], source);
+    const seen = new Set<string>();
+    for (const m of perTarget.flatMap((t) => t.modules))
+      if (!seen.has(m.info.layerDiffID)) {
+        seen.add(m.info.layerDiffID);
         emit({ type: 'buildpack', id: m.id, version: m.version, diffId: m.info.layerDiffID as Digest });
-      const base = await readBaseImage(build.store, build.target, platform);
-      const r = await writeTargetBuilder({
-        base,
-        platform,
-        toml,
-        order,
-        modules,
-        dest: dest.store,
-        scratch,
-        mtime,
-      });
-      results.push(r);
-      emit({ type: 'target', platform: formatPlatform(platform), digest: r.digest });
-    }
+      }
+    // The targets are written in parallel (two at a time: the work is mostly blob transfers and small layers).
+    const { default: pLimit } = await import('p-limit');
+    const limit = pLimit(2);
+    const results = await Promise.all(
+      perTarget.map((t) =>
+        limit(async () => {
+          const r = await writeTargetBuilder({ ...t, toml, order, dest: dest.store, scratch, mtime });
+          emit({ type: 'target', platform: formatPlatform(t.platform), digest: r.digest });
+          return r;
+        }),
+      ),
+    );
     results.sort((a, b) => comparePlatforms(a.platform, b.platform));
     let digest: Digest;
     let mediaType: string;

@@ -6,10 +6,12 @@ import { z } from 'zod';
 import { extractLayer, writeLayer } from '../archive/index.js';
 import type { BuildpackDescriptor } from '../buildpack/descriptor.js';
 import { stageBuildpack } from '../buildpack/source.js';
-import { readBaseImage } from '../image/read.js';
+import { readBaseImage, runnableChildren } from '../image/read.js';
 import { openImage } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
-import { type Platform, formatPlatform } from '../oci/platform.js';
+import { isIndexMediaType } from '../oci/media-types.js';
+import { type Platform, formatPlatform, platformFromSpec } from '../oci/platform.js';
+import { ImageIndexSchema } from '../oci/schemas.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import { parseJson, parseWith } from '../util/validate.js';
 
@@ -128,7 +130,9 @@ const LayerInfoSchema = z.looseObject({
         os: z.string().optional(),
         arch: z.string().optional(),
         variant: z.string().optional(),
-        distros: z.array(z.looseObject({ name: z.string().optional(), version: z.string().optional() })).optional(),
+        distros: z
+          .array(z.looseObject({ name: z.string().optional(), version: z.string().optional() }))
+          .optional(),
       }),
     )
     .nullish(),
@@ -324,4 +328,50 @@ export function checkModuleTargets(
 
 function normalizeArch(arch: string): string {
   return { x86_64: 'amd64', aarch64: 'arm64', ppc64el: 'ppc64le' }[arch] ?? arch;
+}
+
+/** The platforms a buildpackage has: an index's runnable children, or the one image's. */
+export async function buildpackagePlatforms(
+  uri: string,
+  opts: { cwd: string; scratch: string; insecureRegistries?: string[] },
+): Promise<{ location: string; platforms: Platform[] }> {
+  let location = uri;
+  if (uri.startsWith('oci:') && !uri.startsWith('oci:/')) location = `oci:${resolve(opts.cwd, uri.slice(4))}`;
+  if (uri.endsWith('.cnb') && !uri.startsWith('docker://') && !uri.startsWith('oci:')) {
+    const file = resolve(opts.cwd, uri);
+    await mkdir(opts.scratch, { recursive: true });
+    const dir = await mkdtemp(join(opts.scratch, 'cnb-'));
+    await extractLayer({ source: createReadStream(file), dest: dir, name: `buildpackage ${file}` }).catch(
+      (err: unknown) => {
+        throw new PackfarmError(
+          'BUILDPACK_NOT_FOUND',
+          `${file}: not a readable .cnb file: ${(err as Error).message}`,
+          { cause: err },
+        );
+      },
+    );
+    location = `oci:${dir}`;
+  }
+  const opened = await openImage(location, {
+    ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
+  });
+  const top = await opened.store.resolve(opened.target);
+  if (!top)
+    throw new PackfarmError('IMAGE_NOT_FOUND', `buildpackage ${opened.display}: no such image`, {
+      hint: 'check the reference (and --insecure-registry for a plain-HTTP registry)',
+    });
+  if (!isIndexMediaType(top.mediaType))
+    return { location, platforms: [(await readBaseImage(opened.store, opened.target)).platform] };
+  const stored = await opened.store.getManifest(opened.target);
+  const index = parseWith(
+    ImageIndexSchema,
+    parseJson(stored.bytes.toString('utf8'), opened.display),
+    opened.display,
+  );
+  return {
+    location,
+    platforms: runnableChildren(index)
+      .filter((d) => d.platform)
+      .map((d) => platformFromSpec(d.platform!)),
+  };
 }

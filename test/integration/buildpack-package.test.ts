@@ -180,6 +180,12 @@ image = "oci:build:latest"
 [run]
 [[run.images]]
 image = "registry.example/run:1"
+
+# The deprecated [stack] next to [build]/[run], as the samples' builders have it.
+[stack]
+id = "io.packfarm.test.stack"
+build-image = "oci:build:latest"
+run-image = "registry.example/run:1"
 `,
     );
     r = await packfarm([
@@ -195,6 +201,7 @@ image = "registry.example/run:1"
     expect(r.exitCode, r.stderr).toBe(0);
     const cfg = await skopeoJson('--config', `oci:${root}/builder:1`);
     const labels = (cfg.config as { Labels: Record<string, string> }).Labels;
+    expect(labels['io.buildpacks.stack.id']).toBe('io.packfarm.test.stack');
     const layers = JSON.parse(labels['io.buildpacks.buildpack.layers']!) as Record<
       string,
       Record<string, { layerDiffID: string }>
@@ -212,6 +219,39 @@ image = "registry.example/run:1"
     const diffIds = (cfg.rootfs as { diff_ids: string[] }).diff_ids;
     for (const v of Object.values(layers))
       for (const i of Object.values(v)) expect(diffIds).toContain(i.layerDiffID);
+  });
+
+  it('inspects packages, and packages a new buildpack for the targets its buildpack.toml declares', async () => {
+    let r = await packfarm(['buildpack', 'inspect', 'consumer.cnb', '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const info = JSON.parse(r.stdout) as {
+      platforms: { platform: string; id: string; buildpacks: unknown[] }[];
+    };
+    expect(info.platforms.map((p) => [p.platform, p.id, p.buildpacks.length])).toEqual([
+      ['linux/amd64', 'test/env-consumer', 1],
+      ['linux/arm64', 'test/env-consumer', 1],
+    ]);
+    r = await packfarm(['buildpack', 'new', 'acme/hello', '--path', 'hello-bp']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const detect = await execa(join(root, 'hello-bp', 'bin', 'detect'), { reject: false });
+    expect(detect.exitCode).toBe(0);
+    await writeFile(join(root, 'hello.toml'), '[buildpack]\nuri = "hello-bp"\n');
+    r = await packfarm([
+      'buildpack',
+      'package',
+      'hello.cnb',
+      '--config',
+      'hello.toml',
+      '--format',
+      'file',
+      '--json',
+    ]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(
+      (JSON.parse(r.stdout) as { targets: { platform: string }[] }).targets.map((t) => t.platform),
+    ).toEqual(['linux/amd64', 'linux/arm64']);
+    r = await packfarm(['buildpack', 'inspect', 'hello.cnb']);
+    expect(r.stdout).toContain('acme/hello@0.0.1 (api 0.12)');
   });
 
   it('names the file and field of a bad package.toml', async () => {
