@@ -13,11 +13,14 @@ import { packfarmDataDir } from '../image/data-dir.js';
 import {
   appImageLocation,
   formatImageLocation,
+  ifImageExists,
   insecureRegistriesFrom,
   type OpenedImage,
+  type OpenImageOptions,
   openImage,
   parseImageLocation,
 } from '../image/transport.js';
+import { createRegistryClientPool } from '../registry/pool.js';
 import type { Digest } from '../oci/digest.js';
 import {
   formatPlatform,
@@ -124,6 +127,9 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
   if (opts.cacheDir && opts.cacheImage)
     throw new PackfarmError('INVALID_ARGS', '--cache-dir and --cache-image cannot be used together');
   const insecure = insecureRegistriesFrom(opts.insecureRegistries, env);
+  // Registry clients of this build only (a node runs many builds): closed when the build ends.
+  const pool = createRegistryClientPool();
+  const access: OpenImageOptions = { insecureRegistries: insecure, registry: { pool } };
   const platform: Platform = opts.platform ? parsePlatform(opts.platform) : hostPlatform();
   if (!platformCompatible(hostPlatform(), platform))
     log.warn(
@@ -160,6 +166,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
         cwd,
         scratchDir: join(dirs.scratch, 'builder'),
         insecureRegistries: insecure,
+        registry: { pool },
         platform,
         logger: log,
       });
@@ -180,13 +187,13 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     });
     await writePlatformEnv(dirs.platform, userEnv);
 
-    const output = await openImage(outputLocation, { insecureRegistries: insecure, create: true });
+    const output = await openImage(outputLocation, { ...access, create: true });
     if (!output.tag)
       throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
     const outputs: ExportOutput[] = [{ store: output.store, tags: [output.tag], names: [opts.image] }];
     for (const t of opts.tags) {
       const o = await openImage(appImageLocation(t, { publish: opts.publish, env, source: '--tag' }), {
-        insecureRegistries: insecure,
+        ...access,
         create: true,
       });
       addExportOutput(outputs, o.store, o.tag ?? 'latest', t);
@@ -202,18 +209,18 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
           : 'no run image: without a builder, --run-image is required',
         { hint: 'pass --run-image REF (a registry reference or oci:DIR[:TAG])' },
       );
-    const runImage = await openImage(runName, { insecureRegistries: insecure });
+    const runImage = await openImage(runName, access);
 
     const previous: OpenedImage | undefined = opts.previousImage
-      ? await openImage(
-          appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
-          {
-            insecureRegistries: insecure,
-          },
-        ).catch(() => undefined)
+      ? await ifImageExists(
+          openImage(
+            appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
+            access,
+          ),
+        )
       : output;
 
-    const cache = await cacheLocation(opts, outputLocation, env, insecure);
+    const cache = await cacheLocation(opts, outputLocation, env, access);
 
     const result = await create({
       appDir: dirs.app,
@@ -289,6 +296,7 @@ export async function buildApp(input: BuildAppOptions, hooks: BuildAppHooks = {}
     };
   } finally {
     await builder?.cleanup().catch(() => undefined);
+    await pool.close();
     await dirs.release();
   }
 }
@@ -322,10 +330,10 @@ async function cacheLocation(
   opts: z.output<typeof BuildAppOptionsSchema>,
   output: ReturnType<typeof appImageLocation>,
   env: NodeJS.ProcessEnv,
-  insecure: string[],
+  access: OpenImageOptions,
 ): Promise<{ location: CacheLocation; description: string } | undefined> {
   if (opts.cacheImage) {
-    const o = await openImage(opts.cacheImage, { insecureRegistries: insecure, create: true });
+    const o = await openImage(opts.cacheImage, { ...access, create: true });
     return {
       location: { kind: 'image', store: o.store, tag: o.tag ?? 'latest' },
       description: opts.cacheImage,

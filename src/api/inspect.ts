@@ -16,6 +16,7 @@ import { ImageIndexSchema } from '../oci/schemas.js';
 import { BuildMetadataSchema, Label, LifecycleMetadataSchema } from '../platform/labels.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import { parseJson, parseWith } from '../util/validate.js';
+import type { ErrorCode } from '../util/error-codes.js';
 
 /**
  * `packfarm inspect`: what a CNB app image says about itself, read from its labels and config (never its
@@ -78,7 +79,7 @@ export interface AppInspectSection {
   location: string;
   present: boolean;
   /** Why the image could not be read (anything other than "not there"). */
-  error: { code: string; message: string; hint: string | null; exitCode: number } | null;
+  error: { code: ErrorCode; message: string; hint: string | null; exitCode: number } | null;
   result: AppImageResult | null;
 }
 

@@ -1,7 +1,6 @@
 import { resolve as resolvePath } from 'node:path';
 import { extractLayer } from '../archive/extract.js';
 import { type BaseImage, readBaseImage } from '../image/read.js';
-import { matchPlatform, runnableChildren } from '../image/read.js';
 import type { ImageStore } from '../image/store.js';
 import {
   type OpenImageOptions,
@@ -10,12 +9,9 @@ import {
   openImage,
 } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
-import { isIndexMediaType } from '../oci/media-types.js';
-import { type Platform, formatPlatform, hostPlatform, platformFromSpec } from '../oci/platform.js';
-import { ImageIndexSchema } from '../oci/schemas.js';
+import { type Platform, formatPlatform } from '../oci/platform.js';
 import { Label, LifecycleMetadataSchema } from '../platform/labels.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
-import { parseJson, parseWith } from '../util/validate.js';
 import { readJsonLabel } from './inspect.js';
 
 export interface DownloadSbomOptions {
@@ -146,21 +142,10 @@ async function readAppImageFor(
   platform: Platform | undefined,
   name: string,
 ): Promise<BaseImage> {
-  const top = await store.getManifest(target);
-  if (!isIndexMediaType(top.mediaType)) return readBaseImage(store, top.digest, platform);
-  const source = `${name}@${top.digest}`;
-  const index = parseWith(ImageIndexSchema, parseJson(top.bytes.toString('utf8'), source), source);
-  const want = platform ?? hostPlatform();
-  const hit = matchPlatform(index, want);
-  if (!hit) {
-    const have = runnableChildren(index).map((d) => formatPlatform(platformFromSpec(d.platform!)));
-    throw new PackfarmError(
-      'NO_MATCHING_PLATFORM',
-      `${source}: no image for ${formatPlatform(want)} (the index has ${have.join(', ') || 'no runnable images'})`,
-      { hint: 'choose one with --platform os/arch[/variant]' },
-    );
-  }
-  return readBaseImage(store, hit.digest, want);
+  return readBaseImage(store, target, platform, {
+    name,
+    hint: 'choose one with --platform os/arch[/variant]',
+  });
 }
 
 export interface DownloadAppSbomOptions extends OpenImageOptions {

@@ -15,5 +15,5 @@ export {
   writeLayer,
   writeLayerFromEntries,
 } from './layer-writer.js';
-export { DEFAULT_LAYER_MTIME, compareEntryNames } from './paths.js';
+export { compareEntryNames } from './paths.js';
 export { DEFAULT_GZIP_LEVEL, type LayerCompression, type LayerOutput } from './sink.js';

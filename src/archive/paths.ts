@@ -1,3 +1,4 @@
+import { REPRODUCIBLE_EPOCH } from '../util/time.js';
 import { PackfarmError } from '../util/errors.js';
 
 /**
@@ -34,10 +35,9 @@ export function prefixComponents(prefix: string | undefined): string[] {
 }
 
 /** Seconds for a tar header; the default is the reproducible-builds epoch used by the CNB lifecycle. */
-export const DEFAULT_LAYER_MTIME = new Date('1980-01-01T00:00:01Z');
 
 export function mtimeSeconds(mtime: Date | undefined, max: number): number {
-  const d = mtime ?? DEFAULT_LAYER_MTIME;
+  const d = mtime ?? REPRODUCIBLE_EPOCH;
   const s = Math.floor(d.getTime() / 1000);
   if (!Number.isFinite(s) || s < 0 || s > max) {
     throw new PackfarmError(

@@ -90,6 +90,7 @@ export const BUSYBOX_APPLETS: readonly string[] = [
 
 export const DEFAULT_BUSYBOX_PATH = '/bin/busybox';
 
+// REPRODUCIBLE_EPOCH as the image config has always spelt it (no milliseconds): the digest depends on it.
 const CREATED = '1980-01-01T00:00:01Z';
 
 /** The layer's entries, in any order (the layer writer sorts them). */

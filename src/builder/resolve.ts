@@ -10,6 +10,7 @@ import { extractLayer } from '../archive/extract.js';
 import { type BuildpackStore, createBuildpackStore } from '../buildpack/descriptor.js';
 import { type StagedBuildpack, layeredBuildpackStore, stageBuildpack } from '../buildpack/source.js';
 import { readBaseImage } from '../image/read.js';
+import type { RegistryOptions } from '../image/registry-store.js';
 import { type ImageLocation, openImage, parseImageLocation } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
 import { isIndexMediaType, layerCompression } from '../oci/media-types.js';
@@ -47,6 +48,8 @@ export interface ResolveBuilderOptions {
   cwd: string;
   scratchDir: string;
   insecureRegistries?: string[];
+  /** Further registry options (a client pool, credentials …). */
+  registry?: Partial<RegistryOptions>;
   /** For a builder image that is an index: the child to use (default: the host's platform). */
   platform?: Platform;
   logger?: Logger;
@@ -347,6 +350,7 @@ async function fromImage(spec: string, opts: ResolveBuilderOptions): Promise<Res
   const loc = spec.startsWith('oci:') && !isAbsolute(spec.slice(4)) ? relocate(raw, opts.cwd) : raw;
   const opened = await openImage(loc, {
     ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
+    ...(opts.registry ? { registry: opts.registry } : {}),
   });
   const top = await opened.store.resolve(opened.target);
   if (!top)

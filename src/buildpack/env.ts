@@ -1,6 +1,7 @@
 import * as nodeFs from 'node:fs/promises';
 import { join } from 'node:path';
 import { BUILD_ENV_ALLOWLIST, POSIX_PATH_VARS } from '../exec/env.js';
+import { isDir, isNotFound } from '../util/fs.js';
 
 /**
  * The environment model of the Buildpack API ("Environment" in buildpack.md): what buildpacks see at build
@@ -213,15 +214,6 @@ export async function readEnvDir(dir: string, fs: EnvFs = hostFs): Promise<EnvFi
   return sortByName(out);
 }
 
-async function isDir(fs: EnvFs, path: string): Promise<boolean> {
-  try {
-    return (await fs.stat(path)).isDirectory();
-  } catch (err) {
-    if (isNotFound(err)) return false;
-    throw err;
-  }
-}
-
 /**
  * Expose one buildpack's build layers (sorted by name, absolute paths) to the buildpacks after it: root
  * dirs onto the path variables, then per layer `env/` and `env.build/`.
@@ -266,7 +258,7 @@ async function addLayers(
 ): Promise<void> {
   const present = new Set<string>();
   for (const l of layerPaths) {
-    for (const d of Object.keys(rootDirs)) if (await isDir(fs, join(l, d))) present.add(join(l, d));
+    for (const d of Object.keys(rootDirs)) if (await isDir(join(l, d), fs)) present.add(join(l, d));
   }
   prependLayerRootDirs(vars, layerPaths, (l, d) => present.has(join(l, d)), rootDirs);
   for (const l of layerPaths) {
@@ -274,9 +266,4 @@ async function addLayers(
     for (const d of envDirsOf(l)) dirs.push(await readEnvDir(d, fs));
     applyLayerEnvDirs(vars, dirs, { defaultAction: 'override' });
   }
-}
-
-function isNotFound(err: unknown): boolean {
-  const code = (err as { code?: string } | null)?.code;
-  return code === 'ENOENT' || code === 'ENOTDIR';
 }

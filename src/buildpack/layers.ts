@@ -5,6 +5,7 @@ import { PackfarmError } from '../util/errors.js';
 import { parseToml, stringifyToml } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
 import { apiAtLeast } from '../util/api-version.js';
+import { isDir } from '../util/fs.js';
 
 /** `[types]` of `<layers>/<bp>/<layer>.toml`: where the layer goes. Missing types are all false. */
 export interface LayerTypes {
@@ -156,7 +157,7 @@ export async function readBuildpackLayers(
     const text = String(await fs.readFile(tomlPath, 'utf8'));
     const file = parseLayerToml(text, tomlPath);
     const path = join(bpLayersDir, name);
-    const hasDir = dirs.has(name) || (await isDirectory(fs, path));
+    const hasDir = dirs.has(name) || (await isDir(path, fs));
     layers.push({
       name,
       path,
@@ -239,13 +240,5 @@ async function readdirOrEmpty(fs: LayersFs, dir: string): Promise<LayersDirent[]
     const code = (err as { code?: string } | null)?.code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return [];
     throw err;
-  }
-}
-
-async function isDirectory(fs: LayersFs, path: string): Promise<boolean> {
-  try {
-    return (await fs.stat(path)).isDirectory();
-  } catch {
-    return false;
   }
 }

@@ -1,8 +1,8 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { parseToml, stringifyToml } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
+import { readFileIfExists } from '../util/fs.js';
 
 /**
  * `<layers>/<bp>/store.toml`: free-form `[metadata]` a buildpack keeps from one build to the next. The
@@ -26,12 +26,6 @@ export function encodeStoreToml(store: StoreToml): string {
 /** Read a buildpack's store.toml; undefined when it wrote none. */
 export async function readStoreToml(bpLayersDir: string): Promise<StoreToml | undefined> {
   const path = join(bpLayersDir, 'store.toml');
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  return parseStoreToml(text, path);
+  const text = await readFileIfExists(path);
+  return text === undefined ? undefined : parseStoreToml(text, path);
 }

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, link, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -28,6 +28,11 @@ import type { CacheBackend, CacheWriter } from './types.js';
  *
  * A commit swaps the staging dir in for `committed` with renames, so a reader sees the old cache or the new
  * one, never a mix; an interrupted export leaves only a staging dir that the next export removes.
+ *
+ * A cache dir written by the reference lifecycle has no platform level (`<dir>/committed/…`, same file names).
+ * When the build's platform has no committed cache of its own, that one is read instead, for whatever platform
+ * the build targets (the reference keeps one cache per dir). What packfarm writes always goes to the platform
+ * subdirectory; the reference's files are left as they are.
  */
 export function dirCachePaths(dir: string, platform: Platform): { root: string; committed: string } {
   const root = join(dir, cachePlatformKey(platform));
@@ -40,11 +45,28 @@ function blobName(diffId: Digest): string {
 }
 
 export function openDirCache(dir: string, platform: Platform, logger: Logger): CacheBackend {
-  const { root, committed } = dirCachePaths(dir, platform);
-  const metadataPath = join(committed, CACHE_METADATA_LABEL);
+  const { root, committed: own } = dirCachePaths(dir, platform);
   let cached: Promise<CacheMetadata> | undefined;
+  let source: Promise<string> | undefined;
+
+  /** The committed dir reads come from: the platform's own, else the reference lifecycle's `<dir>/committed`. */
+  const readDir = (): Promise<string> => {
+    source ??= (async () => {
+      if (await isDirectory(own)) return own;
+      const legacy = join(dir, 'committed');
+      if (await isDirectory(legacy)) {
+        logger.debug(
+          `cache: no ${cachePlatformKey(platform)} cache in ${dir}; reading ${legacy} (reference lifecycle layout)`,
+        );
+        return legacy;
+      }
+      return own;
+    })();
+    return source;
+  };
 
   const readMetadata = async (): Promise<CacheMetadata> => {
+    const metadataPath = join(await readDir(), CACHE_METADATA_LABEL);
     let text: string;
     try {
       text = await readFile(metadataPath, 'utf8');
@@ -67,7 +89,7 @@ export function openDirCache(dir: string, platform: Platform, logger: Logger): C
     }
   };
 
-  const layerPath = (diffId: Digest) => join(committed, blobName(diffId));
+  const layerPath = async (diffId: Digest) => join(await readDir(), blobName(diffId));
 
   return {
     description: root,
@@ -78,13 +100,30 @@ export function openDirCache(dir: string, platform: Platform, logger: Logger): C
     },
     async hasLayer(diffId) {
       try {
-        return (await stat(layerPath(diffId))).isFile();
+        return (await stat(await layerPath(diffId))).isFile();
       } catch {
         return false;
       }
     },
+    async verifyLayer(diffId) {
+      // The tars are uncompressed: the file's own digest is the diffID.
+      const path = await layerPath(diffId);
+      let found: Digest;
+      try {
+        found = await sha256File(path);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') return `failed to find cache layer with SHA '${diffId}'`;
+        if (code === 'EACCES')
+          return `failed to read cache layer with SHA '${diffId}' due to insufficient permissions`;
+        throw err;
+      }
+      return found === diffId
+        ? undefined
+        : `expected layer contents to have SHA '${diffId}'; found '${found}'`;
+    },
     async layer(diffId): Promise<Readable> {
-      const path = layerPath(diffId);
+      const path = await layerPath(diffId);
       if (!(await this.hasLayer(diffId)))
         throw new PackfarmError('CACHE_LAYER_MISSING', `${path}: cached layer ${diffId} is missing`);
       return createReadStream(path);
@@ -98,7 +137,7 @@ export function openDirCache(dir: string, platform: Platform, logger: Logger): C
       return {
         tempDir: staging,
         async reuse(diffId) {
-          const from = layerPath(diffId);
+          const from = await layerPath(diffId);
           const to = join(staging, blobName(diffId));
           try {
             await link(from, to);
@@ -115,6 +154,7 @@ export function openDirCache(dir: string, platform: Platform, logger: Logger): C
         },
         async commit(meta) {
           await writeFileAtomic(join(staging, CACHE_METADATA_LABEL), `${canonicalJson(meta)}\n`);
+          const committed = own;
           const backup = join(root, `committed-backup-${randomBytes(6).toString('hex')}`);
           let hadCommitted = true;
           try {
@@ -141,6 +181,8 @@ export function openDirCache(dir: string, platform: Platform, logger: Logger): C
     async clear() {
       await rm(root, { recursive: true, force: true });
       cached = undefined;
+      // Cleared means empty: a reference-layout cache beside it is not read either.
+      source = Promise.resolve(own);
     },
   };
 }
@@ -153,6 +195,20 @@ async function removeStaleStaging(root: string): Promise<void> {
     const stale = name.startsWith('committed-backup-') || (m && !processAlive(Number(m[1])));
     if (stale) await rm(join(root, name), { recursive: true, force: true });
   }
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+async function sha256File(path: string): Promise<Digest> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return `sha256:${hash.digest('hex')}` as Digest;
 }
 
 function processAlive(pid: number): boolean {

@@ -1,8 +1,10 @@
+import { REPRODUCIBLE_EPOCH } from '../util/time.js';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import type { ImageStore } from '../image/store.js';
 import { type Digest, sha256Digest } from '../oci/digest.js';
 import { isImageManifestMediaType, MediaType } from '../oci/media-types.js';
@@ -28,6 +30,21 @@ import {
 import type { CacheBackend, CacheWriter } from './types.js';
 
 const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
+
+/** An empty tar: two 512-byte zero blocks (end-of-archive), the layer the reference adds to an empty cache. */
+const EMPTY_TAR = Buffer.alloc(1024);
+export const EMPTY_LAYER_DIFF_ID = sha256Digest(EMPTY_TAR);
+
+async function addEmptyLayer(
+  store: ImageStore,
+  push: (diffId: Digest, d: Descriptor) => void,
+): Promise<void> {
+  // gzip with no name and mtime 0: the same bytes on every run.
+  const gz = gzipSync(EMPTY_TAR, { level: 9 });
+  const digest = sha256Digest(gz);
+  await store.putBlob({ digest, size: gz.length, open: () => Readable.from([gz]) });
+  push(EMPTY_LAYER_DIFF_ID, { mediaType: MediaType.ociLayerGzip, digest, size: gz.length });
+}
 
 interface PreviousCacheImage {
   metadata: CacheMetadata;
@@ -111,6 +128,8 @@ export function openImageCache(opts: {
     compression: 'gzip',
     metadata: async () => (await get()).metadata,
     hasLayer: async (diffId) => (await get()).layers.has(diffId),
+    // The registry checks blob digests on upload and download (as the reference lifecycle assumes too).
+    verifyLayer: async () => undefined,
     async layer(diffId): Promise<Readable> {
       const d = (await get()).layers.get(diffId);
       if (!d)
@@ -149,11 +168,10 @@ export function openImageCache(opts: {
           push(layer.diffId, { mediaType: MediaType.ociLayerGzip, digest: layer.digest, size: layer.size });
         },
         async commit(meta) {
-          const created = (
-            writeOpts.creationTime ??
-            opts.creationTime ??
-            new Date(315532801000)
-          ).toISOString();
+          // A cache with nothing cached still gets one layer, the empty tar, as the reference writes it
+          // (some registries refuse manifests without layers).
+          if (layers.length === 0) await addEmptyLayer(store, push);
+          const created = (writeOpts.creationTime ?? opts.creationTime ?? REPRODUCIBLE_EPOCH).toISOString();
           const config = {
             ...platformToSpec(platform),
             created,

@@ -30,6 +30,11 @@ export interface CacheBackend {
   readonly compression: 'none' | 'gzip';
   metadata(): Promise<CacheMetadata>;
   hasLayer(diffId: Digest): Promise<boolean>;
+  /**
+   * Why a layer the cache claims to hold cannot be reused (missing, unreadable, content not matching its
+   * diffID), or undefined when it can. The image cache trusts the registry's digest checks.
+   */
+  verifyLayer(diffId: Digest): Promise<string | undefined>;
   /** The layer's bytes (plain tar or gzip; `extractLayer` detects which). */
   layer(diffId: Digest): Promise<Readable>;
   /** `creationTime` stamps what the export records (the image cache's config `created`). */

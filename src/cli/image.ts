@@ -27,7 +27,7 @@ export function registerImageCommands(program: Command, io: CliIO): void {
       const insecureRegistries = insecureRegistriesFrom(o.insecureRegistry);
       const platforms = parsePlatformFlags(o.platform ?? []);
       if (o.all && platforms.length > 0)
-        throw new PackfarmError('INVALID_ARGUMENT', '--all and --platform exclude each other', {
+        throw new PackfarmError('INVALID_ARGS', '--all and --platform exclude each other', {
           hint: 'use --all for every platform, or --platform to pick some',
         });
       const src = await openImage(srcText, { insecureRegistries });
@@ -112,7 +112,7 @@ export function parsePlatformFlags(values: readonly string[]): Platform[] {
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1)
-    throw new PackfarmError('INVALID_ARGUMENT', `"${value}" is not a positive whole number`);
+    throw new PackfarmError('INVALID_ARGS', `"${value}" is not a positive whole number`);
   return n;
 }
 

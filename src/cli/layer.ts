@@ -6,7 +6,7 @@ import type { CliIO } from './output.js';
 
 function parseId(value: string, flag: string): number {
   if (!/^\d+$/.test(value)) {
-    throw new PackfarmError('INVALID_ARGUMENT', `${flag}: "${value}" is not a numeric id`, {
+    throw new PackfarmError('INVALID_ARGS', `${flag}: "${value}" is not a numeric id`, {
       hint: 'expected a non-negative integer such as 0 or 1000',
     });
   }

@@ -8,6 +8,7 @@ import { registerImageCommands } from './image.js';
 import { registerInspectCommands } from './inspect.js';
 import { registerLayerCommands } from './layer.js';
 import { registerManifestCommands } from './manifest.js';
+import { registerNodeCommands } from './node.js';
 import { registerSbomCommands } from './sbom.js';
 import { registerRebaseCommand } from './rebase.js';
 
@@ -39,6 +40,7 @@ export function createProgram(io: CliIO): Command {
   registerBaseCommands(program, io);
   registerBuilderCommands(program, io);
   registerBuildpackCommands(program, io);
+  registerNodeCommands(program, io);
   return program;
 }
 

@@ -207,10 +207,7 @@ function platformFlags(o: AddFlags) {
 function parseFormat(value: string): IndexFormat {
   if (value === 'oci') return 'oci';
   if (value === 'docker' || value === 'v2s2') return 'docker';
-  throw new PackfarmError(
-    'INVALID_ARGUMENT',
-    `--format: "${value}" is not a format (expected oci or docker)`,
-  );
+  throw new PackfarmError('INVALID_ARGS', `--format: "${value}" is not a format (expected oci or docker)`);
 }
 
 /** `key=value` flags → a record; the value may contain '='; an empty key is an error. */
@@ -219,7 +216,7 @@ export function parseAnnotations(values: readonly string[]): Record<string, stri
   for (const v of values) {
     const eq = v.indexOf('=');
     if (eq <= 0)
-      throw new PackfarmError('INVALID_ARGUMENT', `--annotations: "${v}" is not key=value`, {
+      throw new PackfarmError('INVALID_ARGS', `--annotations: "${v}" is not key=value`, {
         hint: 'e.g. --annotations org.opencontainers.image.source=https://example.com/app',
       });
     out[v.slice(0, eq)] = v.slice(eq + 1);

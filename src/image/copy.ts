@@ -1,4 +1,4 @@
-import { matchPlatform, runnableChildren } from './read.js';
+import { selectIndexChild } from './read.js';
 import pLimit from 'p-limit';
 import { type Digest, sha256Digest } from '../oci/digest.js';
 import { isImageManifestMediaType, isIndexMediaType } from '../oci/media-types.js';
@@ -236,15 +236,12 @@ async function selectFromIndex(
   const index = parseWith(ImageIndexSchema, parseJson(top.bytes.toString('utf8'), source), source);
   const picked: Descriptor[] = [];
   for (const want of platforms) {
-    const hit = matchPlatform(index, want);
-    if (!hit) {
-      const have = runnableChildren(index).map((d) => formatPlatform(platformFromSpec(d.platform!)));
-      throw new PackfarmError(
-        'NO_MATCHING_PLATFORM',
-        `${source}: no image for ${formatPlatform(want)} (the index has ${have.length > 0 ? have.join(', ') : 'no runnable images'})`,
-        { hint: 'pick one with --platform, or copy every platform with --all' },
-      );
-    }
+    const hit = selectIndexChild(
+      index,
+      want,
+      source,
+      'pick one with --platform, or copy every platform with --all',
+    );
     if (!picked.includes(hit)) picked.push(hit);
   }
   const names = platforms.map(formatPlatform);

@@ -81,7 +81,7 @@ export async function inspectImage(
     throw new PackfarmError('UNSUPPORTED_MEDIA_TYPE', `${source} is ${raw.mediaType}, not an image or index`);
   const manifest = parseWith(ImageManifestSchema, doc, source);
   if (manifest.config.size > MAX_CONFIG_BYTES)
-    throw new PackfarmError('BLOB_TOO_LARGE', `${source}: config is ${manifest.config.size} bytes`);
+    throw new PackfarmError('TOO_LARGE', `${source}: config is ${manifest.config.size} bytes`);
   const chunks: Buffer[] = [];
   for await (const c of await store.getBlob(manifest.config.digest as Digest)) chunks.push(c as Buffer);
   const cfgSource = `${source} config ${manifest.config.digest}`;

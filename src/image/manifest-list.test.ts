@@ -115,7 +115,7 @@ describe('local manifest lists', () => {
     expect(added.map((c) => c.digest).sort()).toEqual([amd.digest, arm.digest].sort());
     expect(
       await codeOf(addToManifestList('example.com/app:1', `oci:${srcDir}:multi`, { ...opts, arch: 'arm64' })),
-    ).toBe('INVALID_ARGUMENT');
+    ).toBe('INVALID_ARGS');
     // Re-adding one of them as a plain image (with an override) replaces its entry.
     await addToManifestList('example.com/app:1', `oci:${srcDir}@${amd.digest}`, {
       ...opts,

@@ -17,7 +17,7 @@ import {
   type PlatformSpec,
 } from '../oci/schemas.js';
 import { PackfarmError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { readFileIfExists, writeFileAtomic } from '../util/fs.js';
 import { parseJson, parseWith } from '../util/validate.js';
 import { type CopyEvent, type CopyReport, copyImage } from './copy.js';
 import {
@@ -128,13 +128,8 @@ function listHandle(name: string, opts: LocalListOptions): ListHandle {
 }
 
 async function readState(h: ListHandle): Promise<LocalListState | undefined> {
-  let text: string;
-  try {
-    text = await readFile(h.stateFile, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const text = await readFileIfExists(h.stateFile);
+  if (text === undefined) return undefined;
   return parseWith(ListStateSchema, parseJson(text, h.stateFile), h.stateFile, 'INVALID_MANIFEST_LIST');
 }
 
@@ -203,7 +198,7 @@ const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 async function readSmallBlob(store: ImageStore, digest: Digest, size: number, what: string): Promise<Buffer> {
   if (size > MAX_CONFIG_BYTES)
     throw new PackfarmError(
-      'BLOB_TOO_LARGE',
+      'TOO_LARGE',
       `${what} ${digest} is ${size} bytes; configs are expected to be small`,
     );
   const chunks: Buffer[] = [];
@@ -311,7 +306,7 @@ async function collectChildren(
   if (isIndexMediaType(top.mediaType)) {
     if (add.os ?? add.arch ?? add.variant ?? add.osVersion ?? add.osFeatures)
       throw new PackfarmError(
-        'INVALID_ARGUMENT',
+        'INVALID_ARGS',
         `${opened.display} is an index: platform flags apply to a single image`,
         { hint: 'add the index, then set platforms per entry with `packfarm manifest annotate LIST DIGEST`' },
       );

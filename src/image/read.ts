@@ -3,6 +3,7 @@ import { isIndexMediaType } from '../oci/media-types.js';
 import {
   compatiblePlatforms,
   formatPlatform,
+  hostPlatform,
   type Platform,
   platformFromSpec,
   platformsEqual,
@@ -42,30 +43,31 @@ export interface BaseImage {
 
 const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
 
+export interface ReadImageOptions {
+  /** The image's name in messages (default: the store's description). */
+  name?: string;
+  /** Hint when an index has no child for the platform. */
+  hint?: string;
+}
+
 /**
  * Read the image `target` names in `store` for `platform`: an image manifest directly (its config must be
- * for that platform when one is given), or the matching child of an index. Only manifest and config are read;
- * layers never are.
+ * for that platform when one is given), or the matching child of an index (for `platform`, by default this
+ * machine's, as docker and podman pull). Only manifest and config are read; layers never are.
  */
 export async function readBaseImage(
   store: ImageStore,
   target: string,
   platform?: Platform,
+  opts: ReadImageOptions = {},
 ): Promise<BaseImage> {
   const top = await store.getManifest(target);
   let stored = top;
-  const source = `${store.description}@${top.digest}`;
+  const source = `${opts.name ?? store.description}@${top.digest}`;
   if (isIndexMediaType(top.mediaType)) {
     const index = parseWith(ImageIndexSchema, parseJson(top.bytes.toString('utf8'), source), source);
-    const want = platform ?? { os: 'linux', architecture: 'amd64' };
-    const hit = matchPlatform(index, want);
-    if (!hit) {
-      const have = runnableChildren(index).map((d) => formatPlatform(platformFromSpec(d.platform!)));
-      throw new PackfarmError(
-        'NO_MATCHING_PLATFORM',
-        `${source}: no image for ${formatPlatform(want)} (the index has ${have.join(', ') || 'no runnable images'})`,
-      );
-    }
+    const want = platform ?? hostPlatform();
+    const hit = selectIndexChild(index, want, source, opts.hint);
     stored = await store.getManifest(hit.digest);
     if (isIndexMediaType(stored.mediaType)) {
       throw new PackfarmError('MANIFEST_INVALID', `${source}: nested index for ${formatPlatform(want)}`);
@@ -118,7 +120,7 @@ async function readBlobBytes(store: ImageStore, digest: Digest, max: number): Pr
     n += b.length;
     if (n > max) {
       stream.destroy();
-      throw new PackfarmError('BLOB_TOO_LARGE', `${store.description}: blob ${digest} exceeds ${max} bytes`);
+      throw new PackfarmError('TOO_LARGE', `${store.description}: blob ${digest} exceeds ${max} bytes`);
     }
     chunks.push(b);
   }
@@ -147,4 +149,21 @@ export function matchPlatform(index: ImageIndex, want: Platform): Descriptor | u
     if (hit) return hit;
   }
   return undefined;
+}
+
+/** `matchPlatform`, or NO_MATCHING_PLATFORM naming what the index (`source`) has instead. */
+export function selectIndexChild(
+  index: ImageIndex,
+  want: Platform,
+  source: string,
+  hint?: string,
+): Descriptor {
+  const hit = matchPlatform(index, want);
+  if (hit) return hit;
+  const have = runnableChildren(index).map((d) => formatPlatform(platformFromSpec(d.platform!)));
+  throw new PackfarmError(
+    'NO_MATCHING_PLATFORM',
+    `${source}: no image for ${formatPlatform(want)} (the index has ${have.join(', ') || 'no runnable images'})`,
+    hint === undefined ? {} : { hint },
+  );
 }

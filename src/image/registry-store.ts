@@ -1,12 +1,13 @@
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { type ImageReference, registryApiHost } from '../oci/reference.js';
+import { checkPushAccess } from '../registry/access.js';
 import { getBlob, headBlob, putBlob } from '../registry/blobs.js';
 import type { RegistryClient } from '../registry/client.js';
 import type { Credential, CredentialResolver } from '../registry/credentials.js';
 import { getManifest, headManifest, putManifest } from '../registry/manifests.js';
 import type { RetryOptions } from '../registry/retry.js';
-import { sharedRegistryClient } from '../registry/shared.js';
+import { defaultRegistryClientPool, type RegistryClientPool } from '../registry/pool.js';
 import { listTags } from '../registry/tags.js';
 import type { Logger } from '../util/log.js';
 import type { ImageStore, PutBlobInput, PutBlobResult, StoredManifest } from './store.js';
@@ -23,8 +24,13 @@ export type RegistryOptions = {
   /** Environment for the default credential lookup (default process.env). */
   env?: NodeJS.ProcessEnv;
   logger?: Logger;
-  /** Use this client instead of the shared one for the registry. */
+  /** Use this client instead of one from the pool. */
   client?: RegistryClient;
+  /**
+   * Where the store gets its client: stores of one pool and registry share one. Pass one per unit of work that
+   * may repeat in a process (a build) and close it afterwards; default: the process' pool for one-shot use.
+   */
+  pool?: RegistryClientPool;
 };
 
 function sameRegistry(a: string, b: string): boolean {
@@ -32,14 +38,14 @@ function sameRegistry(a: string, b: string): boolean {
 }
 
 /**
- * One repository of a registry as an ImageStore. Stores of the same registry (and options) share one
+ * One repository of a registry as an ImageStore. Stores of the same registry (and options) and pool share one
  * client: one token cache, one connection pool, one upload concurrency limit.
  */
 export function createRegistryStore(ref: ImageReference, opts: RegistryOptions = {}): ImageStore {
   const { registry, repository } = ref;
   const client =
     opts.client ??
-    sharedRegistryClient({
+    (opts.pool ?? defaultRegistryClientPool()).client({
       registry,
       ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
       ...(opts.credentials !== undefined ? { credentials: opts.credentials } : {}),
@@ -92,6 +98,10 @@ export function createRegistryStore(ref: ImageReference, opts: RegistryOptions =
 
     listTags(): Promise<string[]> {
       return listTags(client, repository);
+    },
+
+    checkWriteAccess(): Promise<void> {
+      return checkPushAccess(client, repository);
     },
   };
 }

@@ -57,4 +57,9 @@ export interface ImageStore {
    */
   putManifest(input: { bytes: Buffer; mediaType: string; tag?: string }): Promise<Digest>;
   listTags(): Promise<string[]>;
+  /**
+   * Check that this store may be written, without writing (a registry: a push-scoped upload session opened and
+   * cancelled). Rejects with the store's error. Absent for stores that need no such check (OCI layouts).
+   */
+  checkWriteAccess?(): Promise<void>;
 }

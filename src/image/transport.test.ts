@@ -8,10 +8,12 @@ import { openLayoutStore } from './layout-store.js';
 import {
   displayImageLocation,
   formatImageLocation,
+  ifImageExists,
   insecureRegistriesFrom,
   openImage,
   parseImageLocation,
 } from './transport.js';
+import type { ErrorCode } from '../util/error-codes.js';
 
 const D = `sha256:${'c'.repeat(64)}`;
 
@@ -52,7 +54,7 @@ describe('parseImageLocation', () => {
       parseImageLocation(text, 'SRC');
       expect.unreachable();
     } catch (err) {
-      expect(isPackfarmError(err, code)).toBe(true);
+      expect(isPackfarmError(err, code as ErrorCode)).toBe(true);
       expect((err as Error).message).toContain('SRC');
     }
   });
@@ -96,5 +98,13 @@ describe('openImage on layouts', () => {
   it('refuses a missing source layout', async () => {
     const err = await openImage(`oci:${join(tmp, 'absent')}:x`).catch((e: unknown) => e);
     expect(isPackfarmError(err, 'LAYOUT_NOT_FOUND')).toBe(true);
+  });
+
+  it('takes only a missing layout as "no previous image"; a mistyped name is still an error', async () => {
+    expect(await ifImageExists(openImage(`oci:${join(tmp, 'absent')}:x`))).toBeUndefined();
+    const err = await ifImageExists(openImage('oci:')).catch((e: unknown) => e);
+    expect(isPackfarmError(err, 'INVALID_LOCATION')).toBe(true);
+    const bad = await ifImageExists(openImage('ftp://example/app')).catch((e: unknown) => e);
+    expect(isPackfarmError(bad)).toBe(true);
   });
 });

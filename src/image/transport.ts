@@ -1,7 +1,7 @@
 import { isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { type Digest, isDigest } from '../oci/digest.js';
 import { type ImageReference, familiarReference, formatReference, parseReference } from '../oci/reference.js';
-import { PackfarmError } from '../util/errors.js';
+import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import { localImagesDir } from './data-dir.js';
 import { isValidRefName, openLayoutStore } from './layout-store.js';
 import type { RegistryOptions } from './registry-store.js';
@@ -131,6 +131,20 @@ export async function openImage(
   const only = entries.length === 1 ? entries[0] : undefined;
   const target = hasLatest || !only ? 'latest' : (only.digest as string);
   return { store, target, display, location: loc };
+}
+
+/**
+ * The result of opening an image that may not exist yet (a previous app image): undefined when its OCI layout
+ * does not exist. Any other failure (a mistyped name, an unreadable layout) is reported, never taken as "no
+ * previous image"; a registry image is only contacted when read, where a missing manifest counts as absent.
+ */
+export async function ifImageExists(opening: Promise<OpenedImage>): Promise<OpenedImage | undefined> {
+  try {
+    return await opening;
+  } catch (err) {
+    if (isPackfarmError(err, 'LAYOUT_NOT_FOUND')) return undefined;
+    throw err;
+  }
 }
 
 export function registryOptions(opts: OpenImageOptions): RegistryOptions {

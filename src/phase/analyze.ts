@@ -1,9 +1,10 @@
+import { digestReference, repositoryName } from '../image/image-name.js';
 import { randomBytes } from 'node:crypto';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayer } from '../archive/extract.js';
 import type { ImageStore, StoredManifest } from '../image/store.js';
-import { matchPlatform } from '../image/read.js';
+import { matchPlatform, selectIndexChild } from '../image/read.js';
 import type { Digest } from '../oci/digest.js';
 import { isIndexMediaType, isImageManifestMediaType } from '../oci/media-types.js';
 import { formatPlatform, hostPlatform, type Platform, platformFromSpec } from '../oci/platform.js';
@@ -32,6 +33,8 @@ export interface AnalyzeImageRef {
   store: ImageStore;
   /** Tag or digest inside the store. */
   target: string;
+  /** The name the platform gave (recorded as `[run-image] image`); default: derived from the store. */
+  name?: string;
 }
 
 export interface AnalyzeOptions {
@@ -76,7 +79,7 @@ const UNREADABLE_IMAGE_CODES = new Set([
   'INVALID_JSON',
   'INVALID_DOCUMENT',
   'NO_MATCHING_PLATFORM',
-  'REGISTRY_TOO_LARGE',
+  'TOO_LARGE',
 ]);
 
 /**
@@ -100,7 +103,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalyzeResult> {
     );
   }
   const runTarget = targetOf(run.config);
-  const runReference = digestReference(opts.runImage.store, run.manifest.digest);
+  const runReference = analyzedReference(opts.runImage.store, run.manifest.digest);
   const analyzed: AnalyzedFile = {
     'run-image': {
       reference: runReference,
@@ -125,7 +128,7 @@ export async function analyze(opts: AnalyzeOptions): Promise<AnalyzeResult> {
     if (!prev) {
       logger.info(`Previous image with name "${name}" not found`);
     } else {
-      const reference = digestReference(opts.previousImage.store, prev.manifest.digest);
+      const reference = analyzedReference(opts.previousImage.store, prev.manifest.digest);
       analyzed.image = { reference };
       result.previousImage = { digest: prev.manifest.digest, reference };
       const meta = previousMetadata(prev.config, name, logger);
@@ -209,13 +212,18 @@ export function targetOf(config: ImageConfig): RunImageTarget {
   return t;
 }
 
-/** `registry/repo@sha256:…` for a registry store, `oci:/dir@sha256:…` for a layout. */
-export function digestReference(store: ImageStore, digest: Digest): string {
-  const rr = store.registryRepository;
-  return rr ? `${rr.registry}/${rr.repository}@${digest}` : `${store.description}@${digest}`;
+/**
+ * analyzed.toml's digest reference: `registry/repo@sha256:…` for a registry store; `<dir>@sha256:…` for a
+ * layout, the form the reference lifecycle writes in layout mode (`<layout dir>/<registry>/<repo>/<tag>@<digest>`),
+ * which the exporter and the creator take back.
+ */
+export function analyzedReference(store: ImageStore, digest: Digest): string {
+  const ref = digestReference(repositoryName(store), digest);
+  return store.registryRepository ? ref : ref.replace(/^oci:/, '');
 }
 
 function imageName(ref: AnalyzeImageRef): string {
+  if (ref.name) return ref.name;
   const rr = ref.store.registryRepository;
   const sep = ref.target.includes(':') ? '@' : ':';
   return rr
@@ -280,18 +288,13 @@ async function readImage(
     let manifest = await ref.store.getManifest(ref.target);
     if (isIndexMediaType(manifest.mediaType)) {
       const index = parseWith(ImageIndexSchema, parseJson(manifest.bytes.toString('utf8'), source), source);
-      const child = matchPlatform(index, platform);
+      // With a logger (the previous image), no child for the platform means building from scratch.
+      const child = logger ? matchPlatform(index, platform) : selectIndexChild(index, platform, source);
       if (!child) {
-        if (logger) {
-          logger.warn(
-            `Previous image ${source} has no image for ${formatPlatform(platform)}; building from scratch`,
-          );
-          return undefined;
-        }
-        throw new PackfarmError(
-          'NO_MATCHING_PLATFORM',
-          `${source}: no image for ${formatPlatform(platform)}`,
+        logger?.warn(
+          `Previous image ${source} has no image for ${formatPlatform(platform)}; building from scratch`,
         );
+        return undefined;
       }
       manifest = await ref.store.getManifest(child.digest);
     }

@@ -16,7 +16,7 @@ import { type BomEntry, type ProcessDef, checkSlicePaths } from '../buildpack/la
 import { copySbomFiles } from '../buildpack/sbom.js';
 import type { Executor } from '../exec/executor.js';
 import { createHostExecutor } from '../exec/host.js';
-import { EXIT, exitCodeOf, mapErrorKinds, withExitCodeSet } from '../platform/exit-codes.js';
+import { asPhaseError, EXIT, mapErrorKinds } from '../platform/exit-codes.js';
 import { type AnalyzedFile, type GroupFile, type PlanFile, runImageTargetOf } from '../platform/files.js';
 import {
   type BuildMetadata,
@@ -57,7 +57,10 @@ export interface BuildOptions {
   execEnv?: string;
   /** Runs bin/build (default: host child processes). */
   executor?: Executor;
-  /** The lifecycle's own environment; only allowlisted and path variables reach buildpacks. */
+  /**
+   * The lifecycle's own environment; only allowlisted and path variables reach buildpacks. An executor with an
+   * environment of its own (the oci executor: the build image's Env) replaces it.
+   */
   hostEnv?: Readonly<Record<string, string | undefined>>;
   /** Where plan files for bin/build are written (must be visible to the executor); default: a temp dir. */
   planDir?: string;
@@ -103,19 +106,20 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
     // SBOMs of an earlier build in the same layers dir must not leak into this one.
     await rm(join(opts.layersDir, 'sbom'), { recursive: true, force: true });
   } catch (err) {
-    throw toBuildError(err);
+    throw asPhaseError(err, EXIT.BUILD_ERROR);
   }
 
   const target = opts.target ?? (await completeTarget(runImageTargetOf(opts.analyzed)));
   const tEnv = targetEnv(target);
-  const env = newBuildEnv(opts.hostEnv ?? process.env);
   const executor = opts.executor ?? createHostExecutor();
+  // An executor with an environment of its own (the build image's Env under oci) replaces the lifecycle's.
+  const env = newBuildEnv(executor.baseEnv ?? opts.hostEnv ?? process.env);
 
   let plan = opts.plan.entries;
   const outputs: BuildpackBuildOutput[] = [];
   for (const bp of buildpacks) {
     opts.onEvent?.({ type: 'buildpack-start', id: bp.id, version: bp.version, api: bp.api });
-    log.debug(`running build for buildpack ${bp.id}@${bp.version}`);
+    log.debug(`Running build for buildpack ${bp.id}@${bp.version}`);
     const stdout = lineSplitter((line) =>
       opts.onEvent?.({ type: 'buildpack-output', id: bp.id, stream: 'stdout', line }),
     );
@@ -142,7 +146,7 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
         logger: log,
       });
     } catch (err) {
-      throw toBuildError(err);
+      throw asPhaseError(err, EXIT.BUILD_ERROR);
     } finally {
       stdout.end();
       stderr.end();
@@ -150,10 +154,12 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
     outputs.push(out);
     plan = withoutMet(plan, out.met);
     opts.onEvent?.({ type: 'buildpack-end', id: bp.id, version: bp.version });
+    log.debug(`Finished running build for buildpack ${bp.id}@${bp.version}`);
   }
 
   try {
-    const metadata = assembleMetadata(opts.group, outputs, opts.appDir, log);
+    // Slices name the app dir as buildpacks saw it.
+    const metadata = assembleMetadata(opts.group, outputs, executor.paths?.app ?? opts.appDir, log);
     await copySbomFiles(
       opts.layersDir,
       outputs.flatMap((o) => o.sbom),
@@ -167,7 +173,7 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
     }
     return { metadata, metadataPath, buildpacks: outputs };
   } catch (err) {
-    throw toBuildError(err);
+    throw asPhaseError(err, EXIT.BUILD_ERROR);
   }
 }
 
@@ -183,7 +189,7 @@ async function resolveBuildpacks(
     try {
       d = await store.lookup(g.id, g.version);
     } catch (err) {
-      throw toBuildError(err);
+      throw asPhaseError(err, EXIT.BUILD_ERROR);
     }
     checkBuildpackApi(d.api, `buildpack ${d.id}@${d.version} (${d.path})`);
     if (isComposite(d)) {
@@ -360,19 +366,4 @@ function lineSplitter(emit: (line: string) => void): { push: (chunk: Buffer) => 
 
 function missing(what: string): never {
   throw new Error(what);
-}
-
-/** Anything thrown while building is a lifecycle build error (exit 52) unless it carries a more specific code. */
-function toBuildError(err: unknown): PackfarmError {
-  if (err instanceof PackfarmError) {
-    // Errors that already carry a specific lifecycle code (51, 12 …) keep it; generic ones become 52.
-    if (err.exitCode !== EXIT.FAILED) return err;
-    const code = exitCodeOf(err);
-    return withExitCodeSet(err, code === EXIT.FAILED ? EXIT.BUILD_ERROR : code);
-  }
-  const e = err as Error;
-  return new PackfarmError('BUILD_ERROR', e?.message ?? String(err), {
-    exitCode: EXIT.BUILD_ERROR,
-    cause: err,
-  });
 }

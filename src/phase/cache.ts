@@ -1,6 +1,5 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { writeLayer } from '../archive/layer-writer.js';
 import { buildpackLayersDir, escapeId, readBuildpackLayers } from '../buildpack/layers.js';
 import type { CacheMetadata } from '../cache/metadata.js';
@@ -9,6 +8,7 @@ import type { Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
 import type { BuildpackLayersMetadata } from '../platform/labels.js';
 import { type Logger, silentLogger } from '../util/log.js';
+import { discard } from '../util/stream.js';
 
 /**
  * The cache phase of the exporter (the reference lifecycle's `phase/cache.go`): save the group's cache=true
@@ -116,7 +116,20 @@ export async function exportCache(opts: ExportCacheOptions): Promise<ExportCache
         }
         let outcome: 'reused' | 'added';
         let sha: Digest;
-        if (diffId !== undefined && (await backend.hasLayer(diffId))) {
+        // A cached copy is reused only when it is intact; a damaged one is replaced by the fresh layer.
+        const verdicts = new Map<Digest, boolean>();
+        const canReuse = async (d: Digest): Promise<boolean> => {
+          let ok = verdicts.get(d);
+          if (ok === undefined) {
+            const why = (await backend.hasLayer(d)) ? await backend.verifyLayer(d) : 'absent';
+            if (why && why !== 'absent')
+              logger.warn(`Skipping reuse for layer ${bp.id}:${layer.name}: ${why}`);
+            ok = why === undefined;
+            verdicts.set(d, ok);
+          }
+          return ok;
+        };
+        if (diffId !== undefined && (await canReuse(diffId))) {
           sha = diffId;
           await writer.reuse(diffId);
           outcome = 'reused';
@@ -125,7 +138,7 @@ export async function exportCache(opts: ExportCacheOptions): Promise<ExportCache
           const file = join(writer.tempDir, `layer-${n++}.tmp`);
           const written = await writeLayer({ ...tarOptions, out: file, compression: backend.compression });
           sha = written.diffId;
-          if (await backend.hasLayer(sha)) {
+          if (await canReuse(sha)) {
             await rm(file, { force: true });
             await writer.reuse(sha);
             outcome = 'reused';
@@ -154,13 +167,4 @@ export async function exportCache(opts: ExportCacheOptions): Promise<ExportCache
     throw err;
   }
   return { layers: result, metadata: meta };
-}
-
-/** A sink that only lets the archive writer compute digests. */
-function discard(): Writable {
-  return new Writable({
-    write(_chunk, _enc, cb) {
-      cb();
-    },
-  });
 }

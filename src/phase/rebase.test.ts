@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestImage, tarGz, writeTestImage, writeTestIndex } from '../../test/helpers/images.js';
+import { digestReference, repositoryKey } from '../image/image-name.js';
 import { readBaseImage } from '../image/read.js';
 import { type LayoutStore, openLayoutStore } from '../image/layout-store.js';
 import type { Digest } from '../oci/digest.js';
@@ -10,14 +11,7 @@ import { parsePlatform } from '../oci/platform.js';
 import type { ImageConfig } from '../oci/schemas.js';
 import { Label, LifecycleMetadataSchema } from '../platform/labels.js';
 import { isPackfarmError } from '../util/errors.js';
-import {
-  digestReference,
-  rebase,
-  repositoryKey,
-  splitHistory,
-  targetMismatches,
-  updatedMetadata,
-} from './rebase.js';
+import { rebase, splitHistory, targetMismatches, updatedMetadata } from './rebase.js';
 
 const BASE_V1 = { 'etc/os-release': 'ID=busybox\n', 'etc/run-image-version': '1\n' };
 const BASE_V2 = { 'etc/os-release': 'ID=busybox\n', 'etc/run-image-version': '2\n' };

@@ -1,3 +1,4 @@
+import { digestReference, repositoryKey } from '../image/image-name.js';
 import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
 import { type BaseImage, readBaseImage } from '../image/read.js';
@@ -13,7 +14,6 @@ import {
   platformToSpec,
   platformsEqual,
 } from '../oci/platform.js';
-import { parseReference } from '../oci/reference.js';
 import { type Descriptor, type ImageConfig, ImageIndexSchema } from '../oci/schemas.js';
 import { EXIT } from '../platform/exit-codes.js';
 import { Label, type LifecycleMetadata, LifecycleMetadataSchema } from '../platform/labels.js';
@@ -433,13 +433,6 @@ export function splitHistory(
   return undefined;
 }
 
-/** `registry/repository@digest` for a reference, `oci:DIR@digest` for a layout location. */
-export function digestReference(name: string, digest: Digest): string {
-  const key = repositoryKey(name);
-  if (key !== undefined) return `${key}@${digest}`;
-  return `${name}@${digest}`;
-}
-
 async function resolveRunImage(
   ctx: RebaseContext,
   md: LifecycleMetadata,
@@ -478,23 +471,6 @@ export function runImageNames(md: LifecycleMetadata): string[] {
 function registryOf(name: string): string | undefined {
   const key = repositoryKey(name);
   return key?.startsWith('oci:') ? undefined : key?.split('/')[0];
-}
-
-/** `registry/repository` of a reference, `oci:DIR` of a layout location; undefined when unparseable. */
-export function repositoryKey(name: string): string | undefined {
-  if (name.startsWith('oci:')) {
-    const rest = name.slice(4);
-    const at = rest.indexOf('@');
-    const body = at >= 0 ? rest.slice(0, at) : rest;
-    const colon = body.lastIndexOf(':');
-    return `oci:${colon >= 0 && !body.slice(colon + 1).includes('/') ? body.slice(0, colon) : body}`;
-  }
-  try {
-    const r = parseReference(name.startsWith('docker://') ? name.slice(9) : name);
-    return `${r.registry}/${r.repository}`;
-  } catch {
-    return undefined;
-  }
 }
 
 /**

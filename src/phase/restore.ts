@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chown, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { chown, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import pLimit from 'p-limit';
 import { extractLayer } from '../archive/extract.js';
@@ -14,7 +14,7 @@ import {
   type LifecycleMetadata,
   LifecycleMetadataSchema,
 } from '../platform/labels.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { isDir, writeFileAtomic } from '../util/fs.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { stringifyToml } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
@@ -90,6 +90,8 @@ interface Plan {
   name: string;
   meta: BuildpackLayerMetadata;
   content: boolean;
+  /** The previous image records the layer (its metadata line says "from app image"). */
+  fromAppImage: boolean;
 }
 
 /**
@@ -124,7 +126,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
     const appLayers = prevBp?.layers ?? {};
     const cached = cacheMeta ? cachedLayersFor(cacheMeta, bp.id) : {};
     const skip = (name: string, reason: string) => {
-      logger.info(`Skipping restore for layer '${bp.id}:${name}': ${reason}`);
+      logger.info(`Skipping restore for layer "${bp.id}:${name}": ${reason}`);
       result.skipped.push({ buildpack: bp.id, layer: name, reason });
     };
 
@@ -135,12 +137,12 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
         if (!c) skip(name, 'launch and cache layer not in the cache');
         else if (c.sha !== meta.sha)
           skip(name, 'the cache holds a different version than the previous image');
-        else plans.push({ bp, name, meta: c, content: true });
+        else plans.push({ bp, name, meta: c, content: true, fromAppImage: true });
         continue;
       }
       // build=true layers are not restored unless cached (the next build would see stale build-time data).
       if (meta.build) continue;
-      plans.push({ bp, name, meta, content: false });
+      plans.push({ bp, name, meta, content: false, fromAppImage: true });
     }
     for (const [name, meta] of Object.entries(cached).sort(([a], [b]) => (a < b ? -1 : 1))) {
       if (!meta.cache) continue;
@@ -152,7 +154,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
           continue;
         }
       }
-      plans.push({ bp, name, meta, content: true });
+      plans.push({ bp, name, meta, content: true, fromAppImage: false });
     }
   }
 
@@ -166,17 +168,17 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
         if (p.content) {
           const why = await restoreContent({ ...opts, cache: opts.cache!, bpDir, plan: p, imageLayersDir });
           if (why) {
-            logger.warn(`Not restoring layer '${p.bp.id}:${p.name}': ${why}`);
+            // The reference's wording: platforms grep for it.
+            logger.warn(`Skipping restore for layer ${p.bp.id}:${p.name}: ${why}`);
             result.skipped.push({ buildpack: p.bp.id, layer: p.name, reason: why });
             return;
           }
         }
         await writeLayerFiles(bpDir, p, owner);
-        logger.info(
-          p.content
-            ? `Restoring data for '${p.bp.id}:${p.name}' from cache`
-            : `Restoring metadata for '${p.bp.id}:${p.name}' from app image`,
-        );
+        // The reference restorer's lines (Go %q quoting): metadata first, then the cached data.
+        const id = JSON.stringify(`${p.bp.id}:${p.name}`);
+        logger.info(`Restoring metadata for ${id} from ${p.fromAppImage ? 'app image' : 'cache'}`);
+        if (p.content) logger.info(`Restoring data for ${id} from cache`);
         result.layers.push({
           buildpack: p.bp.id,
           layer: p.name,
@@ -256,13 +258,5 @@ async function restoreContent(
     return `cannot extract ${sha}: ${(err as Error).message}`;
   } finally {
     await rm(scratch, { recursive: true, force: true });
-  }
-}
-
-async function isDir(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
-    return false;
   }
 }

@@ -1,4 +1,5 @@
 import { type ErrorKind, PackfarmError } from '../util/errors.js';
+import type { ErrorCode } from '../util/error-codes.js';
 
 /**
  * Exit codes of the lifecycle phases (platform.md, per-phase "Exit Code" tables; the concrete values inside
@@ -56,7 +57,47 @@ export function withExitCodeSet(err: PackfarmError, exitCode: number): PackfarmE
   });
 }
 
-/** Run a phase, giving errors from below it the exit code of their kind. */
+/** The error code a phase gives an error that is not a PackfarmError (an I/O failure, say). */
+const PHASE_ERROR_CODE: Readonly<Record<number, ErrorCode>> = {
+  [EXIT.DETECT_ERROR]: 'DETECT_ERROR',
+  [EXIT.ANALYZE_ERROR]: 'ANALYZE_ERROR',
+  [EXIT.RESTORE_ERROR]: 'RESTORE_ERROR',
+  [EXIT.BUILD_ERROR]: 'BUILD_ERROR',
+  [EXIT.EXPORT_ERROR]: 'EXPORT_ERROR',
+  [EXIT.REBASE_ERROR]: 'REBASE_ERROR',
+};
+
+/**
+ * `err` as the failure of a phase whose exit code is `code`: an error keeping a specific exit code it carries
+ * (3 for arguments, 11/12 for APIs, 20/21 for detection, 51 for a buildpack …) or its kind's; any other
+ * PackfarmError takes `code`; anything else (ENOENT from a read, say) becomes a PackfarmError with `code`, so
+ * every phase reports the same failure the same way.
+ */
+export function asPhaseError(err: unknown, code: number): PackfarmError {
+  if (err instanceof PackfarmError) {
+    if (err.exitCode !== EXIT.FAILED) return err;
+    return withExitCodeSet(err, err.kind === undefined ? code : KIND_EXIT[err.kind]);
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return new PackfarmError(PHASE_ERROR_CODE[code] ?? 'LIFECYCLE_ERROR', message, {
+    exitCode: code,
+    cause: err,
+  });
+}
+
+/** Run (part of) a phase whose failures exit with `code` (see `asPhaseError`). */
+export async function withExitCode<T>(code: number, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw asPhaseError(err, code);
+  }
+}
+
+/**
+ * Run a phase, giving errors from below it the exit code of their kind; other errors are left as they are
+ * (a phase's input errors stay generic, exit 1, as in the reference lifecycle).
+ */
 export async function mapErrorKinds<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();

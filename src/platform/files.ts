@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { type PlanFile, PlanFileSchema } from '../buildpack/plan.js';
 import { PackfarmError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { isNotFound, writeFileAtomic } from '../util/fs.js';
 import { parseToml, stringifyToml, type TomlTable } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
 import type { RunImageTarget } from './target.js';
@@ -125,10 +125,6 @@ export type SystemFile = z.output<typeof SystemFileSchema>;
 
 // ---------------------------------------------------------------------------------------------------------
 // read / write
-
-function isNotFound(err: unknown): boolean {
-  return (err as { code?: string } | null)?.code === 'ENOENT';
-}
 
 async function readTomlFile(path: string, what: string): Promise<TomlTable> {
   let text: string;

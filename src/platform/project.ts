@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { PackfarmError } from '../util/errors.js';
@@ -6,6 +5,7 @@ import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { parseToml } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
+import { readFileIfExists } from '../util/fs.js';
 
 /**
  * project.toml, the project descriptor (extensions/project-descriptor.md). Read by the platform, never by
@@ -177,14 +177,8 @@ export async function readProjectDescriptor(
   path: string,
   opts: ParseProjectOptions = {},
 ): Promise<ProjectDescriptor | undefined> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  return parseProjectDescriptor(text, path, opts);
+  const text = await readFileIfExists(path);
+  return text === undefined ? undefined : parseProjectDescriptor(text, path, opts);
 }
 
 /** Where a project.toml buildpack comes from, with relative paths made absolute. */

@@ -525,7 +525,7 @@ export async function readCapped(res: RegistryResponse, max: number, what: strin
   const declared = Number(headerValue(res.headers['content-length']));
   const tooLarge = () =>
     new PackfarmError(
-      'REGISTRY_TOO_LARGE',
+      'TOO_LARGE',
       `${displayUrl(res.url)}: the ${what} is larger than ${max} bytes, more than packfarm accepts`,
     );
   if (Number.isFinite(declared) && declared > max) {

@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -7,6 +6,7 @@ import { DOCKER_HUB } from '../oci/reference.js';
 import { PackfarmError } from '../util/errors.js';
 import { parseJson, parseWith } from '../util/validate.js';
 import { splitHostPort } from './insecure.js';
+import { readFileIfExists } from '../util/fs.js';
 
 /**
  * What we can authenticate with at one registry:
@@ -74,15 +74,15 @@ export function dockerConfigPath(env: NodeJS.ProcessEnv = process.env): string {
 
 /** The docker config file, validated; undefined when it does not exist. */
 export async function readDockerConfig(path: string): Promise<DockerConfig | undefined> {
-  let text: string;
+  let text: string | undefined;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readFileIfExists(path);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new PackfarmError('CREDENTIALS_UNREADABLE', `${path}: cannot read: ${(err as Error).message}`, {
       cause: err,
     });
   }
+  if (text === undefined) return undefined;
   if (text.trim() === '') return {};
   return parseWith(DockerConfigSchema, parseJson(text, path), path, 'CREDENTIALS_INVALID');
 }

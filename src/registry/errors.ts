@@ -1,4 +1,5 @@
 import { PackfarmError } from '../util/errors.js';
+import type { ErrorCode } from '../util/error-codes.js';
 
 /** One entry of a registry's `{"errors":[…]}` body. */
 export interface RegistryErrorEntry {
@@ -22,7 +23,7 @@ export interface RequestContext {
 }
 
 // Registry error codes (distribution-spec plus Docker's legacy ones) → our stable codes.
-const CODE_MAP: Record<string, string> = {
+const CODE_MAP: Record<string, ErrorCode> = {
   UNAUTHORIZED: 'REGISTRY_UNAUTHORIZED',
   DENIED: 'REGISTRY_DENIED',
   TOOMANYREQUESTS: 'REGISTRY_TOO_MANY_REQUESTS',
@@ -71,7 +72,7 @@ export function parseErrorBody(text: string): RegistryErrorEntry[] | undefined {
   }
 }
 
-function statusCode(status: number, what: RequestContext['what']): string {
+function statusCode(status: number, what: RequestContext['what']): ErrorCode {
   if (status === 401) return 'REGISTRY_UNAUTHORIZED';
   if (status === 403) return 'REGISTRY_DENIED';
   if (status === 429) return 'REGISTRY_TOO_MANY_REQUESTS';
@@ -81,7 +82,7 @@ function statusCode(status: number, what: RequestContext['what']): string {
     if (what === 'upload') return 'BLOB_UPLOAD_UNKNOWN';
     if (what === 'tags') return 'NAME_UNKNOWN';
   }
-  if (status === 413) return 'REGISTRY_TOO_LARGE';
+  if (status === 413) return 'TOO_LARGE';
   return 'REGISTRY_ERROR';
 }
 
@@ -92,7 +93,7 @@ export function loginHint(registry: string): string {
   );
 }
 
-function hintFor(code: string, ctx: RequestContext, retryAfter?: string): string | undefined {
+function hintFor(code: ErrorCode, ctx: RequestContext, retryAfter?: string): string | undefined {
   switch (code) {
     case 'REGISTRY_UNAUTHORIZED':
       return loginHint(ctx.registry);
@@ -108,7 +109,7 @@ function hintFor(code: string, ctx: RequestContext, retryAfter?: string): string
       return 'push every blob and child manifest before the manifest that references them';
     case 'DIGEST_INVALID':
       return 'the bytes sent do not hash to the digest given; the source changed or the descriptor is wrong';
-    case 'REGISTRY_TOO_LARGE':
+    case 'TOO_LARGE':
       return 'registries accept manifests up to about 4 MiB';
     default:
       return undefined;

@@ -8,5 +8,5 @@ export * from './insecure.js';
 export * from './manifests.js';
 export * from './retry.js';
 export * from './scope.js';
-export * from './shared.js';
+export * from './pool.js';
 export * from './tags.js';

@@ -1,3 +1,5 @@
+import type { ErrorCode } from './error-codes.js';
+
 /**
  * What kind of failure an error raised below the phases is. The buildpack contract (buildpack/) does not know
  * the platform's exit-code table; the phases map a kind to its CNB exit code (platform/exit-codes.ts).
@@ -17,13 +19,13 @@ export type ErrorKind =
  * Programmer errors stay plain `Error`.
  */
 export class PackfarmError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly hint: string | undefined;
   readonly exitCode: number;
   readonly kind: ErrorKind | undefined;
 
   constructor(
-    code: string,
+    code: ErrorCode,
     message: string,
     options: { hint?: string; exitCode?: number; kind?: ErrorKind; cause?: unknown } = {},
   ) {
@@ -36,7 +38,7 @@ export class PackfarmError extends Error {
   }
 }
 
-export function isPackfarmError(err: unknown, code?: string): err is PackfarmError {
+export function isPackfarmError(err: unknown, code?: ErrorCode): err is PackfarmError {
   return err instanceof PackfarmError && (code === undefined || err.code === code);
 }
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, basename } from 'node:path';
 
 /** A temp path beside `target` (same filesystem, so rename is atomic). */
@@ -42,4 +42,35 @@ export async function pathExists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/** Whether an error says the path (or one of its parents) is not there. */
+export function isNotFound(err: unknown): boolean {
+  const code = (err as { code?: string } | null)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** A text file's content, or undefined when it does not exist; any other failure is thrown. */
+export async function readFileIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+/** The part of a file system `isDir` needs (node:fs/promises, or memfs in tests). */
+export interface StatFs {
+  stat(path: string): Promise<{ isDirectory(): boolean }>;
+}
+
+/** Whether `path` is a directory: false when it is missing or something else; other failures are thrown. */
+export async function isDir(path: string, fs: StatFs = { stat }): Promise<boolean> {
+  try {
+    return (await fs.stat(path)).isDirectory();
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
 }

@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import { PackfarmError } from './errors.js';
 import { parseJson } from './validate.js';
 
@@ -39,4 +40,13 @@ export async function readCapped(stream: ByteSource, maxBytes: number, source: s
 export async function readJsonCapped(stream: ByteSource, maxBytes: number, source: string): Promise<unknown> {
   const bytes = await readCapped(stream, maxBytes, source);
   return parseJson(bytes.toString('utf8'), source);
+}
+
+/** A sink that drops what it is given: for writers whose digests are all we want. */
+export function discard(): Writable {
+  return new Writable({
+    write(_chunk, _enc, cb) {
+      cb();
+    },
+  });
 }

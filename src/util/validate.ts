@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { PackfarmError, formatIssuePath } from './errors.js';
+import type { ErrorCode } from './error-codes.js';
 
 /**
  * Parse `value` with `schema`; on failure throw a PackfarmError naming the source (a file or URL), each
@@ -9,7 +10,7 @@ export function parseWith<S extends z.ZodType>(
   schema: S,
   value: unknown,
   source: string,
-  code = 'INVALID_DOCUMENT',
+  code: ErrorCode = 'INVALID_DOCUMENT',
 ): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportCache } from '../../src/phase/cache.js';
 import { runLifecycleCommand } from '../../src/cli/lifecycle.js';
-import { layoutPathFor } from '../../src/cli/lifecycle/analyzer.js';
+import { layoutImageLocation, layoutPathFor } from '../../src/cli/lifecycle/analyzer.js';
 import type { CliIO } from '../../src/cli/output.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { createRegistryStore } from '../../src/image/registry-store.js';
@@ -199,6 +199,8 @@ describe('lifecycle analyzer + restorer commands', () => {
       CNB_LAYERS_DIR: layers,
       CNB_USE_LAYOUT: 'true',
       CNB_LAYOUT_DIR: layoutDir,
+      // Layout mode is experimental (the default mode refuses it); quiet keeps stderr empty.
+      CNB_EXPERIMENTAL_MODE: 'quiet',
     };
     const a = io();
     const code = await runLifecycleCommand(
@@ -209,7 +211,7 @@ describe('lifecycle analyzer + restorer commands', () => {
     expect(a.err).toEqual([]);
     expect(code).toBe(0);
     const analyzed = await readAnalyzedFile(join(layers, 'analyzed.toml'));
-    expect(analyzed?.image?.reference).toMatch(/^oci:.*layout-mode\/example.com\/team\/app\/v2@sha256:/);
+    expect(analyzed?.image?.reference).toMatch(/^\/.*layout-mode\/example.com\/team\/app\/v2@sha256:/);
     expect(analyzed?.['run-image']?.target).toEqual({ os: 'linux', arch: 'amd64' });
 
     // A cache written by an earlier export of the same buildpack.
@@ -232,7 +234,7 @@ describe('lifecycle analyzer + restorer commands', () => {
     const rcode = await runLifecycleCommand(['restorer', '-cache-dir', cacheDir], r.cli, env);
     expect(r.err).toEqual([]);
     expect(rcode).toBe(0);
-    expect(r.out.join('\n')).toMatch(/Restoring data for 'example\/node:modules' from cache/);
+    expect(r.out.join('\n')).toMatch(/Restoring data for "example\/node:modules" from cache/);
     expect(await readFile(join(layers, 'example_node', 'modules', 'm.js'), 'utf8')).toBe('m\n');
     expect(await readFile(join(layers, 'example_node', 'runtime.sha'), 'utf8')).toBe(
       `sha256:${'a'.repeat(64)}`,
@@ -270,5 +272,31 @@ describe('layoutPathFor', () => {
     expect(layoutPathFor('/l', `127.0.0.1:5000/a/b@sha256:${'c'.repeat(64)}`)).toBe(
       `/l/127.0.0.1:5000/a/b/sha256/${'c'.repeat(64)}`,
     );
+  });
+});
+
+describe('layoutImageLocation', () => {
+  const d = `sha256:${'d'.repeat(64)}`;
+  it('maps a reference to its own layout under its tag or digest, the same in every phase', () => {
+    expect(layoutImageLocation('/l', 'example.test/team/app:v1')).toEqual({
+      transport: 'oci',
+      dir: '/l/example.test/team/app/v1',
+      tag: 'v1',
+    });
+    expect(layoutImageLocation('/l', `example.test/team/app@${d}`)).toEqual({
+      transport: 'oci',
+      dir: `/l/example.test/team/app/sha256/${'d'.repeat(64)}`,
+      digest: d,
+    });
+  });
+
+  it("takes back analyzed.toml's <path>@<digest> form and packfarm's oci: form", () => {
+    expect(layoutImageLocation('/l', `/l/example.test/team/app/v1@${d}`)).toEqual({
+      transport: 'oci',
+      dir: '/l/example.test/team/app/v1',
+      digest: d,
+    });
+    expect(layoutImageLocation('/l', '/elsewhere/run')).toEqual({ transport: 'oci', dir: '/elsewhere/run' });
+    expect(layoutImageLocation('/l', 'oci:/x/y:t')).toEqual({ transport: 'oci', dir: '/x/y', tag: 't' });
   });
 });

@@ -8,6 +8,7 @@ import type { GroupFile, PlanFile } from '../../src/platform/files.js';
 import { readBuildMetadata } from '../../src/platform/metadata.js';
 import { type BuildEvent, type BuildOptions, build } from '../../src/phase/build.js';
 import { isPackfarmError } from '../../src/util/errors.js';
+import type { ErrorCode } from '../../src/util/error-codes.js';
 
 /**
  * The build phase end to end through the TypeScript API: real fixture buildpacks (POSIX sh scripts) run as
@@ -83,7 +84,7 @@ async function report(ws: Workspace, bp: string): Promise<Record<string, string>
   return out;
 }
 
-async function expectBuildError(p: Promise<unknown>, code: string, exitCode: number): Promise<Error> {
+async function expectBuildError(p: Promise<unknown>, code: ErrorCode, exitCode: number): Promise<Error> {
   const err = await p.then(
     () => undefined,
     (e: unknown) => e,

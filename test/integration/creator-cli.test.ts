@@ -95,7 +95,7 @@ describe('packfarm lifecycle creator', () => {
     );
     expect(r.err).not.toMatch(/error/i);
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/===> DETECT/);
+    expect(r.out).toMatch(/===> DETECTING/);
     expect(r.out).toMatch(/\*\*\* Digest: sha256:/);
     const report = await readReport(join(ws.layers, 'report.toml'));
     expect(report.image.tags).toEqual([image, `${registry.host}/created:v1`]);

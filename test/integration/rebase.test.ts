@@ -479,14 +479,16 @@ describe('packfarm lifecycle rebaser', () => {
 
   it('rebases with -layout under -layout-dir', async () => {
     const layoutDir = join(root, 'lc-layouts');
-    const dir = join(layoutDir, 'example.test', 'lc', 'app');
+    // Every name has its own layout dir <layout-dir>/<registry>/<repository>/<tag>, as in the other phases.
+    const dir = join(layoutDir, 'example.test', 'lc', 'app', 'latest');
     const layout = await openLayoutStore(dir, { create: true });
-    const run = await openLayoutStore(join(layoutDir, 'example.test', 'lc', 'run'), { create: true });
-    await createVersionedRunImage({ store: run, tag: 'v1', version: 1 });
+    const run1 = await openLayoutStore(join(layoutDir, 'example.test', 'lc', 'run', 'v1'), { create: true });
+    const run = await openLayoutStore(join(layoutDir, 'example.test', 'lc', 'run', 'v2'), { create: true });
+    await createVersionedRunImage({ store: run1, tag: 'v1', version: 1 });
     await createVersionedRunImage({ store: run, tag: 'v2', version: 2 });
     await exportApp({
       name: 'lc-layout',
-      run: { store: run, target: 'v1', name: 'example.test/lc/run:v1' },
+      run: { store: run1, target: 'v1', name: 'example.test/lc/run:v1' },
       out: { store: layout, tag: 'latest' },
     });
     const report = join(root, 'lc-layout-report.toml');

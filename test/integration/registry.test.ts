@@ -11,7 +11,7 @@ import { MediaType } from '../../src/oci/media-types.js';
 import { getBlob, putBlob } from '../../src/registry/blobs.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { insecureRegistriesFromEnv } from '../../src/registry/insecure.js';
-import { closeSharedRegistryClients } from '../../src/registry/shared.js';
+import { defaultRegistryClientPool } from '../../src/registry/pool.js';
 import { listTags } from '../../src/registry/tags.js';
 import { type TestRegistry, startRegistry, writeDockerConfig } from '../helpers/registry.js';
 
@@ -118,7 +118,7 @@ function generated(
 
 afterAll(async () => {
   await Promise.all(clients.splice(0).map((c) => c.close()));
-  await closeSharedRegistryClients();
+  await defaultRegistryClientPool().close();
 });
 
 describe('registry without auth', () => {

@@ -106,7 +106,7 @@ describe('restore', () => {
     expect(await readFile(join(bp, 'lc', 'file'), 'utf8')).toBe('lc\n');
     // launch+cache whose cache copy differs from the image: neither metadata nor contents.
     expect(result.skipped.map((s) => s.layer)).toEqual(['lc-changed', 'lc-new']);
-    expect(log).toMatch(/Skipping restore for layer 'example\/node:lc-changed'/);
+    expect(log).toMatch(/Skipping restore for layer "example\/node:lc-changed"/);
     // build=true launch=true cache=false: never restored.
     expect((await readdir(bp)).sort()).toEqual([
       'lc',

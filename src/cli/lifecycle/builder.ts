@@ -47,12 +47,10 @@ async function runBuilder(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
     logger.warn(`no analyzed metadata at ${analyzedPath}; target data comes from the build environment`);
 
   const onEvent = (e: BuildEvent) => {
+    // Buildpack output passes through unchanged, as from the reference builder (and the creator).
     if (e.type === 'buildpack-output') {
-      const line = `[${e.id}] ${e.line}`;
-      if (e.stream === 'stdout') io.out(line);
-      else io.err(line);
-    } else if (e.type === 'buildpack-start') {
-      logger.debug(`running build for buildpack ${e.id}@${e.version} (Buildpack API ${e.api})`);
+      if (e.stream === 'stdout') io.out(e.line);
+      else io.err(e.line);
     }
   };
 

@@ -2,20 +2,28 @@ import { formatApiVersion } from '../../util/api-version.js';
 import { createBuildpackStore } from '../../buildpack/descriptor.js';
 import { readOrder } from '../../platform/order.js';
 import { createHostExecutor } from '../../exec/host.js';
+import { ifImageExists } from '../../image/transport.js';
 import { hostPlatform } from '../../oci/platform.js';
 import { type CreatePhase, create } from '../../phase/create.js';
 import { type ExportOutput, addExportOutput } from '../../phase/export.js';
-import { EXIT } from '../../platform/exit-codes.js';
-import { readRunFile } from '../../platform/files.js';
+import { asPhaseError, EXIT } from '../../platform/exit-codes.js';
+import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
+import { chownFiles, ensureOwner, ownerToApply } from '../../platform/ownership.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
-import { PackfarmError, isPackfarmError } from '../../util/errors.js';
 import { resolveCreationTime } from '../../util/time.js';
 import type { CliIO } from '../output.js';
-import { imageOpener, refuseDaemon } from './analyzer.js';
+import {
+  ensureRegistryAccess,
+  imageOpener,
+  refuseDaemon,
+  resolveRunImage,
+  warnLaunchCache,
+  warnParallelWithoutCache,
+} from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import { resolveOrderPath } from './detector.js';
 import { readProjectMetadata } from './exporter.js';
-import { ownerFrom } from './restorer.js';
+import { NO_CACHE_WARNING, ownerFrom } from './restorer.js';
 import type { PhaseCommand } from './types.js';
 
 const I = LIFECYCLE_INPUTS;
@@ -38,6 +46,7 @@ const CREATOR_INPUTS: readonly InputDef[] = [
   I['log-level'],
   I['no-color'],
   I.order,
+  I.parallel,
   I.platform,
   I['previous-image'],
   I['process-type'],
@@ -74,25 +83,20 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
   if (typeof ctx === 'number') return ctx;
   const { inputs, logger } = ctx;
   refuseDaemon(inputs, 'creator');
-  const opener = imageOpener(inputs);
+  const opener = imageOpener(inputs, env);
   const image = ctx.positionals[0] as string;
   const layersDir = inputs.require('layers');
   const appDir = inputs.require('app');
 
-  let runNames: string[];
-  const runFlag = inputs.string('run-image');
-  if (runFlag) runNames = [runFlag];
-  else {
-    const runFile = await readRunFile(inputs.require('run'));
-    const first = runFile.images[0];
-    runNames = first ? [first.image, ...(first.mirrors ?? [])] : [];
-  }
-  const runName = runNames[0];
-  if (!runName)
-    throw new PackfarmError('RUN_IMAGE_MISSING', `no run image: ${inputs.require('run')} lists none`, {
-      exitCode: EXIT.INVALID_ARGS,
-      hint: 'pass -run-image REF or provide run.toml with [[images]]',
-    });
+  const run = await resolveRunImage(inputs, opener, image);
+  if (inputs.bool('layout')) guardExperimental(ExperimentalFeature.layout, env, logger);
+  if (!inputs.string('cache-dir') && !inputs.string('cache-image')) logger.warn(NO_CACHE_WARNING);
+  warnLaunchCache(inputs, logger);
+  warnParallelWithoutCache(inputs, logger);
+  // As root, hand the volumes to the build user first (the reference creator then runs as that user).
+  const owner = ownerToApply(inputs.string('uid'), inputs.string('gid'));
+  const cacheDir = inputs.string('cache-dir');
+  if (owner) await ensureOwner(owner, [cacheDir, inputs.string('launch-cache'), layersDir]);
 
   const orderPath = await resolveOrderPath(inputs);
 
@@ -105,10 +109,14 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
 
   let current: CreatePhase = 'analyze';
   try {
-    const run = await opener.open(runName);
-    const previous = await opener.open(inputs.string('previous-image') ?? image).catch(() => undefined);
+    const previousRef = inputs.string('previous-image') ?? image;
+    await ensureRegistryAccess(inputs, opener, {
+      read: [previousRef, run.reference],
+      write: [image, ...inputs.list('tag')],
+    });
+    const runImage = await opener.open(run.reference);
+    const previous = await ifImageExists(opener.open(previousRef));
     const cacheImage = inputs.string('cache-image');
-    const cacheDir = inputs.string('cache-dir');
     const cacheTarget = cacheImage ? await opener.open(cacheImage, { create: true }) : undefined;
     const result = await create({
       appDir,
@@ -118,10 +126,11 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
       buildpacks: createBuildpackStore(inputs.require('buildpacks')),
       order: await readOrder(orderPath),
       runImage: {
-        store: run.store,
-        target: run.target,
-        name: runName,
-        mirrors: runNames.slice(1),
+        store: runImage.store,
+        target: runImage.target,
+        // The label records the run.toml entry the image came from (a mirror may have been read).
+        name: run.image,
+        mirrors: run.mirrors,
       },
       outputs,
       ...(previous ? { previousImage: { store: previous.store, target: previous.target } } : {}),
@@ -157,14 +166,10 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
     logger.info(`*** Digest: ${result.exported.digest}`);
     return EXIT.OK;
   } catch (err) {
-    if (isPackfarmError(err) && err.exitCode === EXIT.FAILED) {
-      throw new PackfarmError(err.code, err.message, {
-        exitCode: PHASE_EXIT[current],
-        ...(err.hint ? { hint: err.hint } : {}),
-        cause: err,
-      });
-    }
-    throw err;
+    throw asPhaseError(err, PHASE_EXIT[current]);
+  } finally {
+    // What the creator wrote belongs to the build user, as if it had run as that user.
+    await chownFiles(owner, [layersDir, cacheDir, inputs.require('report')]);
   }
 }
 
@@ -176,6 +181,8 @@ export const creatorCommand: PhaseCommand = {
     'Argument: <image>, the output image (also the previous image unless -previous-image is given).',
     'Buildpacks run as host processes. The image holds the app at /workspace and the layers at /layers;',
     'process commands that name the -app or -layers dir are rewritten to those paths.',
+    '-layout is experimental: CNB_EXPERIMENTAL_MODE=warn or quiet allows it (the default, error, refuses it).',
+    'Run as root with -uid/-gid, the layers and cache dirs and everything written there are given to that user.',
     'Exit codes: the failing phase’s (20–22 detect, 32 analyze, 42 restore, 51–52 build, 62 export);',
     '11 unsupported Platform API; 3 bad flags (also -daemon); 1 other.',
   ]),

@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { type ApiVersion, formatApiVersion } from '../../util/api-version.js';
-import { type OpenedImage, openImage } from '../../image/transport.js';
-import { parseReference } from '../../oci/reference.js';
+import { ifImageExists, type OpenedImage } from '../../image/transport.js';
 import { EXIT } from '../../platform/exit-codes.js';
-import { readAnalyzedFile, readGroupFile, runImageTargetOf } from '../../platform/files.js';
+import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
+import { chownFiles, ensureOwner, ownerToApply } from '../../platform/ownership.js';
+import { readAnalyzedFile, readGroupFile, readRunFile, runImageTargetOf } from '../../platform/files.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import type { ProjectMetadata } from '../../platform/labels.js';
 import { type ExportOutput, addExportOutput, exportImage, knownCacheDiffIds } from '../../phase/export.js';
@@ -12,8 +12,9 @@ import { PackfarmError } from '../../util/errors.js';
 import { resolveCreationTime } from '../../util/time.js';
 import { parseToml } from '../../util/toml.js';
 import type { CliIO } from '../output.js';
-import { refuseDaemon } from './analyzer.js';
+import { imageOpener, refuseDaemon, warnLaunchCache } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
+import { NO_CACHE_WARNING } from './restorer.js';
 import type { PhaseCommand } from './types.js';
 
 const SUMMARY = 'Assemble the app image from the run image and the build output; write report.toml.';
@@ -57,20 +58,18 @@ function parseId(text: string | undefined, what: string, fallback: number): numb
 }
 
 /**
- * With -layout, image names map to layout directories the way lifecycle-based platforms lay them out:
- * `<layout-dir>/<registry>/<repository>` holding the tag (`oci:` names are taken as they are). The rebaser
- * uses the same mapping.
+ * The run image the app image's label records (image and mirrors): the run.toml entry that holds the image
+ * the analyzer chose (as image or mirror), else the first entry, as the reference exporter does; without
+ * run.toml entries, the image the analyzer chose.
  */
-export function layoutLocation(name: string, layoutDir: string | undefined): string {
-  if (name.startsWith('oci:')) return name;
-  if (!layoutDir) {
-    throw new PackfarmError('INVALID_ARGS', '-layout needs -layout-dir (CNB_LAYOUT_DIR)', {
-      exitCode: EXIT.INVALID_ARGS,
-    });
-  }
-  const ref = parseReference(name);
-  const dir = join(layoutDir, ref.registry, ref.repository);
-  return `oci:${dir}${ref.digest ? `@${ref.digest}` : `:${ref.tag ?? 'latest'}`}`;
+export async function runImageForLabel(
+  runPath: string,
+  chosen: string,
+): Promise<{ name: string; mirrors: string[] }> {
+  const run = await readRunFile(runPath);
+  const entry =
+    run.images.find((e) => e.image === chosen || (e.mirrors ?? []).includes(chosen)) ?? run.images[0];
+  return entry ? { name: entry.image, mirrors: entry.mirrors ?? [] } : { name: chosen, mirrors: [] };
 }
 
 export async function readProjectMetadata(path: string): Promise<ProjectMetadata> {
@@ -95,11 +94,16 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   if (typeof ctx === 'number') return ctx;
   const { inputs, logger, platformApi, positionals } = ctx;
   refuseDaemon(inputs, 'exporter');
-  const layout = inputs.bool('layout');
-  const layoutDir = inputs.string('layout-dir');
-  const insecure = inputs.list('insecure-registry');
-  const open = (name: string, create: boolean): Promise<OpenedImage> =>
-    openImage(layout ? layoutLocation(name, layoutDir) : name, { insecureRegistries: insecure, create });
+  // -layout maps names to the same paths as in the analyzer (layoutImageLocation).
+  const opener = imageOpener(inputs, env);
+  const open = (name: string, create: boolean): Promise<OpenedImage> => opener.open(name, { create });
+  // The reference's order: input checks (the cache warning among them), then the experimental gate.
+  if (!inputs.string('cache-dir') && !inputs.string('cache-image')) logger.warn(NO_CACHE_WARNING);
+  warnLaunchCache(inputs, logger);
+  if (inputs.bool('layout')) guardExperimental(ExperimentalFeature.layout, env, logger);
+  // As root, the cache dir goes to the build user first, and what the exporter writes there is that user's.
+  const owner = ownerToApply(inputs.string('uid'), inputs.string('gid'));
+  if (owner) await ensureOwner(owner, [inputs.string('cache-dir'), inputs.string('launch-cache')]);
 
   const layersDir = inputs.require('layers');
   const analyzedPath = inputs.require('analyzed');
@@ -123,7 +127,14 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
     addExportOutput(outputs, o.store, o.tag ?? 'latest', name);
   }
   const previousName = analyzed?.image?.reference;
-  const previous = previousName ? await open(previousName, false).catch(() => undefined) : undefined;
+  const previous = previousName ? await ifImageExists(open(previousName, false)) : undefined;
+  if (inputs.bool('layout')) {
+    // The reference exporter's layout-mode lines.
+    const dirOf = (o: OpenedImage) => (o.location.transport === 'oci' ? o.location.dir : o.display);
+    if (previous) logger.info(`Reusing layers from image '${dirOf(previous)}'`);
+    const first = await open(positionals[0]!, true);
+    logger.info(`Using app image: ${dirOf(first)}`);
+  }
   const uid = parseId(inputs.string('uid'), 'uid', 1000);
   const gid = parseId(inputs.string('gid'), 'gid', 1000);
   const createdAt = resolveCreationTime(undefined, env, 'SOURCE_DATE_EPOCH');
@@ -133,7 +144,11 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
     appDir: inputs.require('app'),
     group,
     analyzed,
-    runImage: { store: runImage.store, target: runImage.target, name: runName },
+    runImage: {
+      store: runImage.store,
+      target: runImage.target,
+      ...(await runImageForLabel(inputs.require('run'), analyzed?.['run-image']?.image || runName)),
+    },
     ...(t?.os && t.arch
       ? { platform: { os: t.os, architecture: t.arch, ...(t.variant ? { variant: t.variant } : {}) } }
       : {}),
@@ -175,6 +190,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
       logger,
     });
   }
+  await chownFiles(owner, [cacheDir, inputs.require('report')]);
   return EXIT.OK;
 }
 
@@ -183,8 +199,9 @@ export const exporterCommand: PhaseCommand = {
   summary: SUMMARY,
   usage: phaseUsage('exporter', SUMMARY, exporterInputs({ major: 0, minor: 15 }), [
     '',
-    'Arguments: IMAGE [IMAGE…] — registry references, or oci:DIR[:TAG]; with -layout, references map to',
-    '<layout-dir>/<registry>/<repository>. The run image is analyzed.toml [run-image] reference.',
+    'Arguments: IMAGE [IMAGE…] — registry references, or oci:DIR[:TAG]; with -layout (experimental, see',
+    'CNB_EXPERIMENTAL_MODE), references map to the layout dir <layout-dir>/<registry>/<repository>/<tag>.',
+    'The run image is analyzed.toml [run-image] reference.',
     'Exit codes: 0 exported; 62 export error; 11 unsupported Platform API; 3 bad flags (also -daemon); 1 other.',
   ]),
   run,

@@ -1,14 +1,13 @@
 import type { ApiVersion } from '../../util/api-version.js';
-import { type OpenedImage, openImage } from '../../image/transport.js';
+import type { OpenedImage } from '../../image/transport.js';
 import { type RebaseImageRef, rebase } from '../../phase/rebase.js';
-import { EXIT } from '../../platform/exit-codes.js';
+import { asPhaseError, EXIT } from '../../platform/exit-codes.js';
 import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import { writeReport } from '../../platform/report.js';
-import { PackfarmError, isPackfarmError } from '../../util/errors.js';
+import { PackfarmError } from '../../util/errors.js';
 import type { CliIO } from '../output.js';
-import { refuseDaemon } from './analyzer.js';
+import { imageOpener, refuseDaemon } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
-import { layoutLocation } from './exporter.js';
 import type { PhaseCommand } from './types.js';
 
 const SUMMARY = 'Put an app image on a new run image (manifest and config only); write report.toml.';
@@ -65,12 +64,9 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
   if (typeof ctx === 'number') return ctx;
   const { inputs, logger, positionals } = ctx;
   refuseDaemon(inputs, 'rebaser');
-  const layout = inputs.bool('layout');
-  const layoutDir = inputs.string('layout-dir');
-  const insecure = inputs.list('insecure-registry');
-  const locate = (name: string) => (layout ? layoutLocation(name, layoutDir) : name);
-  const open = (name: string, create: boolean) =>
-    openImage(locate(name), { insecureRegistries: insecure, create });
+  // -layout maps names to the same paths as in the other phases (layoutImageLocation).
+  const opener = imageOpener(inputs, env);
+  const open = (name: string, create: boolean) => opener.open(name, { create });
 
   const [first, ...more] = positionals as [string, ...string[]];
   const previousName = inputs.string('previous-image') || first;
@@ -105,13 +101,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
     });
   } catch (err) {
     // Registry and layout failures during a rebase are rebase errors (70–79) for the platform.
-    if (isPackfarmError(err) && err.exitCode === EXIT.FAILED)
-      throw new PackfarmError(err.code, err.message, {
-        exitCode: EXIT.REBASE_ERROR,
-        cause: err,
-        ...(err.hint ? { hint: err.hint } : {}),
-      });
-    throw err;
+    throw asPhaseError(err, EXIT.REBASE_ERROR);
   }
   const names = [first, ...more];
   await writeReport(inputs.require('report'), {
@@ -129,7 +119,7 @@ export const rebaserCommand: PhaseCommand = {
   usage: phaseUsage('rebaser', SUMMARY, rebaserInputs({ major: 0, minor: 15 }), [
     '',
     'Arguments: IMAGE [IMAGE…] — registry references (one registry), or oci:DIR[:TAG]; with -layout, references',
-    'map to <layout-dir>/<registry>/<repository>. The first IMAGE receives the result, the others are more tags.',
+    'map to the layout dir <layout-dir>/<registry>/<repository>/<tag>. The first IMAGE receives the result, the others are more tags.',
     '-previous-image names the image to rebase (default: the first IMAGE); -run-image the new run image',
     '(default: runImage.image from io.buildpacks.lifecycle.metadata). report.toml goes to -report.',
     'Exit codes: 0 rebased; 72 refused or failed (registry and layout errors during the rebase included);',
