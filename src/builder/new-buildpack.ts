@@ -22,13 +22,9 @@ export async function newBuildpack(opts: {
       hint: 'use letters, digits, ".", "/", "-" and "_", e.g. acme/hello (app, config and sbom are reserved)',
     });
   if (!isApiSupported(opts.api, SUPPORTED_BUILDPACK_APIS))
-    throw new PackfarmError(
-      'INVALID_ARGS',
-      `--api: ${opts.api} is not a Buildpack API packfarm supports`,
-      {
-        hint: `use one of ${SUPPORTED_BUILDPACK_APIS.join(', ')}`,
-      },
-    );
+    throw new PackfarmError('INVALID_ARGS', `--api: ${opts.api} is not a Buildpack API packfarm supports`, {
+      hint: `use one of ${SUPPORTED_BUILDPACK_APIS.join(', ')}`,
+    });
   const dir = resolve(opts.dir);
   const existing = await readdir(dir).catch(() => [] as string[]);
   if (existing.length > 0)

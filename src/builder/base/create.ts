@@ -40,7 +40,7 @@ export type BaseImageKind = 'build' | 'run';
 export type BaseEvent =
   | { type: 'progress'; arch: string; kind?: BaseImageKind; message: string }
   | { type: 'handled'; arch: string; kind: BaseImageKind; package: string; how: string }
-  | { type: 'warning'; arch: string; kind: BaseImageKind; package?: string; message: string }
+  | { type: 'warning'; arch: string; kind?: BaseImageKind; package?: string; message: string }
   | {
       type: 'image';
       arch: string;
