@@ -35,6 +35,9 @@ describe('public API', () => {
       'stageBuildpack',
       'createBaseImages',
       'loadBaseDefinition',
+      'createBuilder',
+      'inspectBuilder',
+      'packageBuildpack',
     ]) {
       expect(typeof (api as Record<string, unknown>)[name], name).toBe('function');
     }

@@ -99,6 +99,9 @@ export {
   type CreateBaseImagesOptions,
   createBaseImages,
 } from './builder/base/create.js';
+export { type CreateBuilderOptions, type CreateBuilderResult, createBuilder } from './builder/create.js';
+export { type BuilderInfo, inspectBuilder } from './builder/inspect.js';
+export { type PackageBuildpackOptions, type PackageResult, packageBuildpack } from './builder/package.js';
 export {
   type BaseDefinition,
   type BaseFlags,

@@ -216,7 +216,7 @@ describe('packfarm base create: bad input', () => {
       `oci:${root}/bad-run:1`,
     ]);
     expect(r.exitCode).not.toBe(0);
-    expect(r.stderr).toContain('run packages: debian bookworm has no package "libc6-i386" for arm64');
+    expect(r.stderr).toContain('--run-packages: debian bookworm has no package "libc6-i386" for arm64');
   });
 
   it('refuses an unknown architecture', async () => {
@@ -243,6 +243,22 @@ describe('packfarm base create: bad input', () => {
     await writeFile(file, 'distro = "debian:12"\n[build]\npakages = ["dash"]\n');
     r = await packfarm(['base', 'create', file]);
     expect(r.stderr).toMatch(new RegExp(`${file}: invalid content: build: .*pakages`));
+    await writeFile(
+      file,
+      'architectures = ["amd64"]\n[build]\npackages = ["dash"]\nessential = false\n[run]\npackages = ["no-such-package-x"]\n',
+    );
+    r = await packfarm([
+      'base',
+      'create',
+      file,
+      '--build-tag',
+      `oci:${root}/b:1`,
+      '--run-tag',
+      `oci:${root}/r:1`,
+    ]);
+    expect(r.stderr).toContain(
+      `${file}: run.packages: debian bookworm has no package "no-such-package-x" for amd64`,
+    );
     await writeFile(file, 'distro = "debian:99"\n');
     r = await packfarm(['base', 'create', file]);
     expect(r.stderr).toContain(`${file}: distro: "debian:99" is not a distribution`);

@@ -220,6 +220,25 @@ run-image = "registry.example/run:1"
     const diffIds = (cfg.rootfs as { diff_ids: string[] }).diff_ids;
     for (const v of Object.values(layers))
       for (const i of Object.values(v)) expect(diffIds).toContain(i.layerDiffID);
+
+    // A build from the builder.toml directory stages the same buildpackages' buildpacks to run them.
+    const resolved = await resolveBuilder(join(root, 'builder.toml'), {
+      cwd: root,
+      scratchDir: join(root, 'scratch'),
+      insecureRegistries: [registry.host],
+      platform: { os: 'linux', architecture: 'arm64' },
+    });
+    try {
+      expect(resolved.order.order).toEqual([
+        { group: [{ id: 'test/composite', version: '1.0.0', optional: false }] },
+      ]);
+      const composite = await resolved.store.lookup('test/composite', '1.0.0');
+      expect(composite.order[0]?.group.map((e) => e.id)).toEqual(['test/env-consumer']);
+      const child = await resolved.store.lookup('test/env-consumer', '1.0.0');
+      expect(child.dir).toContain(join('cnb', 'buildpacks', 'test_env-consumer', '1.0.0'));
+    } finally {
+      await resolved.cleanup();
+    }
   });
 
   it('inspects packages, and packages a new buildpack for the targets its buildpack.toml declares', async () => {

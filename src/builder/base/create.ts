@@ -185,7 +185,7 @@ async function createArchImage(input: ArchImageInput): Promise<BaseArchImage> {
   const { target: t, kind, image, def, emit } = input;
   const arch = t.arch.debian;
   const progress = (message: string) => emit({ type: 'progress', arch, kind, message });
-  const source = image.packages.length > 0 ? `${kind} packages` : `${kind} essential packages`;
+  const source = image.packagesSource;
   const pkgs = await resolvePackages(t, { packages: image.packages, essential: image.essential, source });
   progress(`${pkgs.length} packages resolved`);
   const files = await downloadPackages(t, pkgs, { onProgress: progress });

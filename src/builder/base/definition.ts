@@ -121,6 +121,8 @@ export const BaseTomlSchema = z.strictObject({
 
 export interface ImageDefinition {
   packages: string[];
+  /** Where `packages` came from, for errors: `--packages`, `base.toml: run.packages` … */
+  packagesSource: string;
   essential: boolean;
   userId: number;
   groupId: number;
@@ -209,6 +211,13 @@ export function resolveBaseDefinition(
   ): ImageDefinition => {
     const out: ImageDefinition = {
       packages: [...new Set(packages ?? section?.packages ?? [])].sort(),
+      packagesSource: packages
+        ? kind === 'build'
+          ? '--packages'
+          : '--run-packages'
+        : section?.packages
+          ? `${source}: ${kind}.packages`
+          : `${kind} image`,
       essential: flags.essential?.[kind] ?? section?.essential ?? kind === 'build',
       userId: section?.['user-id'] ?? (kind === 'build' ? DEFAULTS.buildUid : DEFAULTS.runUid),
       groupId: section?.['group-id'] ?? DEFAULTS.gid,
