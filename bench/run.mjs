@@ -13,6 +13,8 @@ for (const name of [
   'rebase.mjs',
   'rebuild.mjs',
   'executor.mjs',
+  'multiarch.mjs',
+  'farm.mjs',
   'base.mjs',
 ]) {
   console.log(`\n=== ${name} ===`);

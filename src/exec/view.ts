@@ -1,5 +1,4 @@
-import { lchown, lstat, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chownTree } from '../util/chown.js';
 import { PackfarmError } from '../util/errors.js';
 import type { ExecDirs, ExecSpec, Executor } from './executor.js';
 
@@ -21,10 +20,12 @@ export function mountPairs(executor: Executor): Array<[string, string]> | undefi
 /**
  * Rewrite host paths under the executor's mounts to the paths inside: whole paths and path prefixes at the
  * start of a value or after a space, `:`, `;`, `=` or a quote (PATH-like lists, command lines).
- * `/tmp/ws/x` → `/workspace/x`; `/tmp/ws2` stays.
+ * `/tmp/ws/x` → `/workspace/x`; `/tmp/ws2` stays. Trailing slashes of either side do not count. Also rewrites
+ * what buildpacks recorded into the image's paths at export (phase/host-paths.ts).
  */
 export function hostToInside(pairs: ReadonlyArray<[string, string]>): PathMapper {
   const active = pairs
+    .map(([from, to]) => [trimSlash(from), trimSlash(to)] as [string, string])
     .filter(([from, to]) => from !== '' && from !== '/' && from !== to)
     // Longest first: a mount nested in another (scratch under a build dir) must win.
     .sort(([a], [b]) => b.length - a.length);
@@ -88,14 +89,7 @@ export async function handOver(
 ): Promise<void> {
   const user = executor.user;
   if (!user) return;
-  await chownTree(path, user.uid, user.gid, opts.recursive === true);
-}
-
-export async function chownTree(path: string, uid: number, gid: number, recursive: boolean): Promise<void> {
-  const st = await lstat(path);
-  if (st.uid !== uid || st.gid !== gid) await lchown(path, uid, gid);
-  if (!recursive || !st.isDirectory()) return;
-  for (const name of await readdir(path)) await chownTree(join(path, name), uid, gid, true);
+  await chownTree(path, user, { recursive: opts.recursive === true, keepOwned: true });
 }
 
 function trimSlash(p: string): string {

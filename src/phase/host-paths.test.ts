@@ -17,6 +17,14 @@ describe('hostPathRewriter', () => {
     expect(rw('X=/tmp/b/layers/y')).toBe('X=/layers/y');
   });
 
+  it('rewrites a layers dir inside the app dir to the image layers dir, not under /workspace', () => {
+    const nested = hostPathRewriter(
+      { appDir: '/tmp/b', layersDir: '/tmp/b/layers' },
+      { appDir: '/workspace', layersDir: '/layers' },
+    );
+    expect(nested('/tmp/b/layers/bp/bin:/tmp/b/app.sh')).toBe('/layers/bp/bin:/workspace/app.sh');
+  });
+
   it('is the identity when the paths are already the image paths', () => {
     const id = hostPathRewriter(
       { appDir: '/workspace', layersDir: '/layers' },

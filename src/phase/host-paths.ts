@@ -1,3 +1,4 @@
+import { hostToInside } from '../exec/view.js';
 import type { BuildMetadata } from '../platform/metadata.js';
 
 /**
@@ -20,19 +21,11 @@ export function hostPathRewriter(
   host: HostPaths,
   image: { appDir: string; layersDir: string },
 ): PathRewriter {
-  const pairs = [
-    [trimSlash(host.appDir), trimSlash(image.appDir)],
-    [trimSlash(host.layersDir), trimSlash(image.layersDir)],
-  ].filter(([from, to]) => from !== '' && from !== '/' && from !== to) as Array<[string, string]>;
-  if (pairs.length === 0) return (s) => s;
-  const res = pairs.map(
-    ([from, to]) => [new RegExp(`(?<=^|[\\s:;"'=])${escapeRegExp(from)}(?=$|[/\\s:;"'=])`, 'g'), to] as const,
-  );
-  return (s) => {
-    let out = s;
-    for (const [re, to] of res) out = out.replace(re, () => to);
-    return out;
-  };
+  // The same rewriting the oci executor applies to the paths it mounts (exec/view.ts).
+  return hostToInside([
+    [host.appDir, image.appDir],
+    [host.layersDir, image.layersDir],
+  ]);
 }
 
 /** Processes of metadata.toml with image paths. */
@@ -46,12 +39,4 @@ export function processesToImagePaths(md: BuildMetadata, rewrite: PathRewriter):
       ...(p.workingDir !== undefined ? { workingDir: rewrite(p.workingDir) } : {}),
     })),
   };
-}
-
-function trimSlash(p: string): string {
-  return p.length > 1 ? p.replace(/\/+$/, '') : p;
-}
-
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

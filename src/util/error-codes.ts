@@ -16,6 +16,7 @@ export const ERROR_CODES = [
   'FILE_UNREADABLE',
   'LOCK_TIMEOUT',
   'ABORTED',
+  'INVALID_ENV',
   // oci/: vocabulary.
   'INVALID_DIGEST',
   'INVALID_PLATFORM',
@@ -52,6 +53,7 @@ export const ERROR_CODES = [
   'MANIFEST_UNKNOWN',
   'NAME_INVALID',
   'NAME_UNKNOWN',
+  'NOT_LOGGED_IN',
   'REGISTRY_DENIED',
   'REGISTRY_ERROR',
   'REGISTRY_INSECURE_URL',
@@ -59,6 +61,7 @@ export const ERROR_CODES = [
   'REGISTRY_TOO_MANY_REQUESTS',
   'REGISTRY_UNAUTHORIZED',
   'REGISTRY_UNREACHABLE',
+  'REGISTRY_TIMEOUT',
   'REGISTRY_UNSUPPORTED',
   'SIZE_INVALID',
   'TAG_INVALID',
@@ -74,6 +77,7 @@ export const ERROR_CODES = [
   'INVALID_LAYOUT',
   'INVALID_LOCATION',
   'INVALID_MANIFEST_LIST',
+  'LAYOUT_NOT_A_DIRECTORY',
   'LAYOUT_NOT_EMPTY',
   'LAYOUT_NOT_FOUND',
   'MANIFEST_LIST_EMPTY',
@@ -96,6 +100,7 @@ export const ERROR_CODES = [
   'DESCRIPTOR_NOT_FOUND',
   'ENV_FILE_UNREADABLE',
   'EXEC_FAILED',
+  'EXECUTOR_UNSUPPORTED',
   'INCOMPATIBLE_BUILDPACK_API',
   'INVALID_BUILDPACK_DESCRIPTOR',
   'INVALID_BUILD_PLAN',
@@ -111,6 +116,8 @@ export const ERROR_CODES = [
   // platform/: Platform API files, inputs and project descriptor.
   'APP_NOT_FOUND',
   'APP_UNREADABLE',
+  'APP_FILE_NAME_INVALID',
+  'APP_FILE_UNREADABLE',
   'CHOWN_FAILED',
   'DAEMON_UNSUPPORTED',
   'EXPERIMENTAL_DISABLED',
@@ -195,6 +202,44 @@ export const ERROR_CODES = [
   'INVALID_BUILDER_TOML',
   // api/
   'BUILD_IN_PROGRESS',
+  // api/: planning and running a multi-target build (spec/multiarch.md).
+  'BUILD_IMAGE_NOT_FOUND',
+  'BUILD_IMAGE_REQUIRED',
+  'FOREIGN_TARGET_ON_HOST',
+  'NO_TARGETS',
+  'TARGET_FAILED',
+  'TARGET_NOT_RUNNABLE',
+  // farm/: farms, nodes, the node protocol (spec/farm.md, spec/node-protocol.md).
+  'BLOB_MISSING',
+  'BLOB_WRITE_FAILED',
+  'CANCELLED',
+  'FARM_EMPTY',
+  'FARM_EXISTS',
+  'FARM_NOT_FOUND',
+  'FARM_UNSUPPORTED',
+  'INVALID_FARM_CONFIG',
+  'INVALID_NODE_URI',
+  'INVALID_PODMAN_CONFIG',
+  'JOB_DIED',
+  'NO_NODE_FOR_PLATFORM',
+  'NO_REACHABLE_NODE',
+  'NODE_AUTH',
+  'NODE_EXISTS',
+  'NODE_HOST_KEY',
+  'NODE_JOB_FAILED',
+  'NODE_LOST',
+  'NODE_NO_PACKFARM',
+  'NODE_NOT_FOUND',
+  'NODE_UNREACHABLE',
+  'NOTHING_TO_IMPORT',
+  'PROTOCOL_ERROR',
+  'PROTOCOL_VERSION',
+  'TRANSFER_FAILED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** Whether a code received from elsewhere (a farm node's error) is one of ours. */
+export function isErrorCode(code: string): code is ErrorCode {
+  return (ERROR_CODES as readonly string[]).includes(code);
+}

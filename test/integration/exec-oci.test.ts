@@ -72,6 +72,21 @@ async function executorFor(platform: Platform, opts: { network?: boolean; killGr
   return { exec, ws, rootfs };
 }
 
+/** The executor phases get for a build image (phase/build-image.ts), on a fresh workspace. */
+async function buildImageExecutorFor(platform: Platform, buildpacks: string) {
+  const { store, digest } = await buildImage(platform);
+  const ws = await workspace();
+  const exec = await createBuildImageExecutor({
+    store,
+    image: digest,
+    platform,
+    dataDir,
+    dirs: { ...ws, buildpacks },
+  });
+  executors.push(exec);
+  return { exec, ws, store, digest };
+}
+
 const sh = async (exec: OciExecutor, script: string, extra: { timeoutMs?: number; stdin?: string } = {}) =>
   exec.run({
     argv: ['/bin/sh', '-c', script],
@@ -107,7 +122,9 @@ describe('oci executor: detect and build inside the build image', () => {
           machine,
           uid: '1000',
           argv1: '/platform',
-          argv2: expect.stringMatching(/^\/cnb\/scratch\/packfarm-detect-[^/]+\/test_arch@0\.1\.plan\.toml$/),
+          argv2: expect.stringMatching(
+            /^\/cnb\/scratch\/packfarm-detect\.p\d+-[^/]+\/test_arch@0\.1\.plan\.toml$/,
+          ),
           pwd: '/workspace',
           bpdir: '/cnb/buildpacks/test_arch/0.1',
           platform: '/platform',
@@ -131,7 +148,7 @@ describe('oci executor: detect and build inside the build image', () => {
         expect(await read('gid')).toBe('1000');
         expect(await read('pwd')).toBe('/workspace');
         expect(await read('args')).toMatch(
-          /^\/layers\/test_arch \/platform \/cnb\/scratch\/packfarm-plan-test_arch-[^/]+\/test_arch\/plan\.toml$/,
+          /^\/layers\/test_arch \/platform \/cnb\/scratch\/packfarm-plan\.p\d+-[^/]+\/test_arch\/plan\.toml$/,
         );
         expect(await read('bpdir')).toBe('readonly');
         expect(await read('plan')).toContain(`machine = "${machine}"`);
@@ -312,17 +329,7 @@ describe('build env across buildpacks', () => {
       'test/tool-user',
       'mkdir -p "$CNB_LAYERS_DIR/out"\nhello > "$CNB_LAYERS_DIR/out/hello"\necho "$PATH" > "$CNB_LAYERS_DIR/out/path"\n',
     );
-    const platform = { os: 'linux', architecture: 'arm64' };
-    const { store, digest } = await buildImage(platform);
-    const ws = await workspace();
-    const exec = await createBuildImageExecutor({
-      store,
-      image: digest,
-      platform,
-      dataDir,
-      dirs: { ...ws, buildpacks: dir },
-    });
-    executors.push(exec);
+    const { exec, ws } = await buildImageExecutorFor({ os: 'linux', architecture: 'arm64' }, dir);
     const group = ['test/tool-maker', 'test/tool-user'].map((id) => ({ id, version: '1', api: '0.12' }));
     await build({
       appDir: ws.app,
@@ -345,16 +352,7 @@ describe('build env across buildpacks', () => {
 describe('the creator with the oci executor', () => {
   it('builds a linux/arm64 image whose buildpack ran emulated; podman runs its process and prints aarch64', async () => {
     const platform = { os: 'linux', architecture: 'arm64' };
-    const { store, digest } = await buildImage(platform);
-    const ws = await workspace();
-    const exec = await createBuildImageExecutor({
-      store,
-      image: digest,
-      platform,
-      dataDir,
-      dirs: { ...ws, buildpacks: buildpacksDir },
-    });
-    executors.push(exec);
+    const { exec, ws, store, digest } = await buildImageExecutorFor(platform, buildpacksDir);
     const out = await openLayoutStore(join(root, 'app-layout'), { create: true });
     const result = await create({
       appDir: ws.app,

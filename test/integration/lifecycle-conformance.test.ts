@@ -109,6 +109,19 @@ async function phase(name: string, args: string[], env: NodeJS.ProcessEnv = {}) 
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
+/** An image's config as skopeo reads it from the token registry (as `builder`). */
+async function registryConfig(image: string) {
+  const { stdout } = await execa('skopeo', [
+    'inspect',
+    '--config',
+    '--tls-verify=false',
+    '--creds',
+    'builder:builder-secret',
+    `docker://${image}`,
+  ]);
+  return JSON.parse(stdout);
+}
+
 /** A fresh app/layers/platform set, plus order.toml and group.toml for the conformance buildpack. */
 async function workspace(name: string) {
   const dir = join(root, name);
@@ -360,15 +373,7 @@ describe('run image selection (analyzer_test.go "called with run")', () => {
       image,
     ]);
     expect(r.code, r.err).toBe(0);
-    const { stdout } = await execa('skopeo', [
-      'inspect',
-      '--config',
-      '--tls-verify=false',
-      '--creds',
-      'builder:builder-secret',
-      `docker://${image}`,
-    ]);
-    const label = JSON.parse(JSON.parse(stdout).config.Labels['io.buildpacks.lifecycle.metadata']);
+    const label = JSON.parse((await registryConfig(image)).config.Labels['io.buildpacks.lifecycle.metadata']);
     expect(label.runImage.image).toBe(`${reg.host}/conf/run-ok:v1`);
     expect(label.runImage.mirrors).toEqual([`${other.host}/conf/run:v1`]);
     expect(label.runImage.reference).toMatch(new RegExp(`^${reg.host}/conf/run-ok@sha256:`));
@@ -451,15 +456,7 @@ describe('run image after the analyzer (restorer_test.go, exporter_test.go)', ()
     const image = `${reg.host}/conf/app-label:latest`;
     const e = await phase('exporter', [...exportFlags(ws), '-run', run, image]);
     expect(e.code, e.err).toBe(0);
-    const { stdout } = await execa('skopeo', [
-      'inspect',
-      '--config',
-      '--tls-verify=false',
-      '--creds',
-      'builder:builder-secret',
-      `docker://${image}`,
-    ]);
-    const label = JSON.parse(JSON.parse(stdout).config.Labels['io.buildpacks.lifecycle.metadata']);
+    const label = JSON.parse((await registryConfig(image)).config.Labels['io.buildpacks.lifecycle.metadata']);
     expect(label.runImage.image).toBe(`${other.host}/conf/run:v1`);
     expect(label.runImage.mirrors).toEqual([`${reg.host}/conf/run-ok:v1`]);
     // The reference names where the run image was read: the mirror.
@@ -723,15 +720,7 @@ describe('caches as the reference writes them (restorer_test.go, exporter_test.g
       `${reg.host}/conf/app-empty:latest`,
     ]);
     expect(e.code, e.err).toBe(0);
-    const { stdout } = await execa('skopeo', [
-      'inspect',
-      '--config',
-      '--tls-verify=false',
-      '--creds',
-      'builder:builder-secret',
-      `docker://${cacheImage}`,
-    ]);
-    expect(JSON.parse(stdout).rootfs.diff_ids).toEqual([sha256(Buffer.alloc(1024))]);
+    expect((await registryConfig(cacheImage)).rootfs.diff_ids).toEqual([sha256(Buffer.alloc(1024))]);
   });
 });
 

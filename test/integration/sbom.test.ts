@@ -1,15 +1,16 @@
+import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import type { CliIO } from '../../src/cli/output.js';
-import { buildIndex } from '../../src/image/index-list.js';
+import { publishIndex } from '../../src/image/publish-index.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { createRegistryStore } from '../../src/image/registry-store.js';
 import type { ImageStore } from '../../src/image/store.js';
 import { appImageLocation, openImage } from '../../src/image/transport.js';
-import { type Platform, parsePlatform, platformToSpec } from '../../src/oci/platform.js';
+import { type Platform, parsePlatform } from '../../src/oci/platform.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { type ExportResult, exportImage } from '../../src/phase/export.js';
 import { downloadSbom } from '../../src/api/sbom.js';
@@ -123,15 +124,7 @@ beforeAll(async () => {
       }),
     );
   }
-  const index = buildIndex(
-    children.map((c, i) => ({
-      mediaType: c.mediaType,
-      digest: c.digest,
-      size: c.manifestSize,
-      platform: platformToSpec(i === 0 ? AMD64 : ARM64),
-    })),
-  );
-  await appStore.putManifest({ bytes: index.bytes, mediaType: index.mediaType, tag: 'multi' });
+  await publishIndex({ store: appStore, images: children.map((c) => c.digest), tags: ['multi'] });
 
   // The default local layout (a build without --publish), holding a single image.
   const localDirs = await prepareLayers(join(root, 'local'), 'local');
@@ -200,6 +193,39 @@ describe('packfarm sbom download', () => {
     expect(r.out).toContain(`(linux/amd64, ${local.digest})`);
     expect(r.out).toContain(`written to ${out}: 2 files`);
     expect(r.out).toContain(`  ${SBOM_PATH}`);
+  });
+
+  it('a download that fails midway leaves the complete files already in the output dir', async () => {
+    const layoutDir = join(root, 'breakable');
+    const store = await openLayoutStore(layoutDir, { create: true });
+    const dirs = await prepareLayers(join(root, 'breakable-src'), 'breakable');
+    await exportImage({
+      layersDir: dirs.layers,
+      appDir: dirs.app,
+      group,
+      metadata,
+      runImage: { store: await openLayoutStore(join(root, 'runs')), target: 'run' },
+      platform: AMD64,
+      outputs: [{ store, tags: ['1'] }],
+    });
+    const out = join(root, 'out-kept');
+    const first = await downloadSbom({ store, target: '1', destDir: out, platform: AMD64 });
+    expect(await readFile(join(out, SBOM_PATH), 'utf8')).toBe(sbomBytes('breakable'));
+
+    // The stored SBOM blob now holds other (shorter) bytes: they are read, then fail the digest check.
+    // A large file after them, so the first files are unpacked well before the end of the stream fails.
+    const other = await tarGz({
+      [SBOM_PATH]: '{"truncated',
+      [SPDX_PATH]: '',
+      'layers/sbom/launch/zz/padding.json': randomBytes(4 * 1024 * 1024).toString('hex'),
+    });
+    await writeFile(join(layoutDir, 'blobs', 'sha256', first.layerDigest.slice('sha256:'.length)), other.gz);
+    await expect(downloadSbom({ store, target: '1', destDir: out, platform: AMD64 })).rejects.toMatchObject({
+      code: 'BLOB_DIGEST_MISMATCH',
+    });
+    expect(await readFile(join(out, SBOM_PATH), 'utf8')).toBe(sbomBytes('breakable'));
+    expect(await readFile(join(out, SPDX_PATH), 'utf8')).toBe(spdxBytes('breakable'));
+    expect(await readdir(out)).toEqual(['layers']);
   });
 
   it('reads the registry with --remote: the host platform of an index by default, --platform picks another', async () => {

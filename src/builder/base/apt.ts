@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { withFileLock } from '../../image/lock.js';
+import { withFileLock } from '../../util/lock.js';
 import { PackfarmError } from '../../util/errors.js';
 import { pathExists } from '../../util/fs.js';
 import type { BaseArch, DebianRelease } from './definition.js';

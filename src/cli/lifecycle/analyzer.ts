@@ -213,14 +213,7 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
   if (owner) await ensureOwner(owner, [layersDir, cacheDir, inputs.string('launch-cache')]);
 
   return withExitCode(EXIT.ANALYZE_ERROR, async () => {
-    const previousRef = inputs.string('previous-image') ?? image;
-    await ensureRegistryAccess(inputs, opener, {
-      read: [previousRef, run.reference],
-      write: [image, ...inputs.list('tag')],
-    });
-    const runImage = await opener.open(run.reference);
-    // A layout dir that does not exist yet is simply "no previous image" (the reference's line).
-    const previous = await ifImageExists(opener.open(previousRef));
+    const { previousRef, runImage, previous } = await openAnalyzeImages(inputs, opener, image, run);
     if (!previous) logger.info(`Previous image with name "${previousRef}" not found`);
     const analyzedPath = inputs.require('analyzed');
     const result = await analyzeToFile({
@@ -245,6 +238,27 @@ async function runAnalyzer(args: string[], io: CliIO, env: NodeJS.ProcessEnv): P
     logger.debug(`Run image ${result.runImage.reference}`);
     return EXIT.OK;
   });
+}
+
+/**
+ * The images analysis reads (the analyzer's and the creator's): access checked first, then the run image and
+ * the previous image (-previous-image, else the output image), which may not exist yet — a layout dir that
+ * does not exist yet is simply "no previous image".
+ */
+export async function openAnalyzeImages(
+  inputs: ResolvedInputs,
+  opener: ImageOpener,
+  image: string,
+  run: Pick<SelectedRunImage, 'reference'>,
+): Promise<{ previousRef: string; runImage: OpenedImage; previous: OpenedImage | undefined }> {
+  const previousRef = inputs.string('previous-image') ?? image;
+  await ensureRegistryAccess(inputs, opener, {
+    read: [previousRef, run.reference],
+    write: [image, ...inputs.list('tag')],
+  });
+  const runImage = await opener.open(run.reference);
+  const previous = await ifImageExists(opener.open(previousRef));
+  return { previousRef, runImage, previous };
 }
 
 /**

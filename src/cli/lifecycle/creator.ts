@@ -2,9 +2,8 @@ import { formatApiVersion } from '../../util/api-version.js';
 import { createBuildpackStore } from '../../buildpack/descriptor.js';
 import { readOrder } from '../../platform/order.js';
 import { createHostExecutor } from '../../exec/host.js';
-import { ifImageExists } from '../../image/transport.js';
 import { hostPlatform } from '../../oci/platform.js';
-import { type CreatePhase, create } from '../../phase/create.js';
+import { type CreatePhase, PHASE_HEADER, create } from '../../phase/create.js';
 import { type ExportOutput, addExportOutput } from '../../phase/export.js';
 import { asPhaseError, EXIT } from '../../platform/exit-codes.js';
 import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
@@ -13,7 +12,7 @@ import { type InputDef, LIFECYCLE_INPUTS } from '../../platform/inputs.js';
 import { resolveCreationTime } from '../../util/time.js';
 import type { CliIO } from '../output.js';
 import {
-  ensureRegistryAccess,
+  openAnalyzeImages,
   imageOpener,
   refuseDaemon,
   resolveRunImage,
@@ -25,6 +24,7 @@ import { resolveOrderPath } from './detector.js';
 import { readProjectMetadata } from './exporter.js';
 import { NO_CACHE_WARNING, ownerFrom } from './restorer.js';
 import type { PhaseCommand } from './types.js';
+import { layerLine } from '../render.js';
 
 const I = LIFECYCLE_INPUTS;
 /** The creator's inputs (platform.md "creator"). */
@@ -109,13 +109,7 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
 
   let current: CreatePhase = 'analyze';
   try {
-    const previousRef = inputs.string('previous-image') ?? image;
-    await ensureRegistryAccess(inputs, opener, {
-      read: [previousRef, run.reference],
-      write: [image, ...inputs.list('tag')],
-    });
-    const runImage = await opener.open(run.reference);
-    const previous = await ifImageExists(opener.open(previousRef));
+    const { runImage, previous } = await openAnalyzeImages(inputs, opener, image, run);
     const cacheImage = inputs.string('cache-image');
     const cacheTarget = cacheImage ? await opener.open(cacheImage, { create: true }) : undefined;
     const result = await create({
@@ -153,8 +147,16 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
       executor: createHostExecutor(),
       hostEnv: env,
       logger,
+      ...(io.signal ? { signal: io.signal } : {}),
       onEvent: (e) => {
-        if (e.type === 'phase-start') current = e.phase;
+        if (e.type === 'phase-start') {
+          current = e.phase;
+          const header = PHASE_HEADER[e.phase];
+          if (header) logger.info(`===> ${header}`);
+        }
+        if (e.type === 'export' && e.event.type === 'layer')
+          logger.info(layerLine(e.event.name, e.event.outcome));
+        if (e.type === 'export' && e.event.type === 'saving') logger.info(`Saving ${e.event.name}...`);
         if (e.type === 'build' && e.event.type === 'buildpack-output') {
           if (e.event.stream === 'stdout') io.out(e.event.line);
           else io.err(e.event.line);

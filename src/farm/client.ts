@@ -1,0 +1,392 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { Digest } from '../oci/digest.js';
+import { isErrorCode } from '../util/error-codes.js';
+import { PackfarmError } from '../util/errors.js';
+import type { BlobReceiver } from './blob-cache.js';
+import { type FarmNodeConfig, parseNodeUri } from './config.js';
+import {
+  type Channel,
+  type ErrorBody,
+  type FromNode,
+  type JobCredential,
+  type JobResult,
+  type NodeInfo,
+  PROTOCOL_VERSION,
+  type TargetJob,
+  encodeMessage,
+  openChannel,
+  parseFromNode,
+} from './protocol.js';
+import { sshArgv, sshFailure } from './ssh.js';
+
+/**
+ * The coordinator's end of one node: one process (ssh, or a local `packfarm node serve`) for the whole
+ * build, carrying every job placed on that node.
+ */
+export interface ConnectOptions {
+  version: string;
+  /** argv that runs this packfarm locally, e.g. [process.execPath, bin/packfarm.js] (for a `local` node). */
+  localCommand: () => string[];
+  env?: NodeJS.ProcessEnv;
+  /** Abandon a node that has not said hello by then (ssh's own timeouts usually answer first). */
+  helloTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface BlobSource {
+  digest: Digest;
+  size: number;
+  open: () => Readable;
+}
+
+export type NodeEvent = Extract<FromNode, { type: 'event' }>;
+
+export interface RunTargetRequest {
+  job: string;
+  target: string;
+  spec: TargetJob;
+  credentials: JobCredential[];
+  onEvent?: (e: NodeEvent) => void;
+  /** oci output: which of the image's blobs the coordinator already has, and where new ones go. */
+  hasBlob?: (d: Digest) => Promise<boolean>;
+  receiveBlob?: (d: Digest) => BlobReceiver;
+}
+
+export type RunTargetOutcome =
+  | { ok: true; result: JobResult; bytesReceived: number; blobsReceived: Digest[] }
+  | { ok: false; error: ErrorBody; bytesReceived: number };
+
+export interface NodeConnection {
+  readonly name: string;
+  readonly config: FarmNodeConfig;
+  readonly packfarm: string;
+  readonly info: NodeInfo;
+  /** have/want: send only the blobs the node lacks. Returns what was sent. */
+  ensureBlobs(blobs: readonly BlobSource[]): Promise<{ sent: Digest[]; bytes: number }>;
+  runTarget(req: RunTargetRequest): Promise<RunTargetOutcome>;
+  /** Ask the node to cancel one job (its outcome arrives as a CANCELLED error). */
+  cancel(job: string): void;
+  /** Closing the channel cancels every job still running there. */
+  close(): Promise<void>;
+  /** Set once the connection is gone. */
+  readonly lost: PackfarmError | undefined;
+}
+
+interface PendingJob {
+  resolve: (o: RunTargetOutcome) => void;
+  req: RunTargetRequest;
+  bytesIn: number;
+  blobsIn: Digest[];
+}
+
+export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): Promise<NodeConnection> {
+  const log = opts.log ?? (() => {});
+  const dest = parseNodeUri(node.uri, `node ${node.name}`);
+  const serveArgs = [
+    'node',
+    'serve',
+    '--stdio',
+    ...(node.max_jobs ? ['--max-jobs', String(node.max_jobs)] : []),
+  ];
+  let child: ChildProcess;
+  if (dest === 'local') {
+    const [cmd, ...args] = opts.localCommand();
+    child = spawn(cmd as string, [...args, ...serveArgs], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: opts.env ?? process.env,
+    });
+  } else {
+    child = spawn('ssh', sshArgv(node, serveArgs), {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: opts.env ?? process.env,
+    });
+  }
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => {
+    stderr = (stderr + c.toString()).slice(-8192);
+  });
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal }));
+    child.on('error', (err) => {
+      stderr += `\n${err.message}`;
+      resolve({ code: 255, signal: null });
+    });
+  });
+
+  const jobs = new Map<string, PendingJob>();
+  const wants = new Map<string, (d: Digest[]) => void>();
+  const blobJob = new Map<Digest, { job: PendingJob; receiver: BlobReceiver; done?: Promise<void> }>();
+  let lost: PackfarmError | undefined;
+  let hello: Extract<FromNode, { type: 'hello' }> | undefined;
+  let helloWaiter: ((h: Extract<FromNode, { type: 'hello' }> | PackfarmError) => void) | undefined;
+
+  const fail = (err: PackfarmError) => {
+    if (lost) return;
+    lost = err;
+    helloWaiter?.(err);
+    for (const [id, j] of jobs) {
+      jobs.delete(id);
+      j.resolve({
+        ok: false,
+        error: {
+          code: 'NODE_LOST',
+          message: err.message,
+          nodeFault: true,
+          ...(err.hint ? { hint: err.hint } : {}),
+        },
+        bytesReceived: j.bytesIn,
+      });
+    }
+    for (const w of wants.values()) w([]);
+    wants.clear();
+    for (const b of blobJob.values()) b.receiver.abort();
+  };
+
+  const onMessage = (m: FromNode, bytes: number) => {
+    if (m.type === 'hello') {
+      hello = m;
+      helloWaiter?.(m);
+      return;
+    }
+    if (m.type === 'want') {
+      wants.get(m.id)?.(m.digests);
+      wants.delete(m.id);
+      return;
+    }
+    const job = 'job' in m && m.job ? jobs.get(m.job) : undefined;
+    if (job) job.bytesIn += bytes;
+    switch (m.type) {
+      case 'event':
+        job?.req.onEvent?.(m);
+        return;
+      case 'have': {
+        // The node offers a finished oci image's blobs: ask for those we lack, route them to the receiver.
+        void (async () => {
+          const want: Digest[] = [];
+          if (job?.req.hasBlob && job.req.receiveBlob) {
+            for (const d of m.digests as Digest[]) {
+              if (blobJob.has(d) || (await job.req.hasBlob(d))) continue;
+              want.push(d);
+              blobJob.set(d, { job, receiver: job.req.receiveBlob(d) });
+            }
+          }
+          await channel.send({ type: 'want', id: m.id, digests: want }).catch(() => {});
+        })();
+        return;
+      }
+      case 'result': {
+        if (!job) return;
+        jobs.delete(m.job);
+        void Promise.all(job.blobsIn.map((d) => blobJob.get(d)?.done)).then(
+          () => {
+            for (const d of job.blobsIn) blobJob.delete(d);
+            job.resolve({
+              ok: true,
+              result: m.result,
+              bytesReceived: job.bytesIn,
+              blobsReceived: job.blobsIn,
+            });
+          },
+          (err: Error) => {
+            for (const d of job.blobsIn) blobJob.delete(d);
+            job.resolve({
+              ok: false,
+              error: {
+                code: 'TRANSFER_FAILED',
+                message: `node ${node.name}: ${err.message}`,
+                phase: 'transfer',
+                nodeFault: true,
+              },
+              bytesReceived: job.bytesIn,
+            });
+          },
+        );
+        return;
+      }
+      case 'error': {
+        if (!m.job) {
+          const err = new PackfarmError(
+            isErrorCode(m.error.code) ? m.error.code : 'NODE_JOB_FAILED',
+            `node ${node.name}: ${m.error.message}`,
+            m.error.hint ? { hint: m.error.hint } : {},
+          );
+          if (!hello) fail(err);
+          else log(err.message);
+          return;
+        }
+        if (!job) return;
+        jobs.delete(m.job);
+        job.resolve({ ok: false, error: m.error, bytesReceived: job.bytesIn });
+        return;
+      }
+    }
+  };
+
+  const channel: Channel = openChannel({
+    input: child.stdout as Readable,
+    output: child.stdin as NonNullable<ChildProcess['stdin']>,
+    source: `node ${node.name}`,
+    onFrame: (f) => {
+      if (f.kind === 'blob') {
+        const b = blobJob.get(f.digest);
+        if (!b) return;
+        b.job.bytesIn += f.data.length + 37;
+        if (f.data.length > 0) b.receiver.write(f.data);
+        else {
+          b.done = b.receiver.end();
+          b.done.catch(() => {});
+          b.job.blobsIn.push(f.digest);
+        }
+        return;
+      }
+      let m: FromNode;
+      try {
+        m = parseFromNode(f.value, `node ${node.name}`);
+      } catch (err) {
+        fail(err as PackfarmError);
+        channel.close();
+        return;
+      }
+      onMessage(m, f.bytes);
+    },
+    onClose: (err) => {
+      void exited.then((exit) => {
+        fail(err && hello ? err : hello ? nodeGone(node, exit, stderr) : sshFailure(node, exit, stderr));
+      });
+    },
+  });
+
+  const timeout = opts.helloTimeoutMs ?? 120_000;
+  const greeting = await new Promise<Extract<FromNode, { type: 'hello' }> | PackfarmError>((resolve) => {
+    helloWaiter = resolve;
+    const t = setTimeout(
+      () =>
+        resolve(
+          new PackfarmError(
+            'NODE_UNREACHABLE',
+            `node ${node.name} (${node.uri}): no hello within ${timeout / 1000} s`,
+          ),
+        ),
+      timeout,
+    );
+    t.unref();
+    channel.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: opts.version }).catch(() => {});
+  });
+  helloWaiter = undefined;
+  if (greeting instanceof PackfarmError) {
+    channel.close();
+    child.kill('SIGTERM');
+    throw greeting;
+  }
+  if (greeting.protocol !== PROTOCOL_VERSION) {
+    channel.close();
+    throw new PackfarmError(
+      'PROTOCOL_VERSION',
+      `node ${node.name} speaks node protocol ${greeting.protocol} (packfarm ${greeting.packfarm}); this packfarm ${opts.version} speaks ${PROTOCOL_VERSION}`,
+      { hint: 'install the same packfarm version on the coordinator and the node' },
+    );
+  }
+
+  let seq = 0;
+  const offered = new Map<Digest, Promise<void>>();
+  const conn: NodeConnection = {
+    name: node.name,
+    config: node,
+    packfarm: greeting.packfarm,
+    info: greeting.node,
+    get lost() {
+      return lost;
+    },
+    async ensureBlobs(blobs) {
+      if (lost) throw lost;
+      // Blobs this connection already offered (or is offering) for another job are not offered again:
+      // two targets placed on one node at once must not both send the app.
+      const unique = [...new Map(blobs.map((b) => [b.digest, b])).values()];
+      const earlier = unique.filter((b) => offered.has(b.digest)).map((b) => offered.get(b.digest));
+      const fresh = unique.filter((b) => !offered.has(b.digest));
+      let release!: () => void;
+      const done = new Promise<void>((r) => {
+        release = r;
+      });
+      for (const b of fresh) offered.set(b.digest, done);
+      try {
+        let bytes = 0;
+        const sent: Digest[] = [];
+        if (fresh.length > 0) {
+          const id = `b${++seq}-${randomBytes(3).toString('hex')}`;
+          const want = new Promise<Digest[]>((resolve) => wants.set(id, resolve));
+          await channel.send({ type: 'have', id, digests: fresh.map((b) => b.digest) });
+          const wanted = await want;
+          if (lost) throw lost;
+          for (const d of wanted) {
+            const b = fresh.find((x) => x.digest === d);
+            if (!b) continue;
+            bytes += await channel.sendBlob(d, b.open());
+            sent.push(d);
+          }
+        }
+        // Frames are ordered: once the earlier offers are through, their blobs precede this job's message.
+        await Promise.all(earlier);
+        if (lost) throw lost;
+        return { sent, bytes };
+      } catch (err) {
+        for (const b of fresh) offered.delete(b.digest);
+        throw err;
+      } finally {
+        release();
+      }
+    },
+    runTarget(req) {
+      if (lost)
+        return Promise.resolve({
+          ok: false,
+          error: { code: 'NODE_LOST', message: lost.message, nodeFault: true },
+          bytesReceived: 0,
+        });
+      return new Promise<RunTargetOutcome>((resolve) => {
+        jobs.set(req.job, { resolve, req, bytesIn: 0, blobsIn: [] });
+        const msg = {
+          type: 'run-target' as const,
+          job: req.job,
+          node: node.name,
+          target: req.target,
+          spec: req.spec,
+          credentials: req.credentials,
+        };
+        channel
+          .send(msg)
+          .catch((err: Error) => fail(new PackfarmError('NODE_LOST', `node ${node.name}: ${err.message}`)));
+      });
+    },
+    cancel(job) {
+      if (!lost) channel.send({ type: 'cancel', job }).catch(() => {});
+    },
+    async close() {
+      channel.close();
+      const t = setTimeout(() => child.kill('SIGTERM'), 10_000);
+      t.unref();
+      await exited;
+      clearTimeout(t);
+    },
+  };
+  return conn;
+}
+
+/** The size of a control message on the wire (for per-target byte counts). */
+export function messageBytes(m: unknown): number {
+  return encodeMessage(m).length;
+}
+
+function nodeGone(
+  node: FarmNodeConfig,
+  exit: { code: number | null; signal: string | null },
+  stderr: string,
+): PackfarmError {
+  const last = stderr.trim().split('\n').slice(-2).join(' / ');
+  return new PackfarmError(
+    'NODE_LOST',
+    `node ${node.name}: the connection ended (${exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`})${last ? `: ${last}` : ''}`,
+  );
+}

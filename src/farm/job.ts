@@ -1,0 +1,228 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { extractLayer } from '../archive/extract.js';
+import { parsePlatform } from '../oci/platform.js';
+import { PackfarmError, isPackfarmError } from '../util/errors.js';
+import type { BuildEvent } from '../api/events.js';
+import { parseJson, parseWith } from '../util/validate.js';
+import { type JobCredential, JobCredentialSchema, TargetJobSchema } from './protocol.js';
+
+/**
+ * One target's build on a node, in its own process (`packfarm node run-job`), started by `node serve` in a
+ * process group of its own: cancelling kills the group (this process and every buildpack process) at once.
+ *
+ * Input (stdin, one JSON document, then EOF): the job, where the cached blobs are, and the registry
+ * credentials. Credentials live in this process's memory only: they are put into this process's environment
+ * (CNB_REGISTRY_AUTH, which the registry client reads), never written to disk, and the environment the
+ * build hands to buildpacks is a copy taken before, without them.
+ * Output (stdout): JSON lines, `event` / `log` while running, then one `result` or `error`.
+ */
+export const WorkerInputSchema = z.object({
+  job: z.string(),
+  node: z.string(),
+  target: z.string(),
+  spec: TargetJobSchema,
+  jobDir: z.string(),
+  dataDir: z.string(),
+  /** digest → path of the blob in the node's cache. */
+  blobs: z.record(z.string(), z.string()),
+  credentials: z.array(JobCredentialSchema),
+});
+export type WorkerInput = z.infer<typeof WorkerInputSchema>;
+
+export const WorkerOutputSchema = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('event'),
+    phase: z.string().optional(),
+    event: z.record(z.string(), z.unknown()),
+  }),
+  z.object({ type: z.literal('log'), level: z.string(), message: z.string() }),
+  z.object({
+    type: z.literal('result'),
+    digest: z.string(),
+    size: z.number(),
+    mediaType: z.string(),
+    report: z.record(z.string(), z.unknown()),
+    /** oci output: the node-side layout holding the image, whose blobs go back to the coordinator. */
+    layout: z.string().optional(),
+  }),
+  z.object({
+    type: z.literal('error'),
+    error: z.object({
+      code: z.string(),
+      message: z.string(),
+      hint: z.string().optional(),
+      phase: z.string().optional(),
+      nodeFault: z.boolean().optional(),
+    }),
+  }),
+]);
+export type WorkerOutput = z.infer<typeof WorkerOutputSchema>;
+
+/** CNB_REGISTRY_AUTH's shape: registry → Authorization header value. */
+export function registryAuthEnv(creds: readonly JobCredential[]): string | undefined {
+  const out: Record<string, string> = {};
+  for (const c of creds) {
+    if (c.registryToken) out[c.registry] = `Bearer ${c.registryToken}`;
+    else if (c.username !== undefined && c.password !== undefined)
+      out[c.registry] = `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
+  }
+  return Object.keys(out).length > 0 ? JSON.stringify(out) : undefined;
+}
+
+/** Where a node keeps the oci-output image of one coordinator layout and platform (stable: layers reuse). */
+export function nodeLayoutDir(dataDir: string, key: string, platform: string): string {
+  const h = createHash('sha256').update(`${key}\n${platform}`).digest('hex').slice(0, 16);
+  return join(dataDir, 'farm', 'oci', h);
+}
+
+export async function runWorker(
+  stdin: NodeJS.ReadableStream,
+  emit: (m: WorkerOutput) => void,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
+  let phase: string | undefined = 'setup';
+  try {
+    const chunks: Buffer[] = [];
+    for await (const c of stdin as AsyncIterable<Buffer>) chunks.push(c);
+    const input = parseWith(
+      WorkerInputSchema,
+      parseJson(Buffer.concat(chunks).toString('utf8'), 'job input'),
+      'job input',
+      'PROTOCOL_ERROR',
+    );
+    // The build's (and buildpacks') environment: taken before the credentials go into process.env.
+    const buildEnv: NodeJS.ProcessEnv = { ...env };
+    delete buildEnv.CNB_REGISTRY_AUTH;
+    const auth = registryAuthEnv(input.credentials);
+    if (auth) process.env.CNB_REGISTRY_AUTH = auth;
+    else delete process.env.CNB_REGISTRY_AUTH;
+
+    const { spec } = input;
+    // Without a creation time from the coordinator, the default (1980) applies on every node alike.
+    delete buildEnv.SOURCE_DATE_EPOCH;
+    const blob = (d: string) => {
+      const p = input.blobs[d];
+      if (!p) throw new PackfarmError('BLOB_MISSING', `job ${input.job}: blob ${d} was not received`);
+      return p;
+    };
+    const appDir = join(input.jobDir, 'app');
+    await mkdir(appDir, { recursive: true });
+    await extractLayer({ source: createReadStream(blob(spec.app.digest)), dest: appDir, name: 'app source' });
+    // The app tar stamps every file with the same fixed mtime (so its digest only follows the content), and
+    // the build syncs the workspace by size, mode and mtime: a file changed to the same size would look
+    // unchanged. Fresh mtimes make the sync copy every file — correct, at the cost of one local copy.
+    const now = new Date();
+    for (const e of await readdir(appDir, { recursive: true, withFileTypes: true }))
+      if (e.isFile()) await utimes(join(e.parentPath, e.name), now, now);
+    const buildpacks = spec.buildpacks.map((b) => ('ref' in b ? b.ref : blob(b.digest)));
+    parsePlatform(spec.platform, 'job platform');
+
+    let image: string;
+    let layout: string | undefined;
+    if (spec.output.kind === 'registry') image = spec.output.image;
+    else {
+      layout = nodeLayoutDir(input.dataDir, spec.output.key, spec.platform);
+      image = `oci:${layout}:target`;
+    }
+    const [{ planBuild }, { runTarget }] = await Promise.all([
+      import('../api/plan.js'),
+      import('../api/run-target.js'),
+    ]);
+    const onEvent = (e: BuildEvent) => {
+      phase = e.phase;
+      emit({ type: 'event', phase: e.phase, event: e as unknown as Record<string, unknown> });
+    };
+    phase = 'plan';
+    const plan = await planBuild(
+      {
+        image,
+        path: appDir,
+        buildpacks,
+        ...(spec.builder ? { builder: spec.builder } : {}),
+        ...(spec.runImage ? { runImage: spec.runImage } : {}),
+        ...(spec.buildImage ? { buildImage: spec.buildImage } : {}),
+        ...(spec.executor ? { executor: spec.executor } : {}),
+        ...(spec.network ? { network: spec.network } : {}),
+        env: spec.env,
+        publish: spec.output.kind === 'registry',
+        insecureRegistries: spec.insecureRegistries,
+        ...(spec.cacheImage ? { cacheImage: spec.cacheImage } : {}),
+        clearCache: spec.clearCache,
+        ...(spec.previousImage ? { previousImage: spec.previousImage } : {}),
+        ...(spec.creationTime ? { creationTime: spec.creationTime } : {}),
+        ...(spec.defaultProcess ? { defaultProcess: spec.defaultProcess } : {}),
+        ...(spec.descriptor ? { descriptor: join(appDir, spec.descriptor) } : {}),
+        platforms: [spec.platform],
+        platformApi: spec.platformApi,
+        jobs: 1,
+      },
+      { env: buildEnv, onEvent },
+    );
+    try {
+      const target = plan.targets[0];
+      if (!target) throw new Error('planBuild gave no target');
+      // A registry target of an index goes by digest only; the coordinator tags the index. An oci target keeps
+      // a tag in the node's own layout, so the next build there finds its previous image.
+      if (spec.output.kind === 'registry') plan.index = spec.untagged;
+      const report = await runTarget(plan, target, { onEvent });
+      emit({
+        type: 'result',
+        digest: report.digest,
+        size: report.manifestSize,
+        mediaType: report.mediaType,
+        report: report as unknown as Record<string, unknown>,
+        ...(layout ? { layout } : {}),
+      });
+    } finally {
+      await plan.cleanup();
+    }
+    return 0;
+  } catch (err) {
+    const e = err as Error;
+    emit({
+      type: 'error',
+      error: {
+        code: isPackfarmError(err) ? err.code : 'INTERNAL',
+        message: e?.message ?? String(err),
+        ...(isPackfarmError(err) && err.hint ? { hint: err.hint } : {}),
+        ...(phase ? { phase } : {}),
+        ...(isNodeFault(err) ? { nodeFault: true } : {}),
+      },
+    });
+    return 1;
+  }
+}
+
+const NODE_FAULT_ERRNOS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'ENOMEM']);
+
+/** Errors of the machine rather than of the build: worth retrying on another node. */
+export function isNodeFault(err: unknown): boolean {
+  for (
+    let e = err as { code?: unknown; cause?: unknown } | undefined, i = 0;
+    e && i < 5;
+    e = e.cause as typeof e, i++
+  )
+    if (typeof e.code === 'string' && NODE_FAULT_ERRNOS.has(e.code)) return true;
+  return /\bENOSPC\b|no space left on device/i.test(String((err as Error)?.message));
+}
+
+/**
+ * A job process whose `node serve` died (killed, or its ssh session dropped hard) has no one to report to:
+ * it kills its own process group (itself and its buildpack processes) instead of building on as an orphan.
+ */
+export function watchParent(intervalMs = 500): void {
+  const parent = process.ppid;
+  const t = setInterval(() => {
+    if (process.ppid === parent) return;
+    try {
+      process.kill(-process.pid, 'SIGKILL');
+    } catch {
+      process.exit(1);
+    }
+  }, intervalMs);
+  t.unref();
+}

@@ -1,0 +1,650 @@
+import { createReadStream } from 'node:fs';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { cpus, hostname, tmpdir } from 'node:os';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import type { BuildEvent, BuildEventListener } from '../api/events.js';
+import type { BuildPlan, TargetPlan } from '../api/plan.js';
+import { type RunTargetHooks, type TargetReport, runTarget } from '../api/run-target.js';
+import type { MachinePlatforms } from '../api/targets.js';
+import { digestFile, writeLayer } from '../archive/index.js';
+import { parseImageLocation } from '../image/transport.js';
+import type { ImageStore } from '../image/store.js';
+import type { Digest } from '../oci/digest.js';
+import { type Platform, parsePlatform, platformsEqual } from '../oci/platform.js';
+import { ImageManifestSchema } from '../oci/schemas.js';
+import { createKeychain } from '../registry/credentials.js';
+import { isErrorCode } from '../util/error-codes.js';
+import { PackfarmError, isPackfarmError } from '../util/errors.js';
+import { parseJson, parseWith } from '../util/validate.js';
+import { type BlobCache, openBlobCache } from './blob-cache.js';
+import { type BlobSource, type NodeConnection, connectNode, messageBytes } from './client.js';
+import { type FarmNodeConfig, LOCAL_NODE } from './config.js';
+import { isNodeFault } from './job.js';
+import { PACKFARM_VERSION, localPackfarmCommand } from './manage.js';
+import { nodePlatforms } from './platforms.js';
+import type { ErrorBody, JobCredential, TargetJob } from './protocol.js';
+import {
+  type Assignment,
+  type NodeCapacity,
+  type PendingTarget,
+  type UnreachableNode,
+  assignTargets,
+  checkPlacement,
+  hasCandidate,
+} from './schedule.js';
+
+/**
+ * The farm as a target runner for build(): every target of a plan goes to a node the scheduler picks (native
+ * first, then emulated, by free capacity), over that node's one connection; `local` runs in this process.
+ * A node that fails a target (connection lost, job process killed, disk full) gets the target retried once on
+ * another matching node; anything else fails the build (build() then writes no tag). Closing the farm closes
+ * every connection, which cancels every remote job.
+ */
+export interface FarmOptions {
+  nodes: readonly FarmNodeConfig[];
+  env: NodeJS.ProcessEnv;
+  onEvent?: BuildEventListener;
+  /** Temp space for the app and buildpack blobs sent to nodes. */
+  tmpDir?: string;
+}
+
+export interface FarmRunner {
+  /** Every platform some reachable node runs (native wins): what planBuild may accept as targets. */
+  machine: MachinePlatforms;
+  /** Job slots over all reachable nodes: how many targets build() should start at once. */
+  slots: number;
+  nodes: Array<{ name: string; reachable: boolean; error?: string }>;
+  /** Throws NO_NODE_FOR_PLATFORM (listing every node) when a target has no reachable node that may run it. */
+  check(targets: readonly Platform[]): void;
+  runTarget(plan: BuildPlan, target: TargetPlan, hooks: RunTargetHooks): Promise<TargetReport>;
+  close(): Promise<void>;
+}
+
+interface FarmNode {
+  config: FarmNodeConfig;
+  capacity: NodeCapacity;
+  /** undefined: the local node, run in this process. */
+  conn?: NodeConnection;
+  /** Jobs other builds run there (from its hello): they count against its capacity at first. */
+  foreign: number;
+}
+
+interface PreparedPlan {
+  dir: string;
+  app: BlobSource;
+  buildpacks: Array<(BlobSource & { name: string }) | { ref: string }>;
+  credentials: JobCredential[];
+  /** Blobs a node sends back for an oci output land here before going into the layout. */
+  received: BlobCache;
+}
+
+export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
+  if (opts.nodes.length === 0)
+    throw new PackfarmError('FARM_EMPTY', 'the farm has no nodes', {
+      hint: 'add one with `packfarm farm node add FARM ssh://user@host` (or `local`)',
+    });
+  const unreachable: UnreachableNode[] = [];
+  const nodes: FarmNode[] = [];
+  const connected = await Promise.all(
+    opts.nodes.map(async (config) => {
+      try {
+        if (config.uri === LOCAL_NODE) {
+          const p = await nodePlatforms();
+          const max = config.max_jobs ?? Math.max(1, cpus().length);
+          return { config, info: { ...p, maxJobs: max, runningJobs: 0 }, conn: undefined };
+        }
+        const conn = await connectNode(config, {
+          version: PACKFARM_VERSION,
+          localCommand: localPackfarmCommand,
+          env: opts.env,
+        });
+        return { config, info: conn.info, conn };
+      } catch (error) {
+        return { config, error };
+      }
+    }),
+  );
+  for (const c of connected) {
+    if ('error' in c) {
+      const message = (c.error as Error)?.message ?? String(c.error);
+      unreachable.push({ name: c.config.name, error: message });
+      opts.onEvent?.({
+        type: 'warning',
+        target: '',
+        phase: 'plan',
+        message: `node ${c.config.name} is unreachable: ${message}`,
+      });
+      continue;
+    }
+    const parse = (ps: string[], what: string) =>
+      ps.map((p) => parsePlatform(p, `node ${c.config.name} ${what}`));
+    const maxJobs = Math.max(1, Math.min(c.config.max_jobs ?? c.info.maxJobs, c.info.maxJobs));
+    nodes.push({
+      config: c.config,
+      conn: c.conn,
+      foreign: c.info.runningJobs,
+      capacity: {
+        name: c.config.name,
+        native: parse(c.info.native, 'native platforms'),
+        emulated: parse(c.info.emulated, 'emulated platforms'),
+        ...(c.config.platforms ? { restrict: parse(c.config.platforms, 'platforms') } : {}),
+        maxJobs,
+      },
+    });
+  }
+  if (nodes.length === 0)
+    throw new PackfarmError(
+      'NO_REACHABLE_NODE',
+      `no node of the farm is reachable:\n${unreachable.map((u) => `  ${u.name}: ${u.error}`).join('\n')}`,
+      { hint: 'check the nodes with `packfarm farm ls`' },
+    );
+
+  const machine = unionMachine(nodes.map((n) => n.capacity));
+  const live = () => nodes.filter((n) => !n.conn?.lost);
+  const load = new Map<string, number>();
+  const waiters: Array<{ p: PendingTarget; resolve: (a: Assignment) => void; reject: (e: Error) => void }> =
+    [];
+  const checked = new WeakMap<BuildPlan, Promise<void>>();
+  const prepared = new WeakMap<BuildPlan, Promise<PreparedPlan>>();
+  const tempDirs: string[] = [];
+  let closed = false;
+
+  const running = () => {
+    const m = new Map<string, number>();
+    for (const n of nodes) m.set(n.config.name, (load.get(n.config.name) ?? 0) + n.foreign);
+    return m;
+  };
+  /** Hand out free slots to waiting targets, in target order; fail those no live node can take. */
+  const pump = () => {
+    waiters.sort((a, b) => (a.p.target < b.p.target ? -1 : a.p.target > b.p.target ? 1 : 0));
+    const caps = live().map((n) => n.capacity);
+    for (const w of [...waiters]) {
+      if (!hasCandidate(w.p, caps)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.reject(noNodeLeft(w.p, nodes, unreachable));
+      }
+    }
+    let got = assignTargets(
+      waiters.map((w) => w.p),
+      caps,
+      running(),
+    );
+    // Jobs of other builds block a node only while ours run too: never wait forever on a node we cannot see.
+    if (got.length === 0 && waiters.length > 0 && [...load.values()].every((v) => v === 0))
+      got = assignTargets(
+        waiters.map((w) => w.p),
+        caps,
+        new Map(),
+      );
+    for (const a of got) {
+      const i = waiters.findIndex((w) => w.p.target === a.target);
+      const w = waiters[i];
+      if (!w) continue;
+      waiters.splice(i, 1);
+      load.set(a.node, (load.get(a.node) ?? 0) + 1);
+      w.resolve(a);
+    }
+  };
+  const acquire = (p: PendingTarget, signal?: AbortSignal) =>
+    new Promise<Assignment>((resolveA, reject) => {
+      const w = { p, resolve: resolveA, reject };
+      if (signal?.aborted)
+        return reject(new PackfarmError('ABORTED', 'the build was cancelled', { exitCode: 130 }));
+      signal?.addEventListener(
+        'abort',
+        () => {
+          const i = waiters.indexOf(w);
+          if (i >= 0) {
+            waiters.splice(i, 1);
+            reject(new PackfarmError('ABORTED', 'the build was cancelled', { exitCode: 130 }));
+          }
+        },
+        { once: true },
+      );
+      waiters.push(w);
+      pump();
+    });
+  const release = (node: string) => {
+    load.set(node, Math.max(0, (load.get(node) ?? 1) - 1));
+    pump();
+  };
+
+  const runner: FarmRunner = {
+    machine,
+    slots: nodes.reduce((a, n) => a + n.capacity.maxJobs, 0),
+    nodes: [
+      ...nodes.map((n) => ({ name: n.config.name, reachable: true })),
+      ...unreachable.map((u) => ({ name: u.name, reachable: false, error: u.error })),
+    ],
+    check(targets) {
+      checkPlacement(
+        targets,
+        live().map((n) => n.capacity),
+        unreachable,
+      );
+    },
+    async runTarget(plan, target, hooks) {
+      if (closed) throw new PackfarmError('ABORTED', 'the farm was closed', { exitCode: 130 });
+      let check = checked.get(plan);
+      if (!check) {
+        check = Promise.resolve().then(() =>
+          checkPlacement(
+            plan.targets.map((t) => t.platform),
+            live().map((n) => n.capacity),
+            unreachable,
+          ),
+        );
+        checked.set(plan, check);
+      }
+      await check;
+      const attempts: Array<{ node: string; code: string; message: string }> = [];
+      const exclude = new Set<string>();
+      for (let attempt = 1; ; attempt++) {
+        const a = await acquire({ target: target.name, platform: target.platform, exclude }, hooks.signal);
+        const node = nodes.find((n) => n.config.name === a.node)!;
+        hooks.onEvent?.({
+          type: 'placed',
+          target: target.name,
+          phase: 'analyze',
+          node: a.node,
+          runs: a.mode,
+          attempt,
+        });
+        let failure: ErrorBody;
+        try {
+          const r = node.conn
+            ? await runRemote(node.conn, plan, target, hooks, attempts)
+            : await runLocal(plan, target, hooks, attempts);
+          if (r.ok) return r.report;
+          failure = r.error;
+        } catch (err) {
+          if (hooks.signal?.aborted) throw err;
+          failure = {
+            code: isPackfarmError(err) ? err.code : 'INTERNAL',
+            message: (err as Error)?.message ?? String(err),
+            ...(isNodeFault(err) ? { nodeFault: true } : {}),
+          };
+        } finally {
+          release(a.node);
+        }
+        attempts.push({ node: a.node, code: failure.code, message: failure.message });
+        exclude.add(a.node);
+        const again = failure.nodeFault === true && attempt === 1 && !hooks.signal?.aborted;
+        if (
+          again &&
+          hasCandidate(
+            { target: target.name, platform: target.platform, exclude },
+            live().map((n) => n.capacity),
+          )
+        ) {
+          hooks.onEvent?.({
+            type: 'retry',
+            target: target.name,
+            phase: (failure.phase as BuildEvent['phase']) ?? 'analyze',
+            node: a.node,
+            message: `node ${a.node} failed: ${failure.message}; retrying on another node`,
+          });
+          continue;
+        }
+        const tried = attempts.map((t) => t.node).join(', then ');
+        throw new PackfarmError(
+          isErrorCode(failure.code) ? failure.code : 'NODE_JOB_FAILED',
+          `${failure.message} (on node ${tried}${failure.nodeFault && attempt > 1 ? '; retried once' : ''})`,
+          failure.hint ? { hint: failure.hint } : {},
+        );
+      }
+    },
+    async close() {
+      closed = true;
+      for (const w of waiters.splice(0))
+        w.reject(new PackfarmError('ABORTED', 'the farm was closed', { exitCode: 130 }));
+      await Promise.all(nodes.map((n) => n.conn?.close()));
+      for (const d of tempDirs) await rm(d, { recursive: true, force: true }).catch(() => {});
+    },
+  };
+
+  const runLocal = async (
+    plan: BuildPlan,
+    target: TargetPlan,
+    hooks: RunTargetHooks,
+    attempts: Array<{ node: string; code: string; message: string }>,
+  ): Promise<{ ok: true; report: TargetReport }> => {
+    const report = await runTarget(plan, target, hooks);
+    return {
+      ok: true,
+      report: {
+        ...report,
+        farm: {
+          node: LOCAL_NODE,
+          attempts: [...attempts],
+          bytesSent: 0,
+          bytesReceived: 0,
+          blobsSent: 0,
+          blobsReceived: 0,
+        },
+      },
+    };
+  };
+
+  const runRemote = async (
+    conn: NodeConnection,
+    plan: BuildPlan,
+    target: TargetPlan,
+    hooks: RunTargetHooks,
+    attempts: Array<{ node: string; code: string; message: string }>,
+  ): Promise<{ ok: true; report: TargetReport } | { ok: false; error: ErrorBody }> => {
+    let prep = prepared.get(plan);
+    if (!prep) {
+      prep = preparePlan(plan, opts.tmpDir, opts.env).then((p) => {
+        tempDirs.push(p.dir);
+        return p;
+      });
+      prepared.set(plan, prep);
+    }
+    const p = await prep;
+    const spec = targetJob(plan, target, p);
+    const blobs: BlobSource[] = [
+      p.app,
+      ...p.buildpacks.filter((b): b is BlobSource & { name: string } => 'digest' in b),
+    ];
+    let sent: { sent: Digest[]; bytes: number };
+    try {
+      sent = await conn.ensureBlobs(blobs);
+    } catch (err) {
+      return {
+        ok: false,
+        error: { code: 'NODE_LOST', message: (err as Error).message, phase: 'transfer', nodeFault: true },
+      };
+    }
+    const output = plan.outputs[0]!;
+    const job = `${target.name}#${attempts.length + 1}`;
+    const msg = {
+      type: 'run-target',
+      job,
+      node: conn.name,
+      target: target.name,
+      spec,
+      credentials: p.credentials,
+    };
+    // build() aborts the other targets when one fails: cancel this one's remote job then.
+    const onAbort = () => conn.cancel(job);
+    hooks.signal?.addEventListener('abort', onAbort, { once: true });
+    const outcome = await conn.runTarget({
+      job,
+      target: target.name,
+      spec,
+      credentials: p.credentials,
+      onEvent: (e) => hooks.onEvent?.(e.event as unknown as BuildEvent),
+      ...(spec.output.kind === 'oci'
+        ? {
+            hasBlob: async (d: Digest) => (await output.store.hasBlob(d)) || (await p.received.has(d)),
+            receiveBlob: (d: Digest) => p.received.receive(d),
+          }
+        : {}),
+    });
+    hooks.signal?.removeEventListener('abort', onAbort);
+    if (!outcome.ok) return { ok: false, error: outcome.error };
+    const result = outcome.result;
+    const digest = result.digest;
+    if (spec.output.kind === 'oci')
+      await storeReceivedImage(output.store, p.received, digest, result.mediaType);
+    // One target (no index): the image itself gets the tags, as a local build would have written them.
+    if (!plan.index) {
+      const m = await output.store.getManifest(digest);
+      for (const tag of output.tags) {
+        const current = await output.store.resolve(tag).catch(() => undefined);
+        if (current?.digest !== digest)
+          await output.store.putManifest({ bytes: m.bytes, mediaType: m.mediaType, tag });
+      }
+    }
+    const report = result.report as unknown as TargetReport;
+    return {
+      ok: true,
+      report: {
+        ...report,
+        ...(plan.index
+          ? {}
+          : { tags: output.tags.map((t, i) => output.names?.[i] ?? `${output.store.description}:${t}`) }),
+        farm: {
+          node: conn.name,
+          attempts: [...attempts],
+          bytesSent: sent.bytes + messageBytes(msg),
+          bytesReceived: outcome.bytesReceived,
+          blobsSent: sent.sent.length,
+          blobsReceived: outcome.blobsReceived.length,
+        },
+      },
+    };
+  };
+
+  return runner;
+}
+
+/** What every node of a build gets once: the app as a tar blob, the buildpacks as blobs, the credentials. */
+async function preparePlan(
+  plan: BuildPlan,
+  tmp: string | undefined,
+  env: NodeJS.ProcessEnv,
+): Promise<PreparedPlan> {
+  const opts = plan.options;
+  if (plan.outputs.length > 1)
+    throw new PackfarmError(
+      'FARM_UNSUPPORTED',
+      '--tag in another repository is not supported on a farm yet',
+      {
+        hint: 'tag within the same repository, or copy the index afterwards with `packfarm image copy --all`',
+      },
+    );
+  for (const [flag, value] of [
+    ['--builder', opts.builder ?? plan.project?.builder],
+    ['--run-image', opts.runImage],
+    ['--build-image', opts.buildImage],
+  ] as const) {
+    if (!value) continue;
+    if (
+      value.startsWith('oci:') ||
+      (await stat(resolve(plan.cwd, value)).then(
+        () => true,
+        () => false,
+      ))
+    )
+      throw new PackfarmError(
+        'FARM_UNSUPPORTED',
+        `${flag} ${value}: a local ${flag.slice(2)} cannot be used by farm nodes yet`,
+        {
+          hint: 'push it to a registry the nodes can reach and pass its reference',
+        },
+      );
+  }
+  if (opts.cacheDir)
+    throw new PackfarmError(
+      'FARM_UNSUPPORTED',
+      '--cache-dir is a directory on this machine; farm nodes keep their own caches',
+      {
+        hint: 'drop --cache-dir (each node caches per image under its data dir), or use --cache-image REF',
+      },
+    );
+  const dir = await mkdtemp(join(tmp ?? tmpdir(), 'packfarm-farm-'));
+  try {
+    // The app, as the node will see it: project.toml's include/exclude applied, project.toml itself kept.
+    const descriptor = opts.descriptor ? resolve(plan.cwd, opts.descriptor) : undefined;
+    if (descriptor && relative(plan.appPath, descriptor).startsWith('..'))
+      throw new PackfarmError(
+        'FARM_UNSUPPORTED',
+        `--descriptor ${descriptor}: on a farm it must be inside the app dir ${plan.appPath}`,
+      );
+    const filter = plan.appFilter;
+    const appFile = join(dir, 'app.tar.gz');
+    const app = await writeLayer({
+      dir: plan.appPath,
+      out: appFile,
+      ...(filter
+        ? {
+            filter: (rel: string, st) =>
+              rel === 'project.toml' ||
+              (descriptor !== undefined && join(plan.appPath, rel) === descriptor) ||
+              filter(rel, st.isDirectory()),
+          }
+        : {}),
+    });
+    const buildpacks: PreparedPlan['buildpacks'] = [];
+    for (const [i, flag] of opts.buildpacks.entries()) {
+      const path = isAbsolute(flag) ? flag : resolve(plan.cwd, flag);
+      const st = await stat(path).catch(() => undefined);
+      if (!st) {
+        buildpacks.push({ ref: flag });
+        continue;
+      }
+      let file = path;
+      if (st.isDirectory()) {
+        file = join(dir, `buildpack-${i}.tar.gz`);
+        await writeLayer({ dir: path, out: file });
+      }
+      const d = await digestFile(file);
+      buildpacks.push({ digest: d.digest, size: d.size, name: flag, open: () => createReadStream(file) });
+    }
+    return {
+      dir,
+      app: { digest: app.digest, size: app.size, open: () => createReadStream(appFile) },
+      buildpacks,
+      credentials: await jobCredentials(plan, env),
+      received: openBlobCache(join(dir, 'received')),
+    };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function targetJob(plan: BuildPlan, target: TargetPlan, p: PreparedPlan): TargetJob {
+  const o = plan.options;
+  const out = plan.outputLocation;
+  const descriptor = o.descriptor ? relative(plan.appPath, resolve(plan.cwd, o.descriptor)) : undefined;
+  return {
+    platform: target.name,
+    app: { digest: p.app.digest, size: p.app.size },
+    buildpacks: p.buildpacks.map((b) =>
+      'ref' in b ? { ref: b.ref } : { digest: b.digest, size: b.size, name: b.name },
+    ),
+    ...(o.builder ? { builder: o.builder } : {}),
+    // The run image planning chose for this target (a mirror on the output's registry first).
+    runImage: target.runImage.name,
+    ...(o.buildImage ? { buildImage: o.buildImage } : {}),
+    executor: target.executor,
+    ...(o.network ? { network: o.network } : {}),
+    output:
+      out.transport === 'docker'
+        ? { kind: 'registry', image: o.image }
+        : { kind: 'oci', key: `${hostname()}:${out.dir}` },
+    untagged: plan.index,
+    env: [...plan.userEnv].map(([k, v]) => `${k}=${v}`),
+    insecureRegistries: plan.insecureRegistries,
+    ...(plan.createdAt ? { creationTime: String(Math.floor(plan.createdAt.getTime() / 1000)) } : {}),
+    ...(o.defaultProcess ? { defaultProcess: o.defaultProcess } : {}),
+    ...(o.cacheImage ? { cacheImage: o.cacheImage } : {}),
+    ...(o.previousImage ? { previousImage: o.previousImage } : {}),
+    clearCache: o.clearCache,
+    ...(descriptor ? { descriptor } : {}),
+    platformApi: o.platformApi,
+  };
+}
+
+/**
+ * Registry credentials for the job, scoped to the registries it touches (output, run, build and builder
+ * images, cache and previous image): nothing else of the user's keychain leaves this machine.
+ */
+async function jobCredentials(plan: BuildPlan, env: NodeJS.ProcessEnv): Promise<JobCredential[]> {
+  const o = plan.options;
+  const registries = new Set<string>();
+  const add = (ref: string | undefined) => {
+    if (!ref) return;
+    try {
+      const loc = parseImageLocation(ref);
+      if (loc.transport === 'docker') registries.add(loc.reference.registry);
+    } catch {
+      // not an image reference (planning already checked what it had to)
+    }
+  };
+  if (plan.outputLocation.transport === 'docker') registries.add(plan.outputLocation.reference.registry);
+  for (const t of plan.targets) add(t.runImage.name);
+  for (const r of [o.builder, o.buildImage, o.cacheImage, o.previousImage]) add(r);
+  const keychain = createKeychain({ env });
+  const out: JobCredential[] = [];
+  for (const registry of [...registries].sort()) {
+    const c = await keychain(registry).catch(() => undefined);
+    if (!c) continue;
+    if ('registryToken' in c) out.push({ registry, registryToken: c.registryToken });
+    else if ('password' in c) out.push({ registry, username: c.username, password: c.password });
+    else out.push({ registry, identityToken: c.identityToken });
+  }
+  return out;
+}
+
+/** oci output: the blobs a node sent back go into the layout, then the manifest (untagged). */
+async function storeReceivedImage(
+  store: ImageStore,
+  received: BlobCache,
+  digest: Digest,
+  mediaType: string,
+): Promise<void> {
+  const manifestBytes = (await received.has(digest))
+    ? await readFile(received.path(digest))
+    : (await store.getManifest(digest)).bytes;
+  const manifest = parseWith(
+    ImageManifestSchema,
+    parseJson(manifestBytes.toString('utf8'), `manifest ${digest}`),
+    `manifest ${digest}`,
+  );
+  for (const d of [manifest.config, ...manifest.layers]) {
+    if (await store.hasBlob(d.digest as Digest)) continue;
+    if (!(await received.has(d.digest as Digest)))
+      throw new PackfarmError(
+        'BLOB_MISSING',
+        `image ${digest}: blob ${d.digest} was neither sent back nor in ${store.description}`,
+      );
+    await store.putBlob({
+      digest: d.digest as Digest,
+      size: d.size,
+      open: () => createReadStream(received.path(d.digest as Digest)),
+    });
+  }
+  if (!(await store.resolve(digest).catch(() => undefined)))
+    await store.putManifest({ bytes: manifestBytes, mediaType });
+}
+
+function unionMachine(caps: readonly NodeCapacity[]): MachinePlatforms {
+  const native: Platform[] = [];
+  const emulated: Platform[] = [];
+  const add = (list: Platform[], p: Platform) => {
+    if (!list.some((x) => platformsEqual(x, p))) list.push(p);
+  };
+  for (const c of caps) {
+    const usable = (p: Platform) => !c.restrict || c.restrict.some((r) => platformsEqual(r, p));
+    for (const p of c.native) if (usable(p)) add(native, p);
+  }
+  for (const c of caps)
+    for (const p of c.emulated)
+      if (
+        (!c.restrict || c.restrict.some((r) => platformsEqual(r, p))) &&
+        !native.some((n) => platformsEqual(n, p))
+      )
+        add(emulated, p);
+  return { native, emulated };
+}
+
+function noNodeLeft(
+  p: PendingTarget,
+  nodes: readonly FarmNode[],
+  unreachable: readonly UnreachableNode[],
+): PackfarmError {
+  const lost = nodes.filter((n) => n.conn?.lost).map((n) => `${n.config.name} (${n.conn?.lost?.message})`);
+  const excluded = [...p.exclude];
+  return new PackfarmError(
+    'NO_NODE_FOR_PLATFORM',
+    `target ${p.target}: no node is left to build it` +
+      (excluded.length ? `; it failed on ${excluded.join(', ')}` : '') +
+      (lost.length ? `; lost: ${lost.join(', ')}` : '') +
+      (unreachable.length ? `; unreachable: ${unreachable.map((u) => u.name).join(', ')}` : ''),
+    { hint: 'check the nodes with `packfarm farm ls`' },
+  );
+}

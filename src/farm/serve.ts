@@ -1,0 +1,381 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { cpus, hostname } from 'node:os';
+import { join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { createInterface } from 'node:readline';
+import { openLayoutStore } from '../image/layout-store.js';
+import type { Digest } from '../oci/digest.js';
+import { parseWith } from '../util/validate.js';
+import { ImageManifestSchema } from '../oci/schemas.js';
+import { type BlobCache, type BlobReceiver, openBlobCache } from './blob-cache.js';
+import { type WorkerInput, type WorkerOutput, WorkerOutputSchema } from './job.js';
+import {
+  type Channel,
+  type ErrorBody,
+  type FromNode,
+  type NodeInfo,
+  PROTOCOL_VERSION,
+  type ToNode,
+  openChannel,
+  parseToNode,
+} from './protocol.js';
+
+/**
+ * `packfarm node serve --stdio`: the node end of the protocol, one process per coordinator connection (ssh
+ * starts it). Jobs run in child processes (`node run-job`), each the leader of its own process group, so a
+ * cancel — a `cancel` message, or the coordinator closing the channel (stdin EOF) — kills the job and every
+ * buildpack process under it, and removes its job dir.
+ */
+export interface ServeOptions {
+  input: Readable;
+  output: Writable;
+  /** The node's data dir (PACKFARM_HOME …): blobs under farm/blobs, job dirs under farm/jobs. */
+  dataDir: string;
+  version: string;
+  maxJobs?: number;
+  /** What this machine runs: native and emulated platforms. */
+  platforms: () => Promise<{ native: string[]; emulated: string[] }>;
+  /** The command that runs one job: argv, e.g. [node, bin/packfarm.js, 'node', 'run-job']. */
+  workerCommand: string[];
+  env?: NodeJS.ProcessEnv;
+  /** Diagnostics (stderr); the protocol owns stdout. */
+  log?: (line: string) => void;
+}
+
+interface RunningJob {
+  child: ChildProcess;
+  dir: string;
+  marker: string;
+  cancelled: boolean;
+}
+
+export async function serveNode(opts: ServeOptions): Promise<void> {
+  const log = opts.log ?? (() => {});
+  const farmDir = join(opts.dataDir, 'farm');
+  const cache: BlobCache = openBlobCache(join(farmDir, 'blobs'));
+  const runningDir = join(farmDir, 'running');
+  await mkdir(runningDir, { recursive: true });
+  // Job dirs left by a serve process that was killed (its jobs killed themselves): nobody owns them.
+  await removeDead(join(farmDir, 'jobs'));
+  const receiving = new Map<Digest, BlobReceiver>();
+  const received = new Map<Digest, Promise<void>>();
+  const jobs = new Map<string, RunningJob>();
+  const wants = new Map<string, (digests: Digest[]) => void>();
+  let helloDone = false;
+  let channel!: Channel;
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((r) => {
+    resolveClosed = r;
+  });
+
+  const send = (m: FromNode) => channel.send(m).catch((err: Error) => log(`send ${m.type}: ${err.message}`));
+  const sendError = (error: ErrorBody, job?: string) =>
+    send({ type: 'error', ...(job ? { job } : {}), error });
+
+  const kill = (j: RunningJob) => {
+    j.cancelled = true;
+    if (j.child.pid !== undefined && j.child.exitCode === null && j.child.signalCode === null) {
+      try {
+        process.kill(-j.child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  };
+
+  const onMessage = async (m: ToNode) => {
+    if (m.type === 'hello') {
+      if (m.protocol !== PROTOCOL_VERSION) {
+        await sendError({
+          code: 'PROTOCOL_VERSION',
+          message: `this node speaks packfarm node protocol ${PROTOCOL_VERSION} (packfarm ${opts.version}); the coordinator speaks ${m.protocol} (packfarm ${m.packfarm})`,
+          hint: 'install the same packfarm version on the coordinator and the node',
+        });
+        channel.close();
+        return;
+      }
+      helloDone = true;
+      const p = await opts.platforms();
+      const info: NodeInfo = {
+        native: p.native,
+        emulated: p.emulated,
+        cpus: Math.max(1, cpus().length),
+        maxJobs: opts.maxJobs ?? Math.max(1, cpus().length),
+        runningJobs: await countRunning(runningDir),
+        hostname: hostname(),
+      };
+      await send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: opts.version, node: info });
+      return;
+    }
+    if (!helloDone) {
+      await sendError({ code: 'PROTOCOL_ERROR', message: `"${m.type}" before "hello"` });
+      channel.close();
+      return;
+    }
+    switch (m.type) {
+      case 'have': {
+        const missing: Digest[] = [];
+        for (const d of m.digests)
+          if (!receiving.has(d) && !received.has(d) && !(await cache.has(d))) missing.push(d);
+        await send({ type: 'want', id: m.id, digests: missing });
+        return;
+      }
+      case 'want': {
+        wants.get(m.id)?.(m.digests);
+        wants.delete(m.id);
+        return;
+      }
+      case 'cancel': {
+        const j = jobs.get(m.job);
+        if (j) kill(j);
+        return;
+      }
+      case 'run-target':
+        await runJob(m);
+        return;
+    }
+  };
+
+  const runJob = async (m: Extract<ToNode, { type: 'run-target' }>) => {
+    if (jobs.has(m.job)) {
+      await sendError({ code: 'PROTOCOL_ERROR', message: `job ${m.job} is already running` }, m.job);
+      return;
+    }
+    const digests = [
+      m.spec.app.digest,
+      ...m.spec.buildpacks.flatMap((b) => ('digest' in b ? [b.digest] : [])),
+    ];
+    const blobs: Record<string, string> = {};
+    for (const d of digests) {
+      await received.get(d)?.catch(() => undefined);
+      if (!(await cache.has(d))) {
+        await sendError(
+          {
+            code: 'BLOB_MISSING',
+            message: `node has no blob ${d} for job ${m.job} (send it with have/want first)`,
+            phase: 'transfer',
+            nodeFault: true,
+          },
+          m.job,
+        );
+        return;
+      }
+      blobs[d] = cache.path(d);
+    }
+    const id = `${process.pid}-${randomBytes(4).toString('hex')}`;
+    const dir = join(farmDir, 'jobs', id);
+    await mkdir(dir, { recursive: true });
+    const marker = join(runningDir, id);
+    await writeFile(marker, `${m.target}\n`);
+    const input: WorkerInput = {
+      job: m.job,
+      node: m.node,
+      target: m.target,
+      spec: m.spec,
+      jobDir: dir,
+      dataDir: opts.dataDir,
+      blobs,
+      credentials: m.credentials,
+    };
+    const [cmd, ...args] = opts.workerCommand;
+    const child = spawn(cmd as string, args, {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true, // its own process group: a cancel kills it and every buildpack process at once
+      env: opts.env ?? process.env,
+    });
+    const job: RunningJob = { child, dir, marker, cancelled: false };
+    jobs.set(m.job, job);
+    // The credentials travel through this pipe only: never a file, never an argument or variable.
+    child.stdin?.on('error', () => {});
+    child.stdin?.end(JSON.stringify(input));
+    child.stderr?.on('data', (c: Buffer) => log(`job ${m.job}: ${c.toString().trimEnd()}`));
+    let outcome: WorkerOutput | undefined;
+    let phase: string | undefined;
+    const lines = createInterface({ input: child.stdout as Readable });
+    lines.on('line', (line) => {
+      let msg: WorkerOutput;
+      try {
+        msg = parseWith(WorkerOutputSchema, JSON.parse(line), `job ${m.job} output`);
+      } catch {
+        log(`job ${m.job}: ${line}`);
+        return;
+      }
+      if (msg.type === 'event') {
+        if (msg.phase) phase = msg.phase;
+        void send({
+          type: 'event',
+          job: m.job,
+          node: m.node,
+          target: m.target,
+          ...(msg.phase ? { phase: msg.phase } : {}),
+          event: msg.event,
+        });
+      } else if (msg.type === 'log') {
+        void send({
+          type: 'event',
+          job: m.job,
+          node: m.node,
+          target: m.target,
+          ...(phase ? { phase } : {}),
+          event: { type: 'log', level: msg.level, message: msg.message },
+        });
+      } else outcome = msg;
+    });
+    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+      child.on('close', (code, signal) => resolve({ code, signal }));
+      child.on('error', (err) => {
+        log(`job ${m.job}: ${err.message}`);
+        resolve({ code: null, signal: null });
+      });
+    });
+    try {
+      if (job.cancelled) {
+        await sendError(
+          { code: 'CANCELLED', message: `job ${m.job} was cancelled`, ...(phase ? { phase } : {}) },
+          m.job,
+        );
+      } else if (outcome?.type === 'result') {
+        if (outcome.layout) await sendImageBlobs(m.job, outcome.layout, outcome.digest as Digest);
+        await send({
+          type: 'result',
+          job: m.job,
+          result: {
+            digest: outcome.digest as Digest,
+            size: outcome.size,
+            mediaType: outcome.mediaType,
+            report: outcome.report,
+          },
+        });
+      } else if (outcome?.type === 'error') {
+        await sendError(outcome.error, m.job);
+      } else {
+        await sendError(
+          {
+            code: 'JOB_DIED',
+            message: `the job process on ${hostname()} ended without a result (${exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`})`,
+            ...(phase ? { phase } : {}),
+            nodeFault: true,
+          },
+          m.job,
+        );
+      }
+    } catch (err) {
+      await sendError(
+        { code: 'TRANSFER_FAILED', message: (err as Error).message, phase: 'transfer', nodeFault: true },
+        m.job,
+      );
+    } finally {
+      jobs.delete(m.job);
+      await rm(dir, { recursive: true, force: true }).catch(() => {});
+      await rm(marker, { force: true }).catch(() => {});
+    }
+  };
+
+  /** oci output: offer the image's blobs (manifest included), send those the coordinator lacks. */
+  const sendImageBlobs = async (job: string, layoutDir: string, manifestDigest: Digest) => {
+    const store = await openLayoutStore(layoutDir);
+    const manifest = await store.getManifest(manifestDigest);
+    const doc = parseWith(
+      ImageManifestSchema,
+      JSON.parse(manifest.bytes.toString('utf8')),
+      `${layoutDir} ${manifestDigest}`,
+    );
+    const digests = [doc.config.digest, ...doc.layers.map((l) => l.digest), manifestDigest] as Digest[];
+    const id = `${job}:image`;
+    const wanted = new Promise<Digest[]>((resolve) => wants.set(id, resolve));
+    await send({ type: 'have', id, job, digests });
+    const want = await Promise.race([wanted, closed.then(() => [] as Digest[])]);
+    for (const d of want) {
+      if (!digests.includes(d)) continue;
+      await channel.sendBlob(d, createReadStream(store.blobPath(d)));
+    }
+  };
+
+  const onBlob = (digest: Digest, data: Buffer) => {
+    let r = receiving.get(digest);
+    if (!r) {
+      r = cache.receive(digest);
+      receiving.set(digest, r);
+    }
+    if (data.length > 0) {
+      r.write(data);
+      return;
+    }
+    receiving.delete(digest);
+    const done = r.end();
+    received.set(digest, done);
+    done.then(
+      () => received.delete(digest),
+      (err: Error) => {
+        received.delete(digest);
+        log(err.message);
+      },
+    );
+  };
+
+  channel = openChannel({
+    input: opts.input,
+    output: opts.output,
+    source: 'coordinator',
+    onFrame: (f) => {
+      if (f.kind === 'blob') {
+        onBlob(f.digest, f.data);
+        return;
+      }
+      let m: ToNode;
+      try {
+        m = parseToNode(f.value, 'message from the coordinator');
+      } catch (err) {
+        void sendError({ code: 'PROTOCOL_ERROR', message: (err as Error).message });
+        return;
+      }
+      onMessage(m).catch((err: Error) => {
+        log(`${m.type}: ${err.stack ?? err.message}`);
+        void sendError({ code: 'INTERNAL', message: err.message }, 'job' in m ? m.job : undefined);
+      });
+    },
+    onClose: (err) => {
+      if (err) log(err.message);
+      // The coordinator went away (or broke the protocol): cancel everything it started.
+      for (const j of jobs.values()) kill(j);
+      for (const r of receiving.values()) r.abort();
+      resolveClosed();
+    },
+  });
+  await closed;
+  // Wait for killed jobs to be reaped and their dirs removed.
+  while (jobs.size > 0) await new Promise((r) => setTimeout(r, 20));
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Remove `<dir>/<pid>-…` entries of processes that no longer run. */
+async function removeDead(dir: string): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const pid = Number(name.split('-')[0]);
+    if (Number.isInteger(pid) && pid > 0 && !alive(pid))
+      await rm(join(dir, name), { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/** Jobs running on this node, across every serve process (markers of live serve processes only). */
+async function countRunning(dir: string): Promise<number> {
+  let n = 0;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const pid = Number(name.split('-')[0]);
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    if (alive(pid)) n++;
+    else await rm(join(dir, name), { force: true }).catch(() => {});
+  }
+  return n;
+}
