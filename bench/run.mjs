@@ -15,6 +15,7 @@ for (const name of [
   'executor.mjs',
   'multiarch.mjs',
   'farm.mjs',
+  'base.mjs',
 ]) {
   console.log(`\n=== ${name} ===`);
   const r = spawnSync(process.execPath, [join(here, name)], { stdio: 'inherit' });

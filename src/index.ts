@@ -91,6 +91,24 @@ export { type StagedBuildpack, layeredBuildpackStore, stageBuildpack } from './b
 export { type ResolveBuilderOptions, type ResolvedBuilder, resolveBuilder } from './builder/resolve.js';
 export { type BuilderToml, parseBuilderToml, readBuilderToml } from './builder/builder-toml.js';
 
+// Base images (build + run, per architecture) from Debian packages: `packfarm base create`
+export {
+  type BaseArchImage,
+  type BaseEvent,
+  type BaseImagesResult,
+  type CreateBaseImagesOptions,
+  createBaseImages,
+} from './builder/base/create.js';
+export { type CreateBuilderOptions, type CreateBuilderResult, createBuilder } from './builder/create.js';
+export { type BuilderInfo, inspectBuilder } from './builder/inspect.js';
+export { type PackageBuildpackOptions, type PackageResult, packageBuildpack } from './builder/package.js';
+export {
+  type BaseDefinition,
+  type BaseFlags,
+  loadBaseDefinition,
+  resolveBaseDefinition,
+} from './builder/base/definition.js';
+
 // `packfarm build` as functions: plan once, run per target, publish one index (spec/multiarch.md).
 export {
   type BuildAppHooks,

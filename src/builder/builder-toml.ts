@@ -45,16 +45,32 @@ export const BuilderTomlSchema = z.looseObject({
       'build-image': z.string().optional(),
     })
     .optional(),
-  build: z.looseObject({ image: z.string().optional() }).optional(),
+  build: z
+    .looseObject({
+      image: z.string().optional(),
+      env: z
+        .array(
+          z.looseObject({
+            name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name'),
+            value: z.string(),
+            suffix: z.enum(['default', 'override', 'append', 'prepend']).optional(),
+            delim: z.string().optional(),
+          }),
+        )
+        .default([]),
+    })
+    .optional(),
   targets: z
     .array(
       z.looseObject({
         os: nonEmpty,
         arch: nonEmpty,
         variant: z.string().optional(),
+        distros: z.array(z.looseObject({ name: nonEmpty, version: z.string().optional() })).optional(),
       }),
     )
     .default([]),
+  lifecycle: z.looseObject({ version: z.string().optional(), uri: z.string().optional() }).optional(),
 });
 
 export interface BuilderTomlBuildpack {
@@ -78,6 +94,26 @@ export interface BuilderToml {
   runImages: string[];
   /** `[build] image` (or legacy `[stack] build-image`): the image buildpacks run in (oci executor). */
   buildImage?: string;
+  /** Every `[[run.images]]` entry (or the legacy `[stack]` run image), in order. */
+  runImageEntries: { image: string; mirrors: string[] }[];
+  /** `[[build.env]]`: operator env for buildpacks (/cnb/build-config/env). */
+  buildEnv: {
+    name: string;
+    value: string;
+    suffix?: 'default' | 'override' | 'append' | 'prepend';
+    delim?: string;
+  }[];
+  /** `[[targets]]` (RFC 0128) as written, with their distros. */
+  targetEntries: {
+    os: string;
+    arch: string;
+    variant?: string;
+    distros: { name: string; version?: string }[];
+  }[];
+  /** `[stack] id`, the deprecated stack label. */
+  stackId?: string;
+  /** Tables accepted but not used by packfarm (`[lifecycle]`, `[[extensions]]`, `[system]` …), for a note. */
+  unused: string[];
   /** `[[targets]]`: the platforms the builder is for (a build's default targets), normalized. */
   targets: Platform[];
 }
@@ -121,11 +157,40 @@ export function parseBuilderToml(text: string, source: string): BuilderToml {
   else if (raw.stack?.['run-image'])
     runImages = [raw.stack['run-image'], ...(raw.stack['run-image-mirrors'] ?? [])];
 
+  const runImageEntries = (raw.run?.images ?? []).map((r) => ({ image: r.image, mirrors: r.mirrors ?? [] }));
+  if (runImageEntries.length === 0 && raw.stack?.['run-image'])
+    runImageEntries.push({ image: raw.stack['run-image'], mirrors: raw.stack['run-image-mirrors'] ?? [] });
+  const buildEnv = (raw.build?.env ?? []).map((e) => ({
+    name: e.name,
+    value: e.value,
+    ...(e.suffix ? { suffix: e.suffix } : {}),
+    ...(e.delim !== undefined ? { delim: e.delim } : {}),
+  }));
+  const targetEntries = raw.targets.map((t) => ({
+    os: t.os,
+    arch: t.arch,
+    ...(t.variant ? { variant: t.variant } : {}),
+    distros: (t.distros ?? []).map((d) => ({ name: d.name, ...(d.version ? { version: d.version } : {}) })),
+  }));
+  const rawTable = raw as Record<string, unknown>;
+  const unused = ['lifecycle', 'extensions', 'order-extensions', 'system'].filter(
+    (k) => rawTable[k] !== undefined,
+  );
   const targets = raw.targets.map((t, i) => {
     const text = `${t.os}/${t.arch}${t.variant ? `/${t.variant}` : ''}`;
     return parsePlatform(text, `${source}: targets[${i}]`);
   });
-  const out: BuilderToml = { buildpacks, order, runImages, targets };
+  const out: BuilderToml = {
+    buildpacks,
+    order,
+    runImages,
+    targets,
+    runImageEntries,
+    buildEnv,
+    targetEntries,
+    unused,
+  };
+  if (raw.stack?.id) out.stackId = raw.stack.id;
   if (raw.description !== undefined) out.description = raw.description;
   const buildImage = raw.build?.image || raw.stack?.['build-image'];
   if (buildImage) out.buildImage = buildImage;

@@ -1,5 +1,8 @@
 import { Command, CommanderError } from 'commander';
+import { registerBaseCommands } from './base.js';
 import { registerBuildCommand } from './build.js';
+import { registerBuilderCommands } from './builder.js';
+import { registerBuildpackCommands } from './buildpack.js';
 import { registerFarmCommands } from './farm.js';
 import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
@@ -48,6 +51,9 @@ export function createProgram(io: CliIO): Command {
   registerInspectCommands(program, io);
   registerSbomCommands(program, io);
   registerRebaseCommand(program, io);
+  registerBaseCommands(program, io);
+  registerBuilderCommands(program, io);
+  registerBuildpackCommands(program, io);
   registerFarmCommands(program, io);
   registerLoginCommands(program, io);
   registerSystemCommands(program, io, VERSION);
