@@ -33,6 +33,8 @@ describe('public API', () => {
       'downloadSbom',
       'resolveBuilder',
       'stageBuildpack',
+      'createBaseImages',
+      'loadBaseDefinition',
     ]) {
       expect(typeof (api as Record<string, unknown>)[name], name).toBe('function');
     }

@@ -91,6 +91,21 @@ export { type StagedBuildpack, layeredBuildpackStore, stageBuildpack } from './b
 export { type ResolveBuilderOptions, type ResolvedBuilder, resolveBuilder } from './builder/resolve.js';
 export { type BuilderToml, parseBuilderToml, readBuilderToml } from './builder/builder-toml.js';
 
+// Base images (build + run, per architecture) from Debian packages: `packfarm base create`
+export {
+  type BaseArchImage,
+  type BaseEvent,
+  type BaseImagesResult,
+  type CreateBaseImagesOptions,
+  createBaseImages,
+} from './builder/base/create.js';
+export {
+  type BaseDefinition,
+  type BaseFlags,
+  loadBaseDefinition,
+  resolveBaseDefinition,
+} from './builder/base/definition.js';
+
 // `packfarm build` as a function: one platform, buildpacks on the host executor.
 export { type BuildAppHooks, type BuildAppOptions, type BuildReport, buildApp } from './api/build.js';
 export {

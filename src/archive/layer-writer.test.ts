@@ -392,4 +392,44 @@ describe('writeLayerFromEntries', () => {
     ).toBe('INVALID_LAYER_ENTRY');
     expect(await code([{ path: 'l', type: 'symlink' }])).toBe('INVALID_LAYER_ENTRY');
   });
+  it('streams file bytes from disk (source) and writes hard links after their file, as writeLayer does', async () => {
+    const root = join(tmp, 'hl');
+    await mkdir(join(root, 'bin'), { recursive: true });
+    await writeFile(join(root, 'bin', 'a'), 'same bytes\n');
+    await chmod(join(root, 'bin', 'a'), 0o4755);
+    await link(join(root, 'bin', 'a'), join(root, 'bin', 'b'));
+    await chmod(join(root, 'bin'), 0o755);
+    const fromDisk = await writeLayer({ dir: root, out: join(tmp, 'disk.tgz') });
+    const blob = join(tmp, 'bytes');
+    await writeFile(blob, 'same bytes\n');
+    const fromEntries = await writeLayerFromEntries(
+      [
+        { path: 'bin/b', type: 'link', linkname: 'bin/a', mode: 0o4755 },
+        { path: 'bin/a', type: 'file', mode: 0o4755, source: { path: blob, size: 11 } },
+      ],
+      { out: join(tmp, 'entries.tgz') },
+    );
+    expect(fromEntries.digest).toBe(fromDisk.digest);
+    const listed = await listTar(await readFile(join(tmp, 'entries.tgz')));
+    expect(listed.map((e) => [e.name, e.type, e.mode.toString(8)])).toEqual([
+      ['bin/', 'directory', '755'],
+      ['bin/a', 'file', '4755'],
+      ['bin/b', 'link', '4755'],
+    ]);
+  });
+
+  it('refuses a hard link whose file is missing or sorts after it', async () => {
+    const code = async (list: MemoryEntry[]) =>
+      writeLayerFromEntries(list, { out: join(tmp, 'x.tgz') }).then(
+        () => undefined,
+        (err: unknown) => (isPackfarmError(err) ? err.code : String(err)),
+      );
+    expect(await code([{ path: 'a', type: 'link', linkname: 'nothing' }])).toBe('INVALID_LAYER_ENTRY');
+    expect(
+      await code([
+        { path: 'a', type: 'link', linkname: 'b' },
+        { path: 'b', type: 'file', content: 'x' },
+      ]),
+    ).toBe('INVALID_LAYER_ENTRY');
+  });
 });

@@ -409,15 +409,24 @@ function sourceError(path: string, what: string, err: unknown): unknown {
   });
 }
 
-/** An entry of a layer built in memory (config files, launcher links, small generated layers). */
+/**
+ * An entry of a layer described entry by entry (config files, launcher links, small generated layers, or a
+ * root filesystem assembled from packages whose file bytes wait on disk).
+ */
 export interface MemoryEntry {
   /** '/'-separated path inside the layer (after `prefix`); leading '/' and './' are ignored. */
   path: string;
-  type: 'file' | 'dir' | 'symlink';
-  /** Permission bits; default 0644 for files, 0755 for directories. */
+  /** 'link' is a hard link to another entry of this layer, a regular file that sorts before it. */
+  type: 'file' | 'dir' | 'symlink' | 'link';
+  /** Permission bits (setuid/setgid/sticky kept); default 0644 for files, 0755 for directories. */
   mode?: number;
   content?: Buffer | string;
-  /** Symlink target, kept verbatim. */
+  /**
+   * A file's bytes read from disk when the entry is written (streamed, never held whole): exactly `size` bytes
+   * of `path`. Used instead of `content`.
+   */
+  source?: { path: string; size: number };
+  /** Symlink target, kept verbatim; for 'link', the path (inside the layer, before `prefix`) of the file. */
   linkname?: string;
   /** Per-entry owner, overriding the layer's uid/gid. */
   uid?: number;
@@ -437,7 +446,7 @@ export async function writeLayerFromEntries(
   const gid = checkId(opts.gid, 'gid');
   const mtime = mtimeSeconds(opts.mtime, MAX_TAR_MTIME);
 
-  const byName = new Map<string, TarHeader & { content?: Buffer }>();
+  const byName = new Map<string, TarHeader & { content?: Buffer; source?: string }>();
   // Directories added only because something lies below them; an explicit entry may take their place.
   const implied = new Set<string>();
   const addDir = (name: string, below: string) => {
@@ -470,7 +479,20 @@ export async function writeLayerFromEntries(
     }
     const entryUid = checkId(e.uid ?? uid, 'uid');
     const entryGid = checkId(e.gid ?? gid, 'gid');
-    if (e.type === 'file') {
+    if (e.type === 'file' && e.source) {
+      if (!Number.isSafeInteger(e.source.size) || e.source.size < 0)
+        throw new PackfarmError('INVALID_LAYER_ENTRY', `layer entry "${e.path}": invalid source size`);
+      byName.set(name, {
+        name,
+        type: 'file',
+        mode: e.mode ?? 0o644,
+        uid: entryUid,
+        gid: entryGid,
+        size: e.source.size,
+        mtime,
+        source: e.source.path,
+      });
+    } else if (e.type === 'file') {
       const content =
         typeof e.content === 'string' ? Buffer.from(e.content, 'utf8') : (e.content ?? Buffer.alloc(0));
       byName.set(name, {
@@ -482,6 +504,23 @@ export async function writeLayerFromEntries(
         size: content.length,
         mtime,
         content,
+      });
+    } else if (e.type === 'link') {
+      if (e.linkname === undefined || e.linkname === '') {
+        throw new PackfarmError(
+          'INVALID_LAYER_ENTRY',
+          `layer entry "${e.path}": a hard link needs a linkname`,
+        );
+      }
+      byName.set(name, {
+        name,
+        type: 'link',
+        mode: e.mode ?? 0o644,
+        uid: entryUid,
+        gid: entryGid,
+        size: 0,
+        mtime,
+        linkname: [...prefix, ...memoryPathComponents(e.linkname)].join('/'),
       });
     } else if (e.type === 'symlink') {
       if (e.linkname === undefined || e.linkname === '') {
@@ -510,10 +549,25 @@ export async function writeLayerFromEntries(
     }
   }
   const sorted = [...byName.values()].sort((a, b) => compareEntryNames(a.name, b.name));
+  for (const h of sorted) {
+    if (h.type !== 'link') continue;
+    // A reader creates the link from the file it already unpacked: the file must be in the layer, and first.
+    const target = byName.get(h.linkname ?? '');
+    if (target?.type !== 'file' || compareEntryNames(target.name, h.name) >= 0)
+      throw new PackfarmError(
+        'INVALID_LAYER_ENTRY',
+        `layer entry "${h.name}": a hard link must name a regular file of the layer that sorts before it (got "${h.linkname}")`,
+      );
+  }
   async function* tarOf(): AsyncGenerator<Buffer> {
     for (const h of sorted) {
       yield encodeTarHeader(h);
-      if (h.content && h.content.length > 0) {
+      if (h.source !== undefined) {
+        if (h.size > 0) {
+          yield* fileChunks(h.source, h.size);
+          yield tarPadding(h.size);
+        }
+      } else if (h.content && h.content.length > 0) {
         yield h.content;
         yield tarPadding(h.content.length);
       }

@@ -43,7 +43,32 @@ export const BuilderTomlSchema = z.looseObject({
       'build-image': z.string().optional(),
     })
     .optional(),
-  build: z.looseObject({ image: z.string().optional() }).optional(),
+  build: z
+    .looseObject({
+      image: z.string().optional(),
+      env: z
+        .array(
+          z.looseObject({
+            name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name'),
+            value: z.string(),
+            suffix: z.enum(['default', 'override', 'append', 'prepend']).optional(),
+            delim: z.string().optional(),
+          }),
+        )
+        .default([]),
+    })
+    .optional(),
+  targets: z
+    .array(
+      z.looseObject({
+        os: nonEmpty,
+        arch: nonEmpty,
+        variant: z.string().optional(),
+        distros: z.array(z.looseObject({ name: nonEmpty, version: z.string().optional() })).optional(),
+      }),
+    )
+    .default([]),
+  lifecycle: z.looseObject({ version: z.string().optional(), uri: z.string().optional() }).optional(),
 });
 
 export interface BuilderTomlBuildpack {
@@ -65,8 +90,28 @@ export interface BuilderToml {
   order: { group: BuilderTomlOrderEntry[] }[];
   /** Run image first, then its mirrors; [] when builder.toml names none. */
   runImages: string[];
-  /** `[build] image` (or legacy `[stack] build-image`), for messages only. */
+  /** `[build] image` (or legacy `[stack] build-image`). */
   buildImage?: string;
+  /** Every `[[run.images]]` entry (or the legacy `[stack]` run image), in order. */
+  runImageEntries: { image: string; mirrors: string[] }[];
+  /** `[[build.env]]`: operator env for buildpacks (/cnb/build-config/env). */
+  buildEnv: {
+    name: string;
+    value: string;
+    suffix?: 'default' | 'override' | 'append' | 'prepend';
+    delim?: string;
+  }[];
+  /** `[[targets]]` (RFC 0128) as written, with their distros. */
+  targetEntries: {
+    os: string;
+    arch: string;
+    variant?: string;
+    distros: { name: string; version?: string }[];
+  }[];
+  /** `[stack] id`, the deprecated stack label. */
+  stackId?: string;
+  /** Tables accepted but not used by packfarm (`[lifecycle]`, `[[extensions]]`, `[system]` …), for a note. */
+  unused: string[];
 }
 
 /** Parse builder.toml text; errors name `source` and the offending field. */
@@ -108,7 +153,27 @@ export function parseBuilderToml(text: string, source: string): BuilderToml {
   else if (raw.stack?.['run-image'])
     runImages = [raw.stack['run-image'], ...(raw.stack['run-image-mirrors'] ?? [])];
 
-  const out: BuilderToml = { buildpacks, order, runImages };
+  const runImageEntries = (raw.run?.images ?? []).map((r) => ({ image: r.image, mirrors: r.mirrors ?? [] }));
+  if (runImageEntries.length === 0 && raw.stack?.['run-image'])
+    runImageEntries.push({ image: raw.stack['run-image'], mirrors: raw.stack['run-image-mirrors'] ?? [] });
+  const buildEnv = (raw.build?.env ?? []).map((e) => ({
+    name: e.name,
+    value: e.value,
+    ...(e.suffix ? { suffix: e.suffix } : {}),
+    ...(e.delim !== undefined ? { delim: e.delim } : {}),
+  }));
+  const targetEntries = raw.targets.map((t) => ({
+    os: t.os,
+    arch: t.arch,
+    ...(t.variant ? { variant: t.variant } : {}),
+    distros: (t.distros ?? []).map((d) => ({ name: d.name, ...(d.version ? { version: d.version } : {}) })),
+  }));
+  const rawTable = raw as Record<string, unknown>;
+  const unused = ['lifecycle', 'extensions', 'order-extensions', 'system'].filter(
+    (k) => rawTable[k] !== undefined,
+  );
+  const out: BuilderToml = { buildpacks, order, runImages, runImageEntries, buildEnv, targetEntries, unused };
+  if (raw.stack?.id) out.stackId = raw.stack.id;
   if (raw.description !== undefined) out.description = raw.description;
   const buildImage = raw.build?.image || raw.stack?.['build-image'];
   if (buildImage) out.buildImage = buildImage;

@@ -216,7 +216,11 @@ async function stageBuilderBuildpacks(
 }
 
 /** Versions filled in (the only staged version of an ID), and every top-level entry checked to exist. */
-function resolveTomlOrder(toml: BuilderToml, staged: readonly StagedBuildpack[], path: string): OrderFile {
+export function resolveTomlOrder(
+  toml: BuilderToml,
+  staged: readonly { id: string; version: string }[],
+  path: string,
+): OrderFile {
   const versions = new Map<string, Set<string>>();
   for (const s of staged) {
     const set = versions.get(s.id) ?? new Set<string>();

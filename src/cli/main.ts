@@ -1,5 +1,8 @@
 import { Command, CommanderError } from 'commander';
+import { registerBaseCommands } from './base.js';
 import { registerBuildCommand } from './build.js';
+import { registerBuilderCommands } from './builder.js';
+import { registerBuildpackCommands } from './buildpack.js';
 import { type CliIO, processIO, reportError } from './output.js';
 import { registerImageCommands } from './image.js';
 import { registerInspectCommands } from './inspect.js';
@@ -35,6 +38,9 @@ export function createProgram(io: CliIO): Command {
   registerSbomCommands(program, io);
   registerRebaseCommand(program, io);
   registerNodeCommands(program, io);
+  registerBaseCommands(program, io);
+  registerBuilderCommands(program, io);
+  registerBuildpackCommands(program, io);
   return program;
 }
 
