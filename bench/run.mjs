@@ -13,6 +13,7 @@ for (const name of [
   'rebase.mjs',
   'rebuild.mjs',
   'executor.mjs',
+  'multiarch.mjs',
 ]) {
   console.log(`\n=== ${name} ===`);
   const r = spawnSync(process.execPath, [join(here, name)], { stdio: 'inherit' });

@@ -106,8 +106,35 @@ export {
   resolveBaseDefinition,
 } from './builder/base/definition.js';
 
-// `packfarm build` as a function: one platform, buildpacks on the host executor.
-export { type BuildAppHooks, type BuildAppOptions, type BuildReport, buildApp } from './api/build.js';
+// `packfarm build` as functions: plan once, run per target, publish one index (spec/multiarch.md).
+export {
+  type BuildAppHooks,
+  type BuildAppOptions,
+  type BuildHooks,
+  type BuildReport,
+  type TargetReport,
+  build as buildImage,
+  buildApp,
+} from './api/build.js';
+export type {
+  BuildEvent as ImageBuildEvent,
+  BuildEventListener,
+  BuildPhase as ImageBuildPhase,
+} from './api/events.js';
+export {
+  type BuildOptions as ImageBuildOptions,
+  type BuildPlan,
+  type TargetPlan,
+  planBuild,
+} from './api/plan.js';
+export { type RunTargetHooks, runTarget } from './api/run-target.js';
+export { type MachinePlatforms as TargetMachine, parsePlatformList } from './api/targets.js';
+export {
+  type PublishIndexInput,
+  type PublishedIndex,
+  indexChildOf,
+  publishIndex,
+} from './image/publish-index.js';
 export {
   type CreateEvent,
   type CreateOptions,

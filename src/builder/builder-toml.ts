@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
+import { type Platform, parsePlatform } from '../oci/platform.js';
 import { PackfarmError } from '../util/errors.js';
 import { parseToml } from '../util/toml.js';
 import { parseWith } from '../util/validate.js';
@@ -7,8 +8,9 @@ import { parseWith } from '../util/validate.js';
 /**
  * pack's builder.toml, the part a build needs: which buildpacks (`[[buildpacks]]` uri), in which order
  * (`[[order]]` groups, versions optional) and which run image (`[run]` images, or the legacy `[stack]`
- * run-image). Other tables (`[build]`, `[lifecycle]`, `[[targets]]`, `[system]` …) are accepted and left
- * alone: packfarm brings its own lifecycle and the build image is not used to run a local build.
+ * run-image), the build image (`[build] image`, where the oci executor runs buildpacks) and the `[[targets]]`
+ * (the default platforms of a build). Other tables (`[lifecycle]`, `[system]` …) are accepted and left alone:
+ * packfarm brings its own lifecycle.
  */
 
 const nonEmpty = z.string().min(1, 'must not be empty');
@@ -112,6 +114,8 @@ export interface BuilderToml {
   stackId?: string;
   /** Tables accepted but not used by packfarm (`[lifecycle]`, `[[extensions]]`, `[system]` …), for a note. */
   unused: string[];
+  /** `[[targets]]`: the platforms the builder is for (a build's default targets), normalized. */
+  targets: Platform[];
 }
 
 /** Parse builder.toml text; errors name `source` and the offending field. */
@@ -172,7 +176,20 @@ export function parseBuilderToml(text: string, source: string): BuilderToml {
   const unused = ['lifecycle', 'extensions', 'order-extensions', 'system'].filter(
     (k) => rawTable[k] !== undefined,
   );
-  const out: BuilderToml = { buildpacks, order, runImages, runImageEntries, buildEnv, targetEntries, unused };
+  const targets = raw.targets.map((t, i) => {
+    const text = `${t.os}/${t.arch}${t.variant ? `/${t.variant}` : ''}`;
+    return parsePlatform(text, `${source}: targets[${i}]`);
+  });
+  const out: BuilderToml = {
+    buildpacks,
+    order,
+    runImages,
+    runImageEntries,
+    buildEnv,
+    targetEntries,
+    targets,
+    unused,
+  };
   if (raw.stack?.id) out.stackId = raw.stack.id;
   if (raw.description !== undefined) out.description = raw.description;
   const buildImage = raw.build?.image || raw.stack?.['build-image'];

@@ -39,6 +39,15 @@ export interface ResolvedBuilder {
   order: OrderFile;
   /** Run image reference first, then mirrors; [] when the builder names none. */
   runImages: string[];
+  /** Platforms builder.toml's `[[targets]]` declares (a build's default targets); [] when none. */
+  targets: Platform[];
+  /**
+   * The image buildpacks run in (the oci executor's root filesystem): builder.toml's `[build] image`, or,
+   * for a builder image, the builder image itself (`image` then says which manifest was used).
+   */
+  buildImage?: string;
+  /** For a builder image: the image manifest read (the platform's child of an index) and its platform. */
+  image?: { digest: Digest; platform: Platform };
   /** Removes what was extracted. */
   cleanup(): Promise<void>;
 }
@@ -78,6 +87,13 @@ export async function resolveBuilder(spec: string, opts: ResolveBuilderOptions):
       },
     );
   return fromImage(spec, opts);
+}
+
+/** Whether resolveBuilder takes `spec` as an image (rather than a directory or builder.toml). */
+export async function isBuilderImage(spec: string, cwd: string): Promise<boolean> {
+  if (spec.startsWith('oci:') || spec.startsWith('docker://')) return true;
+  if (await stat(resolve(cwd, spec)).catch(() => undefined)) return false;
+  return !looksLikePath(spec);
 }
 
 function looksLikePath(spec: string): boolean {
@@ -120,6 +136,7 @@ async function fromCnbDir(spec: string, dir: string): Promise<ResolvedBuilder> {
     store: createBuildpackStore(buildpacksDir),
     order,
     runImages: await runImagesFromCnb(dir),
+    targets: [],
     // Used in place: nothing was extracted.
     cleanup: async () => {},
   };
@@ -167,6 +184,8 @@ async function fromBuilderToml(
       store: layeredBuildpackStore(staged),
       order,
       runImages: toml.runImages,
+      targets: toml.targets,
+      ...(toml.buildImage ? { buildImage: toml.buildImage } : {}),
       cleanup,
     };
   } catch (err) {
@@ -320,10 +339,15 @@ function relocate(loc: ImageLocation, cwd: string): ImageLocation {
   return { ...loc, dir: resolve(cwd, relative(process.cwd(), loc.dir)) };
 }
 
+/** Where a builder image is; a relative oci: directory is taken relative to `cwd`. */
+export function builderImageLocation(spec: string, cwd: string): ImageLocation {
+  const raw = parseImageLocation(spec, 'builder');
+  return spec.startsWith('oci:') && !isAbsolute(spec.slice(4)) ? relocate(raw, cwd) : raw;
+}
+
 async function fromImage(spec: string, opts: ResolveBuilderOptions): Promise<ResolvedBuilder> {
   const log = opts.logger ?? silentLogger;
-  const raw = parseImageLocation(spec, 'builder');
-  const loc = spec.startsWith('oci:') && !isAbsolute(spec.slice(4)) ? relocate(raw, opts.cwd) : raw;
+  const loc = builderImageLocation(spec, opts.cwd);
   const opened = await openImage(loc, {
     ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
     ...(opts.registry ? { registry: opts.registry } : {}),
@@ -398,6 +422,9 @@ async function fromImage(spec: string, opts: ResolveBuilderOptions): Promise<Res
       store: createBuildpackStore(join(cnb, 'buildpacks')),
       order,
       runImages,
+      targets: [],
+      buildImage: spec,
+      image: { digest: image.digest, platform: image.platform },
       cleanup,
     };
   } catch (err) {

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { BuildReport } from '../api/build.js';
-import { createLogger } from '../util/log.js';
+import { PackfarmError } from '../util/errors.js';
 import { type CliIO, collect } from './output.js';
+import { colorAllowed, createBuildRenderer, formatBytes } from './render.js';
 
 interface BuildFlags {
   path: string;
@@ -20,7 +21,13 @@ interface BuildFlags {
   defaultProcess?: string;
   descriptor?: string;
   tag: string[];
-  platform?: string;
+  platform: string[];
+  executor?: string;
+  buildImage?: string;
+  jobs?: string;
+  format?: string;
+  events?: boolean;
+  network: boolean;
   keepTemp?: boolean;
   verbose?: boolean;
   quiet?: boolean;
@@ -31,7 +38,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
   program
     .command('build')
     .description(
-      'Build an app into an image with buildpacks (analyze, detect, restore, build, export) for one platform',
+      'Build an app into an image with buildpacks (analyze, detect, restore, build, export), for one platform or several (one image index)',
     )
     .argument(
       '<image>',
@@ -68,76 +75,123 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
     .option('-D, --default-process <type>', 'default process type of the image')
     .option('-d, --descriptor <file>', 'project descriptor (default <path>/project.toml)')
     .option('-t, --tag <ref>', 'additional tag (repeatable)', collect, [])
-    .option('--platform <os/arch[/variant]>', 'target platform (default: the host)')
+    .option(
+      '--platform <os/arch[/variant],...>',
+      "target platforms, comma-separated, repeatable (default: the builder's platforms this machine can run, else the host's)",
+      collect,
+      [],
+    )
+    .option(
+      '--executor <host|oci>',
+      'run buildpacks in the build image (oci, default with one) or on this machine (host)',
+    )
+    .option('--no-network', 'oci executor: buildpacks get no network (default: the host network)')
+    .option('--build-image <ref>', 'image (or index) buildpacks run in, for a build without a builder image')
+    .option('--jobs <n>', 'targets built at the same time (default: the number of CPUs)')
+    .option(
+      '--format <oci|docker>',
+      'index format with several targets: OCI image index or Docker manifest list',
+      'oci',
+    )
     .option('--keep-temp', 'build in a fresh temp dir and keep it (workspace, layers) for debugging')
     .option('-v, --verbose', 'show debug logs')
     .option('-q, --quiet', 'show only warnings, errors and the result')
     .option('--json', 'print the build report as JSON on stdout (logs go to stderr)')
+    .option('--events', 'print every build event as a JSON line (on stderr with --json)')
     .addHelpText(
       'after',
       [
         '',
-        'Buildpacks run on this machine (host executor). Without --publish, a bare IMAGE is written to the',
-        'OCI layout <data dir>/images/<registry>/<repository> (data dir: $PACKFARM_HOME, else',
-        '$XDG_DATA_HOME/packfarm, else ~/.local/share/packfarm); podman/skopeo read it as oci:DIR:TAG.',
+        'Several --platform targets build at the same time (--jobs) and publish one image index: each target',
+        'image is written by digest, the index (children sorted by platform) is tagged last, and only when every',
+        'target succeeded. One target gives a plain image. With a builder image (or --build-image) buildpacks run',
+        "inside that target's build image (oci executor; foreign architectures through qemu binfmt_misc);",
+        'without one they run on this machine (host executor), which can build only its own platform.',
+        'Without --publish, a bare IMAGE is written to the OCI layout <data dir>/images/<registry>/<repository>',
+        '(data dir: $PACKFARM_HOME, else $XDG_DATA_HOME/packfarm, else ~/.local/share/packfarm); podman/skopeo',
+        'read it as oci:DIR:TAG. On a terminal each target has a status line; otherwise lines are prefixed with',
+        'the target ([linux/arm64] ===> BUILD). NO_COLOR turns colour off.',
         'Examples:',
         '  packfarm build localhost:5000/app --path ./app --buildpack ./bp --run-image localhost:5000/run --publish',
+        '  packfarm build localhost:5000/app --builder localhost:5000/builder --platform linux/amd64,linux/arm64 --publish',
         '  packfarm build oci:/tmp/out:app --path ./app --builder ./builder-dir',
       ].join('\n'),
     )
     .action(async (image: string, flags: BuildFlags) => {
-      const { buildApp } = await import('../api/build.js');
+      const { build } = await import('../api/build.js');
       const json = flags.json === true;
       const write = (line: string) => (json ? io.err(line) : io.out(line));
-      const logger = createLogger({
-        level: flags.verbose ? 'debug' : flags.quiet ? 'warn' : 'info',
+      const jobs = flags.jobs === undefined ? undefined : Number(flags.jobs);
+      if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1))
+        throw new PackfarmError('INVALID_ARGS', `--jobs ${flags.jobs}: expected a whole number of 1 or more`);
+      if (flags.executor !== undefined && flags.executor !== 'host' && flags.executor !== 'oci')
+        throw new PackfarmError('INVALID_ARGS', `--executor ${flags.executor}: expected host or oci`);
+      if (flags.format !== undefined && flags.format !== 'oci' && flags.format !== 'docker')
+        throw new PackfarmError('INVALID_ARGS', `--format ${flags.format}: expected oci or docker`);
+      const tty = !json && !flags.events && io.isTTY === true;
+      const renderer = createBuildRenderer({
+        mode: flags.events ? 'json' : tty ? 'tty' : 'lines',
         write,
+        ...(io.rawText ? { writeRaw: io.rawText } : {}),
+        verbose: flags.verbose === true,
+        quiet: flags.quiet === true,
+        color: colorAllowed(tty),
       });
-      const report = await buildApp(
-        {
-          image,
-          path: flags.path,
-          ...(flags.builder ? { builder: flags.builder } : {}),
-          buildpacks: flags.buildpack,
-          ...(flags.runImage ? { runImage: flags.runImage } : {}),
-          env: flags.env,
-          envFiles: flags.envFile,
-          publish: flags.publish === true,
-          insecureRegistries: flags.insecureRegistry,
-          ...(flags.cacheDir ? { cacheDir: flags.cacheDir } : {}),
-          ...(flags.cacheImage ? { cacheImage: flags.cacheImage } : {}),
-          clearCache: flags.clearCache === true,
-          ...(flags.previousImage ? { previousImage: flags.previousImage } : {}),
-          ...(flags.creationTime ? { creationTime: flags.creationTime } : {}),
-          ...(flags.defaultProcess ? { defaultProcess: flags.defaultProcess } : {}),
-          ...(flags.descriptor ? { descriptor: flags.descriptor } : {}),
-          tags: flags.tag,
-          ...(flags.platform ? { platform: flags.platform } : {}),
-          keepTemp: flags.keepTemp === true,
-        },
-        {
-          logger,
-          onEvent: (e) => {
-            if (e.type === 'build' && e.event.type === 'buildpack-output' && !flags.quiet)
-              write(e.event.line);
+      let report: BuildReport;
+      try {
+        report = await build(
+          {
+            image,
+            path: flags.path,
+            ...(flags.builder ? { builder: flags.builder } : {}),
+            buildpacks: flags.buildpack,
+            ...(flags.runImage ? { runImage: flags.runImage } : {}),
+            ...(flags.buildImage ? { buildImage: flags.buildImage } : {}),
+            env: flags.env,
+            envFiles: flags.envFile,
+            publish: flags.publish === true,
+            insecureRegistries: flags.insecureRegistry,
+            ...(flags.cacheDir ? { cacheDir: flags.cacheDir } : {}),
+            ...(flags.cacheImage ? { cacheImage: flags.cacheImage } : {}),
+            clearCache: flags.clearCache === true,
+            ...(flags.previousImage ? { previousImage: flags.previousImage } : {}),
+            ...(flags.creationTime ? { creationTime: flags.creationTime } : {}),
+            ...(flags.defaultProcess ? { defaultProcess: flags.defaultProcess } : {}),
+            ...(flags.descriptor ? { descriptor: flags.descriptor } : {}),
+            tags: flags.tag,
+            platforms: flags.platform,
+            ...(flags.executor ? { executor: flags.executor as 'host' | 'oci' } : {}),
+            ...(jobs !== undefined ? { jobs } : {}),
+            ...(flags.format ? { format: flags.format as 'oci' | 'docker' } : {}),
+            network: flags.network !== false,
+            keepTemp: flags.keepTemp === true,
           },
-        },
-      );
+          { onEvent: (e) => renderer.onEvent(e) },
+        );
+      } finally {
+        renderer.close();
+      }
       if (json) io.out(JSON.stringify(report, null, 2));
       else printReport(io, report);
     });
 }
 
 function printReport(io: CliIO, r: BuildReport): void {
-  const added = r.layers.filter((l) => l.outcome === 'added').length;
-  const reused = r.layers.length - added;
-  io.out(`Successfully built image ${r.image} (${r.platform})`);
+  io.out(
+    `Successfully built ${r.index ? 'image index' : 'image'} ${r.image}${r.index ? '' : ` (${r.targets[0]?.platform})`}`,
+  );
   io.out(`  location: ${r.location}`);
   io.out(`  digest:   ${r.digest}`);
-  io.out(
-    `  layers:   ${added} added, ${reused} reused; run image layers: ${r.baseLayers.exists} present, ${r.baseLayers.mounted} mounted, ${r.baseLayers.uploaded} copied`,
-  );
-  io.out(
-    `  time:     ${(r.timings.total / 1000).toFixed(2)} s (buildpacks ${(r.timings.buildpacks / 1000).toFixed(2)} s)`,
-  );
+  for (const t of r.targets) {
+    const pre = r.index ? `  ${t.platform}: ` : '  ';
+    if (r.index) io.out(`${pre}${t.digest} (${t.runs}, ${t.executor} executor, ${formatBytes(t.size)})`);
+    const ind = r.index ? '    ' : '  ';
+    io.out(
+      `${ind}layers:   ${t.layerCounts.added} added, ${t.layerCounts.reused} reused, ${t.layerCounts.mounted} mounted; run image layers: ${t.baseLayers.exists} present, ${t.baseLayers.mounted} mounted, ${t.baseLayers.uploaded} copied`,
+    );
+    io.out(
+      `${ind}time:     ${t.timings.total.toFixed(2)} s (buildpacks ${t.timings.buildpacks.toFixed(2)} s)`,
+    );
+  }
+  if (r.index) io.out(`  time:     ${r.timings.total.toFixed(2)} s in all`);
 }

@@ -7,6 +7,10 @@ export interface CliIO {
   err(text: string): void;
   /** Exact bytes to stdout, nothing added (e.g. `--raw` manifests, whose digest must match). */
   raw?(bytes: Uint8Array): void;
+  /** Whether `out` is a terminal (status lines redrawn in place). */
+  isTTY?: boolean;
+  /** Text to stdout as it is (no newline added): cursor movement for status lines. */
+  rawText?(text: string): void;
 }
 
 /** Write exact bytes where the IO supports it (the terminal does; test captures may take text). */
@@ -19,6 +23,8 @@ export const processIO: CliIO = {
   out: (t) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
   err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
   raw: (b) => process.stdout.write(b),
+  isTTY: process.stdout.isTTY === true,
+  rawText: (t) => process.stdout.write(t),
 };
 
 /** Print an error for a human (or as one JSON line) and return the exit code to use. */

@@ -807,7 +807,12 @@ async function saveImage(
       open: () => Readable.from([assembled.configBytes]),
     });
     if (out.tags.length === 0) {
-      await out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType });
+      // By digest only (a target of a multi-platform build): an image already there is not sent again.
+      const present = await out.store.resolve(assembled.manifestDigest);
+      if (!present)
+        await withExitCode(EXIT.EXPORT_ERROR, () =>
+          out.store.putManifest({ bytes: assembled.manifestBytes, mediaType: assembled.mediaType }),
+        );
     }
     for (const [ti, tag] of out.tags.entries()) {
       // A rebuild that changed nothing leaves the tag as it is: not even the manifest is sent again.

@@ -176,8 +176,36 @@ export const ERROR_CODES = [
   'BUILDER_UNSUPPORTED',
   'BUSYBOX_MISSING',
   'INVALID_BUILDER_TOML',
+  // builder/: base images, builder create, buildpack package (spec/base-images.md, spec/builders.md).
+  'APT_MISSING',
+  'APT_UPDATE_FAILED',
+  'BASE_DEFINITION_UNREADABLE',
+  'BUILDPACKAGE_INVALID',
+  'BUILDPACK_TARGET_UNSUPPORTED',
+  'DPKG_DEB_MISSING',
+  'INVALID_ARGUMENT',
+  'INVALID_BASE_DEFINITION',
+  'INVALID_BUILDPACK_SET',
+  'INVALID_DEB',
+  'INVALID_PACKAGE_TOML',
+  'MISSING_ARGUMENT',
+  'PACKAGE_CONFIG_UNREADABLE',
+  'PACKAGE_DOWNLOAD_FAILED',
+  'PACKAGE_NOT_FOUND',
+  'PACKAGE_UNRESOLVABLE',
+  'PATH_NOT_EMPTY',
+  'TARGET_NOT_IN_BASE',
+  'UNKNOWN_ARCH',
+  'UNKNOWN_DISTRO',
   // api/
   'BUILD_IN_PROGRESS',
+  // api/: planning and running a multi-target build (spec/multiarch.md).
+  'BUILD_IMAGE_NOT_FOUND',
+  'BUILD_IMAGE_REQUIRED',
+  'FOREIGN_TARGET_ON_HOST',
+  'NO_TARGETS',
+  'TARGET_FAILED',
+  'TARGET_NOT_RUNNABLE',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

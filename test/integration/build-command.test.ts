@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BuildReport } from '../../src/api/build.js';
+import type { BuildReport, TargetReport } from '../../src/api/build.js';
 import { main } from '../../src/cli/main.js';
 import type { CliIO } from '../../src/cli/output.js';
 import { writeLayer } from '../../src/archive/index.js';
@@ -41,14 +41,22 @@ async function packfarm(...argv: string[]): Promise<{ code: number; out: string;
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
-async function buildJson(...argv: string[]): Promise<BuildReport> {
+/** A one-platform build's report: its one target, with the whole report beside it. */
+type OneTarget = TargetReport & { report: BuildReport };
+
+async function buildJson(...argv: string[]): Promise<OneTarget> {
   const r = await packfarm('build', ...argv, '--json');
   if (r.code !== 0) throw new Error(`packfarm build failed (${r.code}):\n${r.err}\n${r.out}`);
-  return JSON.parse(r.out) as BuildReport;
+  const report = JSON.parse(r.out) as BuildReport;
+  // One target: a plain image, the report's digest is the image's own.
+  expect(report.index).toBe(false);
+  expect(report.targets).toHaveLength(1);
+  expect(report.digest).toBe(report.targets[0]!.digest);
+  return { ...report.targets[0]!, report };
 }
 
 /** `build --json` of APP into OUT on the test run image (v1 in the test registry), with more flags after. */
-function buildOnRun(out: string, app: string, ...extra: string[]): Promise<BuildReport> {
+function buildOnRun(out: string, app: string, ...extra: string[]): Promise<OneTarget> {
   return buildJson(out, '--path', app, '--run-image', runRef, '--insecure-registry', registry.host, ...extra);
 }
 
@@ -84,7 +92,7 @@ afterAll(async () => {
 describe('packfarm build --publish to a registry', () => {
   const image = () => `${registry.host}/app:latest`;
   let app: string;
-  let first: BuildReport;
+  let first: OneTarget;
   // The same build each time: only the app's files change between the tests.
   const publishHello = (dir: string) =>
     buildOnRun(image(), dir, '--buildpack', helloBp, '--publish', '--cache-dir', join(root, 'cache-hello'));
@@ -176,7 +184,7 @@ describe('packfarm build into OCI layouts', () => {
     const app = await makeApp('local', { 'app.txt': 'local\n' });
     const r = await buildOnRun('example.test/team/app:dev', app, '--buildpack', helloBp);
     const dir = join(root, 'home', 'images', 'example.test', 'team', 'app');
-    expect(r.location).toBe(`oci:${dir}:dev`);
+    expect(r.report.location).toBe(`oci:${dir}:dev`);
     const inspect = await execa('skopeo', ['inspect', `oci:${dir}:dev`]);
     expect((JSON.parse(inspect.stdout) as { Digest: string }).Digest).toBe(r.digest);
     const bundle = join(root, 'bundle');
@@ -435,6 +443,9 @@ describe('packfarm build with a builder', () => {
       app,
       '--builder',
       `oci:${join(root, 'builder-image')}:builder`,
+      // The test builder image holds only /cnb (no OS to run buildpacks in): run them on this machine.
+      '--executor',
+      'host',
       '--insecure-registry',
       registry.host,
     );

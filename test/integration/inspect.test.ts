@@ -4,12 +4,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import type { CliIO } from '../../src/cli/output.js';
-import { buildIndex } from '../../src/image/index-list.js';
+import { publishIndex } from '../../src/image/publish-index.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { createRegistryStore } from '../../src/image/registry-store.js';
 import type { ImageStore } from '../../src/image/store.js';
 import { appImageLocation, openImage } from '../../src/image/transport.js';
-import { type Platform, parsePlatform, platformToSpec } from '../../src/oci/platform.js';
+import { type Platform, parsePlatform } from '../../src/oci/platform.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { type ExportResult, exportImage } from '../../src/phase/export.js';
 import { type AppInspectReport, inspectApp } from '../../src/api/inspect.js';
@@ -164,15 +164,7 @@ beforeAll(async () => {
       }),
     );
   }
-  const index = buildIndex(
-    children.map((c, i) => ({
-      mediaType: c.mediaType,
-      digest: c.digest,
-      size: c.manifestSize,
-      platform: platformToSpec(i === 0 ? ARM64 : AMD64),
-    })),
-  );
-  await multi.putManifest({ bytes: index.bytes, mediaType: index.mediaType, tag: 'latest' });
+  await publishIndex({ store: multi, images: children.map((c) => c.digest), tags: ['latest'] });
 
   // Not CNB images.
   const plain = await openLayoutStore(join(root, 'plain'), { create: true });

@@ -6,13 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import type { CliIO } from '../../src/cli/output.js';
 import { runLifecycleCommand } from '../../src/cli/lifecycle.js';
+import { publishIndex } from '../../src/image/publish-index.js';
 import { readBaseImage } from '../../src/image/read.js';
-import { buildIndex } from '../../src/image/index-list.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { createRegistryStore } from '../../src/image/registry-store.js';
 import type { ImageStore } from '../../src/image/store.js';
 import type { Digest } from '../../src/oci/digest.js';
-import { type Platform, parsePlatform, platformToSpec } from '../../src/oci/platform.js';
+import { type Platform, parsePlatform } from '../../src/oci/platform.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { exportImage } from '../../src/phase/export.js';
 import type { RebaseResult } from '../../src/phase/rebase.js';
@@ -136,7 +136,7 @@ beforeAll(async () => {
   const runIdx = store('run-multi');
   for (const v of [1, 2]) {
     runs[`v${v}`] = await createVersionedRunImage({ store: run, tag: `v${v}`, version: v });
-    const children = [];
+    const children: Digest[] = [];
     for (const p of [AMD64, ARM64]) {
       const img = await createVersionedRunImage({
         store: runIdx,
@@ -145,15 +145,9 @@ beforeAll(async () => {
         version: v,
       });
       runs[`v${v}-${p.architecture}`] = img;
-      children.push({
-        mediaType: img.mediaType,
-        digest: img.digest,
-        size: img.size,
-        platform: platformToSpec(p),
-      });
+      children.push(img.digest);
     }
-    const index = buildIndex(children);
-    await runIdx.putManifest({ bytes: index.bytes, mediaType: index.mediaType, tag: `v${v}` });
+    await publishIndex({ store: runIdx, images: children, tags: [`v${v}`] });
   }
   // An arm64-only run image in the single-image repository, for the refused mismatch.
   runs['v2-arm-only'] = await createVersionedRunImage({
@@ -224,7 +218,7 @@ describe('packfarm rebase in a registry', () => {
 
   it('rebases each platform of an index and writes the index tag last', async () => {
     const repo = store('app-multi');
-    const children = [];
+    const children: Digest[] = [];
     const appBlobs: Digest[] = [];
     for (const p of [AMD64, ARM64]) {
       const e = await exportApp({
@@ -234,16 +228,9 @@ describe('packfarm rebase in a registry', () => {
         platform: p,
       });
       appBlobs.push(...e.appBlobs);
-      const m = await repo.getManifest(e.digest);
-      children.push({
-        mediaType: m.mediaType,
-        digest: e.digest,
-        size: m.bytes.length,
-        platform: platformToSpec(p),
-      });
+      children.push(e.digest);
     }
-    const index = buildIndex(children);
-    await repo.putManifest({ bytes: index.bytes, mediaType: index.mediaType, tag: 'latest' });
+    await publishIndex({ store: repo, images: children, tags: ['latest'] });
     expect(await cat(`${host}/app-multi:latest`, ['--platform', 'linux/amd64'])).toBe('1\napp multi-amd64');
 
     registry.resetCounters();

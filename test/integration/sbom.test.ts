@@ -4,12 +4,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import type { CliIO } from '../../src/cli/output.js';
-import { buildIndex } from '../../src/image/index-list.js';
+import { publishIndex } from '../../src/image/publish-index.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { createRegistryStore } from '../../src/image/registry-store.js';
 import type { ImageStore } from '../../src/image/store.js';
 import { appImageLocation, openImage } from '../../src/image/transport.js';
-import { type Platform, parsePlatform, platformToSpec } from '../../src/oci/platform.js';
+import { type Platform, parsePlatform } from '../../src/oci/platform.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { type ExportResult, exportImage } from '../../src/phase/export.js';
 import { downloadSbom } from '../../src/api/sbom.js';
@@ -123,15 +123,7 @@ beforeAll(async () => {
       }),
     );
   }
-  const index = buildIndex(
-    children.map((c, i) => ({
-      mediaType: c.mediaType,
-      digest: c.digest,
-      size: c.manifestSize,
-      platform: platformToSpec(i === 0 ? AMD64 : ARM64),
-    })),
-  );
-  await appStore.putManifest({ bytes: index.bytes, mediaType: index.mediaType, tag: 'multi' });
+  await publishIndex({ store: appStore, images: children.map((c) => c.digest), tags: ['multi'] });
 
   // The default local layout (a build without --publish), holding a single image.
   const localDirs = await prepareLayers(join(root, 'local'), 'local');

@@ -25,6 +25,7 @@ import { resolveOrderPath } from './detector.js';
 import { readProjectMetadata } from './exporter.js';
 import { NO_CACHE_WARNING, ownerFrom } from './restorer.js';
 import type { PhaseCommand } from './types.js';
+import { layerLine } from '../render.js';
 
 const I = LIFECYCLE_INPUTS;
 /** The creator's inputs (platform.md "creator"). */
@@ -154,7 +155,12 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
       hostEnv: env,
       logger,
       onEvent: (e) => {
-        if (e.type === 'phase-start') current = e.phase;
+        if (e.type === 'phase-start') {
+          current = e.phase;
+          logger.info(`===> ${e.phase.toUpperCase()}`);
+        }
+        if (e.type === 'export' && e.event.type === 'layer')
+          logger.info(layerLine(e.event.name, e.event.outcome));
         if (e.type === 'build' && e.event.type === 'buildpack-output') {
           if (e.event.stream === 'stdout') io.out(e.event.line);
           else io.err(e.event.line);

@@ -16,6 +16,7 @@ import { imageOpener, refuseDaemon, warnLaunchCache } from './analyzer.js';
 import { phaseUsage, preparePhase } from './common.js';
 import { NO_CACHE_WARNING } from './restorer.js';
 import type { PhaseCommand } from './types.js';
+import { layerLine } from '../render.js';
 
 const SUMMARY = 'Assemble the app image from the run image and the build output; write report.toml.';
 
@@ -163,6 +164,9 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
     concurrency: inputs.bool('parallel') ? 4 : 2,
     reportPath: inputs.require('report'),
     logger,
+    onEvent: (e) => {
+      if (e.type === 'layer') logger.info(layerLine(e.name, e.outcome));
+    },
   });
   logger.info(`*** Images (${result.digest.slice(7, 19)}):`);
   for (const tag of result.tags) logger.info(`      ${tag}`);

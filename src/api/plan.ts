@@ -1,0 +1,542 @@
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { availableParallelism } from 'node:os';
+import { z } from 'zod';
+import { LATEST_PLATFORM_API } from '../platform/api.js';
+import type { BuildpackStore, Order } from '../buildpack/descriptor.js';
+import {
+  type ResolvedBuilder,
+  builderImageLocation,
+  isBuilderImage,
+  resolveBuilder,
+} from '../builder/resolve.js';
+import type { CacheLocation } from '../cache/open.js';
+import { detectPlatforms } from '../exec/binfmt.js';
+import { packfarmDataDir } from '../image/data-dir.js';
+import {
+  type ImagePlatforms,
+  describePlatforms,
+  imagePlatforms,
+  pickPlatformImage,
+} from '../image/platforms.js';
+import type { ImageStore } from '../image/store.js';
+import {
+  type ImageLocation,
+  type OpenImageOptions,
+  type OpenedImage,
+  ifImageExists,
+  appImageLocation,
+  insecureRegistriesFrom,
+  openImage,
+  parseImageLocation,
+} from '../image/transport.js';
+import type { Digest } from '../oci/digest.js';
+import { formatPlatform, hostPlatform, type Platform, platformsEqual } from '../oci/platform.js';
+import { appFileFilter } from '../platform/app-files.js';
+import { collectUserEnv } from '../platform/env-files.js';
+import { type ProjectDescriptor, readProjectDescriptor } from '../platform/project.js';
+import { type ExportOutput, addExportOutput } from '../phase/export.js';
+import { PackfarmError } from '../util/errors.js';
+import { resolveCreationTime } from '../util/time.js';
+import { createRegistryClientPool } from '../registry/pool.js';
+import { parseWith } from '../util/validate.js';
+import { collectBuildpacks, resolveBuildpacks } from './buildpacks.js';
+import { type BuildEventListener, eventLogger } from './events.js';
+import {
+  type MachinePlatforms,
+  type Runs,
+  defaultTargets,
+  describeMachine,
+  howRunnable,
+  nativeMachine,
+  parsePlatformList,
+} from './targets.js';
+
+/**
+ * `packfarm build`, planned once before anything runs: the app files, the builder, the buildpacks, the user
+ * env, the outputs and the cache, and for every target the build image and run image chosen for it (with
+ * digests), how this machine runs it and with which executor. Whatever makes a target impossible (no child
+ * for it in the builder, build image or run image; a platform this machine cannot run; a foreign target on
+ * the host executor) is an error here, naming the target, the image and the platforms the image has.
+ */
+export const BuildOptionsSchema = z.object({
+  /** Output: a registry reference (with `publish`), `oci:DIR[:TAG]`, or a bare reference for the local layout. */
+  image: z.string().min(1),
+  /** The app directory (default: the current directory). */
+  path: z.string().min(1).default('.'),
+  builder: z.string().min(1).optional(),
+  buildpacks: z.array(z.string().min(1)).default([]),
+  runImage: z.string().min(1).optional(),
+  /** The image buildpacks run in (an image or an index), for a build without a builder image. */
+  buildImage: z.string().min(1).optional(),
+  env: z.array(z.string()).default([]),
+  envFiles: z.array(z.string()).default([]),
+  publish: z.boolean().default(false),
+  insecureRegistries: z.array(z.string()).default([]),
+  cacheDir: z.string().min(1).optional(),
+  cacheImage: z.string().min(1).optional(),
+  clearCache: z.boolean().default(false),
+  previousImage: z.string().min(1).optional(),
+  /** `now`, unix seconds, or undefined for SOURCE_DATE_EPOCH / 1980-01-01T00:00:01Z. */
+  creationTime: z.string().min(1).optional(),
+  defaultProcess: z.string().min(1).optional(),
+  /** project.toml path (default `<path>/project.toml`). */
+  descriptor: z.string().min(1).optional(),
+  /** Extra tags (pack's `--tag`): same repository → more tags; another → another output. */
+  tags: z.array(z.string().min(1)).default([]),
+  /** Targets: `os/arch[/variant]` entries, each may be a comma-separated list (default: see targets.ts). */
+  platforms: z.array(z.string().min(1)).default([]),
+  /** One target (kept for API callers of the one-platform build); joins `platforms`. */
+  platform: z.string().min(1).optional(),
+  /** How buildpacks run: `oci` (default with a build image) or `host` (this machine, no isolation). */
+  executor: z.enum(['host', 'oci']).optional(),
+  /** oci executor: give buildpacks the host's network (default) or none. */
+  network: z.boolean().default(true),
+  /** Targets built at the same time (default: the number of CPUs). */
+  jobs: z.number().int().positive().optional(),
+  /** The index's format when there are several targets: OCI image index, or Docker manifest list. */
+  format: z.enum(['oci', 'docker']).default('oci'),
+  platformApi: z.string().default(LATEST_PLATFORM_API),
+  /** Where --keep-temp builds go (default os.tmpdir()). */
+  tmpDir: z.string().optional(),
+  /** Build in a fresh temp dir (under tmpDir) and keep it, for debugging; its path is in the report. */
+  keepTemp: z.boolean().default(false),
+});
+
+export type BuildOptions = z.input<typeof BuildOptionsSchema>;
+export type ParsedBuildOptions = z.output<typeof BuildOptionsSchema>;
+
+export type ExecutorKind = 'host' | 'oci';
+
+export interface PlanHooks {
+  /** The environment: CNB_INSECURE_REGISTRIES, SOURCE_DATE_EPOCH, PACKFARM_HOME, and what buildpacks may see. */
+  env?: NodeJS.ProcessEnv;
+  /** What this machine runs (default: its native platforms plus the emulated ones binfmt_misc offers). */
+  machine?: MachinePlatforms;
+  /** Warnings and information found while planning arrive here (target '', phase 'plan'). */
+  onEvent?: BuildEventListener;
+}
+
+export interface TargetPlan {
+  platform: Platform;
+  /** `os/arch[/variant]`, the target's name in events, errors and the report. */
+  name: string;
+  runs: Runs;
+  executor: ExecutorKind;
+  buildpacks: { store: BuildpackStore; order: Order };
+  runImage: {
+    /** The reference recorded in labels. */
+    name: string;
+    mirrors: string[];
+    store: ImageStore;
+    /** Tag or digest in `store` (an index or an image); the analyzer picks the target's child. */
+    target: string;
+    /** The image manifest chosen for this target. */
+    digest: Digest;
+  };
+  /** The image buildpacks run in (oci executor): its reference, store and the manifest chosen for this target. */
+  buildImage?: { name: string; store: ImageStore; digest: Digest };
+  builder?: string;
+}
+
+export interface BuildPlan {
+  options: ParsedBuildOptions;
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  appPath: string;
+  appFilter: ReturnType<typeof appFileFilter> | undefined;
+  project: ProjectDescriptor | undefined;
+  userEnv: Map<string, string>;
+  createdAt: Date | undefined;
+  insecureRegistries: string[];
+  outputLocation: ImageLocation;
+  /** The outputs with their tags (the index, or the one image, goes there). */
+  outputs: ExportOutput[];
+  previousImage: { store: ImageStore; target: string } | undefined;
+  cache: { location: CacheLocation; description: string } | undefined;
+  targets: TargetPlan[];
+  /** Several targets: per-target images by digest, then one index under the tags. One: a plain image. */
+  index: boolean;
+  jobs: number;
+  machine: MachinePlatforms;
+  /** Things the user should know about the plan (targets left out and why, host-only builds). */
+  notes: string[];
+  /** Removes what planning staged (builders, buildpacks). */
+  cleanup(): Promise<void>;
+}
+
+export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Promise<BuildPlan> {
+  const opts = parseWith(BuildOptionsSchema, input, 'build options');
+  const env = hooks.env ?? process.env;
+  const cwd = process.cwd();
+  const appPath = resolve(cwd, opts.path);
+  await requireDir(appPath, '--path');
+  if (opts.cacheDir && opts.cacheImage)
+    throw new PackfarmError('INVALID_ARGS', '--cache-dir and --cache-image cannot be used together');
+  const insecure = insecureRegistriesFrom(opts.insecureRegistries, env);
+  // Registry clients of this build only (a node runs many builds): closed by the plan's cleanup.
+  const pool = createRegistryClientPool();
+  try {
+    return await planWith(opts, hooks, { env, cwd, appPath, insecure, pool });
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+}
+
+async function planWith(
+  opts: ParsedBuildOptions,
+  hooks: PlanHooks,
+  ctx: {
+    env: NodeJS.ProcessEnv;
+    cwd: string;
+    appPath: string;
+    insecure: string[];
+    pool: ReturnType<typeof createRegistryClientPool>;
+  },
+): Promise<BuildPlan> {
+  const { env, cwd, appPath, insecure, pool } = ctx;
+  const access: OpenImageOptions = { insecureRegistries: insecure, registry: { pool } };
+  const createdAt = resolveCreationTime(opts.creationTime, env);
+  const machine = hooks.machine ?? (await localMachine());
+  const requested = parsePlatformList([...opts.platforms, ...(opts.platform ? [opts.platform] : [])]);
+
+  const descriptorPath = opts.descriptor ? resolve(cwd, opts.descriptor) : join(appPath, 'project.toml');
+  const log = eventLogger(
+    '',
+    () => 'plan',
+    (e) => hooks.onEvent?.(e),
+  );
+  const project = await readProjectDescriptor(descriptorPath, { logger: log });
+  if (opts.descriptor && !project)
+    throw new PackfarmError('DESCRIPTOR_NOT_FOUND', `--descriptor ${descriptorPath}: no such file`);
+  const appFilter = project
+    ? appFileFilter({ include: project.include, exclude: project.exclude }, project.source)
+    : undefined;
+
+  const outputLocation = appImageLocation(opts.image, { publish: opts.publish, env, source: 'IMAGE' });
+  const output = await openImage(outputLocation, { ...access, create: true });
+  if (!output.tag)
+    throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
+  const outputs: ExportOutput[] = [{ store: output.store, tags: [output.tag], names: [opts.image] }];
+  for (const t of opts.tags) {
+    const o = await openImage(appImageLocation(t, { publish: opts.publish, env, source: '--tag' }), {
+      ...access,
+      create: true,
+    });
+    addExportOutput(outputs, o.store, o.tag ?? 'latest', t);
+  }
+
+  const userEnv = await collectUserEnv({
+    project: project?.env ?? [],
+    envFiles: opts.envFiles.map((f) => resolve(cwd, f)),
+    envFlags: opts.env,
+    hostEnv: env,
+  });
+
+  const scratch = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'packfarm-plan-'));
+  const builders: ResolvedBuilder[] = [];
+  const cleanup = async () => {
+    for (const b of builders) await b.cleanup().catch(() => undefined);
+    await rm(scratch, { recursive: true, force: true });
+    await pool.close();
+  };
+  try {
+    const notes: string[] = [];
+    const builderName = opts.builder ?? project?.builder;
+    let scratchN = 0;
+    const nextScratch = () => join(scratch, String(scratchN++));
+    const resolveOne = async (spec: string, platform?: Platform) => {
+      const b = await resolveBuilder(spec, {
+        cwd,
+        scratchDir: nextScratch(),
+        insecureRegistries: insecure,
+        registry: { pool },
+        ...(platform ? { platform } : {}),
+        logger: log,
+      });
+      builders.push(b);
+      return b;
+    };
+
+    // What the builder (or build image) offers: the platforms of a builder image, or builder.toml [[targets]].
+    let builderImage: { platforms: ImagePlatforms; name: string; store: ImageStore } | undefined;
+    let dirBuilder: ResolvedBuilder | undefined;
+    if (builderName) {
+      if (await isBuilderImage(builderName, cwd)) {
+        const opened = await openImage(builderImageLocation(builderName, cwd), access);
+        const platforms = await imagePlatforms(opened.store, opened.target);
+        if (!platforms)
+          throw new PackfarmError('BUILDER_NOT_FOUND', `builder ${opened.display}: no such image`, {
+            hint: 'check the reference (and --insecure-registry for a plain-HTTP registry)',
+          });
+        builderImage = { platforms, name: builderName, store: opened.store };
+      } else {
+        dirBuilder = await resolveOne(builderName);
+      }
+    }
+    const buildImageName = opts.buildImage ?? dirBuilder?.buildImage;
+    let buildImage: { platforms: ImagePlatforms; name: string; store: ImageStore } | undefined;
+    if (buildImageName && !builderImage) {
+      const opened = await openImage(buildImageName, access);
+      const platforms = await imagePlatforms(opened.store, opened.target);
+      if (!platforms)
+        throw new PackfarmError('BUILD_IMAGE_NOT_FOUND', `build image ${opened.display}: no such image`, {
+          hint: 'check --build-image (or builder.toml [build] image) and --insecure-registry',
+        });
+      buildImage = { platforms, name: buildImageName, store: opened.store };
+    }
+    const isolated = builderImage ?? buildImage;
+    if (opts.executor === 'oci' && !isolated)
+      throw new PackfarmError(
+        'BUILD_IMAGE_REQUIRED',
+        '--executor oci runs buildpacks inside a build image, and this build has none',
+        { hint: 'pass --builder with a builder image, or --build-image REF' },
+      );
+    const executorKind: ExecutorKind = opts.executor ?? (isolated ? 'oci' : 'host');
+
+    let targets: Platform[];
+    if (requested.length > 0) targets = requested;
+    else {
+      const offered = builderImage
+        ? builderImage.platforms.images.map((i) => i.platform)
+        : (dirBuilder?.targets ?? []);
+      const d = defaultTargets({ offered, machine, canEmulate: executorKind === 'oci' });
+      targets = d.targets;
+      for (const l of d.leftOut)
+        notes.push(`not building ${formatPlatform(l.platform)} (offered by the builder): ${l.reason}`);
+      if (targets.length === 0)
+        throw new PackfarmError(
+          'NO_TARGETS',
+          `none of the builder's platforms (${offered.map(formatPlatform).join(', ')}) can be built on this machine (${describeMachine(machine)})`,
+          { hint: 'pass --platform, or register qemu handlers with packfarm node setup-emulation' },
+        );
+    }
+    if (!isolated && executorKind === 'host' && !builderName)
+      notes.push(
+        `no builder or build image: buildpacks run on this machine (host executor), so only its own platform (${formatPlatform(hostPlatform())}) can be built`,
+      );
+
+    const byBuildChild = new Map<
+      string,
+      { builder: ResolvedBuilder | undefined; buildpacks: TargetPlan['buildpacks'] }
+    >();
+    const planned: TargetPlan[] = [];
+    for (const platform of targets) {
+      const name = formatPlatform(platform);
+      const runs = howRunnable(machine, platform);
+      if (!runs)
+        throw new PackfarmError(
+          'TARGET_NOT_RUNNABLE',
+          `target ${name}: this machine cannot run it (${describeMachine(machine)})`,
+          {
+            hint: 'register qemu-user handlers (packfarm node setup-emulation, as root), or build it on a machine of that platform',
+          },
+        );
+      if (executorKind === 'host' && runs === 'emulated')
+        throw new PackfarmError(
+          'FOREIGN_TARGET_ON_HOST',
+          `target ${name}: the host executor runs buildpacks directly on this ${formatPlatform(hostPlatform())} machine, so it cannot build ${name}`,
+          {
+            hint: isolated
+              ? 'use --executor oci (buildpacks then run in the build image, emulated)'
+              : 'give a builder image or --build-image so buildpacks run in that platform’s build image',
+          },
+        );
+
+      let buildChild: { name: string; store: ImageStore; digest: Digest } | undefined;
+      if (isolated) {
+        const child = pickPlatformImage(isolated.platforms, platform);
+        if (!child)
+          throw new PackfarmError(
+            'NO_MATCHING_PLATFORM',
+            `target ${name}: ${builderImage ? 'builder' : 'build image'} ${isolated.name} has no image for it (it has ${describePlatforms(isolated.platforms)})`,
+            { hint: 'build only the platforms it has (--platform), or use an image with that platform' },
+          );
+        buildChild = { name: isolated.name, store: isolated.store, digest: child.digest };
+      }
+
+      const key = builderImage && buildChild ? buildChild.digest : '';
+      let shared = byBuildChild.get(key);
+      if (!shared) {
+        const builder = builderImage ? await resolveOne(builderImage.name, platform) : dirBuilder;
+        const resolved = await resolveBuildpacks({
+          flags: opts.buildpacks,
+          project,
+          builder,
+          cwd,
+          scratchDir: nextScratch(),
+        });
+        // In a container the buildpacks are one mounted dir: gather them there.
+        const buildpacks =
+          executorKind === 'oci'
+            ? {
+                store: await collectBuildpacks(
+                  resolved.store,
+                  resolved.order,
+                  join(nextScratch(), 'buildpacks'),
+                ),
+                order: resolved.order,
+              }
+            : resolved;
+        shared = { builder, buildpacks };
+        byBuildChild.set(key, shared);
+      }
+
+      const runNames = opts.runImage ? [opts.runImage] : (shared.builder?.runImages ?? []);
+      const runName = pickRunImage(runNames, output);
+      if (!runName)
+        throw new PackfarmError(
+          'RUN_IMAGE_REQUIRED',
+          shared.builder
+            ? `builder ${shared.builder.name} names no run image`
+            : 'no run image: without a builder, --run-image is required',
+          { hint: 'pass --run-image REF (a registry reference or oci:DIR[:TAG])' },
+        );
+      const run = await openImage(runName, access);
+      const runPlatforms = await imagePlatforms(run.store, run.target);
+      if (!runPlatforms)
+        throw new PackfarmError('RUN_IMAGE_NOT_FOUND', `run image ${run.display} not found`, {
+          hint: 'check --run-image (or the builder’s run image) and that the image was pushed',
+        });
+      const runChild = pickPlatformImage(runPlatforms, platform);
+      if (!runChild)
+        throw new PackfarmError(
+          'NO_MATCHING_PLATFORM',
+          `target ${name}: run image ${runName} has no image for it (it has ${describePlatforms(runPlatforms)})`,
+          {
+            hint: 'build only the platforms it has (--platform), or use a run image index with that platform',
+          },
+        );
+
+      planned.push({
+        platform,
+        name,
+        runs,
+        executor: executorKind,
+        buildpacks: shared.buildpacks,
+        runImage: {
+          name: runName,
+          mirrors: runNames.filter((n) => n !== runName),
+          store: run.store,
+          target: run.target,
+          digest: runChild.digest,
+        },
+        ...(buildChild ? { buildImage: buildChild } : {}),
+        ...(shared.builder ? { builder: shared.builder.name } : {}),
+      });
+    }
+    const duplicate = planned.find(
+      (t, i) => planned.findIndex((u) => platformsEqual(u.platform, t.platform)) !== i,
+    );
+    if (duplicate) throw new Error(`planBuild: target ${duplicate.name} twice`);
+
+    const previousImage: { store: ImageStore; target: string } | undefined = opts.previousImage
+      ? await ifImageExists(
+          openImage(
+            appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
+            access,
+          ),
+        )
+      : output;
+
+    return {
+      options: opts,
+      env,
+      cwd,
+      appPath,
+      appFilter,
+      project,
+      userEnv,
+      createdAt,
+      insecureRegistries: insecure,
+      outputLocation,
+      outputs,
+      ...{
+        previousImage: previousImage
+          ? { store: previousImage.store, target: previousImage.target }
+          : undefined,
+      },
+      cache: await cacheLocation(opts, outputLocation, env, access),
+      targets: planned,
+      index: planned.length > 1,
+      jobs: Math.max(1, opts.jobs ?? availableParallelism()),
+      machine,
+      notes,
+      cleanup,
+    };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
+
+/**
+ * What this machine runs: its native platforms, plus the foreign ones a binfmt_misc handler with the F flag
+ * emulates (usable inside a build image's root filesystem).
+ */
+async function localMachine(): Promise<MachinePlatforms> {
+  const m = await detectPlatforms();
+  return {
+    native: m.native,
+    emulated: m.emulated.filter((e) => e.usableInContainers).map((e) => e.platform),
+  };
+}
+
+async function requireDir(path: string, flag: string): Promise<void> {
+  const st = await stat(path).catch(() => undefined);
+  if (!st?.isDirectory())
+    throw new PackfarmError('APP_NOT_FOUND', `${flag} ${path}: not a directory`, {
+      hint: 'point --path at the app source directory',
+    });
+}
+
+/** A run image mirror on the output's own registry first: its layers can then be mounted, not copied. */
+function pickRunImage(names: readonly string[], output: OpenedImage): string | undefined {
+  const registry = output.store.registryRepository?.registry;
+  if (registry) {
+    const same = names.find((n) => {
+      try {
+        const loc = parseImageLocation(n, 'run image');
+        return loc.transport === 'docker' && loc.reference.registry === registry;
+      } catch {
+        return false;
+      }
+    });
+    if (same) return same;
+  }
+  return names[0];
+}
+
+async function cacheLocation(
+  opts: ParsedBuildOptions,
+  output: ImageLocation,
+  env: NodeJS.ProcessEnv,
+  access: OpenImageOptions,
+): Promise<{ location: CacheLocation; description: string } | undefined> {
+  if (opts.cacheImage) {
+    const o = await openImage(opts.cacheImage, { ...access, create: true });
+    return {
+      location: { kind: 'image', store: o.store, tag: o.tag ?? 'latest' },
+      description: opts.cacheImage,
+    };
+  }
+  if (opts.cacheDir) {
+    const dir = resolve(opts.cacheDir);
+    return { location: { kind: 'dir', dir }, description: dir };
+  }
+  // Like pack's per-image build cache volume: one cache dir per output image name (without the tag); inside,
+  // one subdirectory per target platform.
+  const key =
+    output.transport === 'docker'
+      ? `${output.reference.registry}/${output.reference.repository}`
+      : `oci:${output.dir}`;
+  const dir = join(
+    packfarmDataDir(env),
+    'cache',
+    createHash('sha256').update(key).digest('hex').slice(0, 16),
+  );
+  return { location: { kind: 'dir', dir }, description: dir };
+}
