@@ -38,6 +38,7 @@ import { appFileFilter } from '../platform/app-files.js';
 import { collectUserEnv } from '../platform/env-files.js';
 import { type ProjectDescriptor, readProjectDescriptor } from '../platform/project.js';
 import { type ExportOutput, addExportOutput } from '../phase/export.js';
+import { EXTRA_CA_ENV, defaultBuilder, localCaCertificates } from '../builder/default-builder.js';
 import { PackfarmError } from '../util/errors.js';
 import { resolveCreationTime } from '../util/time.js';
 import { createRegistryClientPool } from '../registry/pool.js';
@@ -245,7 +246,23 @@ async function planWith(
   };
   try {
     const notes: string[] = [];
-    const builderName = opts.builder ?? project?.builder;
+    // Nothing names buildpacks: the default builder (builders/default), made on first use and cached.
+    const namesBuildpacks =
+      opts.builder !== undefined ||
+      project?.builder !== undefined ||
+      opts.buildpacks.length > 0 ||
+      (project?.group.length ?? 0) > 0 ||
+      opts.buildImage !== undefined;
+    let builderName = opts.builder ?? project?.builder;
+    if (!namesBuildpacks) {
+      builderName = (
+        await defaultBuilder({ env, insecureRegistries: insecure, onProgress: (m) => log.info(m) })
+      ).reference;
+      // The shipped buildpacks download over HTTPS: they trust what this machine trusts locally too (a
+      // proxy's CA in /usr/local/share/ca-certificates), unless the user set the variable.
+      const localCas = await localCaCertificates();
+      if (localCas && !userEnv.has(EXTRA_CA_ENV)) userEnv.set(EXTRA_CA_ENV, localCas);
+    }
     let scratchN = 0;
     const nextScratch = () => join(scratch, String(scratchN++));
     const resolveOne = async (spec: string, platform?: Platform) => {
