@@ -139,4 +139,38 @@ describe('the default builder on examples/node-hello', () => {
     expect(r.text).not.toContain('Reusing node_modules');
     expect(r.text).toContain('Reusing Node.js 22.');
   }, 900_000);
+
+  it('builds the shell and Procfile examples too, each for amd64 and arm64', async () => {
+    for (const [example, expected] of [
+      ['shell-hello', /^Hello from a shell script on (x86_64|aarch64), running as uid \d+\.$/],
+      ['hello', /^Hello, world! This is \S+ on (x86_64|aarch64), built by packfarm\.$/],
+    ] as const) {
+      const dir = join(root, example);
+      await cp(join(repoRoot, 'examples', example), dir, { recursive: true });
+      const ref = `${registry.host}/${example}:latest`;
+      const r = await packfarm(
+        'build',
+        ref,
+        '--path',
+        dir,
+        '--platform',
+        'linux/amd64,linux/arm64',
+        '--publish',
+        '--insecure-registry',
+        registry.host,
+      );
+      expect(r.code, `${r.out}\n${r.err}`).toBe(0);
+      const group = example === 'hello' ? 'packfarm/procfile 0.1.0' : 'packfarm/shell-script 0.1.0';
+      expect(linesOf(`${r.out}\n${r.err}`, 'linux/arm64')).toContain(group);
+      for (const [arch, machine] of [
+        ['amd64', 'x86_64'],
+        ['arm64', 'aarch64'],
+      ] as const) {
+        const ran = await podman.run(ref, { flags: ['--arch', arch] });
+        expect(ran.exitCode, ran.stderr).toBe(0);
+        expect(ran.stdout).toMatch(expected);
+        expect(ran.stdout).toContain(machine);
+      }
+    }
+  }, 900_000);
 });
