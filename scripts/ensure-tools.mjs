@@ -17,6 +17,8 @@ const TOOLS = [
   { bin: 'openssl', pkg: 'openssl' },
   { bin: 'tar', pkg: 'tar' },
   { bin: 'gzip', pkg: 'gzip' },
+  // A YAML parser to read back what `inspect -o yaml` writes (a Python module, found by its path).
+  { bin: 'python3-yaml', pkg: 'python3-yaml', path: '/usr/lib/python3/dist-packages/yaml/__init__.py' },
 ];
 
 function has(tool) {

@@ -186,8 +186,10 @@ async function runTargets(plan: BuildPlan, hooks: BuildHooks): Promise<TargetRep
   } finally {
     hooks.signal?.removeEventListener('abort', onOuterAbort);
   }
+  // Cancelled from outside: the targets' failures are consequences, not causes.
+  if (hooks.signal?.aborted)
+    throw new PackfarmError('ABORTED', 'the build was cancelled; no tag was written', { exitCode: 130 });
   if (failure) throw targetError(plan, failure);
-  if (hooks.signal?.aborted) throw new PackfarmError('ABORTED', 'the build was cancelled', { exitCode: 130 });
   return results;
 }
 

@@ -58,6 +58,8 @@ export interface AppImageDetails {
   processes: AppProcess[];
   /** The launch SBOM layer recorded in the lifecycle label. */
   sbom: { diffId: string } | null;
+  /** The legacy BOM of `io.buildpacks.build.metadata` (`inspect --bom`; empty since Platform API 0.9). */
+  bom: unknown[];
 }
 
 export interface AppProcess {
@@ -220,6 +222,7 @@ export function describeAppImage(base: BaseImage, platform: string): AppImageDet
     })),
     processes,
     sbom: lifecycle?.sbom?.sha ? { diffId: lifecycle.sbom.sha } : null,
+    bom: Array.isArray(build?.bom) ? build.bom : [],
   };
 }
 

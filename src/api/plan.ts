@@ -26,7 +26,9 @@ import {
   type ImageLocation,
   type OpenImageOptions,
   type OpenedImage,
+  aboutImage,
   ifImageExists,
+  storeAbout,
   appImageLocation,
   insecureRegistriesFrom,
   openImage,
@@ -40,9 +42,12 @@ import { type ProjectDescriptor, readProjectDescriptor } from '../platform/proje
 import { type ExportOutput, addExportOutput } from '../phase/export.js';
 import { EXTRA_CA_ENV, defaultBuilder, localCaCertificates } from '../builder/default-builder.js';
 import { PackfarmError } from '../util/errors.js';
+import { pathExists } from '../util/fs.js';
 import { resolveCreationTime } from '../util/time.js';
 import { createRegistryClientPool } from '../registry/pool.js';
 import { parseWith } from '../util/validate.js';
+import { NetworkSchema, PullPolicySchema, VolumeSchema, pulledImageName } from './build-flags.js';
+import { checkExecutorOptions, checkTagDestination } from './build-terms.js';
 import { collectBuildpacks, resolveBuildpacks } from './buildpacks.js';
 import { type BuildEventListener, eventLogger } from './events.js';
 import {
@@ -93,8 +98,18 @@ export const BuildOptionsSchema = z.object({
   platform: z.string().min(1).optional(),
   /** How buildpacks run: `oci` (default with a build image) or `host` (this machine, no isolation). */
   executor: z.enum(['host', 'oci']).optional(),
-  /** oci executor: give buildpacks the host's network (default) or none. */
-  network: z.boolean().default(true),
+  /** The buildpacks' network: the host's (default) or none (oci executor only). */
+  network: NetworkSchema.optional(),
+  /** Host directories mounted for the buildpacks (refused by both executors for now: checkExecutorOptions). */
+  volumes: z.array(VolumeSchema).default([]),
+  /** pack's --pull-policy, for the builder and run images (build-flags.ts pulledImageName). */
+  pullPolicy: PullPolicySchema.default('always'),
+  /** Copy `<layers>/sbom` here after the build (a subdirectory per target with several targets). */
+  sbomOutputDir: z.string().min(1).optional(),
+  /** Copy report.toml here after the build (a subdirectory per target with several targets). */
+  reportOutputDir: z.string().min(1).optional(),
+  /** Group id owning the buildpack and app layers in the image (default: the CNB group). */
+  gid: z.number().int().nonnegative().optional(),
   /** Targets built at the same time (default: the number of CPUs). */
   jobs: z.number().int().positive().optional(),
   /** The index's format when there are several targets: OCI image index, or Docker manifest list. */
@@ -218,16 +233,18 @@ async function planWith(
     : undefined;
 
   const outputLocation = appImageLocation(opts.image, { publish: opts.publish, env, source: 'IMAGE' });
-  const output = await openImage(outputLocation, { ...access, create: true });
+  const opened = await openImage(outputLocation, { ...access, create: true });
+  const output = { ...opened, store: storeAbout(opened.store, 'IMAGE', opts.image) };
   if (!output.tag)
     throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
   const outputs: ExportOutput[] = [{ store: output.store, tags: [output.tag], names: [opts.image] }];
   for (const t of opts.tags) {
+    checkTagDestination(opts.image, t, opts.publish);
     const o = await openImage(appImageLocation(t, { publish: opts.publish, env, source: '--tag' }), {
       ...access,
       create: true,
     });
-    addExportOutput(outputs, o.store, o.tag ?? 'latest', t);
+    addExportOutput(outputs, storeAbout(o.store, '--tag', t), o.tag ?? 'latest', t);
   }
 
   const userEnv = await collectUserEnv({
@@ -254,14 +271,23 @@ async function planWith(
       (project?.group.length ?? 0) > 0 ||
       opts.buildImage !== undefined;
     let builderName = opts.builder ?? project?.builder;
+    let builderSource = builderName;
     if (!namesBuildpacks) {
+      // An oci: layout under the data dir: there is nothing to pull.
       builderName = (
         await defaultBuilder({ env, insecureRegistries: insecure, onProgress: (m) => log.info(m) })
       ).reference;
+      builderSource = builderName;
       // The shipped buildpacks download over HTTPS: they trust what this machine trusts locally too (a
       // proxy's CA in /usr/local/share/ca-certificates), unless the user set the variable.
       const localCas = await localCaCertificates();
       if (localCas && !userEnv.has(EXTRA_CA_ENV)) userEnv.set(EXTRA_CA_ENV, localCas);
+    } else if (builderName && !(await pathExists(resolve(cwd, builderName)))) {
+      // pack's --pull-policy: a builder image may come from the default local layout instead of the registry.
+      const named = builderName;
+      builderSource = await pulledImageName(named, opts.pullPolicy, 'builder', env).catch((err: unknown) => {
+        throw aboutImage(err, 'builder', named);
+      });
     }
     let scratchN = 0;
     const nextScratch = () => join(scratch, String(scratchN++));
@@ -273,6 +299,8 @@ async function planWith(
         registry: { pool },
         ...(platform ? { platform } : {}),
         logger: log,
+      }).catch((err: unknown) => {
+        throw aboutImage(err, 'builder', builderName ?? spec);
       });
       builders.push(b);
       return b;
@@ -282,16 +310,20 @@ async function planWith(
     let builderImage: { platforms: ImagePlatforms; name: string; store: ImageStore } | undefined;
     let dirBuilder: ResolvedBuilder | undefined;
     if (builderName) {
-      if (await isBuilderImage(builderName, cwd)) {
-        const opened = await openImage(builderImageLocation(builderName, cwd), access);
+      if (await isBuilderImage(builderSource ?? builderName, cwd)) {
+        const opened = await openImage(builderImageLocation(builderSource ?? builderName, cwd), access).catch(
+          (err: unknown) => {
+            throw aboutImage(err, 'builder', builderName);
+          },
+        );
         const platforms = await imagePlatforms(opened.store, opened.target);
         if (!platforms)
           throw new PackfarmError('BUILDER_NOT_FOUND', `builder ${opened.display}: no such image`, {
             hint: 'check the reference (and --insecure-registry for a plain-HTTP registry)',
           });
-        builderImage = { platforms, name: builderName, store: opened.store };
+        builderImage = { platforms, name: builderSource ?? builderName, store: opened.store };
       } else {
-        dirBuilder = await resolveOne(builderName);
+        dirBuilder = await resolveOne(builderSource ?? builderName);
       }
     }
     const buildImageName = opts.buildImage ?? dirBuilder?.buildImage;
@@ -313,6 +345,7 @@ async function planWith(
         { hint: 'pass --builder with a builder image, or --build-image REF' },
       );
     const executorKind: ExecutorKind = opts.executor ?? (isolated ? 'oci' : 'host');
+    checkExecutorOptions(opts, executorKind, log);
 
     let targets: Platform[];
     if (requested.length > 0) targets = requested;
@@ -412,7 +445,12 @@ async function planWith(
             : 'no run image: without a builder, --run-image is required',
           { hint: 'pass --run-image REF (a registry reference or oci:DIR[:TAG])' },
         );
-      const run = await openImage(runName, access);
+      const run = await pulledImageName(runName, opts.pullPolicy, 'run image', env)
+        .then((name) => openImage(name, access))
+        .then((o) => ({ ...o, store: storeAbout(o.store, 'run image', runName) }))
+        .catch((err: unknown) => {
+          throw aboutImage(err, 'run image', runName);
+        });
       const runPlatforms = await imagePlatforms(run.store, run.target);
       if (!runPlatforms)
         throw new PackfarmError('RUN_IMAGE_NOT_FOUND', `run image ${run.display} not found`, {
@@ -456,6 +494,10 @@ async function planWith(
             appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
             access,
           ),
+        ).then((o) =>
+          o
+            ? { ...o, store: storeAbout(o.store, 'previous image', opts.previousImage as string) }
+            : undefined,
         )
       : output;
 
@@ -536,7 +578,11 @@ async function cacheLocation(
   if (opts.cacheImage) {
     const o = await openImage(opts.cacheImage, { ...access, create: true });
     return {
-      location: { kind: 'image', store: o.store, tag: o.tag ?? 'latest' },
+      location: {
+        kind: 'image',
+        store: storeAbout(o.store, 'cache image', opts.cacheImage),
+        tag: o.tag ?? 'latest',
+      },
       description: opts.cacheImage,
     };
   }

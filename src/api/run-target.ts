@@ -17,6 +17,7 @@ import { createBuildImageExecutor } from '../phase/build-image.js';
 import { type CreatePhase, type CreateResult, create } from '../phase/create.js';
 import type { ExportOutput, LayerOutcome } from '../phase/export.js';
 import { parseJson, parseWith } from '../util/validate.js';
+import { copyBuildOutputs, inBuildTerms } from './build-terms.js';
 import { type BuildEvent, type BuildEventListener, type BuildPhase, eventLogger } from './events.js';
 import type { BuildPlan, TargetPlan } from './plan.js';
 import { buildDirKey, openBuildDirs } from './workdir.js';
@@ -52,7 +53,8 @@ export interface TargetReport {
   processes: Array<{ type: string; default: boolean }>;
   layers: Array<{ name: string; digest: Digest; size: number; outcome: LayerOutcome }>;
   /** The app layers by outcome: written and uploaded, already there, or mounted from another repository. */
-  layerCounts: { added: number; reused: number; mounted: number };
+  /** reused: taken from the previous image; existing: already in the destination, not from the previous image. */
+  layerCounts: Record<LayerOutcome, number>;
   baseLayers: Record<'exists' | 'mounted' | 'uploaded', number>;
   cache?: { location: string; layers: Array<{ name: string; outcome: string }> };
   /** Seconds: each phase, time inside buildpacks, what came before the phases, and the whole target. */
@@ -135,6 +137,7 @@ export async function runTarget(
       executor,
       // The build image's CNB user owns what buildpacks create, in the layers and in the image, as under pack.
       ...(prepared.user ? { uid: prepared.user.uid, gid: prepared.user.gid } : {}),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
       hostEnv: plan.env,
       logger: log,
       onEvent: (e) => {
@@ -186,17 +189,30 @@ export async function runTarget(
                 digest: e.event.digest,
                 size: e.event.size,
               });
-            else emit({ type: 'warning', target: target.name, phase, message: e.event.message });
+            else if (e.event.type === 'warning')
+              emit({ type: 'warning', target: target.name, phase, message: e.event.message });
             break;
         }
       },
       ...(hooks.signal ? { signal: hooks.signal } : {}),
+    }).catch((err: unknown) => {
+      throw inBuildTerms(err);
     });
+    // Several targets: one subdirectory per target (linux-arm64/) under the output dirs.
+    const sub = plan.index ? target.name.replaceAll('/', '-') : '';
+    await copyBuildOutputs(
+      {
+        ...(opts.sbomOutputDir ? { sbomOutputDir: join(opts.sbomOutputDir, sub) } : {}),
+        ...(opts.reportOutputDir ? { reportOutputDir: join(opts.reportOutputDir, sub) } : {}),
+      },
+      dirs.layers,
+      plan.cwd,
+    );
 
     const ex = result.exported;
     const baseLayers = { exists: 0, mounted: 0, uploaded: 0 };
     for (const b of ex.baseLayers) baseLayers[b.outcome]++;
-    const layerCounts = { added: 0, reused: 0, mounted: 0 };
+    const layerCounts: Record<LayerOutcome, number> = { added: 0, reused: 0, existing: 0, mounted: 0 };
     for (const l of ex.layers) layerCounts[l.outcome]++;
     const md = ex.lifecycleMetadata;
     const phases = Object.values(result.timings).reduce((a, b) => a + b, 0);
@@ -292,7 +308,7 @@ async function targetExecutor(
       platform: dirs.platform,
       buildpacks: target.buildpacks.store.buildpacksDir,
     },
-    network: plan.options.network,
+    network: plan.options.network !== 'none',
   });
   const rootfs = executor.rootfs;
   opts.log.debug(

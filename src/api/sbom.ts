@@ -1,4 +1,5 @@
-import { resolve as resolvePath } from 'node:path';
+import { lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { join, resolve as resolvePath } from 'node:path';
 import { extractLayer } from '../archive/extract.js';
 import { type BaseImage, readBaseImage } from '../image/read.js';
 import type { ImageStore } from '../image/store.js';
@@ -12,6 +13,7 @@ import type { Digest } from '../oci/digest.js';
 import { type Platform, formatPlatform } from '../oci/platform.js';
 import { Label, LifecycleMetadataSchema } from '../platform/labels.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
+import { makeTempDir } from '../util/tempdir.js';
 import { readJsonLabel } from './inspect.js';
 
 export interface DownloadSbomOptions {
@@ -88,43 +90,84 @@ export async function downloadSbom(opts: DownloadSbomOptions): Promise<DownloadS
   );
   const files: string[] = [];
   const destDir = resolvePath(opts.destDir);
-  const layerName = `${source} SBOM layer ${layer.digest}`;
-  const result = await extractLayer({
-    source: await opts.store.getBlob(layer.digest as Digest),
-    dest: destDir,
-    name: layerName,
-    ...(opts.signal ? { signal: opts.signal } : {}),
-    onEntry: (entry) => {
-      // Called before the entry touches the disk: throwing here refuses it.
-      if (entry.type === 'whiteout' || entry.type === 'opaque')
-        throw new PackfarmError('UNSAFE_LAYER_ENTRY', `${layerName}: whiteout "${entry.path}" refused`, {
-          hint: 'an SBOM layer only adds files; this one would delete files in the output directory',
-        });
-      const inside =
-        entry.path.startsWith(`${allowed}/`) || (entry.type === 'dir' && parents.has(entry.path));
-      if (!inside)
-        throw new PackfarmError(
-          'UNSAFE_LAYER_ENTRY',
-          `${layerName}: entry "${entry.path}" is outside ${allowed}/`,
-          { hint: 'an SBOM layer only holds <layers>/sbom/…; this image was not written by a CNB exporter' },
-        );
-      if (entry.type === 'file' || entry.type === 'link') files.push(entry.path);
-    },
-  });
-  if (result.diffId !== diffId)
-    throw new PackfarmError(
-      'BLOB_INVALID',
-      `${layerName}: its content has diffID ${result.diffId}, the label records ${diffId}`,
-      { hint: 'the image is inconsistent; the files written may not be the SBOM the image claims' },
-    );
-  return {
-    digest: base.digest,
-    platform: formatPlatform(base.platform),
-    diffId: diffId as Digest,
-    layerDigest: layer.digest as Digest,
-    destDir,
-    files: files.sort(),
-  };
+  const layerDigest = layer.digest as Digest;
+  const layerName = `${source} SBOM layer ${layerDigest}`;
+  // Unpacked beside the files it replaces, then moved into place only once the whole layer was read and
+  // verified: a download that fails midway (connection closed, bad digest) leaves the old files as they were.
+  await mkdir(destDir, { recursive: true });
+  const staging = await makeTempDir(destDir, 'sbom');
+  try {
+    await extractInto(staging);
+    await moveTreeInto(staging, destDir, layerName);
+    return {
+      digest: base.digest,
+      platform: formatPlatform(base.platform),
+      diffId: diffId as Digest,
+      layerDigest,
+      destDir,
+      files: files.sort(),
+    };
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+
+  async function extractInto(dest: string) {
+    const result = await extractLayer({
+      source: await opts.store.getBlob(layerDigest),
+      dest,
+      name: layerName,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      onEntry: (entry) => {
+        // Called before the entry touches the disk: throwing here refuses it.
+        if (entry.type === 'whiteout' || entry.type === 'opaque')
+          throw new PackfarmError('UNSAFE_LAYER_ENTRY', `${layerName}: whiteout "${entry.path}" refused`, {
+            hint: 'an SBOM layer only adds files; this one would delete files in the output directory',
+          });
+        const inside =
+          entry.path.startsWith(`${allowed}/`) || (entry.type === 'dir' && parents.has(entry.path));
+        if (!inside)
+          throw new PackfarmError(
+            'UNSAFE_LAYER_ENTRY',
+            `${layerName}: entry "${entry.path}" is outside ${allowed}/`,
+            {
+              hint: 'an SBOM layer only holds <layers>/sbom/…; this image was not written by a CNB exporter',
+            },
+          );
+        if (entry.type === 'file' || entry.type === 'link') files.push(entry.path);
+      },
+    });
+    if (result.diffId !== diffId)
+      throw new PackfarmError(
+        'BLOB_INVALID',
+        `${layerName}: its content has diffID ${result.diffId}, the label records ${diffId}`,
+        { hint: 'the image is inconsistent; nothing was written to the output directory' },
+      );
+    return result;
+  }
+}
+
+/**
+ * Move what `from` holds into `to`, merging into directories that exist: each file replaces its namesake
+ * atomically (rename). Like the extractor, nothing is written through a symlink: a path component in `to`
+ * that is not a real directory where the layer has one is refused.
+ */
+async function moveTreeInto(from: string, to: string, layerName: string): Promise<void> {
+  for (const entry of await readdir(from, { withFileTypes: true })) {
+    const src = join(from, entry.name);
+    const dst = join(to, entry.name);
+    const existing = await lstat(dst).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (entry.isDirectory() && existing?.isDirectory()) await moveTreeInto(src, dst, layerName);
+    else if (existing?.isDirectory() || (entry.isDirectory() && existing))
+      throw new PackfarmError(
+        'UNSAFE_LAYER_ENTRY',
+        `${layerName}: ${dst} exists and is ${existing.isDirectory() ? 'a directory' : 'not a directory'}; the SBOM layer has ${entry.isDirectory() ? 'a directory' : 'a file'} there`,
+        { hint: 'download into an empty directory, or remove what is in the way' },
+      );
+    else await rename(src, dst);
+  }
 }
 
 /** The in-image layers dir without the leading '/', from the image's CNB_LAYERS_DIR (default `layers`). */

@@ -1,7 +1,10 @@
+import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compileSrcForChildProcesses } from '../../test/helpers/compiled-src.js';
 import { buildDirKey, openBuildDirs } from './workdir.js';
 
 let data: string;
@@ -35,10 +38,30 @@ describe('openBuildDirs', () => {
     await a.release();
     // A lock left by a process that no longer exists.
     const lock = join(data, 'builds', `${key}.lock`);
-    await mkdir(lock);
-    await writeFile(join(lock, 'pid'), '999999999');
+    await writeFile(lock, JSON.stringify({ pid: 999999999, host: hostname(), token: 'dead' }));
     const b = await openBuildDirs({ key, dataDir: data });
     await b.release();
+    expect((await readdir(join(data, 'builds'))).filter((n) => n.includes('.lock'))).toEqual([]);
+  });
+
+  it('lets exactly one of several processes racing on a dead owner’s lock take it over', async () => {
+    const compiled = await compileSrcForChildProcesses();
+    try {
+      // Several rounds: the old "see it dead, remove it, mkdir" let a slow racer remove a fast one's lock.
+      for (let round = 0; round < 4; round++) {
+        const key = buildDirKey('oci:/race:app', `round-${round}`);
+        await mkdir(join(data, 'builds'), { recursive: true });
+        await writeFile(
+          join(data, 'builds', `${key}.lock`),
+          JSON.stringify({ pid: 999999999, host: hostname(), token: `dead-${round}` }),
+        );
+        const outcomes = await race(compiled.dir, key, 6);
+        expect(outcomes.filter((o) => o === 'won')).toHaveLength(1);
+        expect(outcomes.filter((o) => o === 'BUILD_IN_PROGRESS')).toHaveLength(5);
+      }
+    } finally {
+      await compiled.cleanup();
+    }
   });
 
   it('uses a fresh temp dir with keepTemp, and leaves it', async () => {
@@ -48,3 +71,42 @@ describe('openBuildDirs', () => {
     expect((await readdir(d.root)).sort()).toEqual(['layers', 'platform', 'scratch', 'workspace']);
   });
 });
+
+/**
+ * Start `n` processes that each try to open the build dirs of `key` at the same moment (after all are
+ * ready); a winner holds them until every racer has answered. Returns each one's outcome.
+ */
+async function race(srcDir: string, key: string, n: number): Promise<string[]> {
+  const script = `
+    const { openBuildDirs } = await import(${JSON.stringify(join(srcDir, 'api', 'workdir.js'))});
+    const lines = (await import('node:readline')).createInterface({ input: process.stdin });
+    let held;
+    lines.on('line', async (line) => {
+      if (line === 'go') {
+        try {
+          held = await openBuildDirs({ key: ${JSON.stringify(key)}, dataDir: ${JSON.stringify(data)} });
+          console.log('won');
+        } catch (err) {
+          console.log(err.code ?? String(err));
+        }
+      } else if (line === 'end') {
+        await held?.release();
+        process.exit(0);
+      }
+    });
+    console.log('ready');
+  `;
+  const children = Array.from({ length: n }, () =>
+    spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] }),
+  );
+  const readers = children.map((c) => createInterface({ input: c.stdout })[Symbol.asyncIterator]());
+  const next = async (i: number) => String((await readers[i]!.next()).value);
+  for (let i = 0; i < n; i++) expect(await next(i)).toBe('ready');
+  for (const c of children) c.stdin.write('go\n');
+  const outcomes: string[] = [];
+  for (let i = 0; i < n; i++) outcomes.push(await next(i));
+  const exited = children.map((c) => new Promise((r) => c.on('exit', r)));
+  for (const c of children) c.stdin.write('end\n');
+  await Promise.all(exited);
+  return outcomes;
+}

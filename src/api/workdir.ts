@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, rm } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PackfarmError } from '../util/errors.js';
+import { acquireLock } from '../util/lock.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /**
  * The directories of one build: the app workspace, the layers dir, the platform dir and scratch space.
@@ -41,7 +43,7 @@ export function buildDirKey(image: string, platform: string): string {
 
 export async function openBuildDirs(opts: OpenBuildDirsOptions): Promise<BuildDirs> {
   if (!opts.key || opts.keepTemp) {
-    const root = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'packfarm-build-'));
+    const root = await makeTempDir(opts.tmpDir ?? tmpdir(), 'build');
     const dirs = layout(root);
     await makeDirs(dirs);
     return {
@@ -54,8 +56,17 @@ export async function openBuildDirs(opts: OpenBuildDirsOptions): Promise<BuildDi
   }
   const root = join(opts.dataDir, 'builds', opts.key);
   await mkdir(join(opts.dataDir, 'builds'), { recursive: true });
-  const lock = `${root}.lock`;
-  await acquire(lock, root);
+  const lock = await acquireLock(`${root}.lock`, {
+    // A build holds its dir for minutes: fail at once rather than wait, and only a dead owner is stale.
+    timeoutMs: 0,
+    staleMs: Number.POSITIVE_INFINITY,
+    busy: (owner) =>
+      new PackfarmError(
+        'BUILD_IN_PROGRESS',
+        `another build${owner ? ` (pid ${owner.pid}${owner.host === hostname() ? '' : ` on ${owner.host}`})` : ''} is using ${root}`,
+        { hint: 'wait for it, or build with --keep-temp to use a separate temp dir' },
+      ),
+  });
   try {
     const dirs = layout(root);
     // Only the workspace carries over; the rest starts empty, as in a fresh build.
@@ -71,11 +82,11 @@ export async function openBuildDirs(opts: OpenBuildDirsOptions): Promise<BuildDi
         await Promise.all(
           [dirs.layers, dirs.platform, dirs.scratch].map((d) => rm(d, { recursive: true, force: true })),
         );
-        await rm(lock, { recursive: true, force: true });
+        await lock.release();
       },
     };
   } catch (err) {
-    await rm(lock, { recursive: true, force: true });
+    await lock.release();
     throw err;
   }
 }
@@ -92,44 +103,4 @@ function layout(root: string) {
 
 async function makeDirs(d: ReturnType<typeof layout>): Promise<void> {
   await Promise.all([d.app, d.layers, d.platform, d.scratch].map((p) => mkdir(p, { recursive: true })));
-}
-
-/** An exclusive lock: a directory made atomically, holding the owner's pid; a dead owner's lock is taken over. */
-async function acquire(lock: string, root: string): Promise<void> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await mkdir(lock);
-      await writeFile(join(lock, 'pid'), String(process.pid));
-      return;
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'EEXIST') throw err;
-    }
-    const pid = Number((await readFile(join(lock, 'pid'), 'utf8').catch(() => '')).trim());
-    const owned = Number.isInteger(pid) && pid > 0;
-    // No pid yet: the owner may be between mkdir and writeFile; only an old lock like that is abandoned.
-    const fresh = !owned && Date.now() - ((await stat(lock).catch(() => undefined))?.mtimeMs ?? 0) < 10_000;
-    if (fresh || (owned && (pid === process.pid || isAlive(pid)))) {
-      throw new PackfarmError(
-        'BUILD_IN_PROGRESS',
-        `another build${owned ? ` (pid ${pid})` : ''} is using ${root}`,
-        {
-          hint: 'wait for it, or build with --keep-temp to use a separate temp dir',
-        },
-      );
-    }
-    // The owner is gone (or the lock is half-written): take it over.
-    await rm(lock, { recursive: true, force: true });
-  }
-  throw new PackfarmError('BUILD_IN_PROGRESS', `cannot lock ${root}`, {
-    hint: `remove ${lock} if no build runs`,
-  });
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as { code?: string }).code === 'EPERM';
-  }
 }

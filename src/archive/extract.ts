@@ -121,6 +121,9 @@ export async function extractLayer(opts: ExtractLayerOptions): Promise<ExtractRe
 
   const extractor = tar.extract();
   extractor.on('entry', (header, stream, next) => {
+    // The entry's stream is destroyed with the same error when the archive ends early; that error reaches
+    // us through the pipeline, not as an unheard event.
+    stream.on('error', () => {});
     // streamx Readables are async-iterable at run time; their typings omit it.
     applyEntry(state, header, stream as unknown as EntryStream).then(
       () => next(),

@@ -508,7 +508,13 @@ async function filterLayer(opts: {
       return;
     }
     if (ORDER_DECIDERS.has(name) || (name === 'cnb' && header.type !== 'directory')) decides = true;
-    stream.pipe(pack.entry(header, (err) => next(err ?? undefined)));
+    // A truncated entry destroys its stream (and then the packer's entry) with the error that also rejects
+    // `reading`; pipe() does not forward it, so both are heard here rather than crash the process as an
+    // unheard 'error' event.
+    stream.on('error', () => {});
+    const sink = pack.entry(header, (err) => next(err ?? undefined));
+    sink.on('error', () => {});
+    stream.pipe(sink);
   });
   extract.on('finish', () => pack.finalize());
   const reading = (
@@ -527,8 +533,8 @@ async function filterLayer(opts: {
     await Promise.allSettled([reading, writing]);
     if (isPackfarmError(err)) throw err;
     throw new PackfarmError(
-      'BUILDER_LAYER_INVALID',
-      `${opts.label}: cannot read: ${(err as Error).message}`,
+      'INVALID_LAYER',
+      `${opts.label}: cannot read the layer: ${(err as Error).message}`,
       {
         cause: err,
       },

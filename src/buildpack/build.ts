@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Executor } from '../exec/executor.js';
@@ -30,6 +30,7 @@ import {
 } from './layers.js';
 import { type SbomPlacement, collectSbomFiles } from './sbom.js';
 import { type StoreToml, readStoreToml } from './store.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /** What the build step needs to know about a component buildpack (from its buildpack.toml). */
 export interface BuildpackForBuild {
@@ -114,8 +115,7 @@ export async function runBuildpackBuild(opts: RunBuildOptions): Promise<Buildpac
   await checkExecutable(executable, who);
 
   const planRoot =
-    opts.planParentDir ??
-    (await mkdtemp(join(opts.executor.hostPaths?.scratch ?? tmpdir(), `packfarm-plan-${escapeId(bp.id)}-`)));
+    opts.planParentDir ?? (await makeTempDir(opts.executor.hostPaths?.scratch ?? tmpdir(), 'plan'));
   const planPath = join(planRoot, escapeId(bp.id), 'plan.toml');
   try {
     await writeFileAtomic(planPath, encodeBuildpackPlan(opts.plan));

@@ -78,16 +78,20 @@ export interface BuildpackDescriptor {
   dir: string;
   /** Absolute path of buildpack.toml, for messages. */
   path: string;
+  /** What is accepted but outside the spec (an id with "_"), for the phase to log. */
+  warnings?: string[];
 }
 
 export const RESERVED_BUILDPACK_IDS: readonly string[] = ['app', 'config', 'generated', 'sbom'];
 
-const ID_RE = /^[A-Za-z0-9./-]+$/;
+// The spec allows letters, digits, ".", "/" and "-"; the reference lifecycle also accepts "_" (its own
+// fixtures are full of such ids), so packfarm does too, with a warning (spec/lifecycle.md, deviations).
+const ID_RE = /^[A-Za-z0-9._/-]+$/;
 
 const idSchema = z
   .string()
   .min(1, 'must not be empty')
-  .regex(ID_RE, 'may only contain letters, digits, ".", "/" and "-"')
+  .regex(ID_RE, 'may only contain letters, digits, ".", "/", "-" (and "_")')
   .refine((id) => !RESERVED_BUILDPACK_IDS.includes(id.toLowerCase()), {
     message: `is reserved (${RESERVED_BUILDPACK_IDS.join(', ')})`,
   });
@@ -238,6 +242,11 @@ export function parseBuildpackDescriptor(
   if (bp.homepage) d.homepage = bp.homepage;
   if (bp.description !== undefined) d.description = bp.description;
   if (raw.metadata) d.metadata = raw.metadata;
+  if (bp.id.includes('_'))
+    d.warnings = [
+      `buildpack ${bp.id}@${bp.version} (${opts.source}): the id contains "_", which the spec does not allow ` +
+        '(letters, digits, ".", "/" and "-"); accepted as the reference lifecycle does',
+    ];
   return d;
 }
 

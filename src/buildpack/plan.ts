@@ -27,10 +27,12 @@ export const PlanRequireSchema = z.object({
 });
 export type PlanRequire = z.output<typeof PlanRequireSchema>;
 
+// An entry without `requires` (or without `providers`) contributes nothing to any buildpack's plan; the
+// reference lifecycle reads it as empty rather than refusing the file, and so does packfarm.
 export const PlanEntrySchema = z
   .object({
-    providers: z.array(PlanProviderSchema).min(1, 'an entry needs at least one provider'),
-    requires: z.array(PlanRequireSchema).min(1, 'an entry needs at least one require'),
+    providers: z.array(PlanProviderSchema).default([]),
+    requires: z.array(PlanRequireSchema).default([]),
   })
   .refine((e) => e.requires.every((r) => r.name === e.requires[0]?.name), {
     message: 'all requires of an entry must have the same name',

@@ -9,6 +9,7 @@ import { PackfarmError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { canonicalJson } from '../util/json.js';
 import type { Logger } from '../util/log.js';
+import { processAlive } from '../util/process.js';
 import {
   CACHE_METADATA_LABEL,
   type CacheMetadata,
@@ -209,13 +210,4 @@ async function sha256File(path: string): Promise<Digest> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
   return `sha256:${hash.digest('hex')}` as Digest;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as { code?: string }).code === 'EPERM';
-  }
 }

@@ -1,8 +1,7 @@
 import { REPRODUCIBLE_EPOCH } from '../util/time.js';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import type { ImageStore } from '../image/store.js';
@@ -28,6 +27,7 @@ import {
   parseCacheMetadata,
 } from './metadata.js';
 import type { CacheBackend, CacheWriter } from './types.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
 
@@ -138,7 +138,7 @@ export function openImageCache(opts: {
     },
     async startWrite(writeOpts: { creationTime?: Date } = {}): Promise<CacheWriter> {
       const prev = await get();
-      const tempDir = await mkdtemp(join(tmpdir(), 'packfarm-cache-'));
+      const tempDir = await makeTempDir(tmpdir(), 'cache');
       const layers: Descriptor[] = [];
       const diffIds: Digest[] = [];
       const seen = new Set<Digest>();

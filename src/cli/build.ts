@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { BuildReport } from '../api/build.js';
 import { PackfarmError } from '../util/errors.js';
-import { type CliIO, collect } from './output.js';
+import { packfarmDataDir } from '../image/data-dir.js';
+import { type CliIO, collect, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
 import { colorAllowed, createBuildRenderer, formatBytes } from './render.js';
 
 interface BuildFlags {
@@ -27,7 +28,15 @@ interface BuildFlags {
   jobs?: string;
   format?: string;
   events?: boolean;
-  network: boolean;
+  pullPolicy: string;
+  network?: string;
+  volume: string[];
+  sbomOutputDir?: string;
+  reportOutputDir?: string;
+  cache?: string;
+  gid?: string;
+  lifecycleImage?: string;
+  trustBuilder?: boolean;
   keepTemp?: boolean;
   verbose?: boolean;
   quiet?: boolean;
@@ -50,8 +59,8 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
       'builder image, builder.toml directory, or /cnb-style directory (default, when nothing names buildpacks: builders/default, made on first use)',
     )
     .option(
-      '-b, --buildpack <dir|archive|id@version>',
-      'buildpack to run (repeatable; one group in flag order)',
+      '-b, --buildpack <buildpack>',
+      'a buildpack directory, .tgz/.tar archive, or ID@VERSION of a builder buildpack (repeatable; one group in flag order)',
       collect,
       [],
     )
@@ -64,12 +73,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
     )
     .option('--env-file <file>', 'file of NAME=VALUE lines (repeatable)', collect, [])
     .option('--publish', 'write IMAGE to its registry (without it a bare reference goes to the local layout)')
-    .option(
-      '--insecure-registry <host>',
-      'allow plain HTTP / unverified TLS for this registry (repeatable; also CNB_INSECURE_REGISTRIES)',
-      collect,
-      [],
-    )
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect, [])
     .option('--cache-dir <dir>', 'directory build cache (default: one per image under the data dir)')
     .option('--cache-image <ref>', 'registry (or oci:) build cache image')
     .option('--clear-cache', 'start with an empty build cache')
@@ -88,13 +92,45 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
       '--executor <host|oci>',
       'run buildpacks in the build image (oci, default with one) or on this machine (host)',
     )
-    .option('--no-network', 'oci executor: buildpacks get no network (default: the host network)')
     .option('--build-image <ref>', 'image (or index) buildpacks run in, for a build without a builder image')
     .option('--jobs <n>', 'targets built at the same time (default: the number of CPUs)')
     .option(
       '--format <oci|docker>',
       'index format with several targets: OCI image index or Docker manifest list',
       'oci',
+    )
+    .option(
+      '--cache <spec>',
+      "pack's cache syntax: 'type=build;format=image;name=REF', 'format=bind;source=DIR' or 'format=volume;name=NAME'",
+    )
+    .option(
+      '--pull-policy <policy>',
+      'always (registry), if-not-present (local layout copy first) or never (local layout only), for the builder and run images',
+      'always',
+    )
+    .option(
+      '--network <host|none>',
+      "the buildpacks' network (oci executor: host or none; host executor: host only)",
+    )
+    .option(
+      '--volume <host:target[:ro|rw]>',
+      'mount a host dir for the buildpacks, read-only unless rw (repeatable; not supported by the executors yet)',
+      collect,
+      [],
+    )
+    .option(
+      '--sbom-output-dir <dir>',
+      "copy the buildpacks' SBOM files (<layers>/sbom) to DIR/sbom (per target: DIR/<os-arch>/sbom)",
+    )
+    .option('--report-output-dir <dir>', 'copy report.toml to DIR (per target: DIR/<os-arch>)')
+    .option('--gid <n>', 'group id owning the buildpack and app layers in the image (default: the CNB group)')
+    .option(
+      '--lifecycle-image <ref>',
+      'accepted for pack scripts; packfarm is its own lifecycle, so it is not used',
+    )
+    .option(
+      '--trust-builder',
+      'accepted for pack scripts; packfarm runs no builder-provided lifecycle to trust',
     )
     .option('--keep-temp', 'build in a fresh temp dir and keep it (workspace, layers) for debugging')
     .option('-v, --verbose', 'show debug logs')
@@ -111,8 +147,9 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
         "inside that target's build image (oci executor; foreign architectures through qemu binfmt_misc);",
         'without one they run on this machine (host executor), which can build only its own platform.',
         'Without --publish, a bare IMAGE is written to the OCI layout <data dir>/images/<registry>/<repository>',
-        '(data dir: $PACKFARM_HOME, else $XDG_DATA_HOME/packfarm, else ~/.local/share/packfarm); podman/skopeo',
-        'read it as oci:DIR:TAG. On a terminal each target has a status line; otherwise lines are prefixed with',
+        '(a ":" in the registry becomes "_"; data dir: $PACKFARM_HOME, else $XDG_DATA_HOME/packfarm, else',
+        '~/.local/share/packfarm); podman and skopeo open the printed location as printed.',
+        'On a terminal each target has a status line; otherwise lines are prefixed with',
         'the target ([linux/arm64] ===> BUILD). NO_COLOR turns colour off.',
         'Examples:',
         '  packfarm build localhost:5000/app --path ./app --buildpack ./bp --run-image localhost:5000/run --publish',
@@ -131,6 +168,32 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
         throw new PackfarmError('INVALID_ARGS', `--executor ${flags.executor}: expected host or oci`);
       if (flags.format !== undefined && flags.format !== 'oci' && flags.format !== 'docker')
         throw new PackfarmError('INVALID_ARGS', `--format ${flags.format}: expected oci or docker`);
+      const f = await import('../api/build-flags.js');
+      const note = (line: string) => write(line);
+      const pullPolicy = f.PullPolicySchema.safeParse(flags.pullPolicy);
+      if (!pullPolicy.success)
+        throw new PackfarmError(
+          'INVALID_ARGS',
+          `--pull-policy ${JSON.stringify(flags.pullPolicy)}: not a pull policy`,
+          {
+            hint: '--pull-policy always, if-not-present or never',
+          },
+        );
+      if (flags.cache && (flags.cacheDir || flags.cacheImage))
+        throw new PackfarmError(
+          'INVALID_ARGS',
+          '--cache cannot be combined with --cache-dir or --cache-image',
+        );
+      const cache = flags.cache ? f.parseCacheSpec(flags.cache, packfarmDataDir()) : {};
+      const gid = flags.gid === undefined ? undefined : Number(flags.gid);
+      if (gid !== undefined && !(Number.isInteger(gid) && gid >= 0 && /^\d+$/.test(flags.gid ?? '')))
+        throw new PackfarmError('INVALID_ARGS', `--gid ${JSON.stringify(flags.gid)}: not a group id`, {
+          hint: 'give a number, e.g. --gid 1000',
+        });
+      if (flags.lifecycleImage)
+        note(`note: --lifecycle-image ${flags.lifecycleImage} is not used: packfarm runs its own lifecycle`);
+      if (flags.trustBuilder)
+        note('note: --trust-builder has no effect: packfarm runs no lifecycle from the builder');
       const tty = !json && !flags.events && io.isTTY === true;
       const renderer = createBuildRenderer({
         mode: flags.events ? 'json' : tty ? 'tty' : 'lines',
@@ -166,10 +229,16 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
             ...(flags.executor ? { executor: flags.executor as 'host' | 'oci' } : {}),
             ...(jobs !== undefined ? { jobs } : {}),
             ...(flags.format ? { format: flags.format as 'oci' | 'docker' } : {}),
-            network: flags.network !== false,
+            ...cache,
+            pullPolicy: pullPolicy.data,
+            ...(flags.network ? { network: f.parseNetwork(flags.network) } : {}),
+            volumes: flags.volume.map((v) => f.parseVolume(v)),
+            ...(flags.sbomOutputDir ? { sbomOutputDir: flags.sbomOutputDir } : {}),
+            ...(flags.reportOutputDir ? { reportOutputDir: flags.reportOutputDir } : {}),
+            ...(gid !== undefined ? { gid } : {}),
             keepTemp: flags.keepTemp === true,
           },
-          { onEvent: (e) => renderer.onEvent(e) },
+          { onEvent: (e) => renderer.onEvent(e), ...(io.signal ? { signal: io.signal } : {}) },
         );
       } finally {
         renderer.close();
@@ -184,13 +253,14 @@ function printReport(io: CliIO, r: BuildReport): void {
     `Successfully built ${r.index ? 'image index' : 'image'} ${r.image}${r.index ? '' : ` (${r.targets[0]?.platform})`}`,
   );
   io.out(`  location: ${r.location}`);
+  if (r.tags.length > 1) io.out(`  tags:     ${r.tags.join(', ')}`);
   io.out(`  digest:   ${r.digest}`);
   for (const t of r.targets) {
     const pre = r.index ? `  ${t.platform}: ` : '  ';
     if (r.index) io.out(`${pre}${t.digest} (${t.runs}, ${t.executor} executor, ${formatBytes(t.size)})`);
     const ind = r.index ? '    ' : '  ';
     io.out(
-      `${ind}layers:   ${t.layerCounts.added} added, ${t.layerCounts.reused} reused, ${t.layerCounts.mounted} mounted; run image layers: ${t.baseLayers.exists} present, ${t.baseLayers.mounted} mounted, ${t.baseLayers.uploaded} copied`,
+      `${ind}layers:   ${t.layerCounts.added} added, ${t.layerCounts.reused} reused, ${t.layerCounts.existing} already there, ${t.layerCounts.mounted} mounted; run image layers: ${t.baseLayers.exists} present, ${t.baseLayers.mounted} mounted, ${t.baseLayers.uploaded} copied`,
     );
     io.out(
       `${ind}time:     ${t.timings.total.toFixed(2)} s (buildpacks ${t.timings.buildpacks.toFixed(2)} s)`,

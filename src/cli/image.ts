@@ -5,7 +5,14 @@ import { type CopyEvent, copyImage } from '../image/copy.js';
 import { type Inspection, inspectImage } from '../image/inspect.js';
 import { insecureRegistriesFrom, openImage } from '../image/transport.js';
 import { PackfarmError } from '../util/errors.js';
-import { type CliIO, collect, writeRaw } from './output.js';
+import {
+  type CliIO,
+  collect,
+  formatBytes,
+  writeRaw,
+  INSECURE_REGISTRY_FLAG,
+  INSECURE_REGISTRY_HELP,
+} from './output.js';
 
 /** `packfarm image …`: copy and inspect images in registries and OCI layouts. Parses and prints only. */
 export function registerImageCommands(program: Command, io: CliIO): void {
@@ -21,7 +28,7 @@ export function registerImageCommands(program: Command, io: CliIO): void {
     .option('--all', 'for an index: copy every platform and the index itself')
     .option('--platform <os/arch[/variant]>', 'for an index: the platform(s) to copy (repeatable)', collect)
     .option('--concurrency <n>', 'blob transfers at once', parsePositiveInt, 4)
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .option('--json', 'print the copy report as JSON')
     .action(async (srcText: string, dstText: string, o: CopyFlags) => {
       const insecureRegistries = insecureRegistriesFrom(o.insecureRegistry);
@@ -40,6 +47,7 @@ export function registerImageCommands(program: Command, io: CliIO): void {
         all: o.all === true,
         ...(platforms.length > 0 ? { platforms } : {}),
         concurrency: o.concurrency,
+        ...(io.signal ? { signal: io.signal } : {}),
         // Plain progress lines on stderr for people; --json keeps stderr for errors only.
         ...(o.json ? {} : { onProgress: (e: CopyEvent) => io.err(progressLine(e)) }),
       });
@@ -74,7 +82,7 @@ export function registerImageCommands(program: Command, io: CliIO): void {
     .argument('<ref>', 'REF, docker://REF, oci:DIR[:TAG] or oci:DIR@sha256:…')
     .option('--raw', 'print the manifest bytes exactly as stored')
     .option('--json', 'print structured JSON')
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .action(async (ref: string, o: { raw?: boolean; json?: boolean; insecureRegistry?: string[] }) => {
       const opened = await openImage(ref, { insecureRegistries: insecureRegistriesFrom(o.insecureRegistry) });
       const { inspection, raw } = await inspectImage(opened.store, opened.target);
@@ -124,18 +132,6 @@ export function progressLine(e: CopyEvent): string {
 
 function shortDigest(d: string): string {
   return d.slice(0, d.indexOf(':') + 13);
-}
-
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
 function renderInspection(reference: string, x: Inspection): string {

@@ -2,7 +2,9 @@ import type { Command } from 'commander';
 import { insecureRegistriesFrom } from '../image/transport.js';
 import type { AppImageDetails, AppInspectReport, AppInspectSection } from '../api/inspect.js';
 import { PackfarmError } from '../util/errors.js';
-import { type CliIO, collect } from './output.js';
+import { stringifyToml } from '../util/toml.js';
+import { toYaml } from '../util/yaml.js';
+import { type CliIO, collect, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
 
 /** `packfarm inspect IMAGE`: what a CNB app image was built from and how it starts (pack's `inspect`). */
 export function registerInspectCommands(program: Command, io: CliIO): void {
@@ -13,32 +15,85 @@ export function registerInspectCommands(program: Command, io: CliIO): void {
       'Show a CNB app image: run image, target, buildpacks, processes, rebasable (local layout and registry)',
     )
     .argument('<image>', 'REF (looked up in the local layout and the registry) or oci:DIR[:TAG]')
-    .option('--json', 'print one JSON document (shape: spec/inspect.md)')
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
-    .action(async (image: string, o: { json?: boolean; insecureRegistry?: string[] }) => {
-      const report = await (await import('../api/inspect.js')).inspectApp(image, {
-        insecureRegistries: insecureRegistriesFrom(o.insecureRegistry),
-      });
-      const sections = [report.remote, report.local].filter((s): s is AppInspectSection => s !== null);
-      if (!sections.some((s) => s.present)) {
-        const failed = sections.find((s) => s.error)?.error;
-        if (failed)
-          throw new PackfarmError(failed.code, failed.message, {
-            ...(failed.hint ? { hint: failed.hint } : {}),
-            exitCode: failed.exitCode,
-          });
-        throw new PackfarmError(
-          'IMAGE_NOT_FOUND',
-          `unable to find image ${image} ${report.remote ? `locally (${report.local.location}) or remotely (${report.remote.location})` : `at ${report.local.location}`}`,
-          { hint: 'check the name and tag; a local image is one built without --publish' },
-        );
-      }
-      if (o.json) {
-        io.out(JSON.stringify(report, null, 2));
-        return;
-      }
-      io.out(renderReport(report));
-    });
+    .option(
+      '-o, --output <format>',
+      'human-readable, json, yaml or toml (shape: spec/inspect.md)',
+      'human-readable',
+    )
+    .option('--json', 'the same as -o json')
+    .option(
+      '--bom',
+      "print the legacy bill of materials of io.buildpacks.build.metadata (as JSON, or -o's format)",
+    )
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
+    .action(
+      async (
+        image: string,
+        o: { json?: boolean; output: string; bom?: boolean; insecureRegistry?: string[] },
+      ) => {
+        const format = o.json ? 'json' : o.output;
+        if (!['human-readable', 'json', 'yaml', 'toml'].includes(format))
+          throw new PackfarmError(
+            'INVALID_ARGS',
+            `--output ${JSON.stringify(o.output)}: not an output format`,
+            {
+              hint: '-o human-readable, json, yaml or toml',
+            },
+          );
+        const report = await (await import('../api/inspect.js')).inspectApp(image, {
+          insecureRegistries: insecureRegistriesFrom(o.insecureRegistry),
+        });
+        const sections = [report.remote, report.local].filter((s): s is AppInspectSection => s !== null);
+        if (!sections.some((s) => s.present)) {
+          const failed = sections.find((s) => s.error)?.error;
+          if (failed)
+            throw new PackfarmError(failed.code, failed.message, {
+              ...(failed.hint ? { hint: failed.hint } : {}),
+              exitCode: failed.exitCode,
+            });
+          throw new PackfarmError(
+            'IMAGE_NOT_FOUND',
+            `unable to find image ${image} ${report.remote ? `locally (${report.local.location}) or remotely (${report.remote.location})` : `at ${report.local.location}`}`,
+            { hint: 'check the name and tag; a local image is one built without --publish' },
+          );
+        }
+        const doc = o.bom ? bomReport(report) : report;
+        if (format === 'human-readable' && !o.bom) io.out(renderReport(report));
+        else io.out(formatDocument(doc, format === 'human-readable' ? 'json' : format));
+      },
+    );
+}
+
+/**
+ * `--bom`: pack's shape, `{remote: {bom: […]}, local: {bom: […]}}` (null where the image is not), per platform
+ * for an index.
+ */
+function bomReport(report: AppInspectReport): Record<string, unknown> {
+  const section = (s: AppInspectSection | null) => {
+    const r = s?.result;
+    if (!r) return null;
+    if (r.kind === 'image') return { bom: r.bom };
+    return { images: r.images.map((i) => ({ platform: i.platform, bom: i.bom })) };
+  };
+  return { remote: section(report.remote), local: section(report.local) };
+}
+
+/** A document as JSON, YAML or TOML (TOML has no null: null fields are left out there). */
+export function formatDocument(doc: unknown, format: string): string {
+  if (format === 'yaml') return toYaml(doc).trimEnd();
+  if (format === 'toml') return stringifyToml(withoutNulls(doc) as Record<string, unknown>).trimEnd();
+  return JSON.stringify(doc, null, 2);
+}
+
+function withoutNulls(v: unknown): unknown {
+  if (Array.isArray(v)) return v.filter((x) => x !== null).map(withoutNulls);
+  if (v !== null && typeof v === 'object')
+    return Object.fromEntries(
+      Object.entries(v)
+        .filter(([, x]) => x !== null)
+        .map(([k, x]) => [k, withoutNulls(x)]),
+    );
+  return v;
 }
 
 /** Human output in pack's order: the registry first, then the local copy. */
@@ -114,7 +169,13 @@ export function renderImage(d: AppImageDetails): string[] {
       ]),
     );
 
-  if (d.processes.length > 0) {
+  if (d.processes.length === 0) {
+    lines.push(
+      '',
+      'Processes:',
+      '  (none: no buildpack declared a process; give the command to run the image)',
+    );
+  } else {
     lines.push('', 'Processes:');
     lines.push(
       ...table([

@@ -7,7 +7,7 @@ import { exporterCommand } from './lifecycle/exporter.js';
 import { rebaserCommand } from './lifecycle/rebaser.js';
 import { restorerCommand } from './lifecycle/restorer.js';
 import type { PhaseCommand } from './lifecycle/types.js';
-import { type CliIO, reportError } from './output.js';
+import { type CliIO, reportError, wrapLine } from './output.js';
 
 /** The lifecycle phases packfarm can run as separate commands, in the order a platform runs them. */
 export const LIFECYCLE_PHASES: readonly PhaseCommand[] = [
@@ -27,11 +27,12 @@ export function lifecycleUsage(): string {
   return [
     'Usage: packfarm lifecycle <phase> [-flag value ...]',
     '',
-    'Runs one phase of the Cloud Native Buildpacks lifecycle the way a platform calls /cnb/lifecycle/<phase>:',
-    'single-dash flags, CNB_* environment variables as fallbacks, CNB exit codes. CNB_PLATFORM_API must be set.',
+    'Runs one phase of the Cloud Native Buildpacks lifecycle the way a platform calls',
+    '/cnb/lifecycle/<phase>: single-dash flags, CNB_* environment variables as',
+    'fallbacks, CNB exit codes. CNB_PLATFORM_API must be set.',
     '',
     'Phases:',
-    ...LIFECYCLE_PHASES.map((p) => `  ${p.name.padEnd(width)}  ${p.summary}`),
+    ...LIFECYCLE_PHASES.flatMap((p) => wrapLine(`  ${p.name.padEnd(width)}  ${p.summary}`, width + 4)),
     '',
     'Run `packfarm lifecycle <phase> --help` for the flags of a phase.',
   ].join('\n');

@@ -13,8 +13,15 @@ import {
 import { insecureRegistriesFrom } from '../image/transport.js';
 import { PackfarmError } from '../util/errors.js';
 import type { CopyEvent } from '../image/copy.js';
-import { formatBytes, parsePositiveInt, progressLine } from './image.js';
-import { type CliIO, collect, writeRaw } from './output.js';
+import { parsePositiveInt, progressLine } from './image.js';
+import {
+  type CliIO,
+  collect,
+  formatBytes,
+  writeRaw,
+  INSECURE_REGISTRY_FLAG,
+  INSECURE_REGISTRY_HELP,
+} from './output.js';
 
 /**
  * `packfarm manifest …`: local manifest lists (image indexes) assembled from images in registries or layouts,
@@ -36,7 +43,7 @@ export function registerManifestCommands(program: Command, io: CliIO): void {
     .option('--amend', 'add to the list if it already exists')
     .option('-f, --format <oci|docker>', 'index format to push (default oci)', parseFormat)
     .option('--annotations <key=value>', 'annotation on the index itself (repeatable)', collect)
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .option('--json', 'print JSON')
     .action(async (list: string, images: string[], o: CreateFlags) => {
       const result = await createManifestList(list, {
@@ -62,7 +69,7 @@ export function registerManifestCommands(program: Command, io: CliIO): void {
     .option('--os-version <version>', 'set os.version')
     .option('--os-features <feature>', 'set os.features (repeatable)', collect)
     .option('--annotations <key=value>', 'annotation on the entry (repeatable)', collect)
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .option('--json', 'print JSON')
     .action(async (list: string, image: string, o: AddFlags) => {
       const result = await addToManifestList(list, image, {
@@ -141,7 +148,7 @@ export function registerManifestCommands(program: Command, io: CliIO): void {
     .option('-f, --format <oci|docker>', 'index format (default: the list’s, else oci)', parseFormat)
     .option('--purge', 'delete the local list after a successful push')
     .option('--concurrency <n>', 'blob transfers at once', parsePositiveInt, 4)
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .option('--json', 'print the push report as JSON')
     .action(async (list: string, destination: string | undefined, o: PushFlags) => {
       const report = await pushManifestList(list, {

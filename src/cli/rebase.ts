@@ -8,8 +8,9 @@ import {
   parseImageLocation,
 } from '../image/transport.js';
 import type { RebaseImageRef, RebaseResult } from '../phase/rebase.js';
+import { PackfarmError } from '../util/errors.js';
 import { createLogger } from '../util/log.js';
-import { type CliIO, collect } from './output.js';
+import { type CliIO, collect, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
 
 interface RebaseFlags {
   runImage?: string;
@@ -51,13 +52,24 @@ export function registerRebaseCommand(program: Command, io: CliIO): void {
       '--force',
       'rebase even when targets differ, the image is not rebasable or the run image is another',
     )
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .option('--json', 'print the result as JSON')
     .action(async (imageText: string, o: RebaseFlags) => {
       const insecureRegistries = insecureRegistriesFrom(o.insecureRegistry);
-      const app = await openImage(appImageLocation(imageText, { publish: o.publish === true }), {
-        insecureRegistries,
+      const appLocation = appImageLocation(imageText, { publish: o.publish === true });
+      // A bare reference without --publish is the local layout; when it is not there, the image is most
+      // likely in the registry, which rebase only touches with --publish.
+      const localOnly = !o.publish && !imageText.startsWith('oci:');
+      const notLocal = () =>
+        new PackfarmError(
+          'IMAGE_NOT_FOUND',
+          `${imageText} is not in the local layout ${formatImageLocation(appLocation)}`,
+          { hint: `to rebase it in its registry, add --publish: packfarm rebase ${imageText} --publish` },
+        );
+      const app = await openImage(appLocation, { insecureRegistries }).catch((err: unknown) => {
+        throw localOnly ? notLocal() : err;
       });
+      if (localOnly && !(await app.store.resolve(app.target))) throw notLocal();
       const open = async (name: string) => asRef(await openImage(name, { insecureRegistries }), name);
       const runImage = o.runImage ? await open(o.runImage) : undefined;
       if (runImage && o.runImage) runImage.name = runImageName(o.runImage);

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { insecureRegistriesFrom } from '../image/transport.js';
 import { parsePlatform } from '../oci/platform.js';
-import { type CliIO, collect } from './output.js';
+import { type CliIO, collect, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
 
 /** `packfarm sbom download IMAGE`: pack's `sbom download`. */
 export function registerSbomCommands(program: Command, io: CliIO): void {
@@ -15,7 +15,7 @@ export function registerSbomCommands(program: Command, io: CliIO): void {
     .option('-o, --output-dir <dir>', 'where to write the SBOM files', '.')
     .option('--remote', 'read the image from its registry instead of the local layout')
     .option('--platform <os/arch[/variant]>', "for an index: which image's SBOM (default: this machine's)")
-    .option('--insecure-registry <host[:port]>', 'registry reachable over plain HTTP (repeatable)', collect)
+    .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect)
     .option('--json', 'print the result as JSON')
     .action(
       async (

@@ -1,4 +1,5 @@
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -67,6 +68,36 @@ describe('host executor', () => {
     expect(a.aborted).toBe(true);
   });
 
+  it('terminates the whole process group on abort: nothing the process started survives it', async () => {
+    const pidFile = join(dir, 'bg-abort.pid');
+    const ac = new AbortController();
+    const run = exec.run({
+      argv: ['/bin/sh', '-c', `sleep 300 & echo $! > ${pidFile}; sleep 300`],
+      cwd: dir,
+      env: {},
+      signal: ac.signal,
+      onStdout: () => {},
+    });
+    const bg = await waitForPid(pidFile);
+    expect(alive(bg)).toBe(true);
+    ac.abort();
+    expect((await run).aborted).toBe(true);
+    expect(await ends(bg)).toBe(true);
+  });
+
+  it('ends what a finished process left running, even when it holds the output open', async () => {
+    const pidFile = join(dir, 'bg-left.pid');
+    // The background sleep inherits stdout: without ending it, the run would wait for it.
+    const r = await exec.run({
+      argv: ['/bin/sh', '-c', `sleep 300 & echo $! > ${pidFile}; exit 3`],
+      cwd: dir,
+      env: {},
+      capture: true,
+    });
+    expect(r.exitCode).toBe(3);
+    expect(await ends(Number(await readFile(pidFile, 'utf8')))).toBe(true);
+  });
+
   it('fails with a PackfarmError naming the file when it cannot start the process', async () => {
     const noexec = join(dir, 'noexec');
     await writeFile(noexec, '#!/bin/sh\nexit 0\n');
@@ -104,3 +135,30 @@ describe('pickHostEnv', () => {
     });
   });
 });
+
+/** Whether a process runs (a zombie waiting for its reaper counts as ended). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+}
+
+/** Whether the process ends within a few seconds (a killed process takes a moment to be gone). */
+async function ends(pid: number): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    if (!alive(pid)) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
+async function waitForPid(file: string): Promise<number> {
+  for (;;) {
+    const text = await readFile(file, 'utf8').catch(() => '');
+    if (text.endsWith('\n')) return Number(text.trim());
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

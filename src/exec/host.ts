@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { stat } from 'node:fs/promises';
-import { constants as osConstants } from 'node:os';
 import { PackfarmError } from '../util/errors.js';
 import type { ExecResult, ExecSpec, Executor } from './executor.js';
+import { abortedBeforeStart, signalNumber, superviseChild } from './supervise.js';
 
 export interface HostExecutorOptions {
   /** How long a terminated process gets between SIGTERM and SIGKILL. Default 5 s. */
@@ -25,11 +25,39 @@ export function createHostExecutor(opts: HostExecutorOptions = {}): Executor {
   };
 }
 
+/**
+ * Each buildpack process leads its own process group, so that what it starts (a compiler, a background
+ * server, `sleep`) can be stopped with it: on abort or timeout the whole group is terminated, once the
+ * process itself has exited its leftovers are killed (a build container would end them the same way), and
+ * groups still running when packfarm exits (a signal, an uncaught error) are killed on the way out instead of
+ * staying behind as orphans that write into a build dir the next build reuses.
+ */
+const liveGroups = new Set<number>();
+let exitHookInstalled = false;
+
+function killGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // ESRCH: the group is gone already.
+  }
+}
+
+function trackGroup(pgid: number): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const g of liveGroups) killGroup(g, 'SIGKILL');
+    });
+  }
+  liveGroups.add(pgid);
+}
+
 async function runOnHost(spec: ExecSpec, killGraceMs: number): Promise<ExecResult> {
   const [file, ...args] = spec.argv;
   if (!file) throw new Error('ExecSpec.argv must not be empty');
-  if (spec.signal?.aborted)
-    return { exitCode: 128 + signalNumber('SIGTERM'), signal: 'SIGTERM', aborted: true };
+  const early = abortedBeforeStart(spec);
+  if (early) return early;
 
   const child = spawn(file, args, {
     cwd: spec.cwd,
@@ -37,75 +65,38 @@ async function runOnHost(spec: ExecSpec, killGraceMs: number): Promise<ExecResul
     stdio: [spec.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     shell: false,
     windowsHide: true,
+    // A new process group (and session), led by the child: see liveGroups.
+    detached: true,
+  });
+  const pgid = child.pid;
+  if (pgid !== undefined) trackGroup(pgid);
+  child.once('exit', () => {
+    if (pgid === undefined) return;
+    // Leftovers of a finished process (which may hold its stdout open, so 'close' would never come).
+    killGroup(pgid, 'SIGKILL');
+    liveGroups.delete(pgid);
   });
 
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  child.stdout?.on('data', (chunk: Buffer) => {
-    spec.onStdout?.(chunk);
-    if (spec.capture) out.push(chunk);
+  // Signals go to the whole process group, so what the buildpack started ends with it.
+  const supervised = superviseChild(child, spec, {
+    killGraceMs,
+    kill: (signal) => {
+      if (pgid !== undefined) killGroup(pgid, signal);
+    },
   });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    spec.onStderr?.(chunk);
-    if (spec.capture) err.push(chunk);
-  });
-  if (spec.stdin !== undefined && child.stdin) {
-    // A process that exits without reading its stdin makes the write fail with EPIPE; that is its business.
-    child.stdin.on('error', () => {});
-    child.stdin.end(spec.stdin);
-  }
-
-  let timedOut = false;
-  let aborted = false;
-  let killTimer: NodeJS.Timeout | undefined;
-  const terminate = () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    killTimer = setTimeout(() => child.kill('SIGKILL'), killGraceMs);
-    killTimer.unref();
-  };
-  const timeout =
-    spec.timeoutMs === undefined
-      ? undefined
-      : setTimeout(() => {
-          timedOut = true;
-          terminate();
-        }, spec.timeoutMs);
-  const onAbort = () => {
-    aborted = true;
-    terminate();
-  };
-  spec.signal?.addEventListener('abort', onAbort, { once: true });
 
   try {
-    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
-      (resolve, reject) => {
-        child.once('error', reject);
-        child.once('close', (code, signal) => resolve({ code, signal }));
-      },
-    );
+    const { code, signal } = await supervised.exited;
     const result: ExecResult = {
       exitCode: code ?? (signal ? 128 + signalNumber(signal) : 1),
     };
     if (signal) result.signal = signal;
-    if (timedOut) result.timedOut = true;
-    if (aborted) result.aborted = true;
-    if (spec.capture) {
-      result.stdout = Buffer.concat(out).toString('utf8');
-      result.stderr = Buffer.concat(err).toString('utf8');
-    }
-    return result;
+    return supervised.finish(result);
   } catch (e) {
     throw await spawnError(e as NodeJS.ErrnoException, file, spec.cwd);
   } finally {
-    if (timeout) clearTimeout(timeout);
-    if (killTimer) clearTimeout(killTimer);
-    spec.signal?.removeEventListener('abort', onAbort);
+    supervised.dispose();
   }
-}
-
-function signalNumber(signal: string): number {
-  return (osConstants.signals as Record<string, number>)[signal] ?? 0;
 }
 
 /** Turn a spawn failure into a message that names the file and the likely cause. */

@@ -15,13 +15,14 @@ import {
   stat,
   writeFile,
 } from 'node:fs/promises';
-import { constants as osConstants, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
 import { type Platform, formatPlatform } from '../oci/platform.js';
+import { chownTree } from '../util/chown.js';
 import { PackfarmError } from '../util/errors.js';
 import { type BinfmtState, detectPlatforms, elfRunnable, howToRun, readBinfmt } from './binfmt.js';
 import type { ExecDirs, ExecResult, ExecSpec, Executor } from './executor.js';
-import { chownTree } from './view.js';
+import { abortedBeforeStart, signalName, signalNumber, superviseChild } from './supervise.js';
 
 /**
  * Run buildpack processes inside the build image's root filesystem through an OCI runtime (runc): one
@@ -117,8 +118,9 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
     scratch,
   };
   try {
-    await chownTree(hostPaths.app, opts.uid, opts.gid, true);
-    await chownTree(hostPaths.layers, opts.uid, opts.gid, true);
+    const user = { uid: opts.uid, gid: opts.gid };
+    await chownTree(hostPaths.app, user, { keepOwned: true });
+    await chownTree(hostPaths.layers, user, { keepOwned: true });
     await chown(scratch, opts.uid, opts.gid);
   } catch (err) {
     await rm(state, { recursive: true, force: true });
@@ -185,8 +187,8 @@ let counter = 0;
 
 async function runInContainer(ctx: RunContext, spec: ExecSpec): Promise<ExecResult> {
   if (spec.argv.length === 0) throw new Error('ExecSpec.argv must not be empty');
-  if (spec.signal?.aborted)
-    return { exitCode: 128 + signalNumber('SIGTERM'), signal: 'SIGTERM', aborted: true };
+  const early = abortedBeforeStart(spec);
+  if (early) return early;
   await checkInside(ctx, spec);
 
   const id = `packfarm-${process.pid}-${++counter}-${randomBytes(4).toString('hex')}`;
@@ -202,57 +204,21 @@ async function runInContainer(ctx: RunContext, spec: ExecSpec): Promise<ExecResu
   );
   ctx.active.add(id);
 
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  child.stdout?.on('data', (chunk: Buffer) => {
-    spec.onStdout?.(chunk);
-    if (spec.capture) out.push(chunk);
-  });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    spec.onStderr?.(chunk);
-    if (spec.capture) err.push(chunk);
-  });
-  if (spec.stdin !== undefined && child.stdin) {
-    child.stdin.on('error', () => {});
-    child.stdin.end(spec.stdin);
-  }
-
-  let timedOut = false;
-  let aborted = false;
-  let sent: string | undefined;
-  let killTimer: NodeJS.Timeout | undefined;
-  const terminate = () => {
-    if (child.exitCode !== null || child.signalCode !== null || sent) return;
+  let sent: 'SIGTERM' | 'SIGKILL' | undefined;
+  const supervised = superviseChild(child, spec, {
+    killGraceMs: ctx.killGraceMs,
     // Through the runtime, to every process of the container: the process is PID 1 there, and PID 1 ignores
     // a SIGTERM it has no handler for, but its children do not; SIGKILL from outside always ends it.
-    sent = 'SIGTERM';
-    runtimeCmd(ctx, ['kill', '--all', id, 'TERM']).catch(() => child.kill('SIGTERM'));
-    killTimer = setTimeout(() => {
-      sent = 'SIGKILL';
-      runtimeCmd(ctx, ['kill', '--all', id, 'KILL']).catch(() => child.kill('SIGKILL'));
-    }, ctx.killGraceMs);
-    killTimer.unref();
-  };
-  const timeout =
-    spec.timeoutMs === undefined
-      ? undefined
-      : setTimeout(() => {
-          timedOut = true;
-          terminate();
-        }, spec.timeoutMs);
-  const onAbort = () => {
-    aborted = true;
-    terminate();
-  };
-  spec.signal?.addEventListener('abort', onAbort, { once: true });
+    kill: (signal) => {
+      sent = signal;
+      runtimeCmd(ctx, ['kill', '--all', id, signal === 'SIGTERM' ? 'TERM' : 'KILL']).catch(() =>
+        child.kill(signal),
+      );
+    },
+  });
 
   try {
-    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
-      (res, rej) => {
-        child.once('error', rej);
-        child.once('close', (c, s) => res({ code: c, signal: s }));
-      },
-    ).catch((e: NodeJS.ErrnoException) => {
+    const { code, signal } = await supervised.exited.catch((e: NodeJS.ErrnoException) => {
       throw new PackfarmError('RUNC_FAILED', `cannot start ${ctx.runtime}: ${e.message}`, { cause: e });
     });
     const failure = await startFailure(logPath);
@@ -262,17 +228,9 @@ async function runInContainer(ctx: RunContext, spec: ExecSpec): Promise<ExecResu
     const result: ExecResult = { exitCode };
     const sig = exitCode > 128 ? signalName(exitCode - 128) : undefined;
     if (sig && (sent || sig === 'SIGKILL' || sig === 'SIGSEGV' || sig === 'SIGABRT')) result.signal = sig;
-    if (timedOut) result.timedOut = true;
-    if (aborted) result.aborted = true;
-    if (spec.capture) {
-      result.stdout = Buffer.concat(out).toString('utf8');
-      result.stderr = Buffer.concat(err).toString('utf8');
-    }
-    return result;
+    return supervised.finish(result);
   } finally {
-    if (timeout) clearTimeout(timeout);
-    if (killTimer) clearTimeout(killTimer);
-    spec.signal?.removeEventListener('abort', onAbort);
+    supervised.dispose();
     // `run` deletes its container on exit; a forced delete covers a runtime that died first.
     await runtimeCmd(ctx, ['delete', '--force', id]).catch(() => {});
     ctx.active.delete(id);
@@ -558,13 +516,4 @@ async function hostNofileLimit(): Promise<number> {
   const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(text);
   const hard = m?.[2] === 'unlimited' ? 1048576 : Number(m?.[2] ?? 1024);
   return Math.min(hard, 1048576);
-}
-
-function signalNumber(signal: string): number {
-  return (osConstants.signals as Record<string, number>)[signal] ?? 0;
-}
-
-function signalName(n: number): string | undefined {
-  for (const [name, num] of Object.entries(osConstants.signals)) if (num === n) return name;
-  return undefined;
 }

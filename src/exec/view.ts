@@ -1,5 +1,4 @@
-import { lchown, lstat, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chownTree } from '../util/chown.js';
 import { PackfarmError } from '../util/errors.js';
 import type { ExecDirs, ExecSpec, Executor } from './executor.js';
 
@@ -88,14 +87,7 @@ export async function handOver(
 ): Promise<void> {
   const user = executor.user;
   if (!user) return;
-  await chownTree(path, user.uid, user.gid, opts.recursive === true);
-}
-
-export async function chownTree(path: string, uid: number, gid: number, recursive: boolean): Promise<void> {
-  const st = await lstat(path);
-  if (st.uid !== uid || st.gid !== gid) await lchown(path, uid, gid);
-  if (!recursive || !st.isDirectory()) return;
-  for (const name of await readdir(path)) await chownTree(join(path, name), uid, gid, true);
+  await chownTree(path, user, { recursive: opts.recursive === true, keepOwned: true });
 }
 
 function trimSlash(p: string): string {

@@ -82,6 +82,16 @@ describe('copyImage', () => {
     expect(await dst.listTags()).toEqual(['copied']);
   });
 
+  it('stops when its signal is aborted (an interrupted copy), before writing the tag', async () => {
+    await writeTestImage(src, { platform: 'linux/amd64', tag: 'v1' });
+    const ac = new AbortController();
+    ac.abort(new Error('interrupted'));
+    await expect(copyImage({ src, srcTarget: 'v1', dst, dstTag: 'copy', signal: ac.signal })).rejects.toThrow(
+      'interrupted',
+    );
+    expect(await dst.resolve('copy')).toBeUndefined();
+  });
+
   it('skips what is already there on a second copy', async () => {
     await writeTestImage(src, { tag: 'v1' });
     await copyImage({ src, srcTarget: 'v1', dst, dstTag: 'v1' });

@@ -37,6 +37,8 @@ export interface CopyOptions {
   /** Blob transfers (and manifest fetches) in flight at once; default 4. */
   concurrency?: number;
   onProgress?: (event: CopyEvent) => void;
+  /** Aborting stops the copy before its next blob or manifest (the tag is written last, so never). */
+  signal?: AbortSignal;
 }
 
 export interface CopyReport {
@@ -88,6 +90,7 @@ export async function copyImage(opts: CopyOptions): Promise<CopyReport> {
     if (!job) {
       const digest = d.digest as Digest;
       job = limit(async () => {
+        opts.signal?.throwIfAborted();
         const result = await dst.putBlob({
           digest,
           size: d.size,
@@ -125,6 +128,7 @@ export async function copyImage(opts: CopyOptions): Promise<CopyReport> {
           return;
         }
         await copyChildren(m);
+        opts.signal?.throwIfAborted();
         await limit(() => dst.putManifest({ bytes: m.bytes, mediaType: m.mediaType }));
         report.manifests.pushed++;
         emit({
@@ -180,6 +184,7 @@ export async function copyImage(opts: CopyOptions): Promise<CopyReport> {
     report.images.push({ digest: top.digest, ...(topPlatform ? { platform: topPlatform } : {}) });
 
   // The top manifest is written once, with its tag, after everything below it.
+  opts.signal?.throwIfAborted();
   const tag = opts.dstTag;
   const manifestEvent = (outcome: 'exists' | 'pushed', withTag?: string): CopyEvent => ({
     type: 'manifest',

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { join, resolve as resolvePath } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { Readable, Transform, type TransformCallback, pipeline as streamPipeline } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
@@ -22,10 +22,12 @@ import {
   MediaTypeProbeSchema,
 } from '../oci/schemas.js';
 import { PackfarmError } from '../util/errors.js';
-import { tempPathFor, writeFileAtomic } from '../util/fs.js';
+import { writeFileAtomic } from '../util/fs.js';
 import { canonicalJson } from '../util/json.js';
 import { parseJson, parseWith } from '../util/validate.js';
-import { type FileLockOptions, withFileLock } from './lock.js';
+import { type LockOptions, withFileLock } from '../util/lock.js';
+import { processAlive } from '../util/process.js';
+import { makeTempDir, sweepDeadTemps, sweepOldEntries, tempFileName } from '../util/tempdir.js';
 import type { ImageStore, PutBlobInput, PutBlobResult, StoredManifest } from './store.js';
 
 /**
@@ -59,12 +61,17 @@ export interface LayoutStore extends ImageStore {
   removeTag(tag: string): Promise<boolean>;
   /** Where a blob lives on disk (whether or not it exists). */
   blobPath(digest: Digest): string;
+  /**
+   * A fresh scratch dir inside the layout (same filesystem as blobs/, so finished files are renamed into
+   * place), under `.packfarm-tmp/`, never under blobs/ where tools such as `umoci gc` expect only blobs.
+   */
+  makeTempDir(kind: string): Promise<string>;
 }
 
 export interface OpenLayoutOptions {
   /** Create the layout when the directory is missing or empty (default false: it must exist). */
   create?: boolean;
-  lock?: FileLockOptions;
+  lock?: LockOptions;
 }
 
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
@@ -72,6 +79,10 @@ export const LAYOUT_VERSION = '1.0.0';
 /** Registries cap manifests at 4 MiB; so do we, so a layer digest is never slurped as a manifest. */
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const LOCK_FILE = '.packfarm-index.lock';
+/** Uploads in progress and exporters' scratch dirs; what dead processes left here is swept on open. */
+const TEMP_DIR = '.packfarm-tmp';
+/** Upload temp files older packfarm versions wrote inside blobs/<alg>/ (they break `umoci gc`). */
+const LEGACY_UPLOAD = /^\.upload\.(\d+)\.[0-9a-f]+\.tmp$/;
 
 const OciLayoutSchema = z.looseObject({
   imageLayoutVersion: z.string().regex(/^1\.\d+\.\d+$/, 'expected a 1.x.y layout version such as "1.0.0"'),
@@ -94,6 +105,7 @@ export async function openLayoutStore(dirPath: string, opts: OpenLayoutOptions =
 
   const underLock = <T>(fn: () => Promise<T>) => withFileLock(lockFile, fn, opts.lock);
 
+  await refuseFileInPath(dir);
   if (!(await exists(layoutFile))) {
     if (!opts.create) {
       throw new PackfarmError('LAYOUT_NOT_FOUND', `${dir} is not an OCI image layout (no oci-layout file)`, {
@@ -102,6 +114,8 @@ export async function openLayoutStore(dirPath: string, opts: OpenLayoutOptions =
     }
     await createLayout(dir, underLock);
   }
+  // Opened as a destination: clear what killed writers left behind (their pids are gone).
+  if (opts.create) await sweepLeftovers(dir);
   parseWith(
     OciLayoutSchema,
     parseJson(await readFile(layoutFile, 'utf8'), layoutFile),
@@ -220,6 +234,11 @@ export async function openLayoutStore(dirPath: string, opts: OpenLayoutOptions =
     description,
     blobPath,
 
+    async makeTempDir(kind) {
+      await mkdir(join(dir, TEMP_DIR), { recursive: true });
+      return makeTempDir(join(dir, TEMP_DIR), kind);
+    },
+
     async hasBlob(digest) {
       return (await blobSize(digest)) !== undefined;
     },
@@ -250,7 +269,8 @@ export async function openLayoutStore(dirPath: string, opts: OpenLayoutOptions =
       }
       const algorithm = input.digest ? digestAlgorithm(input.digest) : 'sha256';
       await mkdir(join(dir, 'blobs', algorithm), { recursive: true });
-      const tmp = tempPathFor(join(dir, 'blobs', algorithm, 'upload'));
+      await mkdir(join(dir, TEMP_DIR), { recursive: true });
+      const tmp = join(dir, TEMP_DIR, tempFileName('upload'));
       const hash = createHash(algorithm);
       let size = 0;
       try {
@@ -371,6 +391,23 @@ export async function openLayoutStore(dirPath: string, opts: OpenLayoutOptions =
   return store;
 }
 
+/**
+ * Remove what writers killed mid-way left in the layout: their entries in `.packfarm-tmp/`, upload temp
+ * files of older versions inside blobs/, and older versions' `.packfarm-export-*` dirs (no pid: an hour old).
+ */
+async function sweepLeftovers(dir: string): Promise<void> {
+  await sweepDeadTemps(join(dir, TEMP_DIR));
+  const blobs = join(dir, 'blobs');
+  for (const alg of await readdir(blobs).catch(() => [] as string[])) {
+    for (const name of await readdir(join(blobs, alg)).catch(() => [] as string[])) {
+      const m = LEGACY_UPLOAD.exec(name);
+      if (m && Number(m[1]) !== process.pid && !processAlive(Number(m[1])))
+        await rm(join(blobs, alg, name), { force: true });
+    }
+  }
+  await sweepOldEntries(dir, /^\.packfarm-export-/, 60 * 60 * 1000);
+}
+
 async function createLayout(dir: string, underLock: <T>(fn: () => Promise<T>) => Promise<T>): Promise<void> {
   let existing: string[] = [];
   try {
@@ -467,6 +504,35 @@ export function verifyingStream(digest: Digest, source: string): Transform {
         );
     },
   });
+}
+
+/**
+ * A layout is a directory: a regular file at `dir`, or above it, would otherwise surface as a bare ENOTDIR
+ * from deep inside the store (say `--cache-image oci:cache.tar`). A missing `dir` is fine (created on write).
+ */
+async function refuseFileInPath(dir: string): Promise<void> {
+  let file: string | undefined;
+  try {
+    if (!(await stat(dir)).isDirectory()) file = dir;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code !== 'ENOTDIR') throw err;
+    // Some parent is not a directory: name it.
+    for (let p = dirname(dir); p !== dirname(p) && file === undefined; p = dirname(p)) {
+      const s = await stat(p).catch(() => undefined);
+      if (s && !s.isDirectory()) file = p;
+    }
+    file ??= dir;
+  }
+  if (file === undefined) return;
+  throw new PackfarmError(
+    'LAYOUT_NOT_A_DIRECTORY',
+    file === dir
+      ? `oci:${dir} is a file, not an OCI image layout directory`
+      : `oci:${dir} cannot be a layout directory: ${file} is a file`,
+    { hint: 'an oci: location names a directory (created on write when missing), e.g. oci:./out:tag' },
+  );
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -29,7 +29,7 @@ import {
 } from './index-list.js';
 import { type LayoutStore, openLayoutStore } from './layout-store.js';
 import { packfarmDataDir } from './data-dir.js';
-import { withFileLock } from './lock.js';
+import { withFileLock } from '../util/lock.js';
 import type { ImageStore } from './store.js';
 import {
   type ImageLocation,

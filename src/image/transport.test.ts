@@ -3,9 +3,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeTestImage } from '../../test/helpers/images.js';
-import { isPackfarmError } from '../util/errors.js';
+import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import { openLayoutStore } from './layout-store.js';
 import {
+  aboutImage,
+  dockerHubNote,
+  localRegistryDirName,
   displayImageLocation,
   formatImageLocation,
   ifImageExists,
@@ -106,5 +109,47 @@ describe('openImage on layouts', () => {
     expect(isPackfarmError(err, 'INVALID_LOCATION')).toBe(true);
     const bad = await ifImageExists(openImage('ftp://example/app')).catch((e: unknown) => e);
     expect(isPackfarmError(bad)).toBe(true);
+  });
+});
+
+describe('naming images in errors', () => {
+  it('says when a name was read as Docker Hub, and only then', () => {
+    expect(dockerHubNote('localhost5077/app')).toBe(
+      '"localhost5077/app" was read as docker.io/localhost5077/app:latest (Docker Hub): a first part without "." or ":" (other than localhost) is not a registry host',
+    );
+    expect(dockerHubNote('ubuntu')).toContain('docker.io/library/ubuntu:latest');
+    for (const t of [
+      'localhost:5077/app',
+      'localhost/app',
+      'reg.example/app',
+      'docker.io/library/x',
+      'oci:/x:y',
+    ])
+      expect(dockerHubNote(t), t).toBeUndefined();
+  });
+
+  it('puts the image in front of an error once, keeping code, hint and exit code', () => {
+    const inner = new PackfarmError(
+      'MANIFEST_UNKNOWN',
+      'GET https://r/v2/run/manifests/v9 failed: HTTP 404',
+      {
+        hint: 'check the tag',
+        exitCode: 3,
+      },
+    );
+    const once = aboutImage(inner, 'run image', 'r.example/run:v9') as PackfarmError;
+    expect(once.message).toBe(
+      'run image r.example/run:v9: GET https://r/v2/run/manifests/v9 failed: HTTP 404',
+    );
+    expect([once.code, once.hint, once.exitCode]).toEqual(['MANIFEST_UNKNOWN', 'check the tag', 3]);
+    expect(aboutImage(once, 'IMAGE', 'other')).toBe(once);
+    const plain = new Error('not ours');
+    expect(aboutImage(plain, 'run image', 'x')).toBe(plain);
+  });
+
+  it('names local layout dirs without ":" (podman and skopeo split oci:DIR:TAG at the first ":")', () => {
+    expect(localRegistryDirName('localhost:5000')).toBe('localhost_5000');
+    expect(localRegistryDirName('[::1]:5000')).toBe('[__1]_5000');
+    expect(localRegistryDirName('docker.io')).toBe('docker.io');
   });
 });

@@ -165,9 +165,20 @@ export function insecureRegistriesFrom(
 }
 
 /**
+ * The directory name of a registry in the default local layout. skopeo's and podman's `oci:` transport splits
+ * `oci:DIR:TAG` at the FIRST ':', so a directory named `localhost:5000` could not be opened as printed. Every
+ * ':' (the port separator, and those of an IPv6 address) becomes '_', which no registry host name contains
+ * (the reference grammar allows only letters, digits, '.' and '-'), so the mapping stays one to one:
+ * `localhost:5000` → `localhost_5000`, `[::1]:5000` → `[__1]_5000`.
+ */
+export function localRegistryDirName(registry: string): string {
+  return registry.replaceAll(':', '_');
+}
+
+/**
  * Where an app image is read or written when the user gives IMAGE to build, rebase or inspect:
  * `oci:…` as written; a registry reference with `publish` (or `remote`) the registry; a bare reference without
- * it the documented default local layout `<data dir>/images/<registry>/<repository>` holding the tag (or digest).
+ * it the documented default local layout `<data dir>/images/<registry>/<repository>` holding the tag (or digest), the registry's ':' written as '_'.
  * This is packfarm's stand-in for pack's daemon: images stay on disk, readable by skopeo, podman and umoci.
  */
 export function appImageLocation(
@@ -177,7 +188,69 @@ export function appImageLocation(
   const loc = parseImageLocation(text, opts.source ?? 'image');
   if (loc.transport === 'oci' || opts.publish) return loc;
   const ref = loc.reference;
-  const dir = join(localImagesDir(opts.env), ref.registry, ref.repository);
+  const dir = join(localImagesDir(opts.env), localRegistryDirName(ref.registry), ref.repository);
   if (ref.digest) return { transport: 'oci', dir, digest: ref.digest };
   return { transport: 'oci', dir, tag: ref.tag ?? 'latest' };
+}
+
+/**
+ * When `text` names a Docker Hub image only because it has no registry host (`localhost5077/app`,
+ * `myregistry/app`), a sentence saying so; undefined otherwise. Docker's rule: the first path component is a
+ * registry host only when it contains '.' or ':' or is `localhost`.
+ */
+export function dockerHubNote(text: string): string | undefined {
+  if (text.startsWith('oci:')) return undefined;
+  const bare = text.startsWith('docker://') ? text.slice('docker://'.length) : text;
+  let ref: ImageReference;
+  try {
+    ref = parseReference(bare);
+  } catch {
+    return undefined;
+  }
+  if (ref.registry !== 'docker.io' || /^(docker\.io|index\.docker\.io|registry-1\.docker\.io)\//.test(bare))
+    return undefined;
+  return `"${bare}" was read as ${formatReference(ref)} (Docker Hub): a first part without "." or ":" (other than localhost) is not a registry host`;
+}
+
+const contextual = new WeakSet<Error>();
+
+/**
+ * The error with the image it is about in front (`run image REF: …`), plus the Docker Hub note when the name
+ * was normalized to docker.io. Applied once: an error already naming its image is returned as it is.
+ */
+export function aboutImage(err: unknown, what: string, text: string): unknown {
+  if (!(err instanceof PackfarmError) || contextual.has(err)) return err;
+  const note = dockerHubNote(text);
+  // A message that already names the image keeps its words; only the Docker Hub note is added.
+  const named = err.message.includes(text) ? err.message : `${what} ${text}: ${err.message}`;
+  const out = new PackfarmError(err.code, `${named}${note ? ` (${note})` : ''}`, {
+    ...(err.hint ? { hint: err.hint } : {}),
+    exitCode: err.exitCode,
+    cause: err,
+  });
+  contextual.add(out);
+  return out;
+}
+
+/** `store` whose failures name the image (aboutImage): for the run, previous and cache images of a build. */
+export function storeAbout<T extends ImageStore>(store: T, what: string, text: string): T {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        let r: unknown;
+        try {
+          r = v.apply(target, args);
+        } catch (err) {
+          throw aboutImage(err, what, text);
+        }
+        return r instanceof Promise
+          ? r.catch((err: unknown) => {
+              throw aboutImage(err, what, text);
+            })
+          : r;
+      };
+    },
+  });
 }

@@ -1,5 +1,5 @@
 import { packfarmDataDir } from '../image/data-dir.js';
-import { withFileLock } from '../image/lock.js';
+import { withFileLock } from '../util/lock.js';
 import { readBaseImage } from '../image/read.js';
 import type { ImageStore } from '../image/store.js';
 import { isDigest } from '../oci/digest.js';

@@ -185,6 +185,8 @@ async function resolveBuildpacks(
 ): Promise<BuildpackForBuild[]> {
   const out: BuildpackForBuild[] = [];
   for (const g of group.group) {
+    // The api group.toml records must itself be a supported one (exit 12), as the reference builder checks.
+    checkBuildpackApi(g.api, `buildpack ${g.id}@${g.version} in group.toml`);
     let d: Awaited<ReturnType<BuildpackStore['lookup']>>;
     try {
       d = await store.lookup(g.id, g.version);
@@ -192,6 +194,7 @@ async function resolveBuildpacks(
       throw asPhaseError(err, EXIT.BUILD_ERROR);
     }
     checkBuildpackApi(d.api, `buildpack ${d.id}@${d.version} (${d.path})`);
+    for (const w of d.warnings ?? []) log.warn(w);
     if (isComposite(d)) {
       throw new PackfarmError(
         'COMPOSITE_IN_GROUP',

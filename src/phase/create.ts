@@ -75,7 +75,8 @@ export interface CreateOptions {
 export type CreatePhase = 'analyze' | 'detect' | 'restore' | 'build' | 'export' | 'cache';
 
 /** The reference creator's phase headers (platforms show them); the cache is saved within EXPORTING. */
-const PHASE_HEADER: Record<CreatePhase, string | undefined> = {
+/** The reference creator's phase headers (`===> DETECTING`), for the lifecycle commands to print. */
+export const PHASE_HEADER: Record<CreatePhase, string | undefined> = {
   analyze: 'ANALYZING',
   detect: 'DETECTING',
   restore: 'RESTORING',
@@ -116,8 +117,6 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
   };
   const phase = async <T>(name: CreatePhase, fn: () => Promise<T>): Promise<T> => {
     opts.onEvent?.({ type: 'phase-start', phase: name });
-    const header = PHASE_HEADER[name];
-    if (header) log.info(`===> ${header}`);
     const t0 = performance.now();
     try {
       return await fn();

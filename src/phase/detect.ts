@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pLimit from 'p-limit';
@@ -41,6 +41,7 @@ import {
 } from '../platform/target.js';
 import { isPackfarmError, PackfarmError } from '../util/errors.js';
 import { type LogLevel, type Logger, silentLogger } from '../util/log.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /**
  * The detect phase (platform.md "detector", buildpack.md "Phase #1: Detection"): try the order's groups in
@@ -153,7 +154,13 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
   let order = platformOrder.order;
   if (apiAtLeast(platformApi, '0.15')) {
     const system = opts.system ?? (opts.systemPath ? await readSystemFile(opts.systemPath) : undefined);
-    if (system) order = mergeSystemBuildpacks(order, system);
+    if (system) {
+      const pre = system.system.pre?.buildpacks.length ?? 0;
+      const post = system.system.post?.buildpacks.length ?? 0;
+      if (pre) logger.debug(`Prepending ${pre} system buildpack(s) to group`);
+      if (post) logger.debug(`Appending ${post} system buildpack(s) to group`);
+      order = mergeSystemBuildpacks(order, system);
+    }
   }
   // Read every buildpack the order names (in parallel), then report the first problem in order.
   const named = [
@@ -181,7 +188,7 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
 
   const ownScratch = opts.scratchDir === undefined;
   const scratchDir =
-    opts.scratchDir ?? (await mkdtemp(join(executor.hostPaths?.scratch ?? tmpdir(), 'packfarm-detect-')));
+    opts.scratchDir ?? (await makeTempDir(executor.hostPaths?.scratch ?? tmpdir(), 'detect'));
   if (ownScratch) await handOver(executor, scratchDir);
   const hostEnv = executor.baseEnv ?? opts.hostEnv ?? process.env;
   const limit = pLimit(Math.max(1, opts.concurrency ?? availableParallelism()));
@@ -190,6 +197,10 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
   const entries: LogEntry[] = [];
   const log = (level: LogLevel, msg: string) => entries.push({ level, msg });
 
+  const warned = new Set<string>();
+  const warnOnce = (d: BuildpackDescriptor) => {
+    for (const w of d.warnings ?? []) if (!warned.has(w) && warned.add(w)) logger.warn(w);
+  };
   const lookup = async (id: string, version: string) => {
     let d: BuildpackDescriptor;
     try {
@@ -198,6 +209,7 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
       throw asPhaseError(err, EXIT.DETECT_ERROR);
     }
     checkBuildpackApi(d.api, `buildpack ${keyOf(id, version)} (${d.path})`);
+    warnOnce(d);
     return d;
   };
   const detectOnce = (m: Member): Promise<DetectOutcome> => {

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -51,6 +51,7 @@ import { type Logger, silentLogger } from '../util/log.js';
 import { REPRODUCIBLE_EPOCH } from '../util/time.js';
 import { discard } from '../util/stream.js';
 import { parseJson, parseWith } from '../util/validate.js';
+import { makeTempDir } from '../util/tempdir.js';
 import { assignSlices } from './export-slices.js';
 import { archiveLayerProducer, type LayerProducer, type LayerSpec } from './layer-producer.js';
 import { type HostPaths, type PathRewriter, hostPathRewriter, processesToImagePaths } from './host-paths.js';
@@ -78,9 +79,16 @@ export function addExportOutput(outputs: ExportOutput[], store: ImageStore, tag:
 
 export type ExportEvent =
   | { type: 'layer'; name: string; outcome: LayerOutcome; digest: Digest; size: number }
+  /** The image is about to be written to this output (the reference exporter's "Saving …" line). */
+  | { type: 'saving'; name: string }
   | { type: 'warning'; message: string };
 
-export type LayerOutcome = 'added' | 'reused' | 'mounted';
+/**
+ * What happened to one layer in one output: `reused` — the previous image's layer (same blob), kept;
+ * `existing` — not in the previous image, but the output already had the blob (left by an interrupted
+ * publish, or by another image); `mounted` — cross-repository mount; `added` — written or uploaded now.
+ */
+export type LayerOutcome = 'added' | 'reused' | 'existing' | 'mounted';
 
 export interface ExportOptions {
   layersDir: string;
@@ -250,7 +258,9 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
   // With one OCI layout as the only output, layers are written inside the layout directory and renamed into
   // blobs/ when new: each blob is written exactly once instead of being copied from a temp file.
   const direct = opts.outputs.length === 1 && !opts.tmpDir ? layoutOf(opts.outputs[0]!.store) : undefined;
-  const tmp = await mkdtemp(join(opts.tmpDir ?? direct?.dir ?? tmpdir(), '.packfarm-export-'));
+  const tmp = direct
+    ? await direct.makeTempDir('export')
+    : await makeTempDir(opts.tmpDir ?? tmpdir(), 'export');
   try {
     const produced = await produceLayers(ctx, planned, tmp);
     const lifecycleMetadata = lifecycleLabel(ctx, buildpacks.metadata, produced);
@@ -760,23 +770,21 @@ async function saveImage(
     const results = await Promise.all(
       produced.map((p) =>
         limit(async (): Promise<ExportedLayer> => {
+          const fromPrevious = previous?.byDiffId.get(p.diffId)?.digest === p.digest;
           if (direct && p.file) {
-            const reused = await direct.hasBlob(p.digest);
-            if (!reused) {
+            const present = await direct.hasBlob(p.digest);
+            if (!present) {
               await mkdir(dirname(direct.blobPath(p.digest)), { recursive: true });
               await rename(p.file, direct.blobPath(p.digest));
             }
-            const outcome: LayerOutcome = reused ? 'reused' : 'added';
+            const outcome: LayerOutcome = !present ? 'added' : fromPrevious ? 'reused' : 'existing';
             return { name: p.planned.name, digest: p.digest, diffId: p.diffId, size: p.size, outcome };
           }
           const src = p.source;
           // A freshly written blob that the previous image has too (same bytes, e.g. the launcher) can be
           // mounted from there instead of uploaded.
           const mountFrom =
-            src?.registryRepository ??
-            (previous?.byDiffId.get(p.diffId)?.digest === p.digest
-              ? previous.store.registryRepository
-              : undefined);
+            src?.registryRepository ?? (fromPrevious ? previous?.store.registryRepository : undefined);
           const r = await withExitCode(EXIT.EXPORT_ERROR, () =>
             out.store.putBlob({
               digest: p.digest,
@@ -786,7 +794,13 @@ async function saveImage(
             }),
           );
           const outcome: LayerOutcome =
-            r.outcome === 'exists' ? 'reused' : r.outcome === 'mounted' ? 'mounted' : 'added';
+            r.outcome === 'exists'
+              ? fromPrevious
+                ? 'reused'
+                : 'existing'
+              : r.outcome === 'mounted'
+                ? 'mounted'
+                : 'added';
           return { name: p.planned.name, digest: p.digest, diffId: p.diffId, size: p.size, outcome };
         }),
       ),
@@ -794,12 +808,14 @@ async function saveImage(
     if (oi === 0) {
       layerResults = results;
       baseLayers = bl;
-      for (const l of results) {
-        ctx.log.info(`${l.outcome === 'added' ? 'Adding' : 'Reusing'} layer '${l.name.replace(/^bp:/, '')}'`);
+      // Phases print nothing themselves: the CLI renders these (the lifecycle commands as the reference
+      // exporter's "Adding layer …" and "Saving …" lines, which platforms grep for).
+      for (const l of results)
         opts.onEvent?.({ type: 'layer', name: l.name, outcome: l.outcome, digest: l.digest, size: l.size });
-      }
-      // The reference exporter's line between the layers and the image itself (platforms grep for it).
-      ctx.log.info(`Saving ${out.names?.[0] ?? `${out.store.description}:${out.tags[0] ?? 'latest'}`}...`);
+      opts.onEvent?.({
+        type: 'saving',
+        name: out.names?.[0] ?? `${out.store.description}${out.tags[0] ? `:${out.tags[0]}` : ''}`,
+      });
     }
     await out.store.putBlob({
       digest: assembled.configDigest,
@@ -835,7 +851,7 @@ function imageWorkingDir(dir: string | undefined, appDir: string): string {
 
 function layoutOf(store: ImageStore): LayoutStore | undefined {
   const s = store as Partial<LayoutStore>;
-  return s.kind === 'layout' && typeof s.blobPath === 'function' && typeof s.dir === 'string'
+  return s.kind === 'layout' && typeof s.makeTempDir === 'function' && typeof s.dir === 'string'
     ? (store as LayoutStore)
     : undefined;
 }

@@ -379,7 +379,7 @@ async function readRunImage(
 
 /**
  * The lifecycle label with runImage.topLayer and runImage.reference moved to the new run image. When the new
- * run image is not the recorded name or one of its mirrors, it becomes the recorded name (mirrors cleared: they
+ * run image is not the recorded name or one of its mirrors, it becomes the recorded name (mirrors dropped: they
  * mirrored the old name), so inspect and the next build's analyzer see what the image now runs on. Every other
  * field of the label is kept as it was written.
  */
@@ -401,8 +401,10 @@ export function updatedMetadata(
   if (!known.includes(next.runName)) {
     image = next.runName;
     runImage.image = next.runName;
-    runImage.mirrors = [];
-    if (raw.stack !== undefined) label.stack = { runImage: { image: next.runName, mirrors: [] } };
+    // No mirrors is written as no `mirrors` key, as the exporter writes it: rebasing onto a run image and
+    // building on it then give the same label bytes, and so the same digest.
+    delete runImage.mirrors;
+    if (raw.stack !== undefined) label.stack = { runImage: { image: next.runName } };
   }
   return { label, image };
 }

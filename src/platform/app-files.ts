@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { constants as fsConstants, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import type { Dirent } from 'node:fs';
 import { chmod, copyFile, mkdir, rm, symlink, utimes } from 'node:fs/promises';
@@ -115,6 +116,44 @@ function excludedByAncestry(rules: readonly Rule[], rel: string, isDir: boolean)
   return matches(rules, rel, isDir);
 }
 
+/** The names in `dir` that are not valid UTF-8, keyed by their lossy decoding. */
+function invalidUtf8Names(dir: string): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const raw of readdirSync(dir, { encoding: 'buffer' }))
+    if (!isUtf8(raw)) out.set(raw.toString('utf8'), raw);
+  return out;
+}
+
+/** Printable ASCII as is, every other byte as \xHH: a name that cannot be printed as text, shown exactly. */
+function escapeName(raw: Buffer): string {
+  let out = '';
+  for (const b of raw)
+    out +=
+      b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`;
+  return out;
+}
+
+function describeEntry(root: string, r: string, e: Dirent, source: boolean): TreeEntry {
+  const path = join(root, r);
+  try {
+    const st = lstatSync(path);
+    const entry: TreeEntry = {
+      kind: e.isDirectory() ? 'dir' : e.isSymbolicLink() ? 'symlink' : 'file',
+      mode: st.mode & 0o7777,
+      size: st.size,
+      mtimeMs: st.mtimeMs,
+    };
+    if (entry.kind === 'symlink') entry.target = readlinkSync(path);
+    return entry;
+  } catch (err) {
+    throw new PackfarmError(
+      'APP_UNREADABLE',
+      `${path}: cannot read this ${source ? 'app' : 'workspace'} entry: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
 interface TreeEntry {
   kind: 'dir' | 'file' | 'symlink';
   mode: number;
@@ -139,22 +178,37 @@ function listTree(root: string, filter: AppFileFilter | undefined, source: boole
       if (!source && (err as { code?: string }).code === 'ENOENT') return;
       throw new PackfarmError(
         'APP_UNREADABLE',
-        `${dir}: cannot read the ${source ? 'app' : 'workspace'} directory: ${(err as Error).message}`,
-        { cause: err, ...(source ? { hint: 'check --path' } : {}) },
+        `${dir}: cannot read this ${source ? 'app' : 'workspace'} directory: ${(err as Error).message}`,
+        {
+          cause: err,
+          ...(source
+            ? {
+                hint:
+                  rel === ''
+                    ? 'check --path'
+                    : 'make it readable (chmod a+rx) or exclude it in project.toml [io.buildpacks] exclude',
+              }
+            : {}),
+        },
       );
     }
+    // A name that is not UTF-8 comes back with U+FFFD in place of its bad bytes, and then names no file.
+    const lossy = entries.some((e) => e.name.includes('\uFFFD'));
+    const invalid = lossy ? invalidUtf8Names(dir) : new Map<string, Buffer>();
     for (const e of entries) {
       if (!e.isDirectory() && !e.isFile() && !e.isSymbolicLink()) continue;
       const r = rel === '' ? e.name : `${rel}/${e.name}`;
       if (filter && !filter(r, e.isDirectory())) continue;
-      const st = lstatSync(join(root, r));
-      const entry: TreeEntry = {
-        kind: e.isDirectory() ? 'dir' : e.isSymbolicLink() ? 'symlink' : 'file',
-        mode: st.mode & 0o7777,
-        size: st.size,
-        mtimeMs: st.mtimeMs,
-      };
-      if (entry.kind === 'symlink') entry.target = readlinkSync(join(root, r));
+      const raw = invalid.get(e.name);
+      if (raw)
+        throw new PackfarmError(
+          'APP_FILE_NAME_INVALID',
+          `${dir}/${escapeName(raw)}: the file name is not valid UTF-8 (shown with \\x escapes)`,
+          {
+            hint: 'rename it: image layers, project.toml patterns and buildpacks see names as UTF-8 text',
+          },
+        );
+      const entry = describeEntry(root, r, e, source);
       out.set(r, entry);
       if (entry.kind === 'dir') walk(r);
     }
@@ -230,8 +284,12 @@ export async function syncAppDir(
       copies.push(
         limit(async () => {
           if (h) await rm(dst, { force: true });
-          // copyFile gives the copy the source's permission bits (libuv), so no chmod.
-          await copyFile(join(from, r), dst, fsConstants.COPYFILE_FICLONE);
+          try {
+            // copyFile gives the copy the source's permission bits (libuv), so no chmod.
+            await copyFile(join(from, r), dst, fsConstants.COPYFILE_FICLONE);
+          } catch (err) {
+            throw copyError(join(from, r), err);
+          }
           await utimes(dst, w.mtimeMs / 1000, w.mtimeMs / 1000);
         }),
       );
@@ -241,6 +299,23 @@ export async function syncAppDir(
   // Modes of directories last: a read-only directory must not stop the copies into it.
   for (const [dst, mode] of dirs.reverse()) await chmod(dst, mode);
   return result;
+}
+
+/** Why an app file could not be copied into the workspace, naming it; unreadable files say so plainly. */
+function copyError(path: string, err: unknown): PackfarmError {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EACCES' || code === 'EPERM')
+    return new PackfarmError('APP_FILE_UNREADABLE', `${path}: cannot read this app file: permission denied`, {
+      cause: err,
+      hint: 'make it readable by the user running packfarm (chmod a+r), or exclude it in project.toml [io.buildpacks] exclude',
+    });
+  return new PackfarmError(
+    'APP_UNREADABLE',
+    `${path}: cannot copy this app file into the build workspace: ${(err as Error).message}`,
+    {
+      cause: err,
+    },
+  );
 }
 
 function isBelowAny(rel: string, dirs: ReadonlySet<string>): boolean {

@@ -191,7 +191,8 @@ export async function writePlanFile(path: string, plan: PlanFile): Promise<void>
     })),
     requires: e.requires.map((r) => ({ name: r.name, ...(r.metadata ? { metadata: r.metadata } : {}) })),
   }));
-  await writeFileAtomic(path, stringifyToml({ entries }));
+  // No entries: an empty file (0 bytes), as the reference lifecycle writes, not `entries = [ ]`.
+  await writeFileAtomic(path, entries.length ? stringifyToml({ entries }) : '');
 }
 
 /**

@@ -460,15 +460,17 @@ export function parseLogLevel(text: string): 'debug' | 'info' | 'warn' | 'error'
   throw usageError(`-log-level "${text}" is not a log level (debug, info, warn, error)`);
 }
 
-/** The inputs section of a phase's usage text. */
+/**
+ * The inputs section of a phase's usage text: one line per input, `  -flag <value>  ENV_VAR  meaning`. The
+ * columns are not padded to a common width: padded, the long flags (-insecure-registry) leave no room for
+ * a meaning within 80 columns; the CLI wraps each line with a hanging indent.
+ */
 export function formatInputsHelp(defs: readonly InputDef[]): string {
-  const rows = defs.map((d) => {
-    const flag = d.envOnly ? '(env only)' : `-${d.name}${d.kind === 'bool' ? '' : ` <${d.name}>`}`;
-    const env = d.env ?? '';
-    const dflt = d.default === undefined || d.default === false ? '' : ` (default ${String(d.default)})`;
-    return [flag, env, `${d.help}${dflt}`] as const;
-  });
-  const w0 = Math.max(...rows.map((r) => r[0].length));
-  const w1 = Math.max(...rows.map((r) => r[1].length));
-  return rows.map(([a, b, c]) => `  ${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c}`).join('\n');
+  return defs
+    .map((d) => {
+      const flag = d.envOnly ? '(env only)' : `-${d.name}${d.kind === 'bool' ? '' : ` <${d.name}>`}`;
+      const dflt = d.default === undefined || d.default === false ? '' : ` (default ${String(d.default)})`;
+      return `  ${[flag, d.env, `${d.help}${dflt}`].filter(Boolean).join('  ')}`;
+    })
+    .join('\n');
 }

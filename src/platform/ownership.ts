@@ -1,5 +1,5 @@
-import { chown, lchown, lstat, readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { type Owner, chownTree as walkChown } from '../util/chown.js';
 import { PackfarmError } from '../util/errors.js';
 import { EXIT } from './exit-codes.js';
 
@@ -13,10 +13,7 @@ import { EXIT } from './exit-codes.js';
  * a setuid would change the caller's process); it gives the files to the user instead, which leaves the same
  * owners on disk.
  */
-export interface Owner {
-  uid: number;
-  gid: number;
-}
+export type { Owner };
 
 /** Whether this process may hand files to another user (only root can). */
 export function isPrivileged(): boolean {
@@ -87,26 +84,14 @@ export async function ensureOwner(owner: Owner, paths: readonly (string | undefi
   }
 }
 
-/** Give `path` and everything below it to `owner` (symlinks themselves, not their targets). */
+/** Give `path` and everything below it to `owner` (symlinks themselves, not their targets; missing is a no-op). */
 export async function chownTree(path: string, owner: Owner): Promise<void> {
-  let s: Awaited<ReturnType<typeof lstat>>;
   try {
-    s = await lstat(path);
+    await walkChown(path, owner, { missingOk: true });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw chownError(path, err);
+    // The filesystem's error names the entry that failed, which may lie deep below `path`.
+    throw chownError((err as NodeJS.ErrnoException).path ?? path, err);
   }
-  try {
-    if (s.isSymbolicLink()) {
-      await lchown(path, owner.uid, owner.gid);
-      return;
-    }
-    await chown(path, owner.uid, owner.gid);
-  } catch (err) {
-    throw chownError(path, err);
-  }
-  if (!s.isDirectory()) return;
-  for (const name of await readdir(path)) await chownTree(join(path, name), owner);
 }
 
 /** Give the files a phase wrote to `owner` (missing ones are skipped: not every phase writes every file). */

@@ -118,6 +118,24 @@ value = "-Xmx1g"
     expect(warnings.join('\n')).toMatch(/io\.buildpacks\.bar/);
     expect(() => parseProjectDescriptor('[_]\nschema-version = "9.9"\n', 'p.toml')).toThrow(/unsupported/);
   });
+
+  it('warns about unknown top-level tables, [io.buildpack] as a likely typo', () => {
+    const { warnings, logger } = collect();
+    const d = parseProjectDescriptor(
+      '[_]\nschema-version = "0.2"\n[io.buildpack]\nbuilder = "x"\n[com.example]\na = 1\n[build]\nb = 1\n',
+      'p.toml',
+      { logger },
+    );
+    expect(d.builder).toBeUndefined();
+    expect(warnings).toEqual([
+      'p.toml: [com.example] is not a project descriptor table and is ignored',
+      'p.toml: [build] is a schema 0.1 table; schema 0.2 reads [_] and [io.buildpacks], so it is ignored',
+      'p.toml: [io.buildpack] is not a project descriptor table and is ignored (did you mean [io.buildpacks]?)',
+    ]);
+    const v01 = collect();
+    parseProjectDescriptor('[project]\nid = "a"\n[tool]\nx = 1\n', 'q.toml', { logger: v01.logger });
+    expect(v01.warnings).toContain('q.toml: [tool] is not a project descriptor table and is ignored');
+  });
 });
 
 describe('project.toml schema 0.1 (samples style)', () => {

@@ -154,12 +154,15 @@ export function parseProjectDescriptor(
   let descriptor: ProjectDescriptor;
   if (declared === undefined) {
     log.warn(`${source}: no [_] schema-version; reading it as project descriptor schema 0.1`);
+    warnUnknownTables(raw, source, log, '0.1');
     descriptor = fromV01(parseWith(v01Schema, raw, source, 'INVALID_PROJECT_DESCRIPTOR'), source);
   } else if (declared === '0.2') {
     const parsed = parseWith(v02Schema, raw, source, 'INVALID_PROJECT_DESCRIPTOR');
     warnUnknownKeys(raw, source, log);
+    warnUnknownTables(raw, source, log, '0.2');
     descriptor = fromV02(parsed, source);
   } else if (declared === '0.1') {
+    warnUnknownTables(raw, source, log, '0.1');
     descriptor = fromV01(parseWith(v01Schema, raw, source, 'INVALID_PROJECT_DESCRIPTOR'), source);
   } else {
     throw new PackfarmError(
@@ -339,6 +342,48 @@ function validate(d: ProjectDescriptor): void {
         throw new PackfarmError('INVALID_PROJECT_DESCRIPTOR', `${field}: uri and version cannot both be set`);
       }
     });
+  }
+}
+
+/**
+ * Top-level tables that are not the descriptor's are ignored, with a warning: most often a typo
+ * (`[io.buildpack]`) that would otherwise silently drop settings. `io.*` besides `io.buildpacks` is named as a
+ * likely typo.
+ */
+function warnUnknownTables(
+  raw: Record<string, unknown>,
+  source: string,
+  log: Logger,
+  schema: '0.1' | '0.2',
+): void {
+  const known = schema === '0.2' ? ['_', 'io'] : ['_', 'project', 'build', 'metadata'];
+  for (const k of Object.keys(raw)) {
+    if (known.includes(k)) continue;
+    if (schema === '0.2' && (k === 'project' || k === 'build' || k === 'metadata'))
+      log.warn(
+        `${source}: [${k}] is a schema 0.1 table; schema 0.2 reads [_] and [io.buildpacks], so it is ignored`,
+      );
+    else log.warn(`${source}: [${tableName(k, raw[k])}] is not a project descriptor table and is ignored`);
+  }
+  const io = raw.io;
+  if (schema === '0.2' && io && typeof io === 'object')
+    for (const k of Object.keys(io).filter((x) => x !== 'buildpacks'))
+      log.warn(
+        `${source}: [io.${k}] is not a project descriptor table and is ignored (did you mean [io.buildpacks]?)`,
+      );
+}
+
+/** `com` → `com.example` while the table holds exactly one subtable, as it was most likely written. */
+function tableName(key: string, value: unknown): string {
+  let name = key;
+  let v = value;
+  for (;;) {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return name;
+    const entries = Object.entries(v);
+    const only = entries.length === 1 ? entries[0] : undefined;
+    if (!only?.[1] || typeof only[1] !== 'object' || Array.isArray(only[1])) return name;
+    name = `${name}.${only[0]}`;
+    v = only[1];
   }
 }
 

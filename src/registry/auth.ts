@@ -3,7 +3,7 @@ import { PackfarmError } from '../util/errors.js';
 import { parseWith } from '../util/validate.js';
 import { type AuthChallenge, findChallenge, parseWwwAuthenticate } from './challenge.js';
 import type { Credential } from './credentials.js';
-import { displayUrl, errorFromResponse, loginHint } from './errors.js';
+import { displayUrl, errorFromResponse, loginHint, refusedCredentialsError } from './errors.js';
 import { mergeScopes, scopesCover } from './scope.js';
 
 /** How a registry wants to be authenticated, from its /v2/ ping or a later 401. */
@@ -204,12 +204,15 @@ export class Authenticator {
     }
     const ctx = { method: 'GET', url: realm, registry: this.opts.registry, what: 'token' as const };
     if (res.status === 401 || res.status === 403) {
-      const anonymous = !cred;
-      throw new PackfarmError(
+      const err = new PackfarmError(
         'REGISTRY_UNAUTHORIZED',
-        `the token service ${displayUrl(realm)} of ${this.opts.registry} refused ${anonymous ? 'anonymous access' : 'the credentials'} (HTTP ${res.status}) for ${scopes.join(' ') || 'the registry'}`,
+        `the token service ${displayUrl(realm)} answered HTTP ${res.status} for ${scopes.join(' ') || 'the registry'}`,
         { hint: loginHint(this.opts.registry) },
       );
+      if (cred) throw refusedCredentialsError(this.opts.registry, cred.source, err);
+      throw new PackfarmError('REGISTRY_UNAUTHORIZED', `${err.message}: anonymous access refused`, {
+        hint: loginHint(this.opts.registry),
+      });
     }
     if (res.status !== 200) {
       throw errorFromResponse(ctx, res.status, res.text, {

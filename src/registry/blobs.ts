@@ -12,6 +12,7 @@ import {
 import { displayUrl } from './errors.js';
 import { retryDelay } from './retry.js';
 import { repositoryScope } from './scope.js';
+import { firedTimeout } from './timeouts.js';
 
 export interface BlobUploadInput {
   /** Known digest (and size) let an existing blob be skipped, or mounted, without opening the source. */
@@ -148,9 +149,15 @@ export async function getBlob(
     verify: true,
     where,
     sourceError: (err) =>
-      new PackfarmError('REGISTRY_UNREACHABLE', `${where}: the download was interrupted: ${err.message}`, {
-        cause: err,
-      }),
+      firedTimeout(err)
+        ? res.bodyError(err)
+        : new PackfarmError(
+            'REGISTRY_UNREACHABLE',
+            `${where}: the download was interrupted: ${err.message}`,
+            {
+              cause: err,
+            },
+          ),
   }).stream;
 }
 

@@ -1,3 +1,4 @@
+import type { LookupFunction } from 'node:net';
 import { createHash } from 'node:crypto';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -393,11 +394,30 @@ describe('errors and documents', () => {
   });
 
   it('refuses plain HTTP to a registry not listed as insecure, with a hint', async () => {
-    const reg = await fake((_req, res) => json(res, 200, {}));
-    const err = await getManifest(client(reg.host, { insecureRegistries: [] }), 'app', 'v1').catch((e) => e);
+    const reg = await fake((req, res) =>
+      req.url === '/v2/' ? json(res, 200, {}) : json(res, 200, { name: 'app', tags: ['x'] }),
+    );
+    // A name that is not loopback, answered on 127.0.0.1.
+    const host = `registry.example:${reg.host.split(':')[1]}`;
+    const lookup: LookupFunction = (_name, opts, cb) =>
+      opts.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4);
+    const err = await getManifest(client(host, { insecureRegistries: [], lookup }), 'app', 'v1').catch(
+      (e) => e,
+    );
     expect(err.code).toBe('REGISTRY_TLS');
-    expect(err.message).toContain(`https://${reg.host}/v2/`);
-    expect(err.hint).toContain(`--insecure-registry ${reg.host}`);
+    expect(err.message).toContain(`https://${host}/v2/`);
+    expect(err.hint).toContain(`--insecure-registry ${host}`);
+    // Listed, the same registry answers over plain HTTP.
+    expect(await listTags(client(host, { insecureRegistries: [host], lookup }), 'app')).toEqual(['x']);
+  });
+
+  it('reaches a loopback registry over plain HTTP without being told', async () => {
+    const reg = await fake((req, res) => {
+      if (req.url === '/v2/') return json(res, 200, {});
+      json(res, 200, { tags: ['x'], name: 'app' });
+    });
+    for (const host of [reg.host, `localhost:${reg.host.split(':')[1]}`])
+      expect(await listTags(client(host, { insecureRegistries: [] }), 'app')).toEqual(['x']);
   });
 });
 

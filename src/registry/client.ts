@@ -1,3 +1,4 @@
+import type { LookupFunction } from 'node:net';
 import { Readable } from 'node:stream';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { Agent, type Dispatcher } from 'undici';
@@ -7,7 +8,13 @@ import { type Logger, silentLogger } from '../util/log.js';
 import { type AuthScheme, Authenticator, schemeFromChallenges } from './auth.js';
 import { parseWwwAuthenticate } from './challenge.js';
 import { type Credential, type CredentialResolver, createKeychain } from './credentials.js';
-import { type RequestContext, displayUrl, errorFromNetwork, errorFromResponse } from './errors.js';
+import {
+  type RequestContext,
+  displayUrl,
+  errorFromNetwork,
+  errorFromResponse,
+  refusedCredentialsError,
+} from './errors.js';
 import { isInsecureRegistry } from './insecure.js';
 import {
   type ResolvedRetry,
@@ -18,6 +25,13 @@ import {
   resolveRetry,
   retryDelay,
 } from './retry.js';
+import {
+  DeadlineError,
+  type RegistryTimeouts,
+  describeTimeout,
+  firedTimeout,
+  resolveRegistryTimeouts,
+} from './timeouts.js';
 
 export type HttpMethod = 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
 
@@ -38,8 +52,12 @@ export interface RegistryClientOptions {
   maxRedirects?: number;
   /** Blobs of known digest and size up to this many bytes go in one PUT; larger ones stream in one PATCH. */
   monolithicUploadMaxBytes?: number;
-  /** Bound on establishing a connection (default 15 s). */
+  /** Bound on establishing a connection (default 15 s); same as `timeouts.connectMs`. */
   connectTimeoutMs?: number;
+  /** Timeouts (timeouts.ts); unset ones come from PACKFARM_REGISTRY_*_TIMEOUT in `env`, then defaults. */
+  timeouts?: Partial<RegistryTimeouts>;
+  /** Host name resolution for connections (default the system's; tests map a non-loopback name to 127.0.0.1). */
+  lookup?: LookupFunction;
   logger?: Logger;
   /** Clock for token expiry (tests). */
   now?: () => number;
@@ -80,6 +98,8 @@ export interface RegistryResponse {
   body: Dispatcher.ResponseData['body'];
   /** The URL that answered (after redirects). */
   url: URL;
+  /** The PackfarmError for a failure while reading `body` (a timeout, a reset), naming the URL. */
+  bodyError(err: unknown): PackfarmError;
 }
 
 const REDIRECT_STATUS = new Set([301, 302, 303, 307, 308]);
@@ -107,7 +127,7 @@ function headerValue(v: string | string[] | undefined): string | undefined {
  */
 export class RegistryClient {
   readonly registry: string;
-  /** Listed in insecureRegistries: plain HTTP and unverified TLS are allowed. */
+  /** Listed in insecureRegistries, or a loopback registry: plain HTTP and unverified TLS are allowed. */
   readonly insecure: boolean;
   /** Bounds concurrent blob uploads through this client. */
   readonly limit: LimitFunction;
@@ -115,6 +135,7 @@ export class RegistryClient {
   readonly logger: Logger;
   readonly monolithicUploadMaxBytes: number;
   readonly auth: Authenticator;
+  readonly timeouts: RegistryTimeouts;
 
   private readonly apiHost: string;
   private readonly insecureList: readonly string[];
@@ -140,10 +161,22 @@ export class RegistryClient {
     this.monolithicUploadMaxBytes = opts.monolithicUploadMaxBytes ?? 32 * 1024 * 1024;
     this.userAgent = opts.userAgent ?? `packfarm (node ${process.version})`;
     this.maxRedirects = opts.maxRedirects ?? 5;
-    const connect = { timeout: opts.connectTimeoutMs ?? 15_000 };
-    this.agent = new Agent({ connect, keepAliveTimeout: 10_000 });
+    this.timeouts = resolveRegistryTimeouts(opts.env ?? process.env, {
+      ...(opts.connectTimeoutMs !== undefined ? { connectMs: opts.connectTimeoutMs } : {}),
+      ...opts.timeouts,
+    });
+    const connect = {
+      timeout: this.timeouts.connectMs,
+      ...(opts.lookup ? { lookup: opts.lookup } : {}),
+    };
+    const agentOptions = {
+      keepAliveTimeout: 10_000,
+      headersTimeout: this.timeouts.headersMs,
+      bodyTimeout: this.timeouts.bodyIdleMs,
+    };
+    this.agent = new Agent({ connect, ...agentOptions });
     this.unverifiedAgent = this.insecure
-      ? new Agent({ connect: { ...connect, rejectUnauthorized: false }, keepAliveTimeout: 10_000 })
+      ? new Agent({ connect: { ...connect, rejectUnauthorized: false }, ...agentOptions })
       : undefined;
 
     const creds = opts.credentials;
@@ -178,7 +211,9 @@ export class RegistryClient {
             authorize: false,
             accept: 'any',
           });
-          const text = await readText(res.body, 1024 * 1024);
+          const text = await readText(res.body, 1024 * 1024).catch((err: unknown) => {
+            throw res.bodyError(err);
+          });
           const retryAfter = headerValue(res.headers['retry-after']);
           return { status: res.status, text, url: res.url, ...(retryAfter ? { retryAfter } : {}) };
         },
@@ -219,7 +254,9 @@ export class RegistryClient {
         lastErr = err;
         continue;
       }
-      const text = await readText(res.body, 64 * 1024);
+      const text = await readText(res.body, 64 * 1024).catch((err: unknown) => {
+        throw res.bodyError(err);
+      });
       const apiVersion = headerValue(res.headers['docker-distribution-api-version']);
       const base = { origin: url.origin, ...(apiVersion ? { apiVersion } : {}) };
       if (res.status === 200) {
@@ -302,6 +339,49 @@ export class RegistryClient {
   }
 
   /**
+   * A request whose body is a document read whole (manifest, tag list): a body that stalls or breaks off
+   * (idle timeout, reset) is fetched again, within the same retry budget and overall deadline as a request.
+   */
+  async requestDocument(
+    req: RegistryRequest,
+    maxBytes: number,
+    what: string,
+  ): Promise<{ res: RegistryResponse; bytes: Buffer }> {
+    const started = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      const res = await this.request(req);
+      if (!req.accept.includes(res.status) || res.status === 404) return { res, bytes: Buffer.alloc(0) };
+      try {
+        return { res, bytes: await readCapped(res, maxBytes, what) };
+      } catch (err) {
+        const cause = (err as { cause?: unknown }).cause;
+        const transient =
+          isRetryableNetworkError(cause) &&
+          firedTimeout(cause) !== 'deadlineMs' &&
+          attempt < this.retry.attempts;
+        const delay = retryDelay(attempt, this.retry)!;
+        if (!transient || Date.now() - started + delay >= this.timeouts.deadlineMs) {
+          if (!firedTimeout(cause)) throw err;
+          // Say how many fetches of the document the timeout ended, not just the last one.
+          const ctx: RequestContext = {
+            method: req.method,
+            url: res.url,
+            registry: this.registry,
+            what: req.what,
+            insecure: this.insecure,
+            ...(req.repository !== undefined ? { repository: req.repository } : {}),
+          };
+          throw this.networkError(ctx, cause, { attempts: attempt, started });
+        }
+        this.logger.debug(`retrying ${req.method} ${displayUrl(res.url)} in ${delay} ms`, {
+          error: String((err as Error).message),
+        });
+        await this.retry.sleep(delay);
+      }
+    }
+  }
+
+  /**
    * Send with retries. `accept: 'any'` hands every HTTP answer back (ping, token); otherwise statuses outside
    * the list become errors after the retryable ones have been retried.
    */
@@ -318,22 +398,45 @@ export class RegistryClient {
   }): Promise<RegistryResponse> {
     const resendable = !(opts.body instanceof Readable);
     const policy = this.retry;
+    const started = Date.now();
+    // The overall deadline covers every attempt and wait of a request that can be sent again (a streamed
+    // upload may rightly take long: it is bounded by the headers timeout once sent). It stays armed over the
+    // body of a document read whole; a blob body is bounded by the idle timeout only.
+    const deadline = resendable ? new AbortController() : undefined;
+    const timer = deadline
+      ? setTimeout(() => deadline.abort(new DeadlineError('deadline')), this.timeouts.deadlineMs)
+      : undefined;
+    timer?.unref();
+    const disarm = () => clearTimeout(timer);
+    const withinDeadline = (delay: number) =>
+      Date.now() - started + delay < this.timeouts.deadlineMs && !deadline?.signal.aborted;
+    const fail = (err: unknown, url: URL, attempts: number) =>
+      this.networkError({ ...opts.ctx, url }, err, { attempts, started });
+    const handBack = (res: Omit<RegistryResponse, 'bodyError'>, attempts: number): RegistryResponse => {
+      if (opts.ctx.what === 'blob' && opts.method === 'GET') disarm();
+      else res.body.once('close', disarm);
+      return { ...res, bodyError: (err) => fail(err, res.url, attempts) };
+    };
     for (let attempt = 1; ; attempt++) {
-      let res: RegistryResponse;
+      let res: Omit<RegistryResponse, 'bodyError'>;
       try {
-        res = await this.sendOnce(opts, resendable);
+        res = await this.sendOnce(opts, resendable, deadline?.signal);
       } catch (err) {
-        if (err instanceof PackfarmError) throw err;
+        if (err instanceof PackfarmError) {
+          disarm();
+          throw err;
+        }
         const transient = isRetryableNetworkError(err);
-        if (transient && resendable && attempt < policy.attempts) {
-          const delay = retryDelay(attempt, policy)!;
+        const delay = retryDelay(attempt, policy)!;
+        if (transient && resendable && attempt < policy.attempts && withinDeadline(delay)) {
           this.logger.debug(`retrying ${opts.method} ${displayUrl(opts.url)} in ${delay} ms`, {
             error: String((err as Error).message),
           });
           await policy.sleep(delay);
           continue;
         }
-        const e = errorFromNetwork({ ...opts.ctx, url: opts.url }, err);
+        disarm();
+        const e = fail(err, opts.url, attempt);
         if (transient) transientErrors.set(e, {});
         throw e;
       }
@@ -345,19 +448,19 @@ export class RegistryClient {
           attempt < policy.attempts
         ) {
           const delay = retryDelay(attempt, policy, parseRetryAfter(headerValue(res.headers['retry-after'])));
-          if (delay !== undefined) {
+          if (delay !== undefined && withinDeadline(delay)) {
             await res.body.dump().catch(() => {});
             await policy.sleep(delay);
             continue;
           }
         }
-        return res;
+        return handBack(res, attempt);
       }
       const retryAfterText = headerValue(res.headers['retry-after']);
       const retryAfterMs = parseRetryAfter(retryAfterText);
       if (isRetryableStatus(res.status) && resendable && attempt < policy.attempts) {
         const delay = retryDelay(attempt, policy, retryAfterMs);
-        if (delay !== undefined) {
+        if (delay !== undefined && withinDeadline(delay)) {
           this.logger.debug(
             `retrying ${opts.method} ${displayUrl(res.url)} after HTTP ${res.status} in ${delay} ms`,
           );
@@ -367,10 +470,18 @@ export class RegistryClient {
         }
       }
       const text = await readText(res.body, 64 * 1024).catch(() => '');
+      disarm();
       let err = errorFromResponse({ ...opts.ctx, url: res.url }, res.status, text, {
         ...(retryAfterText !== undefined ? { retryAfter: retryAfterText } : {}),
+        ...(retryAfterMs !== undefined && retryAfterMs > policy.maxRetryAfterMs
+          ? { retryAfterTooLong: { askedMs: retryAfterMs, maxMs: policy.maxRetryAfterMs } }
+          : {}),
       });
-      if (res.status === 401 && opts.authorize && (await this.insufficientScope(res))) {
+      const sentCredential =
+        res.status === 401 && opts.authorize ? await this.resolveCred().catch(() => undefined) : undefined;
+      if (sentCredential && !(await this.insufficientScope(res))) {
+        err = refusedCredentialsError(this.registry, sentCredential.source, err);
+      } else if (res.status === 401 && opts.authorize && (await this.insufficientScope(res))) {
         // Authenticated, but the token service granted less than asked (a partial grant): logging in again
         // will not help, permissions will.
         err = new PackfarmError(
@@ -388,6 +499,28 @@ export class RegistryClient {
     }
   }
 
+  /**
+   * The error for a request that got no (complete) answer. A timeout says which one fired and how to raise
+   * it (REGISTRY_TIMEOUT); anything else is errorFromNetwork's.
+   */
+  private networkError(
+    ctx: RequestContext,
+    err: unknown,
+    tries: { attempts: number; started: number },
+  ): PackfarmError {
+    if (err instanceof PackfarmError) return err;
+    const which = firedTimeout(err);
+    if (!which) return errorFromNetwork(ctx, err);
+    const { what, hint } = describeTimeout(which, this.timeouts);
+    const took = Math.round((Date.now() - tries.started) / 100) / 10;
+    return new PackfarmError(
+      'REGISTRY_TIMEOUT',
+      `${ctx.method} ${displayUrl(ctx.url)} failed: ${what}` +
+        ` (${tries.attempts} attempt${tries.attempts === 1 ? '' : 's'} in ${took} s)`,
+      { hint, cause: err },
+    );
+  }
+
   /** One attempt: redirects and one re-authentication after a 401. */
   private async sendOnce(
     opts: {
@@ -401,7 +534,8 @@ export class RegistryClient {
       followRedirects?: boolean;
     },
     resendable: boolean,
-  ): Promise<RegistryResponse> {
+    signal?: AbortSignal,
+  ): Promise<Omit<RegistryResponse, 'bodyError'>> {
     let url = opts.url;
     let method = opts.method;
     let body = opts.body;
@@ -427,8 +561,9 @@ export class RegistryClient {
         method: method as Dispatcher.HttpMethod,
         headers,
         body: body ?? null,
+        ...(signal ? { signal } : {}),
       });
-      const res: RegistryResponse = { status: r.statusCode, headers: r.headers, body: r.body, url };
+      const res = { status: r.statusCode, headers: r.headers, body: r.body, url };
       this.surfaceWarnings(res.headers.warning);
       if (opts.followRedirects && REDIRECT_STATUS.has(res.status)) {
         const location = headerValue(res.headers.location);
@@ -461,7 +596,7 @@ export class RegistryClient {
     }
   }
 
-  private async insufficientScope(res: RegistryResponse): Promise<boolean> {
+  private async insufficientScope(res: Pick<RegistryResponse, 'headers'>): Promise<boolean> {
     const bearer = parseWwwAuthenticate(res.headers['www-authenticate']).find((c) => c.scheme === 'bearer');
     if (bearer?.params.error !== 'insufficient_scope') return false;
     return (await this.resolveCred().catch(() => undefined)) !== undefined;
@@ -534,14 +669,18 @@ export async function readCapped(res: RegistryResponse, max: number, what: strin
   }
   const chunks: Buffer[] = [];
   let n = 0;
-  for await (const chunk of res.body) {
-    const b = chunk as Buffer;
-    n += b.length;
-    if (n > max) {
-      res.body.destroy();
-      throw tooLarge();
+  try {
+    for await (const chunk of res.body) {
+      const b = chunk as Buffer;
+      n += b.length;
+      if (n > max) {
+        res.body.destroy();
+        throw tooLarge();
+      }
+      chunks.push(b);
     }
-    chunks.push(b);
+  } catch (err) {
+    throw res.bodyError(err);
   }
   return Buffer.concat(chunks);
 }

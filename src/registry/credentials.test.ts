@@ -3,7 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
+  type Credential,
+  containersAuthPaths,
   createKeychain,
+  primaryAuthFile,
   dockerConfigPath,
   normalizeRegistryKey,
   parseCnbRegistryAuth,
@@ -12,6 +15,12 @@ import {
 } from './credentials.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
+/** The credential without its source (asserted on its own where it matters). */
+const bare = (c: Credential | undefined) => {
+  if (!c) return c;
+  const { source: _source, ...rest } = c;
+  return rest;
+};
 
 let dir: string;
 let binDir: string;
@@ -49,7 +58,13 @@ beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'packfarm-creds-'));
   binDir = join(dir, 'bin');
   await mkdir(binDir);
-  env = { DOCKER_CONFIG: dir, PATH: `${binDir}:${process.env.PATH}`, HOME: dir };
+  // Every credential file under the temp dir: never the machine's own logins.
+  env = {
+    DOCKER_CONFIG: dir,
+    PATH: `${binDir}:${process.env.PATH}`,
+    HOME: dir,
+    XDG_RUNTIME_DIR: join(dir, 'run'),
+  };
 });
 afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -88,14 +103,17 @@ describe('resolveCredential', () => {
         'empty.example': {},
       },
     });
-    expect(await resolveCredential('registry.example:5000', { env })).toEqual({
+    expect(bare(await resolveCredential('registry.example:5000', { env }))).toEqual({
       username: 'alice',
       password: 'pa:ss',
     });
-    expect(await resolveCredential('plain.example', { env })).toEqual({ username: 'bob', password: 'pw' });
-    expect(await resolveCredential('idt.example', { env })).toEqual({ identityToken: 'refresh-me' });
-    expect(await resolveCredential('rt.example', { env })).toEqual({ registryToken: 'bearer-me' });
-    expect(await resolveCredential('docker.io', { env })).toEqual({
+    expect(bare(await resolveCredential('plain.example', { env }))).toEqual({
+      username: 'bob',
+      password: 'pw',
+    });
+    expect(bare(await resolveCredential('idt.example', { env }))).toEqual({ identityToken: 'refresh-me' });
+    expect(bare(await resolveCredential('rt.example', { env }))).toEqual({ registryToken: 'bearer-me' });
+    expect(bare(await resolveCredential('docker.io', { env }))).toEqual({
       username: 'hubuser',
       password: 'hubpass',
     });
@@ -105,7 +123,9 @@ describe('resolveCredential', () => {
 
   it('is anonymous without a config file', async () => {
     expect(
-      await resolveCredential('registry.example', { env: { DOCKER_CONFIG: join(dir, 'nope') } }),
+      await resolveCredential('registry.example', {
+        env: { DOCKER_CONFIG: join(dir, 'nope'), HOME: dir, XDG_RUNTIME_DIR: join(dir, 'run') },
+      }),
     ).toBeUndefined();
   });
 
@@ -131,18 +151,18 @@ describe('resolveCredential', () => {
       credsStore: 'store',
       auths: { 'inline.example': { auth: b64('erin:inline') } },
     });
-    expect(await resolveCredential('helped.example', { env })).toEqual({
+    expect(bare(await resolveCredential('helped.example', { env }))).toEqual({
       username: 'carol',
       password: 'from-helper',
     });
-    expect(await resolveCredential('stored.example', { env })).toEqual({
+    expect(bare(await resolveCredential('stored.example', { env }))).toEqual({
       username: 'dave',
       password: 'from-store',
     });
     // An identity token comes back as Username "<token>"; Docker Hub is asked for under its v1 URL.
-    expect(await resolveCredential('docker.io', { env })).toEqual({ identityToken: 'hub-identity' });
+    expect(bare(await resolveCredential('docker.io', { env }))).toEqual({ identityToken: 'hub-identity' });
     // An auths entry with a credential is used before the default store.
-    expect(await resolveCredential('inline.example', { env })).toEqual({
+    expect(bare(await resolveCredential('inline.example', { env }))).toEqual({
       username: 'erin',
       password: 'inline',
     });
@@ -176,11 +196,54 @@ describe('resolveCredential', () => {
         'https://tok.example/': 'Bearer abc.def',
       }),
     };
-    expect(await resolveCredential('registry.example', { env: withEnv })).toEqual({
+    expect(bare(await resolveCredential('registry.example', { env: withEnv }))).toEqual({
       username: 'envuser',
       password: 'envpass',
     });
-    expect(await resolveCredential('tok.example', { env: withEnv })).toEqual({ registryToken: 'abc.def' });
+    expect(bare(await resolveCredential('tok.example', { env: withEnv }))).toEqual({
+      registryToken: 'abc.def',
+    });
+  });
+
+  it('reads containers-auth.json files as podman does, before the docker config, naming the source', async () => {
+    await writeConfig({
+      auths: { 'both.example': { auth: b64('docker:d') }, 'dk.example': { auth: b64('dk:d') } },
+    });
+    const runFile = join(dir, 'run', 'containers', 'auth.json');
+    const cfgFile = join(dir, '.config', 'containers', 'auth.json');
+    expect(containersAuthPaths(env)).toEqual([runFile, cfgFile]);
+    await mkdir(join(dir, 'run', 'containers'), { recursive: true });
+    await mkdir(join(dir, '.config', 'containers'), { recursive: true });
+    await writeFile(
+      runFile,
+      JSON.stringify({
+        auths: { 'both.example': { auth: b64('podman:p') }, 'ns.example/team': { auth: b64('ns:n') } },
+      }),
+    );
+    await writeFile(cfgFile, JSON.stringify({ auths: { 'cfg.example:5000': { auth: b64('cfg:c') } } }));
+    expect(await resolveCredential('both.example', { env })).toEqual({
+      username: 'podman',
+      password: 'p',
+      source: `${runFile} auths["both.example"]`,
+    });
+    expect(bare(await resolveCredential('cfg.example:5000', { env }))).toEqual({
+      username: 'cfg',
+      password: 'c',
+    });
+    expect(bare(await resolveCredential('dk.example', { env }))).toEqual({ username: 'dk', password: 'd' });
+    // A namespace key is not a credential for the whole registry.
+    expect(await resolveCredential('ns.example', { env })).toBeUndefined();
+    // REGISTRY_AUTH_FILE replaces the primary file; XDG_CONFIG_HOME moves the second one.
+    const authFile = join(dir, 'mine.json');
+    await writeFile(authFile, JSON.stringify({ auths: { 'both.example': { auth: b64('mine:m') } } }));
+    const env2 = { ...env, REGISTRY_AUTH_FILE: authFile, XDG_CONFIG_HOME: join(dir, 'xdg') };
+    expect(primaryAuthFile(env2)).toBe(authFile);
+    expect(containersAuthPaths(env2)).toEqual([authFile, join(dir, 'xdg', 'containers', 'auth.json')]);
+    expect(bare(await resolveCredential('both.example', { env: env2 }))).toEqual({
+      username: 'mine',
+      password: 'm',
+    });
+    expect(primaryAuthFile({ HOME: dir })).toMatch(/^\/run\/containers\/\d+\/auth\.json$/);
   });
 
   it('rejects malformed CNB_REGISTRY_AUTH naming the entry', () => {

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { DOCKER_HUB } from '../oci/reference.js';
 import { PackfarmError } from '../util/errors.js';
@@ -16,10 +16,14 @@ import { readFileIfExists } from '../util/fs.js';
  *   - registryToken: a bearer token sent to the registry as is (`registrytoken`, or `Bearer …` in
  *     CNB_REGISTRY_AUTH).
  */
-export type Credential =
+export type Credential = (
   | { username: string; password: string }
   | { identityToken: string; username?: string }
-  | { registryToken: string };
+  | { registryToken: string }
+) & {
+  /** Where it came from (a file and its entry, a helper, CNB_REGISTRY_AUTH), for "refused" messages. */
+  source?: string;
+};
 
 /** Finds the credential for a registry (host[:port] as in image references, docker.io for Docker Hub). */
 export type CredentialResolver = (registry: string) => Promise<Credential | undefined>;
@@ -66,6 +70,32 @@ const DockerConfigSchema = z.looseObject({
 });
 export type DockerConfig = z.infer<typeof DockerConfigSchema>;
 
+/**
+ * The containers-auth.json files podman, skopeo and buildah log in to, in the order they read them
+ * (containers-auth.json(5)): the primary file — `REGISTRY_AUTH_FILE`, else `$XDG_RUNTIME_DIR/containers/
+ * auth.json`, else `/run/containers/<uid>/auth.json` (podman's default when XDG_RUNTIME_DIR is unset) —
+ * then `$XDG_CONFIG_HOME/containers/auth.json` (default `~/.config`). The docker config comes after these.
+ */
+export function containersAuthPaths(env: NodeJS.ProcessEnv = process.env): string[] {
+  const home = env.HOME || homedir();
+  const configHome =
+    env.XDG_CONFIG_HOME && isAbsolute(env.XDG_CONFIG_HOME) ? env.XDG_CONFIG_HOME : join(home, '.config');
+  return [primaryAuthFile(env), join(configHome, 'containers', 'auth.json')];
+}
+
+/** Where `packfarm login` writes, as `podman login` does (see containersAuthPaths). */
+export function primaryAuthFile(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.REGISTRY_AUTH_FILE) return resolve(env.REGISTRY_AUTH_FILE);
+  if (env.XDG_RUNTIME_DIR && isAbsolute(env.XDG_RUNTIME_DIR))
+    return join(env.XDG_RUNTIME_DIR, 'containers', 'auth.json');
+  return join('/run/containers', String(process.getuid?.() ?? 0), 'auth.json');
+}
+
+/** Every file credentials are read from, in order: containers-auth.json files, then the docker config. */
+export function credentialFiles(env: NodeJS.ProcessEnv = process.env): string[] {
+  return [...new Set([...containersAuthPaths(env), dockerConfigPath(env)])];
+}
+
 /** `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json` (HOME from `env` when set). */
 export function dockerConfigPath(env: NodeJS.ProcessEnv = process.env): string {
   if (env.DOCKER_CONFIG) return join(env.DOCKER_CONFIG, 'config.json');
@@ -105,13 +135,17 @@ export function credentialFromAuthEntry(
   entry: z.infer<typeof AuthEntrySchema>,
   source: string,
 ): Credential | undefined {
-  if (entry.registrytoken) return { registryToken: entry.registrytoken };
+  if (entry.registrytoken) return { registryToken: entry.registrytoken, source };
   if (entry.identitytoken) {
-    return { identityToken: entry.identitytoken, ...(entry.username ? { username: entry.username } : {}) };
+    return {
+      identityToken: entry.identitytoken,
+      ...(entry.username ? { username: entry.username } : {}),
+      source,
+    };
   }
-  if (entry.auth) return decodeBasic(entry.auth, `${source} auth`);
+  if (entry.auth) return { ...decodeBasic(entry.auth, `${source} auth`), source };
   if (entry.username !== undefined && entry.password !== undefined)
-    return { username: entry.username, password: entry.password };
+    return { username: entry.username, password: entry.password, source };
   return undefined;
 }
 
@@ -140,7 +174,7 @@ export function parseCnbRegistryAuth(value: string, source = 'CNB_REGISTRY_AUTH'
         `${where}: expected "Basic <base64 user:pass>" or "Bearer <token>", got ${JSON.stringify(header.slice(0, 12))}…`,
       );
     }
-    out.set(normalizeRegistryKey(registry), cred);
+    out.set(normalizeRegistryKey(registry), { ...cred, source: where });
   }
   return out;
 }
@@ -228,8 +262,9 @@ export async function runCredentialHelper(
   const username = out.Username ?? '';
   const secret = out.Secret ?? '';
   if (secret === '' && username === '') return undefined;
-  if (username === '<token>') return { identityToken: secret };
-  return { username, password: secret };
+  const source = `credential helper ${bin}`;
+  if (username === '<token>') return { identityToken: secret, source };
+  return { username, password: secret, source };
 }
 
 export interface KeychainOptions extends CredentialHelperOptions {
@@ -240,11 +275,12 @@ export interface KeychainOptions extends CredentialHelperOptions {
 /**
  * The credential for `registry`, looked up in order:
  *   1. CNB_REGISTRY_AUTH (an entry for this registry wins over everything else);
- *   2. config.json `credHelpers[registry]`;
- *   3. config.json `auths` entry holding a credential (an exact key first, then any key normalizing to the
- *      same host: `https://host/v1/` matches `host`; Docker Hub is `https://index.docker.io/v1/`);
- *   4. config.json `credsStore`, the default helper.
- * undefined means anonymous.
+ *   2. each containers-auth.json file (containersAuthPaths: what `podman login` and `packfarm login` write),
+ *      then the docker config; in each file: `credHelpers[registry]`, then an `auths` entry holding a
+ *      credential (an exact key first, then any key normalizing to the same host: `https://host/v1/` matches
+ *      `host`; Docker Hub is `https://index.docker.io/v1/`), then `credsStore`, the default helper.
+ *      Keys naming a namespace (`host/team`) are skipped: a credential here is per registry.
+ * The first file with a credential for the registry wins; undefined means anonymous.
  */
 export async function resolveCredential(
   registry: string,
@@ -256,22 +292,48 @@ export async function resolveCredential(
     const fromEnv = parseCnbRegistryAuth(env.CNB_REGISTRY_AUTH).get(want);
     if (fromEnv) return fromEnv;
   }
-  const path = dockerConfigPath(env);
-  const config = await readDockerConfig(path);
-  if (!config) return undefined;
-  const helperOpts = { env, ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) };
+  for (const path of credentialFiles(env)) {
+    const config = await readDockerConfig(path);
+    if (!config) continue;
+    const cred = await credentialFromConfig(config, path, registry, { env, timeoutMs: opts.timeoutMs });
+    if (cred) return cred;
+  }
+  return undefined;
+}
+
+/** Whether a config key names a namespace (`host/team/app`) rather than a registry. */
+function namesNamespace(key: string): boolean {
+  const rest = key.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '');
+  const slash = rest.indexOf('/');
+  return slash >= 0 && rest.slice(slash + 1).replace(/^v[12]\/?$/, '') !== '';
+}
+
+async function credentialFromConfig(
+  config: DockerConfig,
+  path: string,
+  registry: string,
+  opts: { env: NodeJS.ProcessEnv; timeoutMs: number | undefined },
+): Promise<Credential | undefined> {
+  const want = normalizeRegistryKey(registry);
+  const helperOpts = {
+    env: opts.env,
+    ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+  };
   const serverUrl = helperServerUrl(registry);
 
   const helpers = config.credHelpers ?? {};
   const helper =
-    helpers[registry] ?? Object.entries(helpers).find(([k]) => normalizeRegistryKey(k) === want)?.[1];
+    helpers[registry] ??
+    Object.entries(helpers).find(([k]) => !namesNamespace(k) && normalizeRegistryKey(k) === want)?.[1];
   if (helper) return runCredentialHelper(helper, serverUrl, helperOpts);
 
   const auths = config.auths ?? {};
   const exactKeys = want === 'docker.io' ? [DOCKER_HUB_AUTH_KEY, registry] : [registry];
   const keys = [
     ...exactKeys.filter((k) => k in auths),
-    ...Object.keys(auths).filter((k) => !exactKeys.includes(k) && normalizeRegistryKey(k) === want),
+    ...Object.keys(auths).filter(
+      (k) => !exactKeys.includes(k) && !namesNamespace(k) && normalizeRegistryKey(k) === want,
+    ),
   ];
   for (const key of keys) {
     const cred = credentialFromAuthEntry(auths[key]!, `${path} auths[${JSON.stringify(key)}]`);

@@ -88,9 +88,25 @@ function statusCode(status: number, what: RequestContext['what']): ErrorCode {
 
 export function loginHint(registry: string): string {
   return (
-    `log in: add credentials for ${registry} to $DOCKER_CONFIG/config.json (default ~/.docker/config.json: ` +
-    `"auths", "credHelpers" or "credsStore") or set CNB_REGISTRY_AUTH='{"${registry}":"Basic <base64 user:pass>"}'`
+    `log in: \`packfarm login ${registry}\` (or \`podman login\`, \`docker login\`), or set ` +
+    `CNB_REGISTRY_AUTH='{"${registry}":"Basic <base64 user:pass>"}'`
   );
+}
+
+/**
+ * Credentials were sent and the registry (or its token service) refused them: say so, name where they came
+ * from, and do not suggest logging in "for the first time".
+ */
+export function refusedCredentialsError(
+  registry: string,
+  source: string | undefined,
+  cause: PackfarmError,
+): PackfarmError {
+  const from = source ? `the credentials from ${source}` : 'the credentials given';
+  return new PackfarmError('REGISTRY_UNAUTHORIZED', `${registry} refused ${from}: ${cause.message}`, {
+    hint: `the username or password (or token) is wrong or expired: log in again with \`packfarm login ${registry}\`${source ? `, or fix ${source}` : ''}`,
+    cause,
+  });
 }
 
 function hintFor(code: ErrorCode, ctx: RequestContext, retryAfter?: string): string | undefined {
@@ -121,7 +137,7 @@ export function errorFromResponse(
   ctx: RequestContext,
   status: number,
   bodyText: string,
-  headers: { retryAfter?: string } = {},
+  headers: { retryAfter?: string; retryAfterTooLong?: { askedMs: number; maxMs: number } } = {},
 ): PackfarmError {
   const entries = parseErrorBody(bodyText);
   const first = entries?.[0];
@@ -137,8 +153,17 @@ export function errorFromResponse(
   } else if (bodyText.trim() !== '') {
     detail = compact(bodyText.trim());
   }
-  const message = `${ctx.method} ${displayUrl(ctx.url)} failed: HTTP ${status}${detail ? ` — ${detail}` : ''}`;
-  return new PackfarmError(code, message, { hint: hintFor(code, ctx, headers.retryAfter) });
+  const tooLong = headers.retryAfterTooLong;
+  // spec/registry.md: a Retry-After longer than we wait fails at once, and the message says so.
+  const waited = tooLong
+    ? `; the registry asked to retry after ${Math.round(tooLong.askedMs / 1000)} s (Retry-After: ${headers.retryAfter}), longer than packfarm waits (${Math.round(tooLong.maxMs / 1000)} s)`
+    : '';
+  const message = `${ctx.method} ${displayUrl(ctx.url)} failed: HTTP ${status}${detail ? ` — ${detail}` : ''}${waited}`;
+  return new PackfarmError(code, message, {
+    hint:
+      hintFor(code, ctx, headers.retryAfter) ??
+      (tooLong ? 'the registry is unavailable for now: try again later' : undefined),
+  });
 }
 
 const TLS_CODES = new Set([

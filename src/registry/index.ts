@@ -10,3 +10,4 @@ export * from './retry.js';
 export * from './scope.js';
 export * from './pool.js';
 export * from './tags.js';
+export * from './timeouts.js';

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { insecureRegistriesFromEnv, isInsecureRegistry, splitHostPort } from './insecure.js';
+import {
+  insecureRegistriesFromEnv,
+  isInsecureRegistry,
+  isLoopbackRegistry,
+  splitHostPort,
+} from './insecure.js';
 
 describe('insecure registries', () => {
   it('splits hosts and ports, IPv6 included', () => {
@@ -10,14 +15,38 @@ describe('insecure registries', () => {
   });
 
   it('matches host:port exactly, and a bare host on any port', () => {
-    expect(isInsecureRegistry('127.0.0.1:5000', ['127.0.0.1:5000'])).toBe(true);
-    expect(isInsecureRegistry('127.0.0.1:5001', ['127.0.0.1:5000'])).toBe(false);
-    expect(isInsecureRegistry('127.0.0.1', ['127.0.0.1:5000'])).toBe(false);
-    expect(isInsecureRegistry('localhost:5000', ['localhost'])).toBe(true);
-    expect(isInsecureRegistry('LOCALHOST:7', ['localhost'])).toBe(true);
-    expect(isInsecureRegistry('[::1]:5000', ['::1'])).toBe(true);
+    expect(isInsecureRegistry('10.0.0.1:5000', ['10.0.0.1:5000'])).toBe(true);
+    expect(isInsecureRegistry('10.0.0.1:5001', ['10.0.0.1:5000'])).toBe(false);
+    expect(isInsecureRegistry('10.0.0.1', ['10.0.0.1:5000'])).toBe(false);
+    expect(isInsecureRegistry('reg.local:5000', ['reg.local'])).toBe(true);
+    expect(isInsecureRegistry('REG.LOCAL:7', ['reg.local'])).toBe(true);
+    expect(isInsecureRegistry('[fd00::1]:5000', ['fd00::1'])).toBe(true);
     expect(isInsecureRegistry('registry.example', ['other.example', ''])).toBe(false);
     expect(isInsecureRegistry('registry.example', undefined)).toBe(false);
+  });
+
+  it('treats loopback registries as insecure without a flag, and nothing else', () => {
+    for (const r of [
+      'localhost',
+      'localhost:5000',
+      'LocalHost:1',
+      '127.0.0.1:5000',
+      '127.1.2.3',
+      '[::1]:5000',
+      '::1',
+    ])
+      expect(isInsecureRegistry(r, []), r).toBe(true);
+    for (const r of [
+      'localhost5000',
+      'localhost.example:5000',
+      '127.0.0.256',
+      '128.0.0.1:5000',
+      '[::2]:5000',
+      '10.0.0.1',
+    ])
+      expect(isInsecureRegistry(r, undefined), r).toBe(false);
+    expect(isLoopbackRegistry('127.0.0.1:5000')).toBe(true);
+    expect(isLoopbackRegistry('docker.io')).toBe(false);
   });
 
   it('reads CNB_INSECURE_REGISTRIES (comma separated, spaces tolerated, no duplicates)', () => {

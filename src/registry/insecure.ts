@@ -7,6 +7,10 @@
  *   - an entry without a port matches that host on any port (`localhost` matches `localhost:5000`).
  * There are no wildcards or CIDR ranges: a listed name is an explicit decision by the user.
  *
+ * Loopback registries (`localhost`, `127.0.0.0/8`, `::1`, any port) are treated as listed without a flag, as
+ * docker and go-containerregistry (so pack and the reference lifecycle) do: traffic that never leaves the
+ * machine gains nothing from TLS, and a local test registry is plain HTTP almost always.
+ *
  * For a matching registry the client tries HTTPS without certificate verification first and falls back to
  * plain HTTP (what docker and podman do); every other registry is HTTPS with verified certificates only.
  */
@@ -42,8 +46,20 @@ export function splitHostPort(text: string): HostPort {
   return { host: s.toLowerCase() };
 }
 
-/** Whether `registry` (host[:port] as in an image reference) is listed in `insecure`. */
+/** Whether `registry`'s host is a loopback name or address: `localhost`, 127.0.0.0/8 or ::1. */
+export function isLoopbackRegistry(registry: string): boolean {
+  const { host } = splitHostPort(registry);
+  if (host === 'localhost' || host === '::1' || host === '0:0:0:0:0:0:0:1') return true;
+  const m = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
+  return m?.slice(1).every((o) => Number(o) <= 255) ?? false;
+}
+
+/**
+ * Whether `registry` (host[:port] as in an image reference) may be reached without verified TLS: listed in
+ * `insecure`, or a loopback registry.
+ */
 export function isInsecureRegistry(registry: string, insecure: readonly string[] | undefined): boolean {
+  if (isLoopbackRegistry(registry)) return true;
   if (!insecure || insecure.length === 0) return false;
   const r = splitHostPort(registry);
   return insecure.some((entry) => {

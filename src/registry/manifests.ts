@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { type Digest, digestAlgorithm, isDigest, sha256Digest } from '../oci/digest.js';
 import { MANIFEST_ACCEPT, MediaType, isManifestMediaType } from '../oci/media-types.js';
 import { PackfarmError } from '../util/errors.js';
-import { type RegistryClient, type RegistryResponse, headerValue, readCapped } from './client.js';
+import { type RegistryClient, type RegistryResponse, headerValue } from './client.js';
 import { displayUrl } from './errors.js';
 import { repositoryScope } from './scope.js';
 
@@ -86,17 +86,20 @@ export async function getManifest(
   repository: string,
   target: string,
 ): Promise<FetchedManifest> {
-  const res = await client.request({
-    method: 'GET',
-    path: manifestPath(repository, target),
-    headers: { accept: ACCEPT },
-    scopes: [repositoryScope(repository, ['pull'])],
-    what: 'manifest',
-    repository,
-    accept: [200],
-  });
+  const { res, bytes } = await client.requestDocument(
+    {
+      method: 'GET',
+      path: manifestPath(repository, target),
+      headers: { accept: ACCEPT },
+      scopes: [repositoryScope(repository, ['pull'])],
+      what: 'manifest',
+      repository,
+      accept: [200],
+    },
+    MAX_MANIFEST_BYTES,
+    'manifest',
+  );
   const where = `${client.registry}/${repository}@${target}`;
-  const bytes = await readCapped(res, MAX_MANIFEST_BYTES, 'manifest');
   const byDigest = isDigest(target);
   const digest = digestOfBytes(bytes, byDigest ? digestAlgorithm(target as Digest) : 'sha256');
   if (byDigest && digest !== target) {

@@ -1,5 +1,6 @@
 import { RegistryClient, type RegistryClientOptions } from './client.js';
 import { isInsecureRegistry } from './insecure.js';
+import { REGISTRY_TIMEOUT_ENV } from './timeouts.js';
 
 /**
  * Registry clients shared by the stores of one unit of work (a build, a copy): stores of one registry then
@@ -57,6 +58,8 @@ function keyOf(opts: RegistryClientOptions): string {
     opts.maxRedirects ?? null,
     opts.monolithicUploadMaxBytes ?? null,
     opts.connectTimeoutMs ?? null,
+    opts.timeouts ?? null,
+    Object.values(REGISTRY_TIMEOUT_ENV).map((name) => env[name] ?? ''),
     idOf(opts.logger),
     idOf(opts.now),
   ]);

@@ -11,8 +11,8 @@ export function parseToml(text: string, source: string): TomlTable {
     return plain(TOML.parse(text)) as TomlTable;
   } catch (err) {
     const e = err as { line?: number; col?: number; message: string };
-    const where = e.line === undefined ? '' : ` (line ${e.line + 1}, column ${(e.col ?? 0) + 1})`;
-    throw new PackfarmError('INVALID_TOML', `${source}: not valid TOML${where}: ${firstLine(e.message)}`, {
+    const where = e.line === undefined ? '' : ` at line ${e.line + 1}, column ${(e.col ?? 0) + 1}`;
+    throw new PackfarmError('INVALID_TOML', `${source}: not valid TOML${where}: ${reason(e.message)}`, {
       cause: err,
     });
   }
@@ -23,8 +23,16 @@ export function stringifyToml(value: TomlTable): string {
   return TOML.stringify(dropUndefined(value) as TOML.JsonMap);
 }
 
-function firstLine(s: string): string {
-  return s.split('\n')[0] ?? s;
+/**
+ * The parser's reason as the end of one sentence: its first line, without the position it repeats ("at row 3,
+ * col 1, pos 15:", already given as line and column), lower-cased, ending with a full stop.
+ */
+function reason(message: string): string {
+  const first = (message.split('\n')[0] ?? message)
+    .replace(/\s*at row \d+, col \d+, pos \d+:?\s*$/, '')
+    .trim();
+  const text = first.charAt(0).toLowerCase() + first.slice(1);
+  return /[.!?]$/.test(text) ? text : `${text}.`;
 }
 
 function plain(v: unknown): unknown {

@@ -5,7 +5,7 @@ import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { withFileLock } from '../../src/image/lock.js';
+import { withFileLock } from '../../src/util/lock.js';
 
 /**
  * Debian packages of any architecture, for building test root filesystems and build images of foreign

@@ -3,6 +3,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import AjvModule from 'ajv-draft-04';
 import addFormatsModule from 'ajv-formats';
+import { TestRunner } from 'vitest';
 
 // Both packages are CommonJS with `exports.default`; under NodeNext the default import is the module object.
 const Ajv = AjvModule.default;
@@ -10,8 +11,15 @@ const addFormats = addFormatsModule.default;
 type AjvInstance = InstanceType<typeof Ajv>;
 
 /**
- * Validation of what we write against the OCI image-spec JSON schemas (draft-04), loaded from
- * $OCI_SCHEMA_DIR or ../shared/oci-schema beside the repository.
+ * Validation of what we write against the OCI image-spec JSON schemas (draft-04), loaded from $OCI_SCHEMA_DIR
+ * (a copy of opencontainers/image-spec `schema/`; `.ci/run` sets it when ../shared/oci-schema exists beside
+ * the checkout).
+ *
+ * Without OCI_SCHEMA_DIR, a test that asks for a schema check is reported as skipped (ctx.skip with
+ * OCI_SCHEMA_SKIP_NOTE, which the summary reporter prints), so `npm test` on a fresh clone passes and says what
+ * it did not check. Called outside a test (a hook checking its own fixture), the check is left out then; the
+ * tests that validate what packfarm wrote are the ones that skip. A set OCI_SCHEMA_DIR without the schemas
+ * fails.
  *
  * The spec's schema files resolve their relative $refs against nested `id`s that point at two different
  * base URLs (…/schema/ and …/schema/image/), which the Go validator maps to files by name. Here nested ids are
@@ -22,14 +30,28 @@ export type OciSchemaKind = 'manifest' | 'index' | 'config' | 'layout' | 'descri
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-export function ociSchemaDir(): string {
-  const configured = process.env.OCI_SCHEMA_DIR ?? '../shared/oci-schema';
+export const OCI_SCHEMA_SKIP_NOTE =
+  'needs the OCI JSON schemas: set OCI_SCHEMA_DIR to a copy of opencontainers/image-spec schema/ (.ci/run sets it when ../shared/oci-schema exists)';
+
+/** The schema dir, or undefined when OCI_SCHEMA_DIR is not set. */
+export function ociSchemaDir(): string | undefined {
+  const configured = process.env.OCI_SCHEMA_DIR;
+  if (!configured) return undefined;
   const dir = isAbsolute(configured) ? configured : resolve(repoRoot, configured);
   if (!existsSync(join(dir, 'image-manifest-schema.json')))
     throw new Error(
-      `OCI JSON schemas not found in ${dir}: set OCI_SCHEMA_DIR to a copy of opencontainers/image-spec schema/`,
+      `OCI_SCHEMA_DIR=${configured}: no OCI JSON schemas in ${dir} (expected image-manifest-schema.json …)`,
     );
   return dir;
+}
+
+/** The schema dir; without one, skip the running test (or return undefined outside a test). */
+function schemasOrSkip(): string | undefined {
+  const dir = ociSchemaDir();
+  if (dir) return dir;
+  const test = TestRunner.getCurrentTest();
+  if (test) test.context.skip(OCI_SCHEMA_SKIP_NOTE);
+  return undefined;
 }
 
 const BASES = ['https://opencontainers.org/schema/', 'https://opencontainers.org/schema/image/'];
@@ -55,9 +77,8 @@ function stripNestedIds(node: unknown, top: boolean): unknown {
 
 let ajv: AjvInstance | undefined;
 
-function compiler(): AjvInstance {
+function compiler(dir: string): AjvInstance {
   if (ajv) return ajv;
-  const dir = ociSchemaDir();
   const a = new Ajv({ allErrors: true, strict: false });
   addFormats(a);
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.json'))) {
@@ -78,10 +99,12 @@ function compiler(): AjvInstance {
   return a;
 }
 
-/** Errors (empty when valid) of `doc` against the OCI schema of `kind`. */
+/** Errors (empty when valid) of `doc` against the OCI schema of `kind`; [] outside a test without schemas. */
 export function ociSchemaErrors(kind: OciSchemaKind, doc: unknown): string[] {
-  const validate = compiler().getSchema(TOP[kind]);
-  if (!validate) throw new Error(`OCI schema ${TOP[kind]} was not loaded from ${ociSchemaDir()}`);
+  const dir = schemasOrSkip();
+  if (!dir) return [];
+  const validate = compiler(dir).getSchema(TOP[kind]);
+  if (!validate) throw new Error(`OCI schema ${TOP[kind]} was not loaded from ${dir}`);
   if (validate(doc)) return [];
   return (validate.errors ?? []).map((e) => `${e.instancePath || '(root)'} ${e.message ?? ''}`.trim());
 }

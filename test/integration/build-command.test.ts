@@ -179,6 +179,40 @@ describe('packfarm build --publish to a registry', () => {
   }, 180_000);
 });
 
+describe('rebase and rebuild agree', () => {
+  it('rebasing onto run image v2 and rebuilding on v2 give the same digest (same label bytes)', async () => {
+    const store = createRegistryStore(parseReference(`${registry.host}/run`), {
+      insecureRegistries: [registry.host],
+    });
+    await createVersionedRunImage({ store, tag: 'v2', version: 2 });
+    const runV2 = `${registry.host}/run:v2`;
+    const app = await makeApp('same', { 'app.txt': 'same content\n' });
+    const onV1 = await buildOnRun(`${registry.host}/same:rebased`, app, '--buildpack', helloBp, '--publish');
+    const rebased = await packfarm(
+      'rebase',
+      `${registry.host}/same:rebased`,
+      '--run-image',
+      runV2,
+      '--publish',
+      '--json',
+    );
+    expect(rebased.code, rebased.err).toBe(0);
+    const rebasedDigest = (JSON.parse(rebased.out) as { digest: string }).digest;
+    expect(rebasedDigest).not.toBe(onV1.digest);
+    const rebuilt = await buildJson(
+      `${registry.host}/same:rebuilt`,
+      '--path',
+      app,
+      '--run-image',
+      runV2,
+      '--buildpack',
+      helloBp,
+      '--publish',
+    );
+    expect(rebuilt.digest).toBe(rebasedDigest);
+  }, 180_000);
+});
+
 describe('packfarm build into OCI layouts', () => {
   it('writes a bare reference to the default local layout, readable by skopeo, umoci and podman', async () => {
     const app = await makeApp('local', { 'app.txt': 'local\n' });
@@ -192,6 +226,31 @@ describe('packfarm build into OCI layouts', () => {
     expect(await readFile(join(bundle, 'rootfs', 'workspace', 'app.txt'), 'utf8')).toBe('local\n');
     expect(await readFile(join(bundle, 'rootfs', 'etc', 'run-image-version'), 'utf8')).toBe('1\n');
     const run = await podman.run(`oci:${dir}:dev`);
+    expect(run.stdout).toMatch(/^hello world GREETING=bonjour/);
+  }, 180_000);
+
+  it('a host:port registry goes to a directory without ":"; the printed location opens as printed; loopback needs no flag', async () => {
+    const app = await makeApp('hostport', { 'app.txt': 'hostport\n' });
+    // Human output: the summary's location line is what a user copies into podman or skopeo.
+    const r = await packfarm(
+      'build',
+      `${registry.host}/team/app:dev`,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+    );
+    // No --insecure-registry: a loopback registry may speak plain HTTP, as with docker and pack.
+    expect(r.code, r.err).toBe(0);
+    const printed = /location: (\S+)/.exec(r.out)?.[1] ?? '';
+    const dir = join(root, 'home', 'images', registry.host.replace(':', '_'), 'team', 'app');
+    expect(printed).toBe(`oci:${dir}:dev`);
+    expect(printed.slice('oci:'.length).indexOf(':')).toBe(dir.length);
+    const inspect = await execa('skopeo', ['inspect', printed]);
+    expect((JSON.parse(inspect.stdout) as { Digest: string }).Digest).toMatch(/^sha256:/);
+    const run = await podman.run(printed);
     expect(run.stdout).toMatch(/^hello world GREETING=bonjour/);
   }, 180_000);
 
@@ -455,12 +514,282 @@ describe('packfarm build with a builder', () => {
   }, 180_000);
 });
 
+describe("pack's build flags", () => {
+  it('--sbom-output-dir, --report-output-dir, --gid, --cache image spec, notes for --lifecycle-image/--trust-builder', async () => {
+    const app = await makeApp('flags', { 'app.txt': 'flags\n' });
+    const out = join(root, 'flags-out');
+    const r = await packfarm(
+      'build',
+      `oci:${join(root, 'flags-img')}:app`,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+      '--sbom-output-dir',
+      join(out, 'sbom-dir'),
+      '--report-output-dir',
+      join(out, 'report-dir'),
+      '--gid',
+      '2345',
+      '--cache',
+      `type=build;format=image;name=${registry.host}/flags-cache`,
+      '--lifecycle-image',
+      'buildpacksio/lifecycle:0.21',
+      '--trust-builder',
+      '--network',
+      'host',
+    );
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('note: --lifecycle-image buildpacksio/lifecycle:0.21 is not used');
+    expect(r.out).toContain('note: --trust-builder has no effect');
+    expect(r.out).toContain('--network host: buildpacks run on this machine');
+    const sbom = await readFile(
+      join(out, 'sbom-dir', 'sbom', 'launch', 'export_hello', 'hello', 'sbom.cdx.json'),
+      'utf8',
+    );
+    expect(JSON.parse(sbom).bomFormat).toBe('CycloneDX');
+    const report = await readFile(join(out, 'report-dir', 'report.toml'), 'utf8');
+    const digest = /digest: +(sha256:\S+)/.exec(r.out)?.[1];
+    expect(report).toContain(`digest = "${digest}"`);
+    // The cache went to the registry image the spec named.
+    const cache = await execa('skopeo', [
+      'inspect',
+      '--tls-verify=false',
+      `docker://${registry.host}/flags-cache:latest`,
+    ]);
+    expect(JSON.parse(cache.stdout).Labels['io.buildpacks.lifecycle.cache.metadata']).toBeDefined();
+    // --gid owns the app (and buildpack) layers in the image.
+    const layout = join(root, 'flags-img');
+    const raw = await execa('skopeo', ['inspect', '--raw', `oci:${layout}:app`]);
+    const layers = (JSON.parse(raw.stdout) as { layers: Array<{ digest: string }> }).layers;
+    const listings = await Promise.all(
+      layers.map(async (l) => {
+        const blob = join(layout, 'blobs', 'sha256', l.digest.slice('sha256:'.length));
+        return (await execa('tar', ['-tvzf', blob, '--numeric-owner'])).stdout;
+      }),
+    );
+    const appLine =
+      listings
+        .join('\n')
+        .split('\n')
+        .find((l) => l.endsWith('workspace/app.txt')) ?? '';
+    expect(appLine).toMatch(/^\S+ \d+\/2345 /);
+  }, 180_000);
+
+  it('--pull-policy never reads the run image from the local layout, and says where it looked when absent', async () => {
+    const app = await makeApp('pull', { 'app.txt': 'pull\n' });
+    const name = `${registry.host}/pulled-run:v1`;
+    const missing = await packfarm(
+      'build',
+      `oci:${join(root, 'pull-img')}:app`,
+      '--path',
+      app,
+      '--run-image',
+      name,
+      '--buildpack',
+      helloBp,
+      '--pull-policy',
+      'never',
+    );
+    expect(missing.code).toBe(1);
+    const localDir = join(root, 'home', 'images', registry.host.replace(':', '_'), 'pulled-run');
+    expect(missing.err).toContain(
+      `run image ${name}: not in the local layout oci:${localDir}:v1, and --pull-policy never forbids the registry`,
+    );
+    // A copy in the local layout (as `packfarm image copy` makes it) is used, without the registry.
+    const copy = await packfarm('image', 'copy', runRef, `oci:${localDir}:v1`);
+    expect(copy.code, copy.err).toBe(0);
+    registry.resetCounters();
+    const built = await buildJson(
+      `oci:${join(root, 'pull-img')}:app`,
+      '--path',
+      app,
+      '--run-image',
+      name,
+      '--buildpack',
+      helloBp,
+      '--pull-policy',
+      'never',
+    );
+    expect(registry.counters().requests).toBe(0);
+    expect(built.runImage.reference).toContain(`${registry.host}/pulled-run@sha256:`);
+    const bad = await packfarm('build', 'x', '--path', app, '--pull-policy', 'sometimes');
+    expect(bad.err).toContain('--pull-policy "sometimes": not a pull policy');
+  }, 180_000);
+
+  it('refuses --network none and --volume with the host executor, saying why', async () => {
+    const app = await makeApp('net', { 'app.txt': 'net\n' });
+    const none = await packfarm(
+      'build',
+      `oci:${join(root, 'net-img')}:app`,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+      '--network',
+      'none',
+    );
+    expect(none.code).toBe(1);
+    expect(none.err).toContain(
+      '--network none: the host executor runs buildpacks as processes on this machine',
+    );
+    const vol = await packfarm(
+      'build',
+      `oci:${join(root, 'net-img')}:app`,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+      '--volume',
+      `${app}:/data`,
+    );
+    expect(vol.code).toBe(1);
+    expect(vol.err).toContain(`--volume ${app}:/data: the host executor runs buildpacks on this machine`);
+  });
+});
+
 describe('packfarm build errors', () => {
   it('needs --run-image without a builder, and says so', async () => {
     const app = await makeApp('err', { 'app.txt': 'x\n' });
     const r = await packfarm('build', `oci:${join(root, 'err')}:x`, '--path', app, '--buildpack', helloBp);
     expect(r.code).not.toBe(0);
     expect(r.err).toMatch(/--run-image is required/);
+  });
+
+  it('shows every --tag in the summary; refuses a bare --tag beside an oci: IMAGE', async () => {
+    const app = await makeApp('tags', { 'app.txt': 'tags\n' });
+    const out = `oci:${join(root, 'tags')}:app`;
+    const r = await packfarm(
+      'build',
+      out,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+      '--tag',
+      `oci:${join(root, 'tags')}:v2`,
+      '--tag',
+      `oci:${join(root, 'tags-other')}:x`,
+    );
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain(
+      `  tags:     ${out}, oci:${join(root, 'tags')}:v2, oci:${join(root, 'tags-other')}:x`,
+    );
+    const bare = await packfarm(
+      'build',
+      out,
+      '--path',
+      app,
+      '--run-image',
+      runRef,
+      '--buildpack',
+      helloBp,
+      '--tag',
+      'example.test/app:v3',
+    );
+    expect(bare.code).toBe(1);
+    expect(bare.err).toContain(
+      `error: --tag example.test/app:v3: IMAGE ${out} is an OCI layout, and a bare --tag without --publish would go to the default local layout instead`,
+    );
+    expect(bare.err).toContain(
+      `hint: give the tag as a layout location (e.g. --tag oci:${join(root, 'tags')}:v2`,
+    );
+  });
+
+  it("names the run image in its errors, in build's flag names, and says when a name was read as Docker Hub", async () => {
+    const app = await makeApp('named', { 'app.txt': 'x\n' });
+    const missing = await packfarm(
+      'build',
+      `oci:${join(root, 'named')}:x`,
+      '--path',
+      app,
+      '--buildpack',
+      helloBp,
+      '--run-image',
+      `${registry.host}/run:nope`,
+    );
+    expect(missing.code).toBe(1);
+    expect(missing.err).toContain(`run image ${registry.host}/run:nope`);
+    expect(missing.err).toContain('--run-image');
+    expect(missing.err).not.toMatch(/(^|\s)-run-image/);
+    const hub = await packfarm(
+      'build',
+      `oci:${join(root, 'named')}:x`,
+      '--path',
+      app,
+      '--buildpack',
+      helloBp,
+      '--run-image',
+      'localhost5077/run:v1',
+      '--pull-policy',
+      'never',
+    );
+    expect(hub.code).toBe(1);
+    expect(hub.err).toContain(
+      '"localhost5077/run:v1" was read as docker.io/localhost5077/run:v1 (Docker Hub)',
+    );
+    const builder = await packfarm(
+      'build',
+      `oci:${join(root, 'named')}:x`,
+      '--path',
+      app,
+      '--builder',
+      `oci:${join(root, 'no-builder')}:b`,
+    );
+    expect(builder.err).toContain(
+      `error: builder oci:${join(root, 'no-builder')}:b: ${join(root, 'no-builder')} is not an OCI image layout`,
+    );
+    const hubBuilder = await packfarm(
+      'build',
+      `oci:${join(root, 'named')}:x`,
+      '--path',
+      app,
+      '--builder',
+      'myorg/builder:1',
+      '--pull-policy',
+      'never',
+    );
+    expect(hubBuilder.err).toContain('error: builder myorg/builder:1: not in the local layout');
+    expect(hubBuilder.err).toContain('"myorg/builder:1" was read as docker.io/myorg/builder:1 (Docker Hub)');
+  });
+
+  it('rebase of a registry image without --publish says that --publish is needed', async () => {
+    const r = await packfarm('rebase', `${registry.host}/app:latest`, '--run-image', runRef);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`error: ${registry.host}/app:latest is not in the local layout oci:`);
+    expect(r.err).toContain(
+      `hint: to rebase it in its registry, add --publish: packfarm rebase ${registry.host}/app:latest --publish`,
+    );
+  });
+
+  it('names an oci: --cache-image that is a regular file, and leaves the file alone', async () => {
+    const app = await makeApp('cache-file', { 'app.txt': 'x\n' });
+    const file = join(root, 'cache.tar');
+    await writeFile(file, 'not a layout');
+    const r = await packfarm(
+      'build',
+      `oci:${join(root, 'cache-file-img')}:x`,
+      '--path',
+      app,
+      '--buildpack',
+      helloBp,
+      '--run-image',
+      runRef,
+      '--cache-image',
+      `oci:${file}:cache`,
+    );
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`error: oci:${file} is a file, not an OCI image layout directory`);
+    expect(r.err).not.toMatch(/internal error|ENOTDIR/);
+    expect(await readFile(file, 'utf8')).toBe('not a layout');
   });
 
   it('names a missing buildpack directory', async () => {

@@ -228,6 +228,51 @@ describe('packfarm build with several targets (host executor)', () => {
     expect(await store('app-fail').resolve('latest')).toBeUndefined();
   }, 180_000);
 
+  it('keeps a cache image per target', async () => {
+    const r = await publish(
+      `${registry.host}/app-cached:latest`,
+      app,
+      '--platform',
+      both,
+      '--cache-image',
+      `${registry.host}/cache:app`,
+    );
+    expect(r.index).toBe(true);
+    expect((await store('cache').listTags()).sort()).toEqual(['app-linux-386', 'app-linux-amd64']);
+    for (const t of r.targets) expect(t.cache?.location).toBe(`${registry.host}/cache:app`);
+  }, 120_000);
+
+  it('--report-output-dir gets a subdirectory per target', async () => {
+    const out = join(root, 'outputs');
+    await publish(`${registry.host}/app-outputs:latest`, app, '--platform', both, '--report-output-dir', out);
+    expect((await readdir(out)).sort()).toEqual(['linux-386', 'linux-amd64']);
+    for (const t of ['linux-386', 'linux-amd64'])
+      expect(await readdir(join(out, t))).toEqual(['report.toml']);
+  }, 120_000);
+
+  it('the first target to fail cancels the others', async () => {
+    // amd64 waits (for minutes) in bin/build while 386 fails at once: amd64 must be stopped, not awaited.
+    const app2 = await makeApp('cancel', { 'app.txt': 'three\n', 'fail-on': '386\n', 'sleep-on': 'amd64\n' });
+    const events: BuildEvent[] = [];
+    const err = await build(
+      {
+        image: `${registry.host}/app-cancel:latest`,
+        path: app2,
+        buildpacks: [archBp],
+        runImage: runIndex,
+        insecureRegistries: [registry.host],
+        publish: true,
+        platforms: [both],
+        jobs: 2,
+      },
+      { onEvent: (e) => events.push(e) },
+    ).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/^target linux\/386 failed in build: /);
+    expect(events).toContainEqual(expect.objectContaining({ type: 'target-failed', target: 'linux/amd64' }));
+    expect(events.filter((e) => e.type === 'target-end')).toEqual([]);
+    expect(await store('app-cancel').resolve('latest')).toBeUndefined();
+  }, 120_000);
+
   it('plain output prefixes each line with its target; --events prints JSON lines with target and phase', async () => {
     const r = await packfarm(
       'build',

@@ -288,6 +288,60 @@ describe('oci executor: detect and build inside the build image', () => {
   });
 });
 
+describe('build env across buildpacks', () => {
+  it('a build layer of one buildpack is on the next one’s PATH as a container path', async () => {
+    const dir = join(root, 'bps-chain');
+    const write = async (id: string, build: string) => {
+      const d = join(dir, id.replace('/', '_'), '1');
+      await mkdir(join(d, 'bin'), { recursive: true });
+      await writeFile(join(d, 'buildpack.toml'), `api = "0.12"\n[buildpack]\nid = "${id}"\nversion = "1"\n`);
+      await writeFile(join(d, 'bin', 'detect'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+      await writeFile(join(d, 'bin', 'build'), `#!/bin/sh\nset -e\n${build}`, { mode: 0o755 });
+    };
+    await write(
+      'test/tool-maker',
+      [
+        'mkdir -p "$CNB_LAYERS_DIR/tools/bin"',
+        'printf \'#!/bin/sh\\necho hello from $(uname -m)\\n\' > "$CNB_LAYERS_DIR/tools/bin/hello"',
+        'chmod +x "$CNB_LAYERS_DIR/tools/bin/hello"',
+        'printf \'[types]\\nbuild = true\\n\' > "$CNB_LAYERS_DIR/tools.toml"',
+        '',
+      ].join('\n'),
+    );
+    await write(
+      'test/tool-user',
+      'mkdir -p "$CNB_LAYERS_DIR/out"\nhello > "$CNB_LAYERS_DIR/out/hello"\necho "$PATH" > "$CNB_LAYERS_DIR/out/path"\n',
+    );
+    const platform = { os: 'linux', architecture: 'arm64' };
+    const { store, digest } = await buildImage(platform);
+    const ws = await workspace();
+    const exec = await createBuildImageExecutor({
+      store,
+      image: digest,
+      platform,
+      dataDir,
+      dirs: { ...ws, buildpacks: dir },
+    });
+    executors.push(exec);
+    const group = ['test/tool-maker', 'test/tool-user'].map((id) => ({ id, version: '1', api: '0.12' }));
+    await build({
+      appDir: ws.app,
+      layersDir: ws.layers,
+      platformDir: ws.platform,
+      buildpacksDir: dir,
+      group: { group },
+      plan: { entries: [] },
+      target: { os: 'linux', arch: 'arm64' },
+      executor: exec,
+    });
+    const out = join(ws.layers, 'test_tool-user', 'out');
+    expect((await readFile(join(out, 'hello'), 'utf8')).trim()).toBe('hello from aarch64');
+    expect((await readFile(join(out, 'path'), 'utf8')).trim()).toBe(
+      '/layers/test_tool-maker/tools/bin:/usr/local/bin:/usr/bin:/bin',
+    );
+  });
+});
+
 describe('the creator with the oci executor', () => {
   it('builds a linux/arm64 image whose buildpack ran emulated; podman runs its process and prints aarch64', async () => {
     const platform = { os: 'linux', architecture: 'arm64' };

@@ -194,9 +194,36 @@ describe('export to the registry', () => {
       baseOptions([{ store: appStore, tags: ['latest'] }], { projectMetadata: { source: { type: 'git' } } }),
     );
     expect(again.digest).toBe(digest);
-    expect(again.layers.every((l) => l.outcome === 'reused')).toBe(true);
+    // No previous image was named: the blobs are already in the registry, not taken from a previous image.
+    expect(again.layers.every((l) => l.outcome === 'existing')).toBe(true);
     expect(registry.counters().bytesUploaded).toBeLessThan(10_000);
     expect(registry.counters().blobUploads).toBe(0);
+  });
+});
+
+describe('a rebuild after an interrupted publish', () => {
+  it('reports as reused only the layers of the previous image; blobs the push left behind are "existing"', async () => {
+    const appStore = createRegistryStore(parseReference(`${registry.host}/interrupted`), {
+      insecureRegistries: [registry.host],
+    });
+    await exportImage(baseOptions([{ store: appStore, tags: ['latest'] }]));
+    // The app changes; a publish of it uploads its blobs but dies before the tag is written.
+    const app2 = join(root, 'workspace-interrupted');
+    await execa('cp', ['-a', ws.app, app2]);
+    await writeFile(join(app2, 'index.txt'), 'index, changed\n');
+    await exportImage(baseOptions([{ store: appStore, tags: [] }], { appDir: app2 }));
+    // The rebuild, against the image the tag still names.
+    const again = await exportImage(
+      baseOptions([{ store: appStore, tags: ['latest'] }], {
+        appDir: app2,
+        previousImage: { store: appStore, target: 'latest' },
+      }),
+    );
+    const outcome = Object.fromEntries(again.layers.map((l) => [l.name, l.outcome]));
+    expect(outcome.app).toBe('existing');
+    expect(outcome['bp:export/hello:hello']).toBe('reused');
+    expect(outcome.launcher).toBe('reused');
+    expect(again.layers.filter((l) => l.outcome === 'added')).toEqual([]);
   });
 });
 

@@ -1,6 +1,8 @@
+import { execa } from 'execa';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseToml } from '../../src/util/toml.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import type { CliIO } from '../../src/cli/output.js';
@@ -177,6 +179,23 @@ beforeAll(async () => {
     labels: { 'io.buildpacks.lifecycle.metadata': '{"runImage": ', 'io.buildpacks.rebasable': 'true' },
   });
   await writeTestImage(plain, {
+    tag: 'noproc',
+    labels: {
+      'io.buildpacks.build.metadata': JSON.stringify({
+        buildpacks: [{ id: 'example/lib', version: '1.0.0' }],
+        processes: [],
+        bom: [
+          {
+            name: 'openssl',
+            metadata: { version: '3.0.11' },
+            buildpack: { id: 'example/lib', version: '1.0.0' },
+          },
+        ],
+      }),
+      'io.buildpacks.lifecycle.metadata': JSON.stringify({ runImage: { topLayer: '', reference: '' } }),
+    },
+  });
+  await writeTestImage(plain, {
     tag: 'wrong-shape',
     labels: { 'io.buildpacks.build.metadata': '{"processes":[{"type":7}]}' },
   });
@@ -194,7 +213,9 @@ describe('inspectApp', () => {
     const report = await inspectApp(`${registry.host}/app:1`, { insecureRegistries: [registry.host] });
     expect(report.local.present).toBe(false);
     expect(report.local.error).toBeNull();
-    expect(report.local.location).toBe(`oci:${join(home, 'images', registry.host, 'app')}:1`);
+    expect(report.local.location).toBe(
+      `oci:${join(home, 'images', registry.host.replace(':', '_'), 'app')}:1`,
+    );
     const remote = report.remote!;
     expect(remote.present).toBe(true);
     expect(remote.location).toBe(`${registry.host}/app:1`);
@@ -334,6 +355,7 @@ describe('packfarm inspect', () => {
       'buildpacks',
       'processes',
       'sbom',
+      'bom',
     ]);
     expect(img.digest).toBe(localImage.digest);
     expect(img.created).toBe('1980-01-01T00:00:01Z');
@@ -376,6 +398,62 @@ describe('packfarm inspect', () => {
       processes: [],
       sbom: null,
     });
+  });
+
+  it('shows an image without processes as such, and prints its legacy BOM with --bom', async () => {
+    const loc = `oci:${join(root, 'plain')}:noproc`;
+    const r = await cli(['inspect', loc]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain(
+      'Processes:\n  (none: no buildpack declared a process; give the command to run the image)',
+    );
+    const bom = await cli(['inspect', loc, '--bom']);
+    expect(JSON.parse(bom.out)).toEqual({
+      remote: null,
+      local: {
+        bom: [
+          {
+            name: 'openssl',
+            metadata: { version: '3.0.11' },
+            buildpack: { id: 'example/lib', version: '1.0.0' },
+          },
+        ],
+      },
+    });
+    const bomYaml = await cli(['inspect', loc, '--bom', '-o', 'yaml']);
+    expect(bomYaml.out).toContain('local:\n  bom:\n    - name: "openssl"');
+  });
+
+  it('-o json|yaml|toml print the --json document in that format', async () => {
+    const args = ['inspect', `${registry.host}/local:1`, '--insecure-registry', registry.host];
+    const json = JSON.parse((await cli([...args, '-o', 'json'])).out);
+    expect(json).toEqual(JSON.parse((await cli([...args, '--json'])).out));
+    const yaml = await cli([...args, '-o', 'yaml']);
+    expect(yaml.code, yaml.err).toBe(0);
+    const parsed = await execa(
+      'python3',
+      ['-c', 'import sys,json,yaml; print(json.dumps(yaml.safe_load(sys.stdin)))'],
+      { input: yaml.out },
+    );
+    expect(JSON.parse(parsed.stdout)).toEqual(json);
+    const toml = await cli([...args, '-o', 'toml']);
+    expect(toml.code, toml.err).toBe(0);
+    const fromToml = parseToml(toml.out, 'inspect -o toml');
+    // TOML has no null: the same document without its null fields.
+    const dropNulls = (v: unknown): unknown =>
+      Array.isArray(v)
+        ? v.filter((x) => x !== null).map(dropNulls)
+        : v !== null && typeof v === 'object'
+          ? Object.fromEntries(
+              Object.entries(v)
+                .filter(([, x]) => x !== null)
+                .map(([k, x]) => [k, dropNulls(x)]),
+            )
+          : v;
+    expect(fromToml).toEqual(dropNulls(json));
+    const bad = await cli([...args, '-o', 'xml']);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain('--output "xml": not an output format');
   });
 
   it('names the image and the label when a label is not valid JSON or not the expected shape', async () => {

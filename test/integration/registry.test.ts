@@ -1,3 +1,4 @@
+import type { LookupFunction } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
@@ -380,33 +381,40 @@ describe('registry without auth', () => {
     expect(await storeFor(reg, 'tags/never-pushed', client).listTags()).toEqual([]);
   });
 
-  it('refuses plain HTTP unless the registry is listed insecure (flag or CNB_INSECURE_REGISTRIES)', async () => {
-    const strict = createRegistryStore(
+  it('refuses plain HTTP unless the registry is loopback or listed insecure (flag or CNB_INSECURE_REGISTRIES)', async () => {
+    // The registry under a name that is not loopback (resolved to 127.0.0.1 by the test).
+    const name = `registry.example:${reg.directHost.split(':')[1]}`;
+    const lookup: LookupFunction = (_host, opts, cb) =>
+      opts.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4);
+    const named = (insecureRegistries: string[]) =>
+      createRegistryStore(
+        { registry: name, repository: 'roundtrip/app' },
+        {
+          client: freshClient(reg, {
+            registry: name,
+            insecureRegistries,
+            lookup,
+          }),
+        },
+      );
+    const err = await named([])
+      .getManifest('v1')
+      .catch((e) => e);
+    expect(err.code).toBe('REGISTRY_TLS');
+    expect(err.message).toContain(`GET https://${name}/v2/ failed`);
+    expect(err.hint).toContain(`--insecure-registry ${name}`);
+    expect(err.hint).toContain('CNB_INSECURE_REGISTRIES');
+
+    const viaEnv = named(insecureRegistriesFromEnv({ CNB_INSECURE_REGISTRIES: `other:1,${name}` }));
+    expect((await viaEnv.getManifest('v1')).mediaType).toBe(MediaType.ociManifest);
+    // A bare host listed matches any port.
+    expect((await named(['registry.example']).resolve('v1'))?.mediaType).toBe(MediaType.ociManifest);
+    // Loopback needs no listing, as with docker and pack.
+    const loopback = createRegistryStore(
       { registry: reg.directHost, repository: 'roundtrip/app' },
       { credentials: async () => undefined },
     );
-    const err = await strict.getManifest('v1').catch((e) => e);
-    expect(err.code).toBe('REGISTRY_TLS');
-    expect(err.message).toContain(`GET https://${reg.directHost}/v2/ failed`);
-    expect(err.hint).toContain(`--insecure-registry ${reg.directHost}`);
-    expect(err.hint).toContain('CNB_INSECURE_REGISTRIES');
-
-    const viaEnv = createRegistryStore(
-      { registry: reg.directHost, repository: 'roundtrip/app' },
-      {
-        credentials: async () => undefined,
-        insecureRegistries: insecureRegistriesFromEnv({
-          CNB_INSECURE_REGISTRIES: `other:1,${reg.directHost}`,
-        }),
-      },
-    );
-    expect((await viaEnv.getManifest('v1')).mediaType).toBe(MediaType.ociManifest);
-    // A bare host listed matches any port.
-    const byHost = createRegistryStore(
-      { registry: reg.directHost, repository: 'roundtrip/app' },
-      { credentials: async () => undefined, insecureRegistries: ['127.0.0.1'] },
-    );
-    expect((await byHost.resolve('v1'))?.mediaType).toBe(MediaType.ociManifest);
+    expect((await loopback.getManifest('v1')).mediaType).toBe(MediaType.ociManifest);
   });
 });
 
@@ -433,14 +441,18 @@ describe('registry with htpasswd (Basic) auth', () => {
         `HEAD http://${reg.host.replace(/\./g, '\\.')}/v2/private/app/blobs/sha256:[0-9a-f]{64} failed: HTTP 401`,
       ),
     );
-    expect(err.hint).toContain('$DOCKER_CONFIG/config.json');
+    expect(err.hint).toContain(`packfarm login ${reg.host}`);
     expect(err.hint).toContain('CNB_REGISTRY_AUTH');
   });
 
-  it('rejects a wrong password', async () => {
-    const client = freshClient(reg, { credentials: { username: 'alice', password: 'nope' } });
+  it('rejects a wrong password, saying the credentials were refused and where they came from', async () => {
+    const client = freshClient(reg, {
+      credentials: { username: 'alice', password: 'nope', source: 'the test' },
+    });
     await expect(storeFor(reg, 'private/app', client).listTags()).rejects.toMatchObject({
       code: 'REGISTRY_UNAUTHORIZED',
+      message: expect.stringContaining(`${reg.host} refused the credentials from the test`),
+      hint: expect.stringContaining('log in again'),
     });
   });
 
@@ -575,5 +587,7 @@ describe('registry with token (Bearer) auth', () => {
     const err = await store.getManifest('v1').catch((e) => e);
     expect(err.code).toBe('REGISTRY_UNAUTHORIZED');
     expect(err.message).toContain(`token service ${reg.tokenIssuer!.realm}`);
+    expect(err.message).toContain(`${reg.host} refused the credentials given`);
+    expect(err.hint).toContain('log in again');
   });
 });

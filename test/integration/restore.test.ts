@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dirCachePaths } from '../../src/cache/dir-cache.js';
 import { type CacheLocation, openCache } from '../../src/cache/open.js';
 import { exportCache } from '../../src/phase/cache.js';
 import { parsePlatform } from '../../src/oci/platform.js';
@@ -121,6 +122,42 @@ describe('restore', () => {
     });
     // A buildpack that left the group gets nothing back.
     expect(await readdir(layers)).toEqual(['example_node']);
+  });
+
+  it('skips a truncated cache layer with a warning (a tar entry declaring more bytes than follow)', async () => {
+    const { location, sha } = await cacheWithLaunchLayers();
+    const dir = dirCachePaths((location as { dir: string }).dir, AMD64).committed;
+    const name = (await readdir(dir)).find((f) => f.includes((sha.lc ?? '').slice('sha256:'.length)));
+    if (!name) throw new Error(`no cache file for ${sha.lc} in ${dir}`);
+    // Cut one byte into the content of the layer's file: its header declares more than follows.
+    const bytes = await readFile(join(dir, name));
+    let header = -1;
+    for (let at = 0; at + 512 <= bytes.length; at += 512)
+      if (
+        bytes
+          .subarray(at, at + 100)
+          .toString('latin1')
+          .replace(/\0+$/, '')
+          .endsWith('lc/file')
+      )
+        header = at;
+    expect(header).toBeGreaterThanOrEqual(0);
+    await writeFile(join(dir, name), bytes.subarray(0, header + 512 + 1));
+    const layers = join(root, `restored-${++n}`);
+    const out: string[] = [];
+    const result = await restore({
+      layersDir: layers,
+      group: GROUP,
+      previousMetadata: previousMetadata(sha),
+      cache: await openCache(location, AMD64),
+      platformApi: '0.13',
+      skipLayers: false,
+      logger: createLogger({ write: (l) => out.push(l) }),
+    });
+    expect(result.layers.map((l) => l.layer)).toEqual(['runtime']);
+    expect(result.skipped.map((s) => s.layer)).toContain('lc');
+    expect(out.join('\n')).toMatch(/example\/node:lc/);
+    await expect(stat(join(layers, 'example_node', 'lc'))).rejects.toThrow();
   });
 
   it('Platform API 0.14: a launch+cache layer missing from the previous image comes from the cache', async () => {

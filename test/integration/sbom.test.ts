@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -192,6 +193,39 @@ describe('packfarm sbom download', () => {
     expect(r.out).toContain(`(linux/amd64, ${local.digest})`);
     expect(r.out).toContain(`written to ${out}: 2 files`);
     expect(r.out).toContain(`  ${SBOM_PATH}`);
+  });
+
+  it('a download that fails midway leaves the complete files already in the output dir', async () => {
+    const layoutDir = join(root, 'breakable');
+    const store = await openLayoutStore(layoutDir, { create: true });
+    const dirs = await prepareLayers(join(root, 'breakable-src'), 'breakable');
+    await exportImage({
+      layersDir: dirs.layers,
+      appDir: dirs.app,
+      group,
+      metadata,
+      runImage: { store: await openLayoutStore(join(root, 'runs')), target: 'run' },
+      platform: AMD64,
+      outputs: [{ store, tags: ['1'] }],
+    });
+    const out = join(root, 'out-kept');
+    const first = await downloadSbom({ store, target: '1', destDir: out, platform: AMD64 });
+    expect(await readFile(join(out, SBOM_PATH), 'utf8')).toBe(sbomBytes('breakable'));
+
+    // The stored SBOM blob now holds other (shorter) bytes: they are read, then fail the digest check.
+    // A large file after them, so the first files are unpacked well before the end of the stream fails.
+    const other = await tarGz({
+      [SBOM_PATH]: '{"truncated',
+      [SPDX_PATH]: '',
+      'layers/sbom/launch/zz/padding.json': randomBytes(4 * 1024 * 1024).toString('hex'),
+    });
+    await writeFile(join(layoutDir, 'blobs', 'sha256', first.layerDigest.slice('sha256:'.length)), other.gz);
+    await expect(downloadSbom({ store, target: '1', destDir: out, platform: AMD64 })).rejects.toMatchObject({
+      code: 'BLOB_DIGEST_MISMATCH',
+    });
+    expect(await readFile(join(out, SBOM_PATH), 'utf8')).toBe(sbomBytes('breakable'));
+    expect(await readFile(join(out, SPDX_PATH), 'utf8')).toBe(spdxBytes('breakable'));
+    expect(await readdir(out)).toEqual(['layers']);
   });
 
   it('reads the registry with --remote: the host platform of an index by default, --platform picks another', async () => {

@@ -67,6 +67,7 @@ async function runBuilder(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
     platformApi,
     hostEnv: env,
     logger,
+    ...(io.signal ? { signal: io.signal } : {}),
     onEvent,
   });
   logger.debug(`wrote ${result.metadataPath}`);

@@ -12,7 +12,7 @@ import {
 } from '../../platform/inputs.js';
 import { PackfarmError } from '../../util/errors.js';
 import { createLogger, type Logger, type LogLevel } from '../../util/log.js';
-import type { CliIO } from '../output.js';
+import { type CliIO, wrapLine, wrapSentences } from '../output.js';
 
 /** What every phase command starts from once its inputs are resolved. */
 export interface PhaseContext {
@@ -94,15 +94,18 @@ export function phaseUsage(
   defs: readonly InputDef[],
   notes: string[] = [],
 ): string {
+  const inputs = formatInputsHelp(defs)
+    .split('\n')
+    .flatMap((l) => wrapLine(l, 6));
   return [
     `Usage: packfarm lifecycle ${name} [flags]`,
     '',
-    summary,
+    ...wrapLine(summary, 0),
     '',
     'Inputs (flag, environment variable, meaning):',
-    formatInputsHelp(defs),
+    ...inputs,
     '',
     'CNB_PLATFORM_API must be set (supported: 0.12, 0.13, 0.14, 0.15).',
-    ...notes,
+    ...wrapSentences(notes),
   ].join('\n');
 }

@@ -4,7 +4,7 @@ import { readOrder } from '../../platform/order.js';
 import { createHostExecutor } from '../../exec/host.js';
 import { ifImageExists } from '../../image/transport.js';
 import { hostPlatform } from '../../oci/platform.js';
-import { type CreatePhase, create } from '../../phase/create.js';
+import { type CreatePhase, PHASE_HEADER, create } from '../../phase/create.js';
 import { type ExportOutput, addExportOutput } from '../../phase/export.js';
 import { asPhaseError, EXIT } from '../../platform/exit-codes.js';
 import { ExperimentalFeature, guardExperimental } from '../../platform/experimental.js';
@@ -154,13 +154,16 @@ async function runCreator(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Pr
       executor: createHostExecutor(),
       hostEnv: env,
       logger,
+      ...(io.signal ? { signal: io.signal } : {}),
       onEvent: (e) => {
         if (e.type === 'phase-start') {
           current = e.phase;
-          logger.info(`===> ${e.phase.toUpperCase()}`);
+          const header = PHASE_HEADER[e.phase];
+          if (header) logger.info(`===> ${header}`);
         }
         if (e.type === 'export' && e.event.type === 'layer')
           logger.info(layerLine(e.event.name, e.event.outcome));
+        if (e.type === 'export' && e.event.type === 'saving') logger.info(`Saving ${e.event.name}...`);
         if (e.type === 'build' && e.event.type === 'buildpack-output') {
           if (e.event.stream === 'stdout') io.out(e.event.line);
           else io.err(e.event.line);

@@ -67,6 +67,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
       execEnv: inputs.require('exec-env'),
       hostEnv: env,
       logger,
+      ...(io.signal ? { signal: io.signal } : {}),
     });
     return EXIT.OK;
   } catch (err) {

@@ -166,6 +166,7 @@ async function run(args: string[], io: CliIO, env: NodeJS.ProcessEnv): Promise<n
     logger,
     onEvent: (e) => {
       if (e.type === 'layer') logger.info(layerLine(e.name, e.outcome));
+      if (e.type === 'saving') logger.info(`Saving ${e.name}...`);
     },
   });
   logger.info(`*** Images (${result.digest.slice(7, 19)}):`);
