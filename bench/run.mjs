@@ -14,6 +14,7 @@ for (const name of [
   'rebuild.mjs',
   'executor.mjs',
   'multiarch.mjs',
+  'base.mjs',
 ]) {
   console.log(`\n=== ${name} ===`);
   const r = spawnSync(process.execPath, [join(here, name)], { stdio: 'inherit' });

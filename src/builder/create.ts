@@ -436,7 +436,8 @@ async function writeTargetBuilder(t: TargetInput): Promise<BuilderTargetResult> 
   const metadata = {
     description: toml.description ?? '',
     buildpacks: t.modules.map(moduleInfo),
-    extensions: [],
+    // pack leaves the list unset (JSON null) when the builder has no extensions.
+    extensions: null,
     stack: { runImage: { image: first.image, mirrors: first.mirrors } },
     lifecycle: {
       version: CREATED_BY.version,
@@ -454,6 +455,10 @@ async function writeTargetBuilder(t: TargetInput): Promise<BuilderTargetResult> 
     [ORDER_LABEL]: JSON.stringify(t.order.order.map((g) => ({ group: g.group.map(orderEntryJson) }))),
     [BUILDPACK_LAYERS_LABEL]: JSON.stringify(layersLabel(t.modules)),
   };
+  // What pack writes for a builder without extensions and a build image without mixins.
+  labels['io.buildpacks.buildpack.order-extensions'] = 'null';
+  labels['io.buildpacks.extension.layers'] = '{}';
+  labels['io.buildpacks.stack.mixins'] = base.config.config?.Labels?.['io.buildpacks.stack.mixins'] ?? 'null';
   if (toml.stackId) labels['io.buildpacks.stack.id'] = toml.stackId;
   const image = assembleImage({
     base,

@@ -4,8 +4,8 @@ import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { extractLayer, writeLayer } from '../archive/index.js';
-import type { BuildpackDescriptor } from '../buildpack/descriptor.js';
-import { stageBuildpack } from '../buildpack/source.js';
+import { type BuildpackDescriptor, readBuildpackDescriptor } from '../buildpack/descriptor.js';
+import { type StagedBuildpack, stageBuildpack } from '../buildpack/source.js';
 import { readBaseImage, runnableChildren } from '../image/read.js';
 import { openImage } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
@@ -374,4 +374,29 @@ export async function buildpackagePlatforms(
       .filter((d) => d.platform)
       .map((d) => platformFromSpec(d.platform!)),
   };
+}
+
+/**
+ * A buildpackage's buildpacks unpacked for running (a build from a builder.toml directory): each module's
+ * layer extracted under `scratch`, its buildpack.toml read. The layers are the package's own, unchanged.
+ */
+export async function stageBuildpackage(
+  uri: string,
+  opts: { cwd: string; scratch: string; platform: Platform; insecureRegistries?: string[]; source: string },
+): Promise<{ entry: { id: string; version: string }; staged: StagedBuildpack[] }> {
+  const pkg = await readBuildpackage(uri, opts);
+  await mkdir(opts.scratch, { recursive: true });
+  const root = await mkdtemp(join(opts.scratch, 'package-'));
+  const staged: StagedBuildpack[] = [];
+  for (const m of pkg.modules) {
+    await extractLayer({
+      source: await m.layer.open(),
+      dest: root,
+      name: `${opts.source}: ${m.id}@${m.version} layer`,
+    });
+    const dir = join(root, 'cnb', 'buildpacks', escapedId(m.id), m.version);
+    const descriptor = await readBuildpackDescriptor(dir);
+    staged.push({ id: descriptor.id, version: descriptor.version, dir: descriptor.dir, descriptor });
+  }
+  return { entry: { id: pkg.id, version: pkg.version }, staged };
 }

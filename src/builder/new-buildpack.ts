@@ -18,21 +18,17 @@ export async function newBuildpack(opts: {
   targets?: string[];
 }): Promise<string> {
   if (!/^[a-zA-Z0-9./_-]+$/.test(opts.id) || ['app', 'config', 'sbom'].includes(opts.id))
-    throw new PackfarmError('INVALID_ARGUMENT', `buildpack id "${opts.id}" is not valid`, {
+    throw new PackfarmError('INVALID_ARGS', `buildpack id "${opts.id}" is not valid`, {
       hint: 'use letters, digits, ".", "/", "-" and "_", e.g. acme/hello (app, config and sbom are reserved)',
     });
   if (!isApiSupported(opts.api, SUPPORTED_BUILDPACK_APIS))
-    throw new PackfarmError(
-      'INVALID_ARGUMENT',
-      `--api: ${opts.api} is not a Buildpack API packfarm supports`,
-      {
-        hint: `use one of ${SUPPORTED_BUILDPACK_APIS.join(', ')}`,
-      },
-    );
+    throw new PackfarmError('INVALID_ARGS', `--api: ${opts.api} is not a Buildpack API packfarm supports`, {
+      hint: `use one of ${SUPPORTED_BUILDPACK_APIS.join(', ')}`,
+    });
   const dir = resolve(opts.dir);
   const existing = await readdir(dir).catch(() => [] as string[]);
   if (existing.length > 0)
-    throw new PackfarmError('PATH_NOT_EMPTY', `${dir} exists and is not empty`, {
+    throw new PackfarmError('INVALID_ARGS', `${dir} exists and is not empty`, {
       hint: 'choose another --path',
     });
   const targets = (opts.targets ?? ['linux/amd64', 'linux/arm64']).map((t) => parsePlatform(t, '--targets'));

@@ -91,7 +91,7 @@ export async function packageBuildpack(opts: PackageBuildpackOptions): Promise<P
   const source = opts.config;
   const text = await readFile(source, 'utf8').catch((err: NodeJS.ErrnoException) => {
     throw new PackfarmError(
-      'PACKAGE_CONFIG_UNREADABLE',
+      'FILE_UNREADABLE',
       `${source}: cannot read package.toml: ${err.code ?? err.message}`,
       {
         cause: err,

@@ -100,12 +100,14 @@ run-image-mirrors = ["m:1"]
     await b.cleanup();
   });
 
-  it('refuses docker:// buildpacks, unknown or ambiguous order entries, naming file and field', async () => {
-    const docker = await builderDir('b3', '[[buildpacks]]\nuri = "docker://example.com/bp:1"\n');
-    await expect(resolveBuilder(docker, { cwd: '/', scratchDir: scratch })).rejects.toMatchObject({
+  it('refuses https: buildpacks, unknown or ambiguous order entries, naming file and field', async () => {
+    // docker://, oci: and .cnb buildpackages are read (test/integration/buildpack-package.test.ts); a download
+    // URL is not.
+    const remote = await builderDir('b3', '[[buildpacks]]\nuri = "https://example.com/bp.tgz"\n');
+    await expect(resolveBuilder(remote, { cwd: '/', scratchDir: scratch })).rejects.toMatchObject({
       code: 'BUILDER_UNSUPPORTED',
       message: expect.stringMatching(
-        /b3\/builder\.toml: buildpacks\[0\]\.uri: .*docker:\/\/.*not supported yet/,
+        /b3\/builder\.toml: buildpacks\[0\]\.uri: .*https: buildpack URIs are not supported/,
       ),
     });
 

@@ -21,6 +21,7 @@ import { pathExists } from '../util/fs.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { parseToml } from '../util/toml.js';
 import { type BuilderToml, readBuilderToml } from './builder-toml.js';
+import { isPackageUri, stageBuildpackage } from './modules.js';
 
 /**
  * `--builder DIR|REF`: where the builder's buildpacks, order and run image come from. Three shapes:
@@ -177,7 +178,7 @@ async function fromBuilderToml(
   const scratch = await mkdtemp(join(opts.scratchDir, 'builder-'));
   const cleanup = () => rm(scratch, { recursive: true, force: true });
   try {
-    const staged = await stageBuilderBuildpacks(toml, path, scratch);
+    const staged = await stageBuilderBuildpacks(toml, path, scratch, opts);
     const order = resolveTomlOrder(toml, staged, path);
     return {
       name: spec,
@@ -198,17 +199,40 @@ async function stageBuilderBuildpacks(
   toml: BuilderToml,
   path: string,
   scratch: string,
+  opts: ResolveBuilderOptions,
 ): Promise<StagedBuildpack[]> {
   const base = dirname(path);
   const staged: StagedBuildpack[] = [];
   for (const [i, b] of toml.buildpacks.entries()) {
     const field = `buildpacks[${i}].uri`;
+    if (isPackageUri(b.uri)) {
+      // A buildpackage (docker://, oci:, .cnb): its buildpacks for the platform being built.
+      const pkg = await stageBuildpackage(b.uri, {
+        cwd: base,
+        scratch,
+        platform: opts.platform ?? hostPlatform(),
+        source: `${path}: ${field}`,
+        ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
+      });
+      for (const key of ['id', 'version'] as const) {
+        const want = b[key];
+        if (want !== undefined && want !== pkg.entry[key])
+          throw new PackfarmError(
+            'INVALID_BUILDER_TOML',
+            `${path}: buildpacks[${i}].${key}: "${want}" but the buildpackage holds "${pkg.entry[key]}"`,
+          );
+      }
+      staged.push(...pkg.staged);
+      continue;
+    }
     const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(b.uri)?.[1]?.toLowerCase();
     if (scheme !== undefined && scheme !== 'file' && !(scheme.length === 1 && process.platform === 'win32'))
       throw new PackfarmError(
         'BUILDER_UNSUPPORTED',
-        `${path}: ${field}: "${b.uri}": ${scheme === 'docker' ? 'buildpacks from images (docker://)' : `${scheme}: buildpack URIs`} are not supported yet`,
-        { hint: 'point uri at a buildpack directory or a .tgz/.tar archive, relative to builder.toml' },
+        `${path}: ${field}: "${b.uri}": ${scheme}: buildpack URIs are not supported`,
+        {
+          hint: 'point uri at a buildpack directory, a .tgz/.tar archive or a buildpackage (docker://, oci:, .cnb), relative to builder.toml',
+        },
       );
     let s: StagedBuildpack;
     try {

@@ -72,7 +72,7 @@ export function registerBaseCommands(program: Command, io: CliIO): void {
           ];
           if (!e)
             throw new PackfarmError(
-              'INVALID_ARGUMENT',
+              'INVALID_ARGS',
               `--essential: "${o.essential}" is not build, run, both or none`,
             );
           flags.essential = { build: e[0]!, run: e[1]! };

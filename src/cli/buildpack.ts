@@ -51,7 +51,7 @@ export function registerBuildpackCommands(program: Command, io: CliIO): void {
         },
       ) => {
         if (o.format !== 'image' && o.format !== 'file')
-          throw new PackfarmError('INVALID_ARGUMENT', `--format: "${o.format}" is not image or file`);
+          throw new PackfarmError('INVALID_ARGS', `--format: "${o.format}" is not image or file`);
         const scratch = await mkdtemp(join(tmpdir(), 'packfarm-package-'));
         try {
           const result = await packageBuildpack({

@@ -179,7 +179,7 @@ describe('packfarm builder create', () => {
           { id: 'test/dep-provider', name: 'Fixture test/dep-provider', version: '1.0.0' },
           { id: 'test/env-consumer', name: expect.any(String), version: '1.0.0' },
         ],
-        extensions: [],
+        extensions: null,
         stack: { runImage: { image: runImage, mirrors: ['mirror.example/base/run:t'] } },
         lifecycle: {
           version: '0.1.0',
@@ -192,6 +192,9 @@ describe('packfarm builder create', () => {
         createdBy: { name: 'packfarm', version: '0.1.0' },
         images: [{ image: runImage, mirrors: ['mirror.example/base/run:t'] }],
       });
+      expect(c.Labels['io.buildpacks.buildpack.order-extensions']).toBe('null');
+      expect(c.Labels['io.buildpacks.extension.layers']).toBe('{}');
+      expect(c.Labels['io.buildpacks.stack.mixins']).toBe('null');
       expect(JSON.parse(c.Labels['io.buildpacks.buildpack.order']!)).toEqual([
         { group: [{ id: 'packfarm/procfile', version: '0.1.0' }] },
         {

@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resolveBuilder } from '../../src/builder/resolve.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { createRunImage } from '../helpers/run-image.js';

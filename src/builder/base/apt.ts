@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { withFileLock } from '../../image/lock.js';
+import { withFileLock } from '../../util/lock.js';
 import { PackfarmError } from '../../util/errors.js';
 import { pathExists } from '../../util/fs.js';
 import type { BaseArch, DebianRelease } from './definition.js';
@@ -29,6 +29,9 @@ const run = promisify(execFile);
  *    as NAME_VERSION_ARCH.deb (apt's own file name, ':' written %3a). Cached files are reused.
  */
 
+const UPDATE_ATTEMPTS = 3;
+const UPDATE_RETRY_DELAY_MS = 5000;
+
 /** Package lists older than this are refreshed (Debian stable's archive changes at most a few times a day). */
 export const LISTS_MAX_AGE_MS = 6 * 60 * 60 * 1000;
 
@@ -50,6 +53,8 @@ export interface ResolvedPackage {
 
 export interface AptEvents {
   onProgress?: (message: string) => void;
+  /** Something the user must know about the result (e.g. a suite that could not be read). */
+  onWarning?: (message: string) => void;
 }
 
 /** Part of every image (see resolvePackages). */
@@ -114,6 +119,7 @@ async function prepareTree(t: AptTarget): Promise<{ dir: string; env: NodeJS.Pro
     // As root apt hands downloads to the _apt user, who cannot write into a private data dir.
     'APT::Sandbox::User "root";',
     'Acquire::Languages "none";',
+    'Acquire::Retries "3";',
   ].join('\n');
   await writeFile(join(dir, 'apt.conf'), `${conf}\n`);
   // LC_ALL=C: the output is parsed.
@@ -155,16 +161,63 @@ export async function updateLists(t: AptTarget, ev: AptEvents = {}, force = fals
         (s) => Date.now() - s.mtimeMs,
         () => Number.POSITIVE_INFINITY,
       );
-      if (!force && age < LISTS_MAX_AGE_MS) return;
+      if (!force && age < LISTS_MAX_AGE_MS) {
+        // Lists from an update that could not read every suite: say so every time they are used.
+        const note = await readFile(stamp, 'utf8').catch(() => '');
+        if (note.startsWith('incomplete:')) ev.onWarning?.(note.slice('incomplete:'.length).trim());
+        return;
+      }
       ev.onProgress?.(`apt-get update (debian ${t.release.codename}, ${t.arch.debian})`);
-      const r = await apt('apt-get', ['-q', 'update'], env);
-      const failed = r.code !== 0 || /^(E:|W: Failed to fetch)/m.test(r.stderr);
-      if (failed)
+      // Debian's mirrors are briefly inconsistent while they sync ("File has unexpected size … Mirror sync in
+      // progress?"); a later attempt usually gets a consistent set.
+      let failure = '';
+      for (let attempt = 1; attempt <= UPDATE_ATTEMPTS; attempt++) {
+        const r = await apt('apt-get', ['-q', 'update'], env);
+        const failed = r.code !== 0 || /^(E:|W: Failed to fetch)/m.test(r.stderr);
+        if (!failed) {
+          failure = '';
+          break;
+        }
+        failure = aptErrors(r.stderr) || `exit ${r.code}`;
+        if (attempt < UPDATE_ATTEMPTS) {
+          ev.onProgress?.(`apt-get update failed (${failure}); trying again`);
+          await new Promise((res) => setTimeout(res, UPDATE_RETRY_DELAY_MS * attempt));
+        }
+      }
+      if (failure !== '') {
+        const fetchErrors = failure.split('; ').filter((l) => l.startsWith('E: Failed to fetch'));
+        const onlySecondary =
+          fetchErrors.length > 0 && fetchErrors.every((l) => /-(security|updates)\//.test(l));
+        const lists = await readdir(join(dir, 'lists')).catch(() => [] as string[]);
+        const hasMain = lists.some((f) =>
+          f.endsWith(`_dists_${t.release.codename}_main_binary-${t.arch.debian}_Packages`),
+        );
+        if (onlySecondary && hasMain) {
+          // The release itself is there; only the security or updates suite is unreadable right now. Building
+          // without it is better than not building, but it must be said loudly (base images are for shipping).
+          const warning = `apt-get update: ${failure}; resolving WITHOUT the packages of the suites that failed (security or stable updates may be missing)`;
+          ev.onWarning?.(warning);
+          // Marked as fresh for ten minutes only, so the failed suites are tried again soon.
+          await writeFile(stamp, `incomplete: ${warning}`);
+          const soonStale = new Date(Date.now() - LISTS_MAX_AGE_MS + 10 * 60_000);
+          await utimes(stamp, soonStale, soonStale);
+          return;
+        }
+        if (Number.isFinite(age)) {
+          // Lists from an earlier update are still there: resolve against them rather than fail.
+          ev.onProgress?.(
+            `apt-get update failed (${failure}); using the package lists from ${Math.round(age / 60000)} minutes ago`,
+          );
+          return;
+        }
         throw new PackfarmError(
           'APT_UPDATE_FAILED',
-          `apt-get update for debian ${t.release.codename} ${t.arch.debian} failed: ${aptErrors(r.stderr) || `exit ${r.code}`}`,
-          { hint: `check that ${t.mirror} is reachable (proxies: http_proxy)` },
+          `apt-get update for debian ${t.release.codename} ${t.arch.debian} failed: ${failure}`,
+          {
+            hint: `check that ${t.mirror} is reachable (proxies: http_proxy); a "mirror sync" error passes within minutes`,
+          },
         );
+      }
       await writeFile(stamp, new Date().toISOString());
     },
     { timeoutMs: 10 * 60_000, staleMs: 10 * 60_000 },

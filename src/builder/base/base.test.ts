@@ -67,7 +67,7 @@ describe('base definition', () => {
       /^UNKNOWN_DISTRO: b.toml: distro: "ubuntu:24.04"/,
     );
     expect(code(() => resolveBaseDefinition({}, { packages: ['Bad_Name'] }, 'flags'))).toMatch(
-      /^INVALID_ARGUMENT: --packages: "Bad_Name"/,
+      /^INVALID_ARGS: --packages: "Bad_Name"/,
     );
     expect(code(() => resolveBaseDefinition({ build: { packages: ['x1'] } }, {}, 'b.toml'))).toMatch(
       /run.packages: the run image has no packages/,

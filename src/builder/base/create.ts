@@ -40,7 +40,7 @@ export type BaseImageKind = 'build' | 'run';
 export type BaseEvent =
   | { type: 'progress'; arch: string; kind?: BaseImageKind; message: string }
   | { type: 'handled'; arch: string; kind: BaseImageKind; package: string; how: string }
-  | { type: 'warning'; arch: string; kind: BaseImageKind; package?: string; message: string }
+  | { type: 'warning'; arch: string; kind?: BaseImageKind; package?: string; message: string }
   | {
       type: 'image';
       arch: string;
@@ -94,7 +94,7 @@ export async function createBaseImages(opts: CreateBaseImagesOptions): Promise<B
   const refs = { build: opts.buildTag ?? def.build.tag, run: opts.runTag ?? def.run.tag };
   for (const kind of ['build', 'run'] as const)
     if (!refs[kind])
-      throw new PackfarmError('MISSING_ARGUMENT', `no destination for the ${kind} image`, {
+      throw new PackfarmError('INVALID_ARGS', `no destination for the ${kind} image`, {
         hint: `pass --${kind}-tag REF (a registry reference or oci:DIR[:TAG]) or set [${kind}] tag in base.toml`,
       });
   const openOpts = {

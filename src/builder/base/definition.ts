@@ -166,7 +166,7 @@ export async function loadBaseDefinition(
   if (file !== undefined) {
     const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
       throw new PackfarmError(
-        'BASE_DEFINITION_UNREADABLE',
+        'FILE_UNREADABLE',
         `${file}: cannot read the base definition: ${err.code ?? err.message}`,
         {
           cause: err,
@@ -197,7 +197,7 @@ export function resolveBaseDefinition(
   ] as const) {
     for (const p of list ?? [])
       if (!PACKAGE_RE.test(p))
-        throw new PackfarmError('INVALID_ARGUMENT', `${flag}: "${p}" is not a Debian package name`, {
+        throw new PackfarmError('INVALID_ARGS', `${flag}: "${p}" is not a Debian package name`, {
           hint: 'package names are lower case letters, digits and + - . (e.g. libc6, ca-certificates)',
         });
   }
