@@ -14,9 +14,9 @@ import { createBuilder } from './create.js';
  * packfarm's default builder (builders/default/): what `packfarm build` uses when nothing names buildpacks.
  * It is made on first use — `base create` from builders/default/base.toml, then `builder create` from
  * builders/default/builder.toml with its build and run images pointed at those bases — into OCI layouts
- * under `<data dir>/default-builder/<hash>/`, where <hash> covers both files and every file of the
- * buildpacks builder.toml names. Later builds find the `ready` marker and use the layout as it is; editing
- * a definition or a shipped buildpack gives a new hash, hence a new builder.
+ * under `<data dir>/default-builder/<hash>/`, where <hash> covers both files, every file of the buildpacks
+ * builder.toml names and packfarm's version. Later builds find the `ready` marker and use the layout as it
+ * is; editing a definition or a shipped buildpack gives a new hash, hence a new builder.
  */
 
 /** builders/ and buildpacks/ ship with the package: two levels up from src/builder/ or dist/builder/. */
@@ -39,7 +39,18 @@ export interface DefaultBuilder {
   hash: string;
 }
 
-export async function defaultBuilder(opts: DefaultBuilderOptions = {}): Promise<DefaultBuilder> {
+/** Where the default builder for these definitions lives, and its content hash (no image is read). */
+export async function defaultBuilderLocation(
+  opts: Pick<DefaultBuilderOptions, 'env' | 'definitionsDir'> = {},
+): Promise<{
+  hash: string;
+  home: string;
+  reference: string;
+  builderToml: string;
+  baseToml: string;
+  buildpackDirs: string[];
+  toml: Record<string, unknown>;
+}> {
   const defs = opts.definitionsDir ?? join(SHIPPED_ROOT, 'builders', 'default');
   const builderToml = join(defs, 'builder.toml');
   const baseToml = join(defs, 'base.toml');
@@ -62,7 +73,9 @@ export async function defaultBuilder(opts: DefaultBuilderOptions = {}): Promise<
   });
 
   const hash = createHash('sha256');
-  hash.update('packfarm-default-builder-1\n');
+  // packfarm's own version too: a packfarm that writes builders differently makes its own.
+  const pkg = JSON.parse(await readFile(join(SHIPPED_ROOT, 'package.json'), 'utf8')) as { version?: string };
+  hash.update(`packfarm-default-builder-1 ${pkg.version ?? ''}\n`);
   hash.update(tomlText);
   hash.update(await readFile(baseToml));
   for (const dir of buildpackDirs) await hashTree(hash, dir);
@@ -70,6 +83,12 @@ export async function defaultBuilder(opts: DefaultBuilderOptions = {}): Promise<
 
   const home = join(packfarmDataDir(opts.env), 'default-builder', key);
   const reference = `oci:${join(home, 'builder')}:latest`;
+
+  return { hash: key, home, reference, builderToml, baseToml, buildpackDirs, toml };
+}
+
+export async function defaultBuilder(opts: DefaultBuilderOptions = {}): Promise<DefaultBuilder> {
+  const { hash: key, home, reference, baseToml, buildpackDirs, toml } = await defaultBuilderLocation(opts);
   const ready = join(home, 'ready');
   if (await pathExists(ready)) return { reference, created: false, hash: key };
 
