@@ -40,6 +40,7 @@ import { appFileFilter } from '../platform/app-files.js';
 import { collectUserEnv } from '../platform/env-files.js';
 import { type ProjectDescriptor, readProjectDescriptor } from '../platform/project.js';
 import { type ExportOutput, addExportOutput } from '../phase/export.js';
+import { EXTRA_CA_ENV, defaultBuilder, localCaCertificates } from '../builder/default-builder.js';
 import { PackfarmError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 import { resolveCreationTime } from '../util/time.js';
@@ -261,14 +262,32 @@ async function planWith(
   };
   try {
     const notes: string[] = [];
-    const builderName = opts.builder ?? project?.builder;
-    // pack's --pull-policy: a builder image may come from the default local layout instead of the registry.
-    const builderSource =
-      builderName && !(await pathExists(resolve(cwd, builderName)))
-        ? await pulledImageName(builderName, opts.pullPolicy, 'builder', env).catch((err: unknown) => {
-            throw aboutImage(err, 'builder', builderName);
-          })
-        : builderName;
+    // Nothing names buildpacks: the default builder (builders/default), made on first use and cached.
+    const namesBuildpacks =
+      opts.builder !== undefined ||
+      project?.builder !== undefined ||
+      opts.buildpacks.length > 0 ||
+      (project?.group.length ?? 0) > 0 ||
+      opts.buildImage !== undefined;
+    let builderName = opts.builder ?? project?.builder;
+    let builderSource = builderName;
+    if (!namesBuildpacks) {
+      // An oci: layout under the data dir: there is nothing to pull.
+      builderName = (
+        await defaultBuilder({ env, insecureRegistries: insecure, onProgress: (m) => log.info(m) })
+      ).reference;
+      builderSource = builderName;
+      // The shipped buildpacks download over HTTPS: they trust what this machine trusts locally too (a
+      // proxy's CA in /usr/local/share/ca-certificates), unless the user set the variable.
+      const localCas = await localCaCertificates();
+      if (localCas && !userEnv.has(EXTRA_CA_ENV)) userEnv.set(EXTRA_CA_ENV, localCas);
+    } else if (builderName && !(await pathExists(resolve(cwd, builderName)))) {
+      // pack's --pull-policy: a builder image may come from the default local layout instead of the registry.
+      const named = builderName;
+      builderSource = await pulledImageName(named, opts.pullPolicy, 'builder', env).catch((err: unknown) => {
+        throw aboutImage(err, 'builder', named);
+      });
+    }
     let scratchN = 0;
     const nextScratch = () => join(scratch, String(scratchN++));
     const resolveOne = async (spec: string, platform?: Platform) => {

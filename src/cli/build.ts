@@ -55,7 +55,10 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
       'registry reference (needs --publish), oci:DIR[:TAG], or a name for the local layout',
     )
     .option('-p, --path <dir>', 'app directory', '.')
-    .option('-B, --builder <ref|dir>', 'builder image, builder.toml directory, or /cnb-style directory')
+    .option(
+      '-B, --builder <ref|dir>',
+      'builder image, builder.toml directory, or /cnb-style directory (default, when nothing names buildpacks: builders/default, made on first use)',
+    )
     .option(
       '-b, --buildpack <buildpack>',
       'a buildpack directory, .tgz/.tar archive, or ID@VERSION of a builder buildpack (repeatable; one group in flag order)',

@@ -1,0 +1,176 @@
+import { appendFile, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli/main.js';
+import type { CliIO } from '../../src/cli/output.js';
+import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { type PodmanRunner, createPodmanRunner } from '../helpers/run-image.js';
+
+/**
+ * End to end with the default builder (builders/default): `packfarm build` with no --builder and no
+ * --buildpack makes the builder on first use (Debian bases for amd64 and arm64 from deb.debian.org, the
+ * shipped buildpacks), builds examples/node-hello for linux/amd64 and linux/arm64 (arm64 through qemu), and
+ * podman runs both. Node.js comes from the npm registry. The data dir (default builder, .debs) and the build
+ * cache live in a reused temp dir so later runs download nothing; the assertions on rebuilds are on the Node.js
+ * buildpack's own output lines.
+ */
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CACHE = join(tmpdir(), 'packfarm-test-default-builder');
+
+let root: string;
+let app: string;
+let registry: TestRegistry;
+let podman: PodmanRunner;
+const savedHome = process.env.PACKFARM_HOME;
+
+async function packfarm(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
+  const code = await main(argv, io);
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+const image = () => `${registry.host}/node-hello:latest`;
+
+async function build(platforms: string): Promise<{ text: string; seconds: number }> {
+  const t0 = performance.now();
+  const r = await packfarm(
+    'build',
+    image(),
+    '--path',
+    app,
+    '--platform',
+    platforms,
+    '--publish',
+    '--insecure-registry',
+    registry.host,
+    '--cache-dir',
+    join(CACHE, 'build-cache'),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  const text = `${r.out}\n${r.err}`;
+  if (r.code !== 0) throw new Error(`packfarm build failed (${r.code}):\n${text}`);
+  return { text, seconds };
+}
+
+/** The lines one target printed (the CLI prefixes them with [os/arch] when several targets build). */
+const linesOf = (text: string, target: string) =>
+  text
+    .split('\n')
+    .filter((l) => l.startsWith(`[${target}] `))
+    .map((l) => l.slice(target.length + 3));
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'pf-default-builder-'));
+  await mkdir(CACHE, { recursive: true });
+  process.env.PACKFARM_HOME = join(CACHE, 'home');
+  app = join(root, 'node-hello');
+  await cp(join(repoRoot, 'examples', 'node-hello'), app, { recursive: true });
+  registry = await startRegistry();
+  podman = await createPodmanRunner();
+}, 120_000);
+
+afterAll(async () => {
+  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
+  else process.env.PACKFARM_HOME = savedHome;
+  await podman?.cleanup();
+  await registry?.stop();
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+describe('the default builder on examples/node-hello', () => {
+  it('builds linux/amd64 and linux/arm64 without --builder, and podman runs both with their own node', async () => {
+    const first = await build('linux/amd64,linux/arm64');
+    console.log(`[default-builder] first build: ${first.seconds.toFixed(1)} s`);
+    for (const t of ['linux/amd64', 'linux/arm64']) {
+      const lines = linesOf(first.text, t);
+      expect(lines).toContain('packfarm/nodejs 0.1.0');
+      expect(lines).toContain('process web (default): node server.js');
+    }
+    for (const [arch, nodeArch] of [
+      ['amd64', 'x64'],
+      ['arm64', 'arm64'],
+    ] as const) {
+      // The web process runs the start script; arguments go to it (`node server.js --once` prints and exits).
+      const ran = await podman.run(image(), { flags: ['--arch', arch], args: ['--once'] });
+      expect(ran.stderr).toBe('');
+      expect(ran.stdout).toMatch(new RegExp(`^Hello from Node\\.js v22\\.\\d+\\.\\d+ on linux/${nodeArch}$`));
+      expect(ran.exitCode).toBe(0);
+    }
+  }, 1_800_000);
+
+  it('a rebuild without changes reuses Node.js, node_modules and every layer', async () => {
+    const again = await build('linux/amd64,linux/arm64');
+    console.log(`[default-builder] no-change rebuild: ${again.seconds.toFixed(1)} s`);
+    for (const t of ['linux/amd64', 'linux/arm64']) {
+      const lines = linesOf(again.text, t);
+      expect(lines.some((l) => l.startsWith('Reusing Node.js 22.'))).toBe(true);
+      expect(lines.some((l) => l.startsWith('Reusing node_modules: package-lock.json unchanged'))).toBe(true);
+      expect(lines.some((l) => l.startsWith('Running npm ci'))).toBe(false);
+      expect(lines.some((l) => l.startsWith('Installing Node.js'))).toBe(false);
+      expect(lines).toContain("Reusing layer 'packfarm/nodejs:node'");
+      expect(lines).toContain("Reusing layer 'packfarm/nodejs:modules'");
+      expect(lines.some((l) => l.startsWith('Adding layer'))).toBe(false);
+    }
+    const summary = again.text.split('\n').filter((l) => /layers:\s+\d+ added/.test(l));
+    console.log(`[default-builder] reused: ${summary.map((l) => l.trim()).join(' | ')}`);
+    expect(summary).toHaveLength(2);
+    for (const l of summary) expect(l).toMatch(/layers:\s+0 added, \d+ reused/);
+  }, 900_000);
+
+  it('a change to app code only does not run npm ci again', async () => {
+    await appendFile(join(app, 'server.js'), '// a change to the app code only\n');
+    const r = await build('linux/amd64');
+    expect(r.text).toContain('Reusing node_modules: package-lock.json unchanged');
+    expect(r.text).not.toContain('Running npm ci');
+    expect(r.text).toContain("Adding layer 'app'");
+  }, 900_000);
+
+  it('a change to package-lock.json runs npm ci again', async () => {
+    const lockFile = join(app, 'package-lock.json');
+    const lock = JSON.parse(await readFile(lockFile, 'utf8')) as Record<string, unknown>;
+    // Same packages, other bytes: npm ci still accepts it, the buildpack's key changes.
+    await writeFile(lockFile, `${JSON.stringify(lock, null, 4)}\n`);
+    const r = await build('linux/amd64');
+    expect(r.text).toMatch(/Running npm ci \(package-lock\.json sha256:[0-9a-f]{64}\)/);
+    expect(r.text).not.toContain('Reusing node_modules');
+    expect(r.text).toContain('Reusing Node.js 22.');
+  }, 900_000);
+
+  it('builds the shell and Procfile examples too, each for amd64 and arm64', async () => {
+    for (const [example, expected] of [
+      ['shell-hello', /^Hello from a shell script on (x86_64|aarch64), running as uid \d+\.$/],
+      ['hello', /^Hello, world! This is \S+ on (x86_64|aarch64), built by packfarm\.$/],
+    ] as const) {
+      const dir = join(root, example);
+      await cp(join(repoRoot, 'examples', example), dir, { recursive: true });
+      const ref = `${registry.host}/${example}:latest`;
+      const r = await packfarm(
+        'build',
+        ref,
+        '--path',
+        dir,
+        '--platform',
+        'linux/amd64,linux/arm64',
+        '--publish',
+        '--insecure-registry',
+        registry.host,
+      );
+      expect(r.code, `${r.out}\n${r.err}`).toBe(0);
+      const group = example === 'hello' ? 'packfarm/procfile 0.1.0' : 'packfarm/shell-script 0.1.0';
+      expect(linesOf(`${r.out}\n${r.err}`, 'linux/arm64')).toContain(group);
+      for (const [arch, machine] of [
+        ['amd64', 'x86_64'],
+        ['arm64', 'aarch64'],
+      ] as const) {
+        const ran = await podman.run(ref, { flags: ['--arch', arch] });
+        expect(ran.exitCode, ran.stderr).toBe(0);
+        expect(ran.stdout).toMatch(expected);
+        expect(ran.stdout).toContain(machine);
+      }
+    }
+  }, 900_000);
+});
