@@ -318,6 +318,7 @@ async function targetExecutor(
       buildpacks: target.buildpacks.store.buildpacksDir,
     },
     network: plan.options.network !== 'none',
+    volumes: plan.options.volumes,
   });
   const rootfs = executor.rootfs;
   opts.log.debug(

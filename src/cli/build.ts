@@ -119,7 +119,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
     )
     .option(
       '--volume <host:target[:ro|rw]>',
-      'mount a host dir for the buildpacks, read-only unless rw (repeatable; not supported by the executors yet)',
+      'mount a host path at TARGET in the build container, read-only unless rw (repeatable; oci executor only)',
       collect,
       [],
     )
