@@ -49,7 +49,7 @@ export function checkTagDestination(image: string, tag: string, publish: boolean
  * Options only a container executor can honour, checked against the executor that runs the buildpacks. The
  * host executor runs them as child processes on this machine: they already use its network (so `host` is
  * what they get) and see its filesystem as it is, so `none` and volumes would be false promises. The oci
- * executor honours the network (host or none); volumes are not mounted by it yet, so they are refused too.
+ * executor honours both: the network (host or none) and volumes (bind mounts, spec/exec.md).
  */
 export function checkExecutorOptions(
   opts: { network?: string | undefined; volumes: readonly { host: string; target: string }[] },
@@ -67,17 +67,12 @@ export function checkExecutorOptions(
   if (executor === 'host' && opts.network === 'host')
     log.info(`--network host: buildpacks run on this machine (${executor} executor) and use its network`);
   const v = opts.volumes[0];
-  if (v)
+  if (v && executor === 'host')
     throw new PackfarmError(
       'EXECUTOR_UNSUPPORTED',
-      executor === 'host'
-        ? `--volume ${v.host}:${v.target}: the host executor runs buildpacks on this machine, with nothing mounted at ${v.target}`
-        : `--volume ${v.host}:${v.target}: the oci executor does not mount extra volumes yet`,
+      `--volume ${v.host}:${v.target}: the host executor runs buildpacks on this machine, with nothing mounted at ${v.target}`,
       {
-        hint:
-          executor === 'host'
-            ? 'buildpacks run by the host executor read host paths directly: drop --volume, or pass the path with --env'
-            : 'drop --volume; give the buildpacks what they need through the app dir or --env',
+        hint: 'buildpacks run by the host executor read host paths directly: drop --volume, or pass the path with --env; or build in a build image (oci executor)',
       },
     );
 }

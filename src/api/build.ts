@@ -43,6 +43,8 @@ export interface BuildReport {
   index: boolean;
   tags: string[];
   targets: TargetReport[];
+  /** Blob bytes sent to registry outputs by all targets (the sum of their `bytesUploaded`). */
+  bytesUploaded: number;
   /** What planning decided that the user should know (targets left out, host-only builds). */
   notes: string[];
   warnings: string[];
@@ -82,6 +84,7 @@ export async function build(input: BuildOptions, hooks: BuildHooks = {}): Promis
         index: false,
         tags: only.tags,
         targets,
+        bytesUploaded: only.bytesUploaded,
         notes: plan.notes,
         warnings,
         timings: {
@@ -127,6 +130,7 @@ export async function build(input: BuildOptions, hooks: BuildHooks = {}): Promis
       index: true,
       tags,
       targets: sortByPlatform(targets),
+      bytesUploaded: targets.reduce((a, t) => a + t.bytesUploaded, 0),
       notes: plan.notes,
       warnings,
       timings: {

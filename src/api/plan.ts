@@ -99,7 +99,7 @@ export const BuildOptionsSchema = z.object({
   executor: z.enum(['host', 'oci']).optional(),
   /** The buildpacks' network: the host's (default) or none (oci executor only). */
   network: NetworkSchema.optional(),
-  /** Host directories mounted for the buildpacks (refused by both executors for now: checkExecutorOptions). */
+  /** Host paths bind-mounted for the buildpacks (oci executor; the host executor refuses them). */
   volumes: z.array(VolumeSchema).default([]),
   /** pack's --pull-policy, for the builder and run images (build-flags.ts pulledImageName). */
   pullPolicy: PullPolicySchema.default('always'),

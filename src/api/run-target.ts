@@ -45,6 +45,11 @@ export interface TargetReport {
   manifestSize: number;
   /** Manifest + config + every layer (run image layers included), in bytes. */
   size: number;
+  /**
+   * Blob bytes (layers, config) this target sent to registry outputs; 0 when every blob was already there
+   * (a no-change rebuild) or the output is an OCI layout. Manifests are not counted.
+   */
+  bytesUploaded: number;
   /** Tags the image itself got (one-target builds); [] when an index holds the tags. */
   tags: string[];
   runImage: { reference: string; topLayer: string };
@@ -240,6 +245,7 @@ export async function runTarget(
       mediaType: ex.mediaType,
       manifestSize: ex.manifestSize,
       size: ex.manifestSize + manifest.config.size + manifest.layers.reduce((a, l) => a + l.size, 0),
+      bytesUploaded: uploaded,
       tags: plan.index ? [] : ex.tags,
       runImage: { reference: md.runImage.reference, topLayer: md.runImage.topLayer },
       ...(target.buildImage
@@ -318,6 +324,7 @@ async function targetExecutor(
       buildpacks: target.buildpacks.store.buildpacksDir,
     },
     network: plan.options.network !== 'none',
+    volumes: plan.options.volumes,
   });
   const rootfs = executor.rootfs;
   opts.log.debug(

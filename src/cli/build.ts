@@ -119,7 +119,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
     )
     .option(
       '--volume <host:target[:ro|rw]>',
-      'mount a host dir for the buildpacks, read-only unless rw (repeatable; not supported by the executors yet)',
+      'mount a host path at TARGET in the build container, read-only unless rw (repeatable; oci executor only)',
       collect,
       [],
     )
@@ -282,9 +282,13 @@ function printReport(io: CliIO, r: BuildReport): void {
   io.out(`  location: ${r.location}`);
   if (r.tags.length > 1) io.out(`  tags:     ${r.tags.join(', ')}`);
   io.out(`  digest:   ${r.digest}`);
+  io.out(`  uploaded: ${formatBytes(r.bytesUploaded)}`);
   for (const t of r.targets) {
     const pre = r.index ? `  ${t.platform}: ` : '  ';
-    if (r.index) io.out(`${pre}${t.digest} (${t.runs}, ${t.executor} executor, ${formatBytes(t.size)})`);
+    if (r.index)
+      io.out(
+        `${pre}${t.digest} (${t.runs}, ${t.executor} executor, ${formatBytes(t.size)}, ${formatBytes(t.bytesUploaded)} uploaded)`,
+      );
     const ind0 = r.index ? '    ' : '  ';
     if (t.farm)
       io.out(

@@ -69,7 +69,18 @@ export interface OciExecutorOptions {
   /** Between SIGTERM and SIGKILL when a process is aborted or times out. Default 5 s. */
   killGraceMs?: number;
   hostname?: string;
+  /** Extra host paths bound at `target` (--volume); read-only unless `readOnly` is false. */
+  volumes?: readonly OciVolume[];
 }
+
+export interface OciVolume {
+  host: string;
+  target: string;
+  readOnly: boolean;
+}
+
+/** Where a volume may not go: it would hide the lifecycle's own mounts (build-flags.ts refuses these too). */
+const LIFECYCLE_ROOTS = ['/cnb', '/layers', '/workspace', '/platform'];
 
 export interface OciExecutor extends Executor {
   readonly kind: 'oci';
@@ -101,6 +112,8 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
         hint: 'create it before starting the executor',
       });
   }
+
+  const volumes = await checkVolumes(opts.volumes ?? []);
 
   const state = await mkdtemp(join(opts.stateParent ?? tmpdir(), 'packfarm-oci-'));
   const runtimeRoot = join(state, 'runc');
@@ -137,6 +150,7 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
     gid: opts.gid,
     network: opts.network !== false,
     hostname: opts.hostname ?? 'packfarm',
+    volumes,
     killGraceMs: opts.killGraceMs ?? 5000,
     nofile: await hostNofileLimit(),
     machine: await machineOf(),
@@ -175,6 +189,7 @@ interface RunContext {
   gid: number;
   network: boolean;
   hostname: string;
+  volumes: readonly OciVolume[];
   killGraceMs: number;
   nofile: number;
   /** What this machine runs, for telling a foreign binary without an emulator before starting it. */
@@ -240,7 +255,9 @@ async function runInContainer(ctx: RunContext, spec: ExecSpec): Promise<ExecResu
 
 /** The OCI runtime config of one process (runtime-spec 1.0). */
 export function runtimeConfig(
-  ctx: Pick<RunContext, 'rootfs' | 'hostPaths' | 'uid' | 'gid' | 'network' | 'hostname' | 'nofile'>,
+  ctx: Pick<RunContext, 'rootfs' | 'hostPaths' | 'uid' | 'gid' | 'network' | 'hostname' | 'nofile'> & {
+    volumes?: readonly OciVolume[];
+  },
   spec: Pick<ExecSpec, 'argv' | 'cwd' | 'env'>,
 ): Record<string, unknown> {
   const bind = (source: string, destination: string, ro: boolean) => ({
@@ -287,6 +304,9 @@ export function runtimeConfig(
     bind(h.platform, c.platform, true),
     bind(h.buildpacks, c.buildpacks, true),
     bind(h.scratch, c.scratch, false),
+    // After the lifecycle's dirs, in the order given: a later volume may sit inside an earlier one, as with
+    // pack. runc makes a missing TARGET (an empty dir or file) in the unpacked build image before mounting.
+    ...(ctx.volumes ?? []).map((v) => bind(v.host, v.target, v.readOnly)),
   ];
   if (ctx.network) {
     mounts.push(bind('/etc/resolv.conf', '/etc/resolv.conf', true), bind('/etc/hosts', '/etc/hosts', true));
@@ -457,6 +477,29 @@ function startError(message: string, spec: ExecSpec, ctx: RunContext): PackfarmE
   return new PackfarmError('RUNC_FAILED', `${ctx.runtime} could not start ${exe}: ${message}`, {
     hint: 'see spec/exec.md for what the oci executor needs (root, cgroups, a runc that works here)',
   });
+}
+
+/** Each volume's host path must exist, and its target must stay clear of the lifecycle's dirs. */
+async function checkVolumes(volumes: readonly OciVolume[]): Promise<OciVolume[]> {
+  const out: OciVolume[] = [];
+  for (const v of volumes) {
+    const target = posix.normalize(v.target).replace(/\/+$/, '') || '/';
+    const clash = LIFECYCLE_ROOTS.find((r) => target === r || target.startsWith(`${r}/`));
+    if (!target.startsWith('/') || target === '/' || clash)
+      throw new PackfarmError(
+        'INVALID_ARGS',
+        `--volume ${v.host}:${v.target}: the target must be an absolute path outside /, /cnb, /layers, /workspace and /platform`,
+        { hint: 'mount it elsewhere, e.g. --volume ./certs:/etc/certs:ro' },
+      );
+    const host = resolve(v.host);
+    const st = await stat(host).catch(() => undefined);
+    if (!st)
+      throw new PackfarmError('EXEC_DIR_MISSING', `--volume ${v.host}:${v.target}: ${host} does not exist`, {
+        hint: 'create the host path first, or correct it',
+      });
+    out.push({ host, target, readOnly: v.readOnly });
+  }
+  return out;
 }
 
 async function checkRuntime(runtime: string): Promise<void> {

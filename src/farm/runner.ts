@@ -225,6 +225,16 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     },
     async runTarget(plan, target, hooks) {
       if (closed) throw new PackfarmError('ABORTED', 'the farm was closed', { exitCode: 130 });
+      // A volume names a path on this machine; a node would build without it, so a farm with remote nodes refuses.
+      const vol = plan.options.volumes[0];
+      if (vol && nodes.some((n) => n.conn))
+        throw new PackfarmError(
+          'EXECUTOR_UNSUPPORTED',
+          `--volume ${vol.host}:${vol.target}: farm nodes cannot mount a path of this machine`,
+          {
+            hint: 'build without --farm to mount it, or give the buildpacks what they need through the app dir',
+          },
+        );
       let check = checked.get(plan);
       if (!check) {
         check = Promise.resolve().then(() =>

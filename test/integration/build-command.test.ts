@@ -119,6 +119,11 @@ describe('packfarm build --publish to a registry', () => {
     // The run image's layer was already in the registry under another repository: mounted, never uploaded.
     expect(first.baseLayers.uploaded).toBe(0);
     expect(first.baseLayers.mounted + first.baseLayers.exists).toBeGreaterThan(0);
+    // The app's layers and config were sent: the report counts their bytes, the build's total is the target's.
+    const appBytes = first.layers.filter((l) => l.outcome === 'added').reduce((a, l) => a + l.size, 0);
+    expect(appBytes).toBeGreaterThan(0);
+    expect(first.bytesUploaded).toBeGreaterThan(appBytes);
+    expect(first.report.bytesUploaded).toBe(first.bytesUploaded);
 
     const web = await podman.run(image());
     expect(web.stderr).not.toMatch(/Error/);
@@ -147,6 +152,8 @@ describe('packfarm build --publish to a registry', () => {
     expect(c.blobUploads).toBe(0);
     expect(c.mounts).toBe(0);
     expect(c.bytesUploaded).toBe(0);
+    expect(again.bytesUploaded).toBe(0);
+    expect(again.report.bytesUploaded).toBe(0);
     // The tag already names the same manifest: nothing is sent at all.
     expect(c.manifestPuts).toBe(0);
   }, 180_000);
@@ -196,6 +203,8 @@ describe('packfarm build --publish to a registry', () => {
     expect(c.mounts).toBe(0);
     const appLayer = changed.layers.find((l) => l.name === 'app');
     expect(c.bytesUploaded).toBeGreaterThanOrEqual(appLayer?.size ?? 0);
+    // What the report says went up is what the registry received.
+    expect(changed.bytesUploaded).toBe(c.bytesUploaded);
   }, 180_000);
 });
 

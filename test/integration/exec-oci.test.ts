@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -73,7 +73,11 @@ async function executorFor(platform: Platform, opts: { network?: boolean; killGr
 }
 
 /** The executor phases get for a build image (phase/build-image.ts), on a fresh workspace. */
-async function buildImageExecutorFor(platform: Platform, buildpacks: string) {
+async function buildImageExecutorFor(
+  platform: Platform,
+  buildpacks: string,
+  extra: { volumes?: { host: string; target: string; readOnly: boolean }[] } = {},
+) {
   const { store, digest } = await buildImage(platform);
   const ws = await workspace();
   const exec = await createBuildImageExecutor({
@@ -82,6 +86,7 @@ async function buildImageExecutorFor(platform: Platform, buildpacks: string) {
     platform,
     dataDir,
     dirs: { ...ws, buildpacks },
+    ...extra,
   });
   executors.push(exec);
   return { exec, ws, store, digest };
@@ -346,6 +351,78 @@ describe('build env across buildpacks', () => {
     expect((await readFile(join(out, 'path'), 'utf8')).trim()).toBe(
       '/layers/test_tool-maker/tools/bin:/usr/local/bin:/usr/bin:/bin',
     );
+  });
+});
+
+describe('volumes (--volume)', () => {
+  it('a buildpack reads a read-only volume and cannot write to it; a rw volume takes its writes', async () => {
+    const ro = join(root, 'vol-ro');
+    const rw = join(root, 'vol-rw');
+    await mkdir(ro);
+    await mkdir(rw);
+    await writeFile(join(ro, 'secret.txt'), 'from the host\n');
+    // Writable by anyone: a refused write below is the read-only mount's doing, not file permissions.
+    await chmod(ro, 0o777);
+    await chmod(rw, 0o777);
+    const dir = join(root, 'bps-volume');
+    const d = join(dir, 'test_volume', '1');
+    await mkdir(join(d, 'bin'), { recursive: true });
+    await writeFile(
+      join(d, 'buildpack.toml'),
+      'api = "0.12"\n[buildpack]\nid = "test/volume"\nversion = "1"\n',
+    );
+    await writeFile(join(d, 'bin', 'detect'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+    await writeFile(
+      join(d, 'bin', 'build'),
+      [
+        '#!/bin/sh',
+        'out="$CNB_LAYERS_DIR/out"',
+        'mkdir -p "$out"',
+        'cat /etc/certs/secret.txt > "$out/read"',
+        'if touch /etc/certs/new.txt 2> "$out/ro-err"; then echo ro-written > "$out/ro"; else echo ro-refused > "$out/ro"; fi',
+        'echo "written by $(id -u)" > /cache/rw/new.txt',
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    const { exec, ws } = await buildImageExecutorFor({ os: 'linux', architecture: 'amd64' }, dir, {
+      volumes: [
+        { host: ro, target: '/etc/certs', readOnly: true },
+        { host: rw, target: '/cache/rw', readOnly: false },
+      ],
+    });
+    await build({
+      appDir: ws.app,
+      layersDir: ws.layers,
+      platformDir: ws.platform,
+      buildpacksDir: dir,
+      group: { group: [{ id: 'test/volume', version: '1', api: '0.12' }] },
+      plan: { entries: [] },
+      target: { os: 'linux', arch: 'amd64' },
+      executor: exec,
+    });
+    const out = join(ws.layers, 'test_volume', 'out');
+    expect(await readFile(join(out, 'read'), 'utf8')).toBe('from the host\n');
+    expect((await readFile(join(out, 'ro'), 'utf8')).trim()).toBe('ro-refused');
+    expect(await readFile(join(out, 'ro-err'), 'utf8')).toMatch(/Read-only file system/);
+    await expect(stat(join(ro, 'new.txt'))).rejects.toThrow(/ENOENT/);
+    expect((await readFile(join(rw, 'new.txt'), 'utf8')).trim()).toBe(`written by ${exec.user.uid}`);
+  });
+
+  it('a volume whose host path is missing, or that covers a lifecycle dir, is refused before anything runs', async () => {
+    const { store, digest } = await buildImage({ os: 'linux', architecture: 'amd64' });
+    const ws = await workspace();
+    const make = (host: string, target: string) =>
+      createBuildImageExecutor({
+        store,
+        image: digest,
+        platform: { os: 'linux', architecture: 'amd64' },
+        dataDir,
+        dirs: { ...ws, buildpacks: buildpacksDir },
+        volumes: [{ host, target, readOnly: true }],
+      });
+    await expect(make(join(root, 'no-such-dir'), '/etc/x')).rejects.toThrow(/does not exist/);
+    await expect(make(root, '/layers/x')).rejects.toThrow(/outside \/, \/cnb, \/layers/);
   });
 });
 

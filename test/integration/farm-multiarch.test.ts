@@ -127,4 +127,30 @@ describe('a three-target build on a farm (oci executor)', () => {
       );
     }
   }, 900_000);
+
+  it('refuses --volume when the farm has remote nodes: a node cannot mount a path of this machine', async () => {
+    const app = join(root, 'app-vol');
+    await mkdir(app, { recursive: true });
+    await writeFile(join(app, 'app.txt'), 'vol\n');
+    const nodes: FarmNodeConfig[] = [
+      { name: LOCAL_NODE, uri: LOCAL_NODE, platforms: ['linux/amd64'] },
+      { ...ssh.nodes[0]!.config, platforms: ['linux/arm64'] },
+    ];
+    const built = buildOnFarm(
+      {
+        image: `${registry.host}/app-vol:latest`,
+        path: app,
+        builder: builderRef,
+        insecureRegistries: [registry.host],
+        publish: true,
+        platforms: ['linux/arm64'],
+        volumes: [{ host: app, target: '/data', readOnly: true }],
+      },
+      { nodes },
+    );
+    await expect(built).rejects.toMatchObject({ code: 'EXECUTOR_UNSUPPORTED' });
+    await expect(built).rejects.toThrow(
+      `--volume ${app}:/data: farm nodes cannot mount a path of this machine`,
+    );
+  }, 600_000);
 });
