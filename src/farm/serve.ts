@@ -174,46 +174,11 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
   };
 
   /** oci output: offer the image's blobs (manifest included), send those the coordinator lacks. */
-  const sendImageBlobs = async (job: string, layoutDir: string, manifestDigest: Digest) => {
-    const store = await openLayoutStore(layoutDir);
-    const manifest = await store.getManifest(manifestDigest);
-    const doc = parseWith(
-      ImageManifestSchema,
-      JSON.parse(manifest.bytes.toString('utf8')),
-      `${layoutDir} ${manifestDigest}`,
-    );
-    const digests = [doc.config.digest, ...doc.layers.map((l) => l.digest), manifestDigest] as Digest[];
-    const id = `${job}:image`;
-    const wanted = new Promise<Digest[]>((resolve) => wants.set(id, resolve));
-    await send({ type: 'have', id, job, digests });
-    const want = await Promise.race([wanted, closed.then(() => [] as Digest[])]);
-    for (const d of want) {
-      if (!digests.includes(d)) continue;
-      await channel.sendBlob(d, createReadStream(store.blobPath(d)));
-    }
-  };
+  const sendImageBlobs = (job: string, layoutDir: string, manifestDigest: Digest) =>
+    offerImageBlobs({ channel, wants, send, closed }, job, layoutDir, manifestDigest);
 
-  const onBlob = (digest: Digest, data: Buffer) => {
-    let r = receiving.get(digest);
-    if (!r) {
-      r = cache.receive(digest);
-      receiving.set(digest, r);
-    }
-    if (data.length > 0) {
-      r.write(data);
-      return;
-    }
-    receiving.delete(digest);
-    const done = r.end();
-    received.set(digest, done);
-    done.then(
-      () => received.delete(digest),
-      (err: Error) => {
-        received.delete(digest);
-        log(err.message);
-      },
-    );
-  };
+  const onBlob = (digest: Digest, data: Buffer) =>
+    receiveBlobFrame(receiving, received, cache, log, digest, data);
 
   channel = openChannel({
     input: opts.input,
@@ -420,6 +385,67 @@ async function reportOutcome(
       job,
     );
   }
+}
+
+/** oci output: offer the image's blobs (manifest included), send those the coordinator lacks. */
+async function offerImageBlobs(
+  link: {
+    channel: Channel;
+    wants: Map<string, (digests: Digest[]) => void>;
+    send: (msg: FromNode) => Promise<unknown>;
+    closed: Promise<void>;
+  },
+  job: string,
+  layoutDir: string,
+  manifestDigest: Digest,
+): Promise<void> {
+  const { channel, wants, send, closed } = link;
+  const store = await openLayoutStore(layoutDir);
+  const manifest = await store.getManifest(manifestDigest);
+  const doc = parseWith(
+    ImageManifestSchema,
+    JSON.parse(manifest.bytes.toString('utf8')),
+    `${layoutDir} ${manifestDigest}`,
+  );
+  const digests = [doc.config.digest, ...doc.layers.map((l) => l.digest), manifestDigest] as Digest[];
+  const id = `${job}:image`;
+  const wanted = new Promise<Digest[]>((resolve) => wants.set(id, resolve));
+  await send({ type: 'have', id, job, digests });
+  const want = await Promise.race([wanted, closed.then(() => [] as Digest[])]);
+  for (const d of want) {
+    if (!digests.includes(d)) continue;
+    await channel.sendBlob(d, createReadStream(store.blobPath(d)));
+  }
+}
+
+/** A blob frame from the coordinator: data goes to the blob's receiver; an empty frame ends the blob. */
+function receiveBlobFrame(
+  receiving: Map<Digest, BlobReceiver>,
+  received: Map<Digest, Promise<void>>,
+  cache: BlobCache,
+  log: (line: string) => void,
+  digest: Digest,
+  data: Buffer,
+): void {
+  let r = receiving.get(digest);
+  if (!r) {
+    r = cache.receive(digest);
+    receiving.set(digest, r);
+  }
+  if (data.length > 0) {
+    r.write(data);
+    return;
+  }
+  receiving.delete(digest);
+  const done = r.end();
+  received.set(digest, done);
+  done.then(
+    () => received.delete(digest),
+    (err: Error) => {
+      received.delete(digest);
+      log(err.message);
+    },
+  );
 }
 
 function alive(pid: number): boolean {
