@@ -201,51 +201,28 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
   }
 }
 
-async function planWith(
-  opts: ParsedBuildOptions,
-  hooks: PlanHooks,
-  ctx: {
-    env: NodeJS.ProcessEnv;
-    cwd: string;
-    appPath: string;
-    insecure: string[];
-    pool: ReturnType<typeof createRegistryClientPool>;
-  },
-): Promise<BuildPlan> {
-  const { env, cwd, appPath, insecure, pool } = ctx;
+type PlanContext = {
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  appPath: string;
+  insecure: string[];
+  pool: ReturnType<typeof createRegistryClientPool>;
+};
+type PlanLogger = ReturnType<typeof eventLogger>;
+/** A builder image or build image: the image buildpacks run in, with the platforms it has. */
+type IsolatedImage = { platforms: ImagePlatforms; name: string; store: ImageStore };
+type BuildChild = { name: string; store: ImageStore; digest: Digest };
+/** What targets with the same build image child share: the builder and the gathered buildpacks. */
+type SharedBuild = { builder: ResolvedBuilder | undefined; buildpacks: TargetPlan['buildpacks'] };
+
+async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanContext): Promise<BuildPlan> {
+  const { env, cwd, insecure, pool } = ctx;
   const access: OpenImageOptions = { insecureRegistries: insecure, registry: { pool } };
   const createdAt = resolveCreationTime(opts.creationTime, env);
   const machine = hooks.machine ?? (await localMachine());
   const requested = parsePlatformList([...opts.platforms, ...(opts.platform ? [opts.platform] : [])]);
-
-  const descriptorPath = opts.descriptor ? resolve(cwd, opts.descriptor) : join(appPath, 'project.toml');
-  const log = eventLogger(
-    '',
-    () => 'plan',
-    (e) => hooks.onEvent?.(e),
-  );
-  const project = await readProjectDescriptor(descriptorPath, { logger: log });
-  if (opts.descriptor && !project)
-    throw new PackfarmError('DESCRIPTOR_NOT_FOUND', `--descriptor ${descriptorPath}: no such file`);
-  const appFilter = project
-    ? appFileFilter({ include: project.include, exclude: project.exclude }, project.source)
-    : undefined;
-
-  const outputLocation = appImageLocation(opts.image, { publish: opts.publish, env, source: 'IMAGE' });
-  const opened = await openImage(outputLocation, { ...access, create: true });
-  const output = { ...opened, store: storeAbout(opened.store, 'IMAGE', opts.image) };
-  if (!output.tag)
-    throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
-  const outputs: ExportOutput[] = [{ store: output.store, tags: [output.tag], names: [opts.image] }];
-  for (const t of opts.tags) {
-    checkTagDestination(opts.image, t, opts.publish);
-    const o = await openImage(appImageLocation(t, { publish: opts.publish, env, source: '--tag' }), {
-      ...access,
-      create: true,
-    });
-    addExportOutput(outputs, storeAbout(o.store, '--tag', t), o.tag ?? 'latest', t);
-  }
-
+  const { log, project, appFilter } = await readProject(opts, hooks, ctx);
+  const { outputLocation, output, outputs } = await openOutputs(opts, env, access);
   const userEnv = await collectUserEnv({
     project: project?.env ?? [],
     envFiles: opts.envFiles.map((f) => resolve(cwd, f)),
@@ -262,32 +239,7 @@ async function planWith(
   };
   try {
     const notes: string[] = [];
-    // Nothing names buildpacks: the default builder (builders/default), made on first use and cached.
-    const namesBuildpacks =
-      opts.builder !== undefined ||
-      project?.builder !== undefined ||
-      opts.buildpacks.length > 0 ||
-      (project?.group.length ?? 0) > 0 ||
-      opts.buildImage !== undefined;
-    let builderName = opts.builder ?? project?.builder;
-    let builderSource = builderName;
-    if (!namesBuildpacks) {
-      // An oci: layout under the data dir: there is nothing to pull.
-      builderName = (
-        await defaultBuilder({ env, insecureRegistries: insecure, onProgress: (m) => log.info(m) })
-      ).reference;
-      builderSource = builderName;
-      // The shipped buildpacks download over HTTPS: they trust what this machine trusts locally too (a
-      // proxy's CA in /usr/local/share/ca-certificates), unless the user set the variable.
-      const localCas = await localCaCertificates();
-      if (localCas && !userEnv.has(EXTRA_CA_ENV)) userEnv.set(EXTRA_CA_ENV, localCas);
-    } else if (builderName && !(await pathExists(resolve(cwd, builderName)))) {
-      // pack's --pull-policy: a builder image may come from the default local layout instead of the registry.
-      const named = builderName;
-      builderSource = await pulledImageName(named, opts.pullPolicy, 'builder', env).catch((err: unknown) => {
-        throw aboutImage(err, 'builder', named);
-      });
-    }
+    const { builderName, builderSource } = await chooseBuilder(opts, project, userEnv, ctx, log);
     let scratchN = 0;
     const nextScratch = () => join(scratch, String(scratchN++));
     const resolveOne = async (spec: string, platform?: Platform) => {
@@ -305,37 +257,14 @@ async function planWith(
       return b;
     };
 
-    // What the builder (or build image) offers: the platforms of a builder image, or builder.toml [[targets]].
-    let builderImage: { platforms: ImagePlatforms; name: string; store: ImageStore } | undefined;
-    let dirBuilder: ResolvedBuilder | undefined;
-    if (builderName) {
-      if (await isBuilderImage(builderSource ?? builderName, cwd)) {
-        const opened = await openImage(builderImageLocation(builderSource ?? builderName, cwd), access).catch(
-          (err: unknown) => {
-            throw aboutImage(err, 'builder', builderName);
-          },
-        );
-        const platforms = await imagePlatforms(opened.store, opened.target);
-        if (!platforms)
-          throw new PackfarmError('BUILDER_NOT_FOUND', `builder ${opened.display}: no such image`, {
-            hint: 'check the reference (and --insecure-registry for a plain-HTTP registry)',
-          });
-        builderImage = { platforms, name: builderSource ?? builderName, store: opened.store };
-      } else {
-        dirBuilder = await resolveOne(builderSource ?? builderName);
-      }
-    }
-    const buildImageName = opts.buildImage ?? dirBuilder?.buildImage;
-    let buildImage: { platforms: ImagePlatforms; name: string; store: ImageStore } | undefined;
-    if (buildImageName && !builderImage) {
-      const opened = await openImage(buildImageName, access);
-      const platforms = await imagePlatforms(opened.store, opened.target);
-      if (!platforms)
-        throw new PackfarmError('BUILD_IMAGE_NOT_FOUND', `build image ${opened.display}: no such image`, {
-          hint: 'check --build-image (or builder.toml [build] image) and --insecure-registry',
-        });
-      buildImage = { platforms, name: buildImageName, store: opened.store };
-    }
+    const { builderImage, dirBuilder, buildImage } = await openBuildImages(
+      opts,
+      builderName,
+      builderSource,
+      cwd,
+      access,
+      resolveOne,
+    );
     const isolated = builderImage ?? buildImage;
     if (opts.executor === 'oci' && !isolated)
       throw new PackfarmError(
@@ -346,124 +275,28 @@ async function planWith(
     const executorKind: ExecutorKind = opts.executor ?? (isolated ? 'oci' : 'host');
     checkExecutorOptions(opts, executorKind, log);
 
-    let targets: Platform[];
-    if (requested.length > 0) targets = requested;
-    else {
-      const offered = builderImage
-        ? builderImage.platforms.images.map((i) => i.platform)
-        : (dirBuilder?.targets ?? []);
-      const d = defaultTargets({ offered, machine, canEmulate: executorKind === 'oci' });
-      targets = d.targets;
-      for (const l of d.leftOut)
-        notes.push(`not building ${formatPlatform(l.platform)} (offered by the builder): ${l.reason}`);
-      if (targets.length === 0)
-        throw new PackfarmError(
-          'NO_TARGETS',
-          `none of the builder's platforms (${offered.map(formatPlatform).join(', ')}) can be built on this machine (${describeMachine(machine)})`,
-          { hint: 'pass --platform, or register qemu handlers with packfarm node setup-emulation' },
-        );
-    }
+    const targets = chooseTargets(requested, builderImage, dirBuilder, machine, executorKind, notes);
     if (!isolated && executorKind === 'host' && !builderName)
       notes.push(
         `no builder or build image: buildpacks run on this machine (host executor), so only its own platform (${formatPlatform(hostPlatform())}) can be built`,
       );
 
-    const byBuildChild = new Map<
-      string,
-      { builder: ResolvedBuilder | undefined; buildpacks: TargetPlan['buildpacks'] }
-    >();
+    const byBuildChild = new Map<string, SharedBuild>();
     const planned: TargetPlan[] = [];
     for (const platform of targets) {
       const name = formatPlatform(platform);
-      const runs = howRunnable(machine, platform);
-      if (!runs)
-        throw new PackfarmError(
-          'TARGET_NOT_RUNNABLE',
-          `target ${name}: this machine cannot run it (${describeMachine(machine)})`,
-          {
-            hint: 'register qemu-user handlers (packfarm node setup-emulation, as root), or build it on a machine of that platform',
-          },
-        );
-      if (executorKind === 'host' && runs === 'emulated')
-        throw new PackfarmError(
-          'FOREIGN_TARGET_ON_HOST',
-          `target ${name}: the host executor runs buildpacks directly on this ${formatPlatform(hostPlatform())} machine, so it cannot build ${name}`,
-          {
-            hint: isolated
-              ? 'use --executor oci (buildpacks then run in the build image, emulated)'
-              : 'give a builder image or --build-image so buildpacks run in that platform’s build image',
-          },
-        );
-
-      let buildChild: { name: string; store: ImageStore; digest: Digest } | undefined;
-      if (isolated) {
-        const child = pickPlatformImage(isolated.platforms, platform);
-        if (!child)
-          throw new PackfarmError(
-            'NO_MATCHING_PLATFORM',
-            `target ${name}: ${builderImage ? 'builder' : 'build image'} ${isolated.name} has no image for it (it has ${describePlatforms(isolated.platforms)})`,
-            { hint: 'build only the platforms it has (--platform), or use an image with that platform' },
-          );
-        buildChild = { name: isolated.name, store: isolated.store, digest: child.digest };
-      }
+      const runs = checkRunnable(machine, platform, name, executorKind, isolated);
+      const buildChild = isolated
+        ? pickBuildChild(isolated, platform, name, builderImage !== undefined)
+        : undefined;
 
       const key = builderImage && buildChild ? buildChild.digest : '';
       let shared = byBuildChild.get(key);
       if (!shared) {
         const builder = builderImage ? await resolveOne(builderImage.name, platform) : dirBuilder;
-        const resolved = await resolveBuildpacks({
-          flags: opts.buildpacks,
-          project,
-          builder,
-          cwd,
-          scratchDir: nextScratch(),
-        });
-        // In a container the buildpacks are one mounted dir: gather them there.
-        const buildpacks =
-          executorKind === 'oci'
-            ? {
-                store: await collectBuildpacks(
-                  resolved.store,
-                  resolved.order,
-                  join(nextScratch(), 'buildpacks'),
-                ),
-                order: resolved.order,
-              }
-            : resolved;
-        shared = { builder, buildpacks };
+        shared = await gatherBuildpacks(opts, project, builder, cwd, executorKind, nextScratch);
         byBuildChild.set(key, shared);
       }
-
-      const runNames = opts.runImage ? [opts.runImage] : (shared.builder?.runImages ?? []);
-      const runName = pickRunImage(runNames, output);
-      if (!runName)
-        throw new PackfarmError(
-          'RUN_IMAGE_REQUIRED',
-          shared.builder
-            ? `builder ${shared.builder.name} names no run image`
-            : 'no run image: without a builder, --run-image is required',
-          { hint: 'pass --run-image REF (a registry reference or oci:DIR[:TAG])' },
-        );
-      const run = await pulledImageName(runName, opts.pullPolicy, 'run image', env)
-        .then((name) => openImage(name, access))
-        .then((o) => ({ ...o, store: storeAbout(o.store, 'run image', runName) }))
-        .catch((err: unknown) => {
-          throw aboutImage(err, 'run image', runName);
-        });
-      const runPlatforms = await imagePlatforms(run.store, run.target);
-      if (!runPlatforms)
-        throw new PackfarmError('RUN_IMAGE_NOT_FOUND', `run image ${run.display} not found`, {
-          hint: 'check --run-image (or the builder’s run image) and that the image was pushed',
-        });
-      const runChild = pickPlatformImage(runPlatforms, platform);
-      if (!runChild)
-        throw new PackfarmError(
-          'NO_MATCHING_PLATFORM',
-          `target ${name}: run image ${runName} has no image for it (it has ${describePlatforms(runPlatforms)})`,
-          {
-            hint: 'build only the platforms it has (--platform), or use a run image index with that platform',
-          },
-        );
 
       planned.push({
         platform,
@@ -471,13 +304,7 @@ async function planWith(
         runs,
         executor: executorKind,
         buildpacks: shared.buildpacks,
-        runImage: {
-          name: runName,
-          mirrors: runNames.filter((n) => n !== runName),
-          store: run.store,
-          target: run.target,
-          digest: runChild.digest,
-        },
+        runImage: await planRunImage(opts, shared, output, platform, name, env, access),
         ...(buildChild ? { buildImage: buildChild } : {}),
         ...(shared.builder ? { builder: shared.builder.name } : {}),
       });
@@ -487,24 +314,13 @@ async function planWith(
     );
     if (duplicate) throw new Error(`planBuild: target ${duplicate.name} twice`);
 
-    const previousImage: { store: ImageStore; target: string } | undefined = opts.previousImage
-      ? await ifImageExists(
-          openImage(
-            appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
-            access,
-          ),
-        ).then((o) =>
-          o
-            ? { ...o, store: storeAbout(o.store, 'previous image', opts.previousImage as string) }
-            : undefined,
-        )
-      : output;
+    const previousImage = await openPreviousImage(opts, env, access, output);
 
     return {
       options: opts,
       env,
       cwd,
-      appPath,
+      appPath: ctx.appPath,
       appFilter,
       project,
       userEnv,
@@ -529,6 +345,290 @@ async function planWith(
     await cleanup();
     throw err;
   }
+}
+
+/** project.toml (or --descriptor) and the app file filter it sets; also the plan's event logger. */
+async function readProject(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanContext) {
+  const descriptorPath = opts.descriptor
+    ? resolve(ctx.cwd, opts.descriptor)
+    : join(ctx.appPath, 'project.toml');
+  const log = eventLogger(
+    '',
+    () => 'plan',
+    (e) => hooks.onEvent?.(e),
+  );
+  const project = await readProjectDescriptor(descriptorPath, { logger: log });
+  if (opts.descriptor && !project)
+    throw new PackfarmError('DESCRIPTOR_NOT_FOUND', `--descriptor ${descriptorPath}: no such file`);
+  const appFilter = project
+    ? appFileFilter({ include: project.include, exclude: project.exclude }, project.source)
+    : undefined;
+  return { log, project, appFilter };
+}
+
+/** IMAGE and every --tag, opened as destinations. */
+async function openOutputs(opts: ParsedBuildOptions, env: NodeJS.ProcessEnv, access: OpenImageOptions) {
+  const outputLocation = appImageLocation(opts.image, { publish: opts.publish, env, source: 'IMAGE' });
+  const opened = await openImage(outputLocation, { ...access, create: true });
+  const output: OpenedImage = { ...opened, store: storeAbout(opened.store, 'IMAGE', opts.image) };
+  if (!output.tag)
+    throw new PackfarmError('INVALID_ARGS', `IMAGE ${opts.image}: give a tag, not a digest, to build into`);
+  const outputs: ExportOutput[] = [{ store: output.store, tags: [output.tag], names: [opts.image] }];
+  for (const t of opts.tags) {
+    checkTagDestination(opts.image, t, opts.publish);
+    const o = await openImage(appImageLocation(t, { publish: opts.publish, env, source: '--tag' }), {
+      ...access,
+      create: true,
+    });
+    addExportOutput(outputs, storeAbout(o.store, '--tag', t), o.tag ?? 'latest', t);
+  }
+  return { outputLocation, output, outputs };
+}
+
+/** The builder named by the flags or project.toml, or the default builder when nothing names buildpacks. */
+async function chooseBuilder(
+  opts: ParsedBuildOptions,
+  project: ProjectDescriptor | undefined,
+  userEnv: Map<string, string>,
+  ctx: PlanContext,
+  log: PlanLogger,
+): Promise<{ builderName: string | undefined; builderSource: string | undefined }> {
+  const { env, cwd, insecure } = ctx;
+  // Nothing names buildpacks: the default builder (builders/default), made on first use and cached.
+  const namesBuildpacks =
+    opts.builder !== undefined ||
+    project?.builder !== undefined ||
+    opts.buildpacks.length > 0 ||
+    (project?.group.length ?? 0) > 0 ||
+    opts.buildImage !== undefined;
+  let builderName = opts.builder ?? project?.builder;
+  let builderSource = builderName;
+  if (!namesBuildpacks) {
+    // An oci: layout under the data dir: there is nothing to pull.
+    builderName = (
+      await defaultBuilder({ env, insecureRegistries: insecure, onProgress: (m) => log.info(m) })
+    ).reference;
+    builderSource = builderName;
+    // The shipped buildpacks download over HTTPS: they trust what this machine trusts locally too (a
+    // proxy's CA in /usr/local/share/ca-certificates), unless the user set the variable.
+    const localCas = await localCaCertificates();
+    if (localCas && !userEnv.has(EXTRA_CA_ENV)) userEnv.set(EXTRA_CA_ENV, localCas);
+  } else if (builderName && !(await pathExists(resolve(cwd, builderName)))) {
+    // pack's --pull-policy: a builder image may come from the default local layout instead of the registry.
+    const named = builderName;
+    builderSource = await pulledImageName(named, opts.pullPolicy, 'builder', env).catch((err: unknown) => {
+      throw aboutImage(err, 'builder', named);
+    });
+  }
+  return { builderName, builderSource };
+}
+
+/** What the builder (or build image) offers: the platforms of a builder image, or builder.toml [[targets]]. */
+async function openBuildImages(
+  opts: ParsedBuildOptions,
+  builderName: string | undefined,
+  builderSource: string | undefined,
+  cwd: string,
+  access: OpenImageOptions,
+  resolveOne: (spec: string) => Promise<ResolvedBuilder>,
+) {
+  let builderImage: IsolatedImage | undefined;
+  let dirBuilder: ResolvedBuilder | undefined;
+  if (builderName) {
+    if (await isBuilderImage(builderSource ?? builderName, cwd)) {
+      const opened = await openImage(builderImageLocation(builderSource ?? builderName, cwd), access).catch(
+        (err: unknown) => {
+          throw aboutImage(err, 'builder', builderName);
+        },
+      );
+      const platforms = await imagePlatforms(opened.store, opened.target);
+      if (!platforms)
+        throw new PackfarmError('BUILDER_NOT_FOUND', `builder ${opened.display}: no such image`, {
+          hint: 'check the reference (and --insecure-registry for a plain-HTTP registry)',
+        });
+      builderImage = { platforms, name: builderSource ?? builderName, store: opened.store };
+    } else {
+      dirBuilder = await resolveOne(builderSource ?? builderName);
+    }
+  }
+  const buildImageName = opts.buildImage ?? dirBuilder?.buildImage;
+  let buildImage: IsolatedImage | undefined;
+  if (buildImageName && !builderImage) {
+    const opened = await openImage(buildImageName, access);
+    const platforms = await imagePlatforms(opened.store, opened.target);
+    if (!platforms)
+      throw new PackfarmError('BUILD_IMAGE_NOT_FOUND', `build image ${opened.display}: no such image`, {
+        hint: 'check --build-image (or builder.toml [build] image) and --insecure-registry',
+      });
+    buildImage = { platforms, name: buildImageName, store: opened.store };
+  }
+  return { builderImage, dirBuilder, buildImage };
+}
+
+/** The requested platforms, or those the builder offers that this machine can build (noting the rest). */
+function chooseTargets(
+  requested: Platform[],
+  builderImage: IsolatedImage | undefined,
+  dirBuilder: ResolvedBuilder | undefined,
+  machine: MachinePlatforms,
+  executorKind: ExecutorKind,
+  notes: string[],
+): Platform[] {
+  if (requested.length > 0) return requested;
+  const offered = builderImage
+    ? builderImage.platforms.images.map((i) => i.platform)
+    : (dirBuilder?.targets ?? []);
+  const d = defaultTargets({ offered, machine, canEmulate: executorKind === 'oci' });
+  for (const l of d.leftOut)
+    notes.push(`not building ${formatPlatform(l.platform)} (offered by the builder): ${l.reason}`);
+  if (d.targets.length === 0)
+    throw new PackfarmError(
+      'NO_TARGETS',
+      `none of the builder's platforms (${offered.map(formatPlatform).join(', ')}) can be built on this machine (${describeMachine(machine)})`,
+      { hint: 'pass --platform, or register qemu handlers with packfarm node setup-emulation' },
+    );
+  return d.targets;
+}
+
+/** How this machine runs the target; an error when it cannot, or when the host executor would need emulation. */
+function checkRunnable(
+  machine: MachinePlatforms,
+  platform: Platform,
+  name: string,
+  executorKind: ExecutorKind,
+  isolated: IsolatedImage | undefined,
+): Runs {
+  const runs = howRunnable(machine, platform);
+  if (!runs)
+    throw new PackfarmError(
+      'TARGET_NOT_RUNNABLE',
+      `target ${name}: this machine cannot run it (${describeMachine(machine)})`,
+      {
+        hint: 'register qemu-user handlers (packfarm node setup-emulation, as root), or build it on a machine of that platform',
+      },
+    );
+  if (executorKind === 'host' && runs === 'emulated')
+    throw new PackfarmError(
+      'FOREIGN_TARGET_ON_HOST',
+      `target ${name}: the host executor runs buildpacks directly on this ${formatPlatform(hostPlatform())} machine, so it cannot build ${name}`,
+      {
+        hint: isolated
+          ? 'use --executor oci (buildpacks then run in the build image, emulated)'
+          : 'give a builder image or --build-image so buildpacks run in that platform’s build image',
+      },
+    );
+  return runs;
+}
+
+/** The target's child of the builder image or build image. */
+function pickBuildChild(
+  isolated: IsolatedImage,
+  platform: Platform,
+  name: string,
+  isBuilder: boolean,
+): BuildChild {
+  const child = pickPlatformImage(isolated.platforms, platform);
+  if (!child)
+    throw new PackfarmError(
+      'NO_MATCHING_PLATFORM',
+      `target ${name}: ${isBuilder ? 'builder' : 'build image'} ${isolated.name} has no image for it (it has ${describePlatforms(isolated.platforms)})`,
+      { hint: 'build only the platforms it has (--platform), or use an image with that platform' },
+    );
+  return { name: isolated.name, store: isolated.store, digest: child.digest };
+}
+
+async function gatherBuildpacks(
+  opts: ParsedBuildOptions,
+  project: ProjectDescriptor | undefined,
+  builder: ResolvedBuilder | undefined,
+  cwd: string,
+  executorKind: ExecutorKind,
+  nextScratch: () => string,
+): Promise<SharedBuild> {
+  const resolved = await resolveBuildpacks({
+    flags: opts.buildpacks,
+    project,
+    builder,
+    cwd,
+    scratchDir: nextScratch(),
+  });
+  // In a container the buildpacks are one mounted dir: gather them there.
+  const buildpacks =
+    executorKind === 'oci'
+      ? {
+          store: await collectBuildpacks(resolved.store, resolved.order, join(nextScratch(), 'buildpacks')),
+          order: resolved.order,
+        }
+      : resolved;
+  return { builder, buildpacks };
+}
+
+/** The run image (a mirror on the output's registry first) and its child for the target. */
+async function planRunImage(
+  opts: ParsedBuildOptions,
+  shared: SharedBuild,
+  output: OpenedImage,
+  platform: Platform,
+  name: string,
+  env: NodeJS.ProcessEnv,
+  access: OpenImageOptions,
+): Promise<TargetPlan['runImage']> {
+  const runNames = opts.runImage ? [opts.runImage] : (shared.builder?.runImages ?? []);
+  const runName = pickRunImage(runNames, output);
+  if (!runName)
+    throw new PackfarmError(
+      'RUN_IMAGE_REQUIRED',
+      shared.builder
+        ? `builder ${shared.builder.name} names no run image`
+        : 'no run image: without a builder, --run-image is required',
+      { hint: 'pass --run-image REF (a registry reference or oci:DIR[:TAG])' },
+    );
+  const run = await pulledImageName(runName, opts.pullPolicy, 'run image', env)
+    .then((ref) => openImage(ref, access))
+    .then((o) => ({ ...o, store: storeAbout(o.store, 'run image', runName) }))
+    .catch((err: unknown) => {
+      throw aboutImage(err, 'run image', runName);
+    });
+  const runPlatforms = await imagePlatforms(run.store, run.target);
+  if (!runPlatforms)
+    throw new PackfarmError('RUN_IMAGE_NOT_FOUND', `run image ${run.display} not found`, {
+      hint: 'check --run-image (or the builder’s run image) and that the image was pushed',
+    });
+  const runChild = pickPlatformImage(runPlatforms, platform);
+  if (!runChild)
+    throw new PackfarmError(
+      'NO_MATCHING_PLATFORM',
+      `target ${name}: run image ${runName} has no image for it (it has ${describePlatforms(runPlatforms)})`,
+      {
+        hint: 'build only the platforms it has (--platform), or use a run image index with that platform',
+      },
+    );
+  return {
+    name: runName,
+    mirrors: runNames.filter((n) => n !== runName),
+    store: run.store,
+    target: run.target,
+    digest: runChild.digest,
+  };
+}
+
+/** --previous-image when given (absent is fine), else the output itself. */
+async function openPreviousImage(
+  opts: ParsedBuildOptions,
+  env: NodeJS.ProcessEnv,
+  access: OpenImageOptions,
+  output: OpenedImage,
+): Promise<{ store: ImageStore; target: string } | undefined> {
+  return opts.previousImage
+    ? await ifImageExists(
+        openImage(
+          appImageLocation(opts.previousImage, { publish: opts.publish, env, source: '--previous-image' }),
+          access,
+        ),
+      ).then((o) =>
+        o ? { ...o, store: storeAbout(o.store, 'previous image', opts.previousImage as string) } : undefined,
+      )
+    : output;
 }
 
 /**

@@ -84,25 +84,7 @@ interface PendingJob {
 export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): Promise<NodeConnection> {
   const log = opts.log ?? (() => {});
   const dest = parseNodeUri(node.uri, `node ${node.name}`);
-  const serveArgs = [
-    'node',
-    'serve',
-    '--stdio',
-    ...(node.max_jobs ? ['--max-jobs', String(node.max_jobs)] : []),
-  ];
-  let child: ChildProcess;
-  if (dest === 'local') {
-    const [cmd, ...args] = opts.localCommand();
-    child = spawn(cmd as string, [...args, ...serveArgs], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: opts.env ?? process.env,
-    });
-  } else {
-    child = spawn('ssh', sshArgv(node, serveArgs), {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: opts.env ?? process.env,
-    });
-  }
+  const child = spawnServe(node, dest, opts);
   let stderr = '';
   child.stderr?.on('data', (c: Buffer) => {
     stderr = (stderr + c.toString()).slice(-8192);
@@ -179,30 +161,7 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
       case 'result': {
         if (!job) return;
         jobs.delete(m.job);
-        void Promise.all(job.blobsIn.map((d) => blobJob.get(d)?.done)).then(
-          () => {
-            for (const d of job.blobsIn) blobJob.delete(d);
-            job.resolve({
-              ok: true,
-              result: m.result,
-              bytesReceived: job.bytesIn,
-              blobsReceived: job.blobsIn,
-            });
-          },
-          (err: Error) => {
-            for (const d of job.blobsIn) blobJob.delete(d);
-            job.resolve({
-              ok: false,
-              error: {
-                code: 'TRANSFER_FAILED',
-                message: `node ${node.name}: ${err.message}`,
-                phase: 'transfer',
-                nodeFault: true,
-              },
-              bytesReceived: job.bytesIn,
-            });
-          },
-        );
+        settleResult(node, job, m.result, blobJob);
         return;
       }
       case 'error': {
@@ -299,45 +258,17 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
     get lost() {
       return lost;
     },
-    async ensureBlobs(blobs) {
-      if (lost) throw lost;
-      // Blobs this connection already offered (or is offering) for another job are not offered again:
-      // two targets placed on one node at once must not both send the app.
-      const unique = [...new Map(blobs.map((b) => [b.digest, b])).values()];
-      const earlier = unique.filter((b) => offered.has(b.digest)).map((b) => offered.get(b.digest));
-      const fresh = unique.filter((b) => !offered.has(b.digest));
-      let release!: () => void;
-      const done = new Promise<void>((r) => {
-        release = r;
-      });
-      for (const b of fresh) offered.set(b.digest, done);
-      try {
-        let bytes = 0;
-        const sent: Digest[] = [];
-        if (fresh.length > 0) {
-          const id = `b${++seq}-${randomBytes(3).toString('hex')}`;
-          const want = new Promise<Digest[]>((resolve) => wants.set(id, resolve));
-          await channel.send({ type: 'have', id, digests: fresh.map((b) => b.digest) });
-          const wanted = await want;
-          if (lost) throw lost;
-          for (const d of wanted) {
-            const b = fresh.find((x) => x.digest === d);
-            if (!b) continue;
-            bytes += await channel.sendBlob(d, b.open());
-            sent.push(d);
-          }
-        }
-        // Frames are ordered: once the earlier offers are through, their blobs precede this job's message.
-        await Promise.all(earlier);
-        if (lost) throw lost;
-        return { sent, bytes };
-      } catch (err) {
-        for (const b of fresh) offered.delete(b.digest);
-        throw err;
-      } finally {
-        release();
-      }
-    },
+    ensureBlobs: (blobs) =>
+      offerBlobs(
+        {
+          lost: () => lost,
+          offered,
+          wants,
+          channel,
+          nextId: () => `b${++seq}-${randomBytes(3).toString('hex')}`,
+        },
+        blobs,
+      ),
     runTarget(req) {
       if (lost)
         return Promise.resolve({
@@ -372,6 +303,119 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
     },
   };
   return conn;
+}
+
+/** Offer blobs to the node (have/want) and send those it lacks. */
+async function offerBlobs(
+  link: {
+    lost: () => PackfarmError | undefined;
+    offered: Map<Digest, Promise<void>>;
+    wants: Map<string, (d: Digest[]) => void>;
+    channel: Channel;
+    nextId: () => string;
+  },
+  blobs: readonly BlobSource[],
+): Promise<{ sent: Digest[]; bytes: number }> {
+  const { offered, wants, channel } = link;
+  const throwIfLost = () => {
+    const lost = link.lost();
+    if (lost) throw lost;
+  };
+  throwIfLost();
+  // Blobs this connection already offered (or is offering) for another job are not offered again:
+  // two targets placed on one node at once must not both send the app.
+  const unique = [...new Map(blobs.map((b) => [b.digest, b])).values()];
+  const earlier = unique.filter((b) => offered.has(b.digest)).map((b) => offered.get(b.digest));
+  const fresh = unique.filter((b) => !offered.has(b.digest));
+  let release!: () => void;
+  const done = new Promise<void>((r) => {
+    release = r;
+  });
+  for (const b of fresh) offered.set(b.digest, done);
+  try {
+    let bytes = 0;
+    const sent: Digest[] = [];
+    if (fresh.length > 0) {
+      const id = link.nextId();
+      const want = new Promise<Digest[]>((resolve) => wants.set(id, resolve));
+      await channel.send({ type: 'have', id, digests: fresh.map((b) => b.digest) });
+      const wanted = await want;
+      throwIfLost();
+      for (const d of wanted) {
+        const b = fresh.find((x) => x.digest === d);
+        if (!b) continue;
+        bytes += await channel.sendBlob(d, b.open());
+        sent.push(d);
+      }
+    }
+    // Frames are ordered: once the earlier offers are through, their blobs precede this job's message.
+    await Promise.all(earlier);
+    throwIfLost();
+    return { sent, bytes };
+  } catch (err) {
+    for (const b of fresh) offered.delete(b.digest);
+    throw err;
+  } finally {
+    release();
+  }
+}
+
+/** `packfarm node serve --stdio` on the node: a local process, or over ssh. */
+function spawnServe(
+  node: FarmNodeConfig,
+  dest: ReturnType<typeof parseNodeUri>,
+  opts: ConnectOptions,
+): ChildProcess {
+  const serveArgs = [
+    'node',
+    'serve',
+    '--stdio',
+    ...(node.max_jobs ? ['--max-jobs', String(node.max_jobs)] : []),
+  ];
+  if (dest === 'local') {
+    const [cmd, ...args] = opts.localCommand();
+    return spawn(cmd as string, [...args, ...serveArgs], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: opts.env ?? process.env,
+    });
+  }
+  return spawn('ssh', sshArgv(node, serveArgs), {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: opts.env ?? process.env,
+  });
+}
+
+/** A job's result arrived: resolve it once the image blobs it was sent have been written. */
+function settleResult(
+  node: FarmNodeConfig,
+  job: PendingJob,
+  result: Extract<FromNode, { type: 'result' }>['result'],
+  blobJob: Map<Digest, { job: PendingJob; receiver: BlobReceiver; done?: Promise<void> }>,
+): void {
+  void Promise.all(job.blobsIn.map((d) => blobJob.get(d)?.done)).then(
+    () => {
+      for (const d of job.blobsIn) blobJob.delete(d);
+      job.resolve({
+        ok: true,
+        result,
+        bytesReceived: job.bytesIn,
+        blobsReceived: job.blobsIn,
+      });
+    },
+    (err: Error) => {
+      for (const d of job.blobsIn) blobJob.delete(d);
+      job.resolve({
+        ok: false,
+        error: {
+          code: 'TRANSFER_FAILED',
+          message: `node ${node.name}: ${err.message}`,
+          phase: 'transfer',
+          nodeFault: true,
+        },
+        bytesReceived: job.bytesIn,
+      });
+    },
+  );
 }
 
 /** The size of a control message on the wire (for per-target byte counts). */

@@ -78,28 +78,6 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
   const sendError = (error: ErrorBody, job?: string) =>
     send({ type: 'error', ...(job ? { job } : {}), error });
 
-  /**
-   * Cancel a job: SIGTERM to its process group (the job aborts its build, and the executor stops the
-   * buildpack processes in their own groups), SIGKILL to the group if it is still there after a grace period.
-   */
-  const kill = (j: RunningJob) => {
-    j.cancelled = true;
-    const pid = j.child.pid;
-    const running = () => j.child.exitCode === null && j.child.signalCode === null;
-    if (pid === undefined || !running()) return;
-    const signalGroup = (sig: NodeJS.Signals) => {
-      try {
-        process.kill(-pid, sig);
-      } catch {
-        // already gone
-      }
-    };
-    signalGroup('SIGTERM');
-    setTimeout(() => {
-      if (running()) signalGroup('SIGKILL');
-    }, KILL_GRACE_MS).unref();
-  };
-
   const onMessage = async (m: ToNode) => {
     if (m.type === 'hello') {
       if (m.protocol !== PROTOCOL_VERSION) {
@@ -112,15 +90,7 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
         return;
       }
       helloDone = true;
-      const p = await opts.platforms();
-      const info: NodeInfo = {
-        native: p.native,
-        emulated: p.emulated,
-        cpus: Math.max(1, cpus().length),
-        maxJobs: opts.maxJobs ?? Math.max(1, cpus().length),
-        runningJobs: await countRunning(runningDir),
-        hostname: hostname(),
-      };
+      const info = await nodeInfo(opts, runningDir);
       await send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: opts.version, node: info });
       return;
     }
@@ -144,7 +114,7 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
       }
       case 'cancel': {
         const j = jobs.get(m.job);
-        if (j) kill(j);
+        if (j) killJob(j);
         return;
       }
       case 'run-target':
@@ -158,27 +128,8 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
       await sendError({ code: 'PROTOCOL_ERROR', message: `job ${m.job} is already running` }, m.job);
       return;
     }
-    const digests = [
-      m.spec.app.digest,
-      ...m.spec.buildpacks.flatMap((b) => ('digest' in b ? [b.digest] : [])),
-    ];
-    const blobs: Record<string, string> = {};
-    for (const d of digests) {
-      await received.get(d)?.catch(() => undefined);
-      if (!(await cache.has(d))) {
-        await sendError(
-          {
-            code: 'BLOB_MISSING',
-            message: `node has no blob ${d} for job ${m.job} (send it with have/want first)`,
-            phase: 'transfer',
-            nodeFault: true,
-          },
-          m.job,
-        );
-        return;
-      }
-      blobs[d] = cache.path(d);
-    }
+    const blobs = await jobBlobs(m, received, cache, sendError);
+    if (!blobs) return;
     const id = `${process.pid}-${randomBytes(4).toString('hex')}`;
     const dir = join(farmDir, 'jobs', id);
     await mkdir(dir, { recursive: true });
@@ -206,76 +157,10 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
     child.stdin?.on('error', () => {});
     child.stdin?.end(JSON.stringify(input));
     child.stderr?.on('data', (c: Buffer) => log(`job ${m.job}: ${c.toString().trimEnd()}`));
-    let outcome: WorkerOutput | undefined;
-    let phase: string | undefined;
-    const lines = createInterface({ input: child.stdout as Readable });
-    lines.on('line', (line) => {
-      let msg: WorkerOutput;
-      try {
-        msg = parseWith(WorkerOutputSchema, JSON.parse(line), `job ${m.job} output`);
-      } catch {
-        log(`job ${m.job}: ${line}`);
-        return;
-      }
-      if (msg.type === 'event') {
-        if (msg.phase) phase = msg.phase;
-        void send({
-          type: 'event',
-          job: m.job,
-          node: m.node,
-          target: m.target,
-          ...(msg.phase ? { phase: msg.phase } : {}),
-          event: msg.event,
-        });
-      } else if (msg.type === 'log') {
-        void send({
-          type: 'event',
-          job: m.job,
-          node: m.node,
-          target: m.target,
-          ...(phase ? { phase } : {}),
-          event: { type: 'log', level: msg.level, message: msg.message },
-        });
-      } else outcome = msg;
-    });
-    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-      child.on('close', (code, signal) => resolve({ code, signal }));
-      child.on('error', (err) => {
-        log(`job ${m.job}: ${err.message}`);
-        resolve({ code: null, signal: null });
-      });
-    });
+    const out = readWorkerOutput(child, m, send, log);
+    const exit = await waitForExit(child, m.job, log);
     try {
-      if (job.cancelled) {
-        await sendError(
-          { code: 'CANCELLED', message: `job ${m.job} was cancelled`, ...(phase ? { phase } : {}) },
-          m.job,
-        );
-      } else if (outcome?.type === 'result') {
-        if (outcome.layout) await sendImageBlobs(m.job, outcome.layout, outcome.digest as Digest);
-        await send({
-          type: 'result',
-          job: m.job,
-          result: {
-            digest: outcome.digest as Digest,
-            size: outcome.size,
-            mediaType: outcome.mediaType,
-            report: outcome.report,
-          },
-        });
-      } else if (outcome?.type === 'error') {
-        await sendError(outcome.error, m.job);
-      } else {
-        await sendError(
-          {
-            code: 'JOB_DIED',
-            message: `the job process on ${hostname()} ended without a result (${exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`})`,
-            ...(phase ? { phase } : {}),
-            nodeFault: true,
-          },
-          m.job,
-        );
-      }
+      await reportOutcome(m.job, job.cancelled, out, exit, { send, sendError, sendImageBlobs });
     } catch (err) {
       await sendError(
         { code: 'TRANSFER_FAILED', message: (err as Error).message, phase: 'transfer', nodeFault: true },
@@ -289,46 +174,11 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
   };
 
   /** oci output: offer the image's blobs (manifest included), send those the coordinator lacks. */
-  const sendImageBlobs = async (job: string, layoutDir: string, manifestDigest: Digest) => {
-    const store = await openLayoutStore(layoutDir);
-    const manifest = await store.getManifest(manifestDigest);
-    const doc = parseWith(
-      ImageManifestSchema,
-      JSON.parse(manifest.bytes.toString('utf8')),
-      `${layoutDir} ${manifestDigest}`,
-    );
-    const digests = [doc.config.digest, ...doc.layers.map((l) => l.digest), manifestDigest] as Digest[];
-    const id = `${job}:image`;
-    const wanted = new Promise<Digest[]>((resolve) => wants.set(id, resolve));
-    await send({ type: 'have', id, job, digests });
-    const want = await Promise.race([wanted, closed.then(() => [] as Digest[])]);
-    for (const d of want) {
-      if (!digests.includes(d)) continue;
-      await channel.sendBlob(d, createReadStream(store.blobPath(d)));
-    }
-  };
+  const sendImageBlobs = (job: string, layoutDir: string, manifestDigest: Digest) =>
+    offerImageBlobs({ channel, wants, send, closed }, job, layoutDir, manifestDigest);
 
-  const onBlob = (digest: Digest, data: Buffer) => {
-    let r = receiving.get(digest);
-    if (!r) {
-      r = cache.receive(digest);
-      receiving.set(digest, r);
-    }
-    if (data.length > 0) {
-      r.write(data);
-      return;
-    }
-    receiving.delete(digest);
-    const done = r.end();
-    received.set(digest, done);
-    done.then(
-      () => received.delete(digest),
-      (err: Error) => {
-        received.delete(digest);
-        log(err.message);
-      },
-    );
-  };
+  const onBlob = (digest: Digest, data: Buffer) =>
+    receiveBlobFrame(receiving, received, cache, log, digest, data);
 
   channel = openChannel({
     input: opts.input,
@@ -354,7 +204,7 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
     onClose: (err) => {
       if (err) log(err.message);
       // The coordinator went away (or broke the protocol): cancel everything it started.
-      for (const j of jobs.values()) kill(j);
+      for (const j of jobs.values()) killJob(j);
       for (const r of receiving.values()) r.abort();
       resolveClosed();
     },
@@ -362,6 +212,240 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
   await closed;
   // Wait for killed jobs to be reaped and their dirs removed.
   while (jobs.size > 0) await new Promise((r) => setTimeout(r, 20));
+}
+
+/**
+ * Cancel a job: SIGTERM to its process group (the job aborts its build, and the executor stops the
+ * buildpack processes in their own groups), SIGKILL to the group if it is still there after a grace period.
+ */
+function killJob(j: RunningJob): void {
+  j.cancelled = true;
+  const pid = j.child.pid;
+  const running = () => j.child.exitCode === null && j.child.signalCode === null;
+  if (pid === undefined || !running()) return;
+  const signalGroup = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(-pid, sig);
+    } catch {
+      // already gone
+    }
+  };
+  signalGroup('SIGTERM');
+  setTimeout(() => {
+    if (running()) signalGroup('SIGKILL');
+  }, KILL_GRACE_MS).unref();
+}
+
+/** What the node tells the coordinator about itself in "hello". */
+async function nodeInfo(opts: ServeOptions, runningDir: string): Promise<NodeInfo> {
+  const p = await opts.platforms();
+  return {
+    native: p.native,
+    emulated: p.emulated,
+    cpus: Math.max(1, cpus().length),
+    maxJobs: opts.maxJobs ?? Math.max(1, cpus().length),
+    runningJobs: await countRunning(runningDir),
+    hostname: hostname(),
+  };
+}
+
+/**
+ * Forward a job process's events and logs to the coordinator as they arrive; the returned state holds the
+ * last phase seen and the job's outcome (its result or error) once it is printed.
+ */
+function readWorkerOutput(
+  child: ChildProcess,
+  m: Extract<ToNode, { type: 'run-target' }>,
+  send: (msg: FromNode) => Promise<void>,
+  log: (line: string) => void,
+): { outcome: WorkerOutput | undefined; phase: string | undefined } {
+  const state: { outcome: WorkerOutput | undefined; phase: string | undefined } = {
+    outcome: undefined,
+    phase: undefined,
+  };
+  const lines = createInterface({ input: child.stdout as Readable });
+  lines.on('line', (line) => {
+    let msg: WorkerOutput;
+    try {
+      msg = parseWith(WorkerOutputSchema, JSON.parse(line), `job ${m.job} output`);
+    } catch {
+      log(`job ${m.job}: ${line}`);
+      return;
+    }
+    if (msg.type === 'event') {
+      if (msg.phase) state.phase = msg.phase;
+      void send({
+        type: 'event',
+        job: m.job,
+        node: m.node,
+        target: m.target,
+        ...(msg.phase ? { phase: msg.phase } : {}),
+        event: msg.event,
+      });
+    } else if (msg.type === 'log') {
+      void send({
+        type: 'event',
+        job: m.job,
+        node: m.node,
+        target: m.target,
+        ...(state.phase ? { phase: state.phase } : {}),
+        event: { type: 'log', level: msg.level, message: msg.message },
+      });
+    } else state.outcome = msg;
+  });
+  return state;
+}
+
+function waitForExit(
+  child: ChildProcess,
+  job: string,
+  log: (line: string) => void,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal }));
+    child.on('error', (err) => {
+      log(`job ${job}: ${err.message}`);
+      resolve({ code: null, signal: null });
+    });
+  });
+}
+
+/** The cached paths of the job's blobs (waiting for those still arriving); undefined after reporting one missing. */
+async function jobBlobs(
+  m: Extract<ToNode, { type: 'run-target' }>,
+  received: Map<Digest, Promise<void>>,
+  cache: BlobCache,
+  sendError: (error: ErrorBody, job?: string) => Promise<unknown>,
+): Promise<Record<string, string> | undefined> {
+  const digests = [m.spec.app.digest, ...m.spec.buildpacks.flatMap((b) => ('digest' in b ? [b.digest] : []))];
+  const blobs: Record<string, string> = {};
+  for (const d of digests) {
+    await received.get(d)?.catch(() => undefined);
+    if (!(await cache.has(d))) {
+      await sendError(
+        {
+          code: 'BLOB_MISSING',
+          message: `node has no blob ${d} for job ${m.job} (send it with have/want first)`,
+          phase: 'transfer',
+          nodeFault: true,
+        },
+        m.job,
+      );
+      return undefined;
+    }
+    blobs[d] = cache.path(d);
+  }
+  return blobs;
+}
+
+/** Tell the coordinator how a finished job ended: cancelled, its result (with an oci image's blobs), or an error. */
+async function reportOutcome(
+  job: string,
+  cancelled: boolean,
+  out: { outcome: WorkerOutput | undefined; phase: string | undefined },
+  exit: { code: number | null; signal: NodeJS.Signals | null },
+  io: {
+    send: (msg: FromNode) => Promise<unknown>;
+    sendError: (error: ErrorBody, job?: string) => Promise<unknown>;
+    sendImageBlobs: (job: string, layoutDir: string, manifestDigest: Digest) => Promise<void>;
+  },
+): Promise<void> {
+  const { send, sendError, sendImageBlobs } = io;
+  if (cancelled) {
+    await sendError(
+      {
+        code: 'CANCELLED',
+        message: `job ${job} was cancelled`,
+        ...(out.phase ? { phase: out.phase } : {}),
+      },
+      job,
+    );
+  } else if (out.outcome?.type === 'result') {
+    if (out.outcome.layout) await sendImageBlobs(job, out.outcome.layout, out.outcome.digest as Digest);
+    await send({
+      type: 'result',
+      job,
+      result: {
+        digest: out.outcome.digest as Digest,
+        size: out.outcome.size,
+        mediaType: out.outcome.mediaType,
+        report: out.outcome.report,
+      },
+    });
+  } else if (out.outcome?.type === 'error') {
+    await sendError(out.outcome.error, job);
+  } else {
+    await sendError(
+      {
+        code: 'JOB_DIED',
+        message: `the job process on ${hostname()} ended without a result (${exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`})`,
+        ...(out.phase ? { phase: out.phase } : {}),
+        nodeFault: true,
+      },
+      job,
+    );
+  }
+}
+
+/** oci output: offer the image's blobs (manifest included), send those the coordinator lacks. */
+async function offerImageBlobs(
+  link: {
+    channel: Channel;
+    wants: Map<string, (digests: Digest[]) => void>;
+    send: (msg: FromNode) => Promise<unknown>;
+    closed: Promise<void>;
+  },
+  job: string,
+  layoutDir: string,
+  manifestDigest: Digest,
+): Promise<void> {
+  const { channel, wants, send, closed } = link;
+  const store = await openLayoutStore(layoutDir);
+  const manifest = await store.getManifest(manifestDigest);
+  const doc = parseWith(
+    ImageManifestSchema,
+    JSON.parse(manifest.bytes.toString('utf8')),
+    `${layoutDir} ${manifestDigest}`,
+  );
+  const digests = [doc.config.digest, ...doc.layers.map((l) => l.digest), manifestDigest] as Digest[];
+  const id = `${job}:image`;
+  const wanted = new Promise<Digest[]>((resolve) => wants.set(id, resolve));
+  await send({ type: 'have', id, job, digests });
+  const want = await Promise.race([wanted, closed.then(() => [] as Digest[])]);
+  for (const d of want) {
+    if (!digests.includes(d)) continue;
+    await channel.sendBlob(d, createReadStream(store.blobPath(d)));
+  }
+}
+
+/** A blob frame from the coordinator: data goes to the blob's receiver; an empty frame ends the blob. */
+function receiveBlobFrame(
+  receiving: Map<Digest, BlobReceiver>,
+  received: Map<Digest, Promise<void>>,
+  cache: BlobCache,
+  log: (line: string) => void,
+  digest: Digest,
+  data: Buffer,
+): void {
+  let r = receiving.get(digest);
+  if (!r) {
+    r = cache.receive(digest);
+    receiving.set(digest, r);
+  }
+  if (data.length > 0) {
+    r.write(data);
+    return;
+  }
+  receiving.delete(digest);
+  const done = r.end();
+  received.set(digest, done);
+  done.then(
+    () => received.delete(digest),
+    (err: Error) => {
+      received.delete(digest);
+      log(err.message);
+    },
+  );
 }
 
 function alive(pid: number): boolean {

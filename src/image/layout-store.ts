@@ -96,137 +96,21 @@ export function isValidRefName(name: string): boolean {
   return name.length <= 255 && REF_NAME_RE.test(name);
 }
 
+/** What every step of a layout store needs: its paths, its name in messages and how it locks index.json. */
+interface LayoutCtx {
+  dir: string;
+  layoutFile: string;
+  indexFile: string;
+  description: string;
+  underLock: <T>(fn: () => Promise<T>) => Promise<T>;
+  blobPath: (digest: Digest) => string;
+}
+
 export async function openLayoutStore(dirPath: string, opts: OpenLayoutOptions = {}): Promise<LayoutStore> {
-  const dir = resolvePath(dirPath);
-  const layoutFile = join(dir, 'oci-layout');
-  const indexFile = join(dir, 'index.json');
-  const lockFile = join(dir, LOCK_FILE);
-  const description = `oci:${dir}`;
-
-  const underLock = <T>(fn: () => Promise<T>) => withFileLock(lockFile, fn, opts.lock);
-
-  await refuseFileInPath(dir);
-  if (!(await exists(layoutFile))) {
-    if (!opts.create) {
-      throw new PackfarmError('LAYOUT_NOT_FOUND', `${dir} is not an OCI image layout (no oci-layout file)`, {
-        hint: 'check the path; an oci: destination is created on write, a source must exist',
-      });
-    }
-    await createLayout(dir, underLock);
-  }
-  // Opened as a destination: clear what killed writers left behind (their pids are gone).
-  if (opts.create) await sweepLeftovers(dir);
-  parseWith(
-    OciLayoutSchema,
-    parseJson(await readFile(layoutFile, 'utf8'), layoutFile),
-    layoutFile,
-    'INVALID_LAYOUT',
-  );
-
-  const blobPath = (digest: Digest) => join(dir, 'blobs', digestAlgorithm(digest), digestHex(digest));
-
-  async function readIndex(): Promise<ImageIndex> {
-    let text: string;
-    try {
-      text = await readFile(indexFile, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
-        throw new PackfarmError('INVALID_LAYOUT', `${indexFile} is missing`, {
-          hint: 'an OCI layout needs index.json beside oci-layout',
-        });
-      throw err;
-    }
-    return parseWith(ImageIndexSchema, parseJson(text, indexFile), indexFile, 'INVALID_LAYOUT');
-  }
-
-  /** Read-modify-write of index.json under the lock; `change` edits the manifests array in place. */
-  async function updateIndex<T>(change: (manifests: Descriptor[]) => Promise<T> | T): Promise<T> {
-    return underLock(async () => {
-      const index = await readIndex();
-      const manifests = [...index.manifests];
-      const result = await change(manifests);
-      const next = {
-        ...index,
-        schemaVersion: 2,
-        mediaType: MediaType.ociIndex,
-        manifests: sortEntries(manifests),
-      };
-      await writeFileAtomic(indexFile, canonicalJson(next));
-      return result;
-    });
-  }
-
-  async function blobSize(digest: Digest): Promise<number | undefined> {
-    try {
-      const s = await stat(blobPath(digest));
-      return s.isFile() ? s.size : undefined;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    }
-  }
-
-  async function findEntry(target: string): Promise<Descriptor | undefined> {
-    const { manifests } = await readIndex();
-    if (isDigest(target)) return manifests.find((m) => m.digest === target);
-    return manifests.find((m) => m.annotations?.[REF_NAME_ANNOTATION] === target);
-  }
-
-  async function readManifestBlob(digest: Digest): Promise<Buffer> {
-    const size = await blobSize(digest);
-    if (size === undefined) throw manifestUnknown(description, digest);
-    if (size > MAX_MANIFEST_BYTES)
-      throw new PackfarmError(
-        'MANIFEST_INVALID',
-        `${description}: blob ${digest} is ${size} bytes, too large to be a manifest (limit ${MAX_MANIFEST_BYTES})`,
-      );
-    const bytes = await readFile(blobPath(digest));
-    const actual = hashOf(digestAlgorithm(digest), bytes);
-    if (actual !== digest)
-      throw new PackfarmError(
-        'BLOB_DIGEST_MISMATCH',
-        `${blobPath(digest)}: content hashes to ${actual}, not ${digest} (the layout is corrupt)`,
-      );
-    return bytes;
-  }
-
-  async function resolve(target: string) {
-    const entry = await findEntry(target);
-    if (entry) {
-      if ((await blobSize(entry.digest)) === undefined)
-        throw new PackfarmError(
-          'INVALID_LAYOUT',
-          `${indexFile}: ${target} points at ${entry.digest}, but ${blobPath(entry.digest)} is missing`,
-        );
-      return { digest: entry.digest as Digest, mediaType: entry.mediaType, size: entry.size };
-    }
-    if (!isDigest(target)) return undefined;
-    const size = await blobSize(target);
-    if (size === undefined) return undefined;
-    const bytes = await readManifestBlob(target);
-    return { digest: target, mediaType: sniffMediaType(bytes, `${description}@${target}`), size };
-  }
-
-  async function ensureReferencedPresent(bytes: Buffer, mediaType: string, source: string) {
-    const doc = parseJson(bytes.toString('utf8'), source);
-    const refs: Descriptor[] = [];
-    if (isIndexMediaType(mediaType)) refs.push(...parseWith(ImageIndexSchema, doc, source).manifests);
-    else {
-      const m = parseWith(ImageManifestSchema, doc, source);
-      refs.push(m.config, ...m.layers);
-    }
-    for (const d of refs) {
-      // Foreign / non-distributable layers (with urls) need not be in the store.
-      if (d.urls && d.urls.length > 0) continue;
-      if ((await blobSize(d.digest as Digest)) === undefined)
-        throw new PackfarmError(
-          'MANIFEST_BLOB_UNKNOWN',
-          `${description}: ${source} references ${d.digest} (${d.mediaType}), which is not in the layout`,
-          { hint: 'copy blobs and child manifests before the manifest that references them' },
-        );
-    }
-    return isIndexMediaType(mediaType) ? refs.map((d) => d.digest) : [];
-  }
+  const ctx = layoutContext(dirPath, opts);
+  await prepareLayout(ctx, opts);
+  const { dir, description, blobPath } = ctx;
+  const resolve = (target: string) => resolveTarget(ctx, target);
 
   const store: LayoutStore = {
     kind: 'layout',
@@ -240,133 +124,27 @@ export async function openLayoutStore(dirPath: string, opts: OpenLayoutOptions =
     },
 
     async hasBlob(digest) {
-      return (await blobSize(digest)) !== undefined;
+      return (await blobSize(ctx, digest)) !== undefined;
     },
 
-    async getBlob(digest) {
-      parseDigest(digest, `${description} blob`);
-      const path = blobPath(digest);
-      let fh: Awaited<ReturnType<typeof open>>;
-      try {
-        fh = await open(path, 'r');
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT')
-          throw new PackfarmError('BLOB_UNKNOWN', `${description}: blob ${digest} is not in the layout`);
-        throw err;
-      }
-      const verify = verifyingStream(digest, path);
-      // pipeline (not pipe) so a read error reaches the consumer of `verify`.
-      streamPipeline(fh.createReadStream(), verify, () => {});
-      return verify;
-    },
-
-    async putBlob(input: PutBlobInput): Promise<PutBlobResult> {
-      if (input.digest !== undefined) {
-        parseDigest(input.digest, `${description} blob`);
-        const have = await blobSize(input.digest);
-        if (have !== undefined && (input.size === undefined || have === input.size))
-          return { digest: input.digest, size: have, outcome: 'exists' };
-      }
-      const algorithm = input.digest ? digestAlgorithm(input.digest) : 'sha256';
-      await mkdir(join(dir, 'blobs', algorithm), { recursive: true });
-      await mkdir(join(dir, TEMP_DIR), { recursive: true });
-      const tmp = join(dir, TEMP_DIR, tempFileName('upload'));
-      const hash = createHash(algorithm);
-      let size = 0;
-      try {
-        const source = await input.open();
-        await pipeline(
-          source,
-          new Transform({
-            transform(chunk: Buffer, _enc, cb) {
-              hash.update(chunk);
-              size += chunk.length;
-              cb(null, chunk);
-            },
-          }),
-          createWriteStream(tmp, { flags: 'wx', flush: true }),
-        );
-        const digest = `${algorithm}:${hash.digest('hex')}` as Digest;
-        if (input.digest !== undefined && digest !== input.digest)
-          throw new PackfarmError(
-            'BLOB_DIGEST_MISMATCH',
-            `${description}: the data written for ${input.digest} hashes to ${digest}`,
-            { hint: 'the source is corrupt or changed while it was being copied' },
-          );
-        if (input.size !== undefined && size !== input.size)
-          throw new PackfarmError(
-            'BLOB_SIZE_MISMATCH',
-            `${description}: blob ${digest} has ${size} bytes, expected ${input.size}`,
-          );
-        const existed = (await blobSize(digest)) === size;
-        await rename(tmp, blobPath(digest));
-        return { digest, size, outcome: existed ? 'exists' : 'uploaded' };
-      } catch (err) {
-        await rm(tmp, { force: true });
-        throw err;
-      }
-    },
-
+    getBlob: (digest) => openBlob(ctx, digest),
+    putBlob: (input) => writeBlob(ctx, input),
     resolve,
 
     async getManifest(target): Promise<StoredManifest> {
       const found = await resolve(target);
       if (!found) throw manifestUnknown(description, target);
       return {
-        bytes: await readManifestBlob(found.digest),
+        bytes: await readManifestBlob(ctx, found.digest),
         mediaType: found.mediaType,
         digest: found.digest,
       };
     },
 
-    async putManifest({ bytes, mediaType, tag }) {
-      const digest = sha256Digest(bytes);
-      const source = `manifest ${digest}`;
-      if (tag !== undefined && !isValidRefName(tag))
-        throw new PackfarmError(
-          'INVALID_TAG',
-          `${description}: "${tag}" cannot name an image in an OCI layout (allowed: letters, digits, separators . _ - : @ + and /)`,
-        );
-      const declared = sniffMediaType(bytes, source, mediaType);
-      if (declared !== mediaType)
-        throw new PackfarmError(
-          'MANIFEST_INVALID',
-          `${description}: ${source} says mediaType ${declared} but is being stored as ${mediaType}`,
-        );
-      const children = await ensureReferencedPresent(bytes, mediaType, source);
-      if ((await blobSize(digest)) !== bytes.length) {
-        await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
-        await writeFileAtomic(blobPath(digest), bytes);
-      }
-      const childSet = new Set<string>(children);
-      await updateIndex((manifests) => {
-        // Children of a new index no longer need entries of their own.
-        for (let i = manifests.length - 1; i >= 0; i--) {
-          const m = manifests[i]!;
-          if (
-            refName(m) === undefined &&
-            (childSet.has(m.digest) || (tag !== undefined && m.digest === digest))
-          )
-            manifests.splice(i, 1);
-        }
-        if (tag !== undefined) {
-          for (let i = manifests.length - 1; i >= 0; i--)
-            if (refName(manifests[i]!) === tag) manifests.splice(i, 1);
-          manifests.push({
-            mediaType,
-            digest,
-            size: bytes.length,
-            annotations: { [REF_NAME_ANNOTATION]: tag },
-          });
-        } else if (!manifests.some((m) => m.digest === digest)) {
-          manifests.push({ mediaType, digest, size: bytes.length });
-        }
-      });
-      return digest;
-    },
+    putManifest: (manifest) => writeManifest(ctx, manifest),
 
     async listTags() {
-      const { manifests } = await readIndex();
+      const { manifests } = await readIndex(ctx);
       const tags = new Set<string>();
       for (const m of manifests) {
         const t = refName(m);
@@ -376,11 +154,11 @@ export async function openLayoutStore(dirPath: string, opts: OpenLayoutOptions =
     },
 
     async entries() {
-      return (await readIndex()).manifests;
+      return (await readIndex(ctx)).manifests;
     },
 
     async removeTag(tag) {
-      return updateIndex((manifests) => {
+      return updateIndex(ctx, (manifests) => {
         const before = manifests.length;
         for (let i = manifests.length - 1; i >= 0; i--)
           if (refName(manifests[i]!) === tag) manifests.splice(i, 1);
@@ -389,6 +167,274 @@ export async function openLayoutStore(dirPath: string, opts: OpenLayoutOptions =
     },
   };
   return store;
+}
+
+function layoutContext(dirPath: string, opts: OpenLayoutOptions): LayoutCtx {
+  const dir = resolvePath(dirPath);
+  const lockFile = join(dir, LOCK_FILE);
+  return {
+    dir,
+    layoutFile: join(dir, 'oci-layout'),
+    indexFile: join(dir, 'index.json'),
+    description: `oci:${dir}`,
+    underLock: <T>(fn: () => Promise<T>) => withFileLock(lockFile, fn, opts.lock),
+    blobPath: (digest: Digest) => join(dir, 'blobs', digestAlgorithm(digest), digestHex(digest)),
+  };
+}
+
+/** Check (or create) the layout on disk, sweep a destination's leftovers and validate oci-layout. */
+async function prepareLayout(ctx: LayoutCtx, opts: OpenLayoutOptions): Promise<void> {
+  const { dir, layoutFile } = ctx;
+  await refuseFileInPath(dir);
+  if (!(await exists(layoutFile))) {
+    if (!opts.create) {
+      throw new PackfarmError('LAYOUT_NOT_FOUND', `${dir} is not an OCI image layout (no oci-layout file)`, {
+        hint: 'check the path; an oci: destination is created on write, a source must exist',
+      });
+    }
+    await createLayout(dir, ctx.underLock);
+  }
+  // Opened as a destination: clear what killed writers left behind (their pids are gone).
+  if (opts.create) await sweepLeftovers(dir);
+  parseWith(
+    OciLayoutSchema,
+    parseJson(await readFile(layoutFile, 'utf8'), layoutFile),
+    layoutFile,
+    'INVALID_LAYOUT',
+  );
+}
+
+async function readIndex(ctx: LayoutCtx): Promise<ImageIndex> {
+  const { indexFile } = ctx;
+  let text: string;
+  try {
+    text = await readFile(indexFile, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new PackfarmError('INVALID_LAYOUT', `${indexFile} is missing`, {
+        hint: 'an OCI layout needs index.json beside oci-layout',
+      });
+    throw err;
+  }
+  return parseWith(ImageIndexSchema, parseJson(text, indexFile), indexFile, 'INVALID_LAYOUT');
+}
+
+/** Read-modify-write of index.json under the lock; `change` edits the manifests array in place. */
+async function updateIndex<T>(
+  ctx: LayoutCtx,
+  change: (manifests: Descriptor[]) => Promise<T> | T,
+): Promise<T> {
+  return ctx.underLock(async () => {
+    const index = await readIndex(ctx);
+    const manifests = [...index.manifests];
+    const result = await change(manifests);
+    const next = {
+      ...index,
+      schemaVersion: 2,
+      mediaType: MediaType.ociIndex,
+      manifests: sortEntries(manifests),
+    };
+    await writeFileAtomic(ctx.indexFile, canonicalJson(next));
+    return result;
+  });
+}
+
+async function blobSize(ctx: LayoutCtx, digest: Digest): Promise<number | undefined> {
+  try {
+    const s = await stat(ctx.blobPath(digest));
+    return s.isFile() ? s.size : undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+async function findEntry(ctx: LayoutCtx, target: string): Promise<Descriptor | undefined> {
+  const { manifests } = await readIndex(ctx);
+  if (isDigest(target)) return manifests.find((m) => m.digest === target);
+  return manifests.find((m) => m.annotations?.[REF_NAME_ANNOTATION] === target);
+}
+
+async function readManifestBlob(ctx: LayoutCtx, digest: Digest): Promise<Buffer> {
+  const { description, blobPath } = ctx;
+  const size = await blobSize(ctx, digest);
+  if (size === undefined) throw manifestUnknown(description, digest);
+  if (size > MAX_MANIFEST_BYTES)
+    throw new PackfarmError(
+      'MANIFEST_INVALID',
+      `${description}: blob ${digest} is ${size} bytes, too large to be a manifest (limit ${MAX_MANIFEST_BYTES})`,
+    );
+  const bytes = await readFile(blobPath(digest));
+  const actual = hashOf(digestAlgorithm(digest), bytes);
+  if (actual !== digest)
+    throw new PackfarmError(
+      'BLOB_DIGEST_MISMATCH',
+      `${blobPath(digest)}: content hashes to ${actual}, not ${digest} (the layout is corrupt)`,
+    );
+  return bytes;
+}
+
+async function resolveTarget(ctx: LayoutCtx, target: string) {
+  const { description, blobPath } = ctx;
+  const entry = await findEntry(ctx, target);
+  if (entry) {
+    if ((await blobSize(ctx, entry.digest)) === undefined)
+      throw new PackfarmError(
+        'INVALID_LAYOUT',
+        `${ctx.indexFile}: ${target} points at ${entry.digest}, but ${blobPath(entry.digest)} is missing`,
+      );
+    return { digest: entry.digest as Digest, mediaType: entry.mediaType, size: entry.size };
+  }
+  if (!isDigest(target)) return undefined;
+  const size = await blobSize(ctx, target);
+  if (size === undefined) return undefined;
+  const bytes = await readManifestBlob(ctx, target);
+  return { digest: target, mediaType: sniffMediaType(bytes, `${description}@${target}`), size };
+}
+
+async function ensureReferencedPresent(ctx: LayoutCtx, bytes: Buffer, mediaType: string, source: string) {
+  const doc = parseJson(bytes.toString('utf8'), source);
+  const refs: Descriptor[] = [];
+  if (isIndexMediaType(mediaType)) refs.push(...parseWith(ImageIndexSchema, doc, source).manifests);
+  else {
+    const m = parseWith(ImageManifestSchema, doc, source);
+    refs.push(m.config, ...m.layers);
+  }
+  for (const d of refs) {
+    // Foreign / non-distributable layers (with urls) need not be in the store.
+    if (d.urls && d.urls.length > 0) continue;
+    if ((await blobSize(ctx, d.digest as Digest)) === undefined)
+      throw new PackfarmError(
+        'MANIFEST_BLOB_UNKNOWN',
+        `${ctx.description}: ${source} references ${d.digest} (${d.mediaType}), which is not in the layout`,
+        { hint: 'copy blobs and child manifests before the manifest that references them' },
+      );
+  }
+  return isIndexMediaType(mediaType) ? refs.map((d) => d.digest) : [];
+}
+
+async function openBlob(ctx: LayoutCtx, digest: Digest): Promise<Readable> {
+  const { description } = ctx;
+  parseDigest(digest, `${description} blob`);
+  const path = ctx.blobPath(digest);
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new PackfarmError('BLOB_UNKNOWN', `${description}: blob ${digest} is not in the layout`);
+    throw err;
+  }
+  const verify = verifyingStream(digest, path);
+  // pipeline (not pipe) so a read error reaches the consumer of `verify`.
+  streamPipeline(fh.createReadStream(), verify, () => {});
+  return verify;
+}
+
+async function writeBlob(ctx: LayoutCtx, input: PutBlobInput): Promise<PutBlobResult> {
+  const { dir, description } = ctx;
+  if (input.digest !== undefined) {
+    parseDigest(input.digest, `${description} blob`);
+    const have = await blobSize(ctx, input.digest);
+    if (have !== undefined && (input.size === undefined || have === input.size))
+      return { digest: input.digest, size: have, outcome: 'exists' };
+  }
+  const algorithm = input.digest ? digestAlgorithm(input.digest) : 'sha256';
+  await mkdir(join(dir, 'blobs', algorithm), { recursive: true });
+  await mkdir(join(dir, TEMP_DIR), { recursive: true });
+  const tmp = join(dir, TEMP_DIR, tempFileName('upload'));
+  const hash = createHash(algorithm);
+  let size = 0;
+  try {
+    const source = await input.open();
+    await pipeline(
+      source,
+      new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          hash.update(chunk);
+          size += chunk.length;
+          cb(null, chunk);
+        },
+      }),
+      createWriteStream(tmp, { flags: 'wx', flush: true }),
+    );
+    const digest = `${algorithm}:${hash.digest('hex')}` as Digest;
+    if (input.digest !== undefined && digest !== input.digest)
+      throw new PackfarmError(
+        'BLOB_DIGEST_MISMATCH',
+        `${description}: the data written for ${input.digest} hashes to ${digest}`,
+        { hint: 'the source is corrupt or changed while it was being copied' },
+      );
+    if (input.size !== undefined && size !== input.size)
+      throw new PackfarmError(
+        'BLOB_SIZE_MISMATCH',
+        `${description}: blob ${digest} has ${size} bytes, expected ${input.size}`,
+      );
+    const existed = (await blobSize(ctx, digest)) === size;
+    await rename(tmp, ctx.blobPath(digest));
+    return { digest, size, outcome: existed ? 'exists' : 'uploaded' };
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+async function writeManifest(
+  ctx: LayoutCtx,
+  { bytes, mediaType, tag }: { bytes: Buffer; mediaType: string; tag?: string | undefined },
+): Promise<Digest> {
+  const { dir, description } = ctx;
+  const digest = sha256Digest(bytes);
+  const source = `manifest ${digest}`;
+  if (tag !== undefined && !isValidRefName(tag))
+    throw new PackfarmError(
+      'INVALID_TAG',
+      `${description}: "${tag}" cannot name an image in an OCI layout (allowed: letters, digits, separators . _ - : @ + and /)`,
+    );
+  const declared = sniffMediaType(bytes, source, mediaType);
+  if (declared !== mediaType)
+    throw new PackfarmError(
+      'MANIFEST_INVALID',
+      `${description}: ${source} says mediaType ${declared} but is being stored as ${mediaType}`,
+    );
+  const children = await ensureReferencedPresent(ctx, bytes, mediaType, source);
+  if ((await blobSize(ctx, digest)) !== bytes.length) {
+    await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+    await writeFileAtomic(ctx.blobPath(digest), bytes);
+  }
+  await updateIndex(ctx, (manifests) =>
+    replaceEntries(manifests, new Set<string>(children), digest, mediaType, bytes.length, tag),
+  );
+  return digest;
+}
+
+/** index.json policy for a put manifest (see the LayoutStore comment); edits `manifests` in place. */
+function replaceEntries(
+  manifests: Descriptor[],
+  childSet: Set<string>,
+  digest: Digest,
+  mediaType: string,
+  size: number,
+  tag: string | undefined,
+): void {
+  // Children of a new index no longer need entries of their own.
+  for (let i = manifests.length - 1; i >= 0; i--) {
+    const m = manifests[i]!;
+    if (refName(m) === undefined && (childSet.has(m.digest) || (tag !== undefined && m.digest === digest)))
+      manifests.splice(i, 1);
+  }
+  if (tag !== undefined) {
+    for (let i = manifests.length - 1; i >= 0; i--)
+      if (refName(manifests[i]!) === tag) manifests.splice(i, 1);
+    manifests.push({
+      mediaType,
+      digest,
+      size,
+      annotations: { [REF_NAME_ANNOTATION]: tag },
+    });
+  } else if (!manifests.some((m) => m.digest === digest)) {
+    manifests.push({ mediaType, digest, size });
+  }
 }
 
 /**

@@ -125,49 +125,15 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
       opts.onEvent?.({ type: 'phase-end', phase: name, durationMs: timings[name] });
     }
   };
-  const signal = opts.signal ? { signal: opts.signal } : {};
   // Where buildpacks saw the app and layers dirs: an executor that mounts them says so itself.
   const hostPaths: HostPaths | undefined = opts.executor?.paths
     ? { appDir: opts.executor.paths.app, layersDir: opts.executor.paths.layers }
     : opts.hostPaths;
-  // How detect and build run buildpacks: the same for both.
-  const runner = {
-    platformApi: opts.platformApi,
-    ...(opts.execEnv ? { execEnv: opts.execEnv } : {}),
-    ...(opts.buildConfigDir ? { buildConfigDir: opts.buildConfigDir } : {}),
-    ...(opts.executor ? { executor: opts.executor } : {}),
-    ...(opts.hostEnv ? { hostEnv: opts.hostEnv } : {}),
-    logger: log,
-    ...signal,
-  };
+  const runner = buildpackRunner(opts, log);
 
-  const analyzed = await phase('analyze', () =>
-    analyzeToFile({
-      analyzedPath: join(opts.layersDir, 'analyzed.toml'),
-      runImage: { store: opts.runImage.store, target: opts.runImage.target },
-      ...(opts.previousImage && !opts.skipRestore ? { previousImage: opts.previousImage } : {}),
-      platform: opts.platform,
-      layersDir: opts.layersDir,
-      ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
-      logger: log,
-    }),
-  );
-
-  const detected = await phase('detect', () =>
-    detect({
-      appDir: opts.appDir,
-      platformDir: opts.platformDir,
-      store: opts.buildpacks,
-      order: opts.order,
-      target: analyzed.runImage.target,
-      ...runner,
-      groupPath: join(opts.layersDir, 'group.toml'),
-      planPath: join(opts.layersDir, 'plan.toml'),
-      onEvent: (event) => opts.onEvent?.({ type: 'detect', event }),
-    }),
-  );
+  const analyzed = await phase('analyze', () => runAnalyze(opts, log));
+  const detected = await phase('detect', () => runDetect(opts, analyzed, runner));
   const group = { group: detected.group };
-
   // The cache is opened once: the restorer reads it, and the cache export reuses what it already holds.
   const cache = opts.cache
     ? await openCache(opts.cache, opts.platform, {
@@ -176,92 +142,13 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
         ...(opts.createdAt ? { creationTime: opts.createdAt } : {}),
       })
     : undefined;
-
-  const restored = await phase('restore', () =>
-    restore({
-      layersDir: opts.layersDir,
-      group: detected.group,
-      ...(analyzed.previousMetadata && !opts.skipRestore
-        ? { previousMetadata: analyzed.previousMetadata }
-        : {}),
-      ...(cache && !opts.skipRestore ? { cache } : {}),
-      platformApi: opts.platformApi,
-      ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
-      // Restored layers go to the build user (applied only as root), as the reference restorer does.
-      ...(opts.uid !== undefined && opts.gid !== undefined ? { uid: opts.uid, gid: opts.gid } : {}),
-      logger: log,
-      ...signal,
-    }),
-  );
-
-  let buildpackMs = 0;
-  let started = 0;
-  const built = await phase('build', () =>
-    build({
-      appDir: opts.appDir,
-      layersDir: opts.layersDir,
-      platformDir: opts.platformDir,
-      buildpackStore: opts.buildpacks,
-      group,
-      plan: detected.plan,
-      analyzed: analyzed.analyzed,
-      target: detected.target,
-      ...runner,
-      onEvent: (event) => {
-        if (event.type === 'buildpack-start') started = performance.now();
-        if (event.type === 'buildpack-end') buildpackMs += performance.now() - started;
-        opts.onEvent?.({ type: 'build', event });
-      },
-    }),
-  );
-
-  const exported = await phase('export', async () => {
-    return exportImage({
-      layersDir: opts.layersDir,
-      appDir: opts.appDir,
-      group,
-      analyzed: analyzed.analyzed,
-      ...(hostPaths ? { hostPaths } : {}),
-      runImage: {
-        store: opts.runImage.store,
-        target: analyzed.runImage.digest,
-        ...(opts.runImage.name ? { name: opts.runImage.name } : {}),
-        ...(opts.runImage.mirrors ? { mirrors: opts.runImage.mirrors } : {}),
-      },
-      platform: opts.platform,
-      outputs: opts.outputs,
-      platformApi: opts.platformApi,
-      ...(opts.createdAt ? { createdAt: opts.createdAt } : {}),
-      ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
-      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
-      defaultProcess: opts.defaultProcess,
-      ...(opts.projectMetadata ? { projectMetadata: opts.projectMetadata } : {}),
-      ...(opts.previousImage ? { previousImage: opts.previousImage } : {}),
-      ...(opts.imageAppDir ? { imageAppDir: opts.imageAppDir } : {}),
-      ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
-      ...(opts.reportPath ? { reportPath: opts.reportPath } : {}),
-      logger: log,
-      onEvent: (event) => opts.onEvent?.({ type: 'export', event }),
-      ...signal,
-    });
-  });
-
+  const restored = await phase('restore', () => runRestore(opts, analyzed, detected, cache, log));
+  const buildpackTime = { ms: 0 };
+  const built = await phase('build', () => runBuild(opts, analyzed, detected, group, runner, buildpackTime));
+  const exported = await phase('export', async () => runExport(opts, analyzed, group, hostPaths, log));
   const cacheResult = opts.cache
     ? await phase('cache', () =>
-        exportCache({
-          location: opts.cache as CacheLocation,
-          layersDir: opts.layersDir,
-          group: detected.group,
-          target: opts.platform,
-          ...(opts.createdAt ? { creationTime: opts.createdAt } : {}),
-          ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
-          ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
-          ...(cache ? { previous: cache } : {}),
-          knownDiffIds: knownCacheDiffIds(exported),
-          ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
-          logger: log,
-          ...signal,
-        }),
+        runCacheExport(opts, opts.cache as CacheLocation, detected, cache, exported, log),
       )
     : undefined;
 
@@ -273,6 +160,167 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
     exported,
     cache: cacheResult,
     timings,
-    buildpackMs,
+    buildpackMs: buildpackTime.ms,
   };
+}
+
+type OpenedCache = Awaited<ReturnType<typeof openCache>>;
+
+function signalOf(opts: CreateOptions): { signal?: AbortSignal } {
+  return opts.signal ? { signal: opts.signal } : {};
+}
+
+/** How detect and build run buildpacks: the same for both. */
+function buildpackRunner(opts: CreateOptions, log: Logger) {
+  return {
+    platformApi: opts.platformApi,
+    ...(opts.execEnv ? { execEnv: opts.execEnv } : {}),
+    ...(opts.buildConfigDir ? { buildConfigDir: opts.buildConfigDir } : {}),
+    ...(opts.executor ? { executor: opts.executor } : {}),
+    ...(opts.hostEnv ? { hostEnv: opts.hostEnv } : {}),
+    logger: log,
+    ...signalOf(opts),
+  };
+}
+
+function runAnalyze(opts: CreateOptions, log: Logger): Promise<AnalyzeResult> {
+  return analyzeToFile({
+    analyzedPath: join(opts.layersDir, 'analyzed.toml'),
+    runImage: { store: opts.runImage.store, target: opts.runImage.target },
+    ...(opts.previousImage && !opts.skipRestore ? { previousImage: opts.previousImage } : {}),
+    platform: opts.platform,
+    layersDir: opts.layersDir,
+    ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
+    logger: log,
+  });
+}
+
+function runDetect(
+  opts: CreateOptions,
+  analyzed: AnalyzeResult,
+  runner: ReturnType<typeof buildpackRunner>,
+): Promise<DetectResult> {
+  return detect({
+    appDir: opts.appDir,
+    platformDir: opts.platformDir,
+    store: opts.buildpacks,
+    order: opts.order,
+    target: analyzed.runImage.target,
+    ...runner,
+    groupPath: join(opts.layersDir, 'group.toml'),
+    planPath: join(opts.layersDir, 'plan.toml'),
+    onEvent: (event) => opts.onEvent?.({ type: 'detect', event }),
+  });
+}
+
+function runRestore(
+  opts: CreateOptions,
+  analyzed: AnalyzeResult,
+  detected: DetectResult,
+  cache: OpenedCache | undefined,
+  log: Logger,
+): Promise<RestoreResult> {
+  return restore({
+    layersDir: opts.layersDir,
+    group: detected.group,
+    ...(analyzed.previousMetadata && !opts.skipRestore
+      ? { previousMetadata: analyzed.previousMetadata }
+      : {}),
+    ...(cache && !opts.skipRestore ? { cache } : {}),
+    platformApi: opts.platformApi,
+    ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
+    // Restored layers go to the build user (applied only as root), as the reference restorer does.
+    ...(opts.uid !== undefined && opts.gid !== undefined ? { uid: opts.uid, gid: opts.gid } : {}),
+    logger: log,
+    ...signalOf(opts),
+  });
+}
+
+/** The build phase; `buildpackTime.ms` adds up the time spent inside buildpacks' bin/build. */
+function runBuild(
+  opts: CreateOptions,
+  analyzed: AnalyzeResult,
+  detected: DetectResult,
+  group: { group: DetectResult['group'] },
+  runner: ReturnType<typeof buildpackRunner>,
+  buildpackTime: { ms: number },
+): Promise<BuildResult> {
+  let started = 0;
+  return build({
+    appDir: opts.appDir,
+    layersDir: opts.layersDir,
+    platformDir: opts.platformDir,
+    buildpackStore: opts.buildpacks,
+    group,
+    plan: detected.plan,
+    analyzed: analyzed.analyzed,
+    target: detected.target,
+    ...runner,
+    onEvent: (event) => {
+      if (event.type === 'buildpack-start') started = performance.now();
+      if (event.type === 'buildpack-end') buildpackTime.ms += performance.now() - started;
+      opts.onEvent?.({ type: 'build', event });
+    },
+  });
+}
+
+function runExport(
+  opts: CreateOptions,
+  analyzed: AnalyzeResult,
+  group: { group: DetectResult['group'] },
+  hostPaths: HostPaths | undefined,
+  log: Logger,
+): Promise<ExportResult> {
+  return exportImage({
+    layersDir: opts.layersDir,
+    appDir: opts.appDir,
+    group,
+    analyzed: analyzed.analyzed,
+    ...(hostPaths ? { hostPaths } : {}),
+    runImage: {
+      store: opts.runImage.store,
+      target: analyzed.runImage.digest,
+      ...(opts.runImage.name ? { name: opts.runImage.name } : {}),
+      ...(opts.runImage.mirrors ? { mirrors: opts.runImage.mirrors } : {}),
+    },
+    platform: opts.platform,
+    outputs: opts.outputs,
+    platformApi: opts.platformApi,
+    ...(opts.createdAt ? { createdAt: opts.createdAt } : {}),
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+    defaultProcess: opts.defaultProcess,
+    ...(opts.projectMetadata ? { projectMetadata: opts.projectMetadata } : {}),
+    ...(opts.previousImage ? { previousImage: opts.previousImage } : {}),
+    ...(opts.imageAppDir ? { imageAppDir: opts.imageAppDir } : {}),
+    ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
+    ...(opts.reportPath ? { reportPath: opts.reportPath } : {}),
+    logger: log,
+    onEvent: (event) => opts.onEvent?.({ type: 'export', event }),
+    ...signalOf(opts),
+  });
+}
+
+function runCacheExport(
+  opts: CreateOptions,
+  location: CacheLocation,
+  detected: DetectResult,
+  cache: OpenedCache | undefined,
+  exported: ExportResult,
+  log: Logger,
+): Promise<ExportCacheResult> {
+  return exportCache({
+    location,
+    layersDir: opts.layersDir,
+    group: detected.group,
+    target: opts.platform,
+    ...(opts.createdAt ? { creationTime: opts.createdAt } : {}),
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+    ...(cache ? { previous: cache } : {}),
+    knownDiffIds: knownCacheDiffIds(exported),
+    ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
+    logger: log,
+    ...signalOf(opts),
+  });
 }
