@@ -402,7 +402,7 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     if (!plan.index) {
       const m = await output.store.getManifest(digest);
       for (const tag of output.tags) {
-        const current = await output.store.resolve(tag).catch(() => undefined);
+        const current = await output.store.resolve(tag);
         if (current?.digest !== digest)
           await output.store.putManifest({ bytes: m.bytes, mediaType: m.mediaType, tag });
       }
@@ -618,7 +618,7 @@ async function storeReceivedImage(
       open: () => createReadStream(received.path(d.digest as Digest)),
     });
   }
-  if (!(await store.resolve(digest).catch(() => undefined)))
+  if (!(await store.resolve(digest)))
     await store.putManifest({ bytes: manifestBytes, mediaType });
 }
 

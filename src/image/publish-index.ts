@@ -53,7 +53,8 @@ export async function publishIndex(input: PublishIndexInput): Promise<PublishedI
       await input.store.putManifest({ bytes: built.bytes, mediaType: built.mediaType });
   }
   for (const tag of input.tags) {
-    const current = await input.store.resolve(tag).catch(() => undefined);
+    // resolve() says "absent" with undefined; any other failure (auth, network) is the caller's to see.
+    const current = await input.store.resolve(tag);
     if (current?.digest === built.digest) continue;
     await input.store.putManifest({ bytes: built.bytes, mediaType: built.mediaType, tag });
     written.push(tag);
