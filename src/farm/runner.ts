@@ -618,8 +618,7 @@ async function storeReceivedImage(
       open: () => createReadStream(received.path(d.digest as Digest)),
     });
   }
-  if (!(await store.resolve(digest)))
-    await store.putManifest({ bytes: manifestBytes, mediaType });
+  if (!(await store.resolve(digest))) await store.putManifest({ bytes: manifestBytes, mediaType });
 }
 
 function unionMachine(caps: readonly NodeCapacity[]): MachinePlatforms {
