@@ -5,7 +5,15 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 let failed = 0;
-for (const name of ['layer.mjs', 'push.mjs', 'detect.mjs', 'export.mjs', 'rebase.mjs', 'rebuild.mjs']) {
+for (const name of [
+  'layer.mjs',
+  'push.mjs',
+  'detect.mjs',
+  'export.mjs',
+  'rebase.mjs',
+  'rebuild.mjs',
+  'executor.mjs',
+]) {
   console.log(`\n=== ${name} ===`);
   const r = spawnSync(process.execPath, [join(here, name)], { stdio: 'inherit' });
   if (r.status !== 0) failed++;

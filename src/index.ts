@@ -62,8 +62,29 @@ export {
   downloadSbom,
 } from './api/sbom.js';
 
-// How buildpack processes run
-export { createHostExecutor, type ExecResult, type ExecSpec, type Executor } from './exec/index.js';
+// How buildpack processes run: on the host, or with runc inside the target's build image (qemu for other arches)
+export {
+  type BuildRootfs,
+  createHostExecutor,
+  createOciExecutor,
+  detectPlatforms,
+  type ExecDirs,
+  type ExecResult,
+  type ExecSpec,
+  type Executor,
+  howToRun,
+  type MachinePlatforms,
+  type OciExecutor,
+  type OciExecutorOptions,
+  setupEmulation,
+} from './exec/index.js';
+export {
+  type BuildImageExecutorOptions,
+  type BuildImageRootfsOptions,
+  createBuildImageExecutor,
+  prepareBuildImageRootfs,
+} from './phase/build-image.js';
+export { type NodeInfo, nodeInfo } from './exec/index.js';
 
 // Where a build's buildpacks come from: --buildpack DIR|ARCHIVE and --builder DIR|REF
 export { type StagedBuildpack, layeredBuildpackStore, stageBuildpack } from './buildpack/source.js';

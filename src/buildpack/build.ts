@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Executor } from '../exec/executor.js';
+import { handOver, toExecutorView } from '../exec/view.js';
 import { PackfarmError } from '../util/errors.js';
 import { readFileIfExists, writeFileAtomic } from '../util/fs.js';
 import type { Logger } from '../util/log.js';
@@ -67,7 +68,10 @@ export interface RunBuildOptions {
   /** `CNB_EXEC_ENV` (passed to Buildpack API 0.12+ when set). */
   execEnv?: string | undefined;
   executor: Executor;
-  /** Directory for the plan file; it must be visible to the executor. Default: a fresh temp dir. */
+  /**
+   * Directory for the plan file (a host path under one of the executor's mounts). Default: a fresh dir in the
+   * executor's scratch space, or in the OS temp dir for the host executor.
+   */
   planParentDir?: string | undefined;
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
@@ -103,24 +107,33 @@ export async function runBuildpackBuild(opts: RunBuildOptions): Promise<Buildpac
   const who = `buildpack ${bp.id}@${bp.version}`;
   const bpLayersDir = buildpackLayersDir(opts.layersDir, bp.id);
   await mkdir(bpLayersDir, { recursive: true });
+  // The build user owns its layers dir, restored layers included (as after the reference restorer).
+  await handOver(opts.executor, bpLayersDir, { recursive: true });
 
   const executable = join(bp.dir, 'bin', 'build');
   await checkExecutable(executable, who);
 
-  const planRoot = opts.planParentDir ?? (await mkdtemp(join(tmpdir(), `packfarm-plan-${escapeId(bp.id)}-`)));
+  const planRoot =
+    opts.planParentDir ??
+    (await mkdtemp(join(opts.executor.hostPaths?.scratch ?? tmpdir(), `packfarm-plan-${escapeId(bp.id)}-`)));
   const planPath = join(planRoot, escapeId(bp.id), 'plan.toml');
   try {
     await writeFileAtomic(planPath, encodeBuildpackPlan(opts.plan));
+    await handOver(opts.executor, planRoot, { recursive: true });
     const env = await buildProcessEnv(opts, { bpLayersDir, planPath });
-    const result = await opts.executor
-      .run({
-        argv: [executable, bpLayersDir, opts.platformDir, planPath],
-        cwd: opts.appDir,
-        env,
-        ...(opts.onStdout ? { onStdout: opts.onStdout } : {}),
-        ...(opts.onStderr ? { onStderr: opts.onStderr } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      })
+    const result = await Promise.resolve()
+      .then(() =>
+        opts.executor.run(
+          toExecutorView(opts.executor, {
+            argv: [executable, bpLayersDir, opts.platformDir, planPath],
+            cwd: opts.appDir,
+            env,
+            ...(opts.onStdout ? { onStdout: opts.onStdout } : {}),
+            ...(opts.onStderr ? { onStderr: opts.onStderr } : {}),
+            ...(opts.signal ? { signal: opts.signal } : {}),
+          }),
+        ),
+      )
       .catch((err: unknown) => {
         // Could not start at all (bad #! line, vanished file …): still the buildpack's fault, exit 51.
         const e = err as PackfarmError;

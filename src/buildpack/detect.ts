@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Executor } from '../exec/executor.js';
+import { handOver, toExecutorView } from '../exec/view.js';
 import { isPackfarmError } from '../util/errors.js';
 import { apiAtLeast } from '../util/api-version.js';
 import type { BuildpackDescriptor } from './descriptor.js';
@@ -53,7 +54,11 @@ export interface RunDetectOptions extends DetectEnvInputs {
   executor: Executor;
   descriptor: BuildpackDescriptor;
   appDir: string;
-  /** A directory (in the build environment's view) for this run's per-buildpack plan files. */
+  /**
+   * A directory for this run's per-buildpack plan files. All paths here are the lifecycle's (host) paths; an
+   * executor that mounts them elsewhere gets them translated (exec/view.ts), so this dir must lie under one of
+   * its mounts (its `hostPaths.scratch`).
+   */
   scratchDir: string;
   signal?: AbortSignal;
 }
@@ -88,6 +93,8 @@ export async function runDetect(opts: RunDetectOptions): Promise<DetectOutcome> 
   const planPath = join(opts.scratchDir, `${escapeBuildpackId(d.id)}@${d.version}.plan.toml`);
   // Synchronous on purpose: an empty file costs microseconds, three thread-pool round trips cost more.
   writeFileSync(planPath, '', { mode: 0o644 });
+  // A build user other than ours must be able to write it.
+  if (opts.executor.user) await handOver(opts.executor, planPath);
   const chunks: Buffer[] = [];
   const onChunk = (c: Buffer) => chunks.push(c);
   const finish = (o: Omit<DetectOutcome, 'durationMs' | 'output'>): DetectOutcome => ({
@@ -99,14 +106,16 @@ export async function runDetect(opts: RunDetectOptions): Promise<DetectOutcome> 
   const detectPath = join(d.dir, 'bin', 'detect');
   let code: number;
   try {
-    const r = await opts.executor.run({
-      argv: [detectPath, opts.platformDir, planPath],
-      cwd: opts.appDir,
-      env: detectEnv(d, opts, planPath),
-      onStdout: onChunk,
-      onStderr: onChunk,
-      ...(opts.signal ? { signal: opts.signal } : {}),
-    });
+    const r = await opts.executor.run(
+      toExecutorView(opts.executor, {
+        argv: [detectPath, opts.platformDir, planPath],
+        cwd: opts.appDir,
+        env: detectEnv(d, opts, planPath),
+        onStdout: onChunk,
+        onStderr: onChunk,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      }),
+    );
     code = r.exitCode;
     if (r.signal) return finish({ code: -1, error: `bin/detect was killed by ${r.signal}` });
   } catch (err) {

@@ -3,11 +3,24 @@
  * itself; it hands an `ExecSpec` to an `Executor`.
  *
  * Paths in a spec (argv[0], cwd, values in env) are in the BUILD ENVIRONMENT's view of the filesystem. For the
- * host executor that is the host's view. An OCI-runtime executor (later) runs the process inside the builder
- * image's root filesystem with the app, layers, platform and buildpacks dirs mounted; it owns the mapping
- * between the lifecycle's paths and the container's (its `pathMap`), so callers must build specs from the
- * paths the executor reports for those dirs, not from arbitrary host paths.
+ * host executor that is the host's view. The OCI-runtime executor (oci.ts) runs the process inside the build
+ * image's root filesystem with the app, layers, platform, buildpacks and scratch dirs mounted; it reports both
+ * sides of that mapping (`hostPaths` → `paths`), and phases build specs from host paths and translate them with
+ * `toExecutorView` (view.ts) right before `run`.
  */
+export interface ExecDirs {
+  /** The app dir (`/workspace` inside a container). */
+  app: string;
+  /** The layers dir (`/layers`). */
+  layers: string;
+  /** The platform dir (`/platform`, read-only). */
+  platform: string;
+  /** The buildpacks dir, `<id>/<version>/` below it (`/cnb/buildpacks`, read-only). */
+  buildpacks: string;
+  /** Scratch space the lifecycle shares with buildpacks: plan files (`/cnb/scratch`). */
+  scratch: string;
+}
+
 export interface ExecSpec {
   /** argv[0] is the executable (absolute path); no shell is involved. */
   argv: string[];
@@ -49,4 +62,20 @@ export interface Executor {
    * when the process could not be started at all — e.g. the executable is missing or not executable.
    */
   run(spec: ExecSpec): Promise<ExecResult>;
+  /** The mounted dirs as processes see them; undefined = processes see the host's paths. */
+  readonly paths?: ExecDirs;
+  /** The same dirs on the host (what the lifecycle reads and writes); set together with `paths`. */
+  readonly hostPaths?: ExecDirs;
+  /**
+   * The user processes run as, when the lifecycle must hand files to it (the build image's CNB user); see
+   * `handOver` in view.ts. Undefined = the lifecycle's own user.
+   */
+  readonly user?: { uid: number; gid: number };
+  /**
+   * The environment the build environment provides (the build image's config Env); phases start buildpack
+   * env from it instead of the lifecycle's own environment. Undefined = the lifecycle's environment.
+   */
+  readonly baseEnv?: Readonly<Record<string, string>>;
+  /** Release what the executor holds (containers, bundles, scratch space). Safe to call twice. */
+  close?(): Promise<void>;
 }

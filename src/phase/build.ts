@@ -57,7 +57,10 @@ export interface BuildOptions {
   execEnv?: string;
   /** Runs bin/build (default: host child processes). */
   executor?: Executor;
-  /** The lifecycle's own environment; only allowlisted and path variables reach buildpacks. */
+  /**
+   * The lifecycle's own environment; only allowlisted and path variables reach buildpacks. An executor with an
+   * environment of its own (the oci executor: the build image's Env) replaces it.
+   */
   hostEnv?: Readonly<Record<string, string | undefined>>;
   /** Where plan files for bin/build are written (must be visible to the executor); default: a temp dir. */
   planDir?: string;
@@ -108,8 +111,9 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
 
   const target = opts.target ?? (await completeTarget(runImageTargetOf(opts.analyzed)));
   const tEnv = targetEnv(target);
-  const env = newBuildEnv(opts.hostEnv ?? process.env);
   const executor = opts.executor ?? createHostExecutor();
+  // An executor with an environment of its own (the build image's Env under oci) replaces the lifecycle's.
+  const env = newBuildEnv(executor.baseEnv ?? opts.hostEnv ?? process.env);
 
   let plan = opts.plan.entries;
   const outputs: BuildpackBuildOutput[] = [];
@@ -154,7 +158,8 @@ async function runBuild(opts: BuildOptions): Promise<BuildResult> {
   }
 
   try {
-    const metadata = assembleMetadata(opts.group, outputs, opts.appDir, log);
+    // Slices name the app dir as buildpacks saw it.
+    const metadata = assembleMetadata(opts.group, outputs, executor.paths?.app ?? opts.appDir, log);
     await copySbomFiles(
       opts.layersDir,
       outputs.flatMap((o) => o.sbom),

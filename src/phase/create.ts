@@ -54,7 +54,8 @@ export interface CreateOptions {
   /**
    * The app and layers dirs as the buildpacks saw them, when that differs from where the image holds them
    * (the host executor runs buildpacks in temp dirs; the image has /workspace and /layers). Process commands,
-   * args, working dirs and launch env values that name them are rewritten to the image paths.
+   * args, working dirs and launch env values that name them are rewritten to the image paths. Ignored when
+   * the executor reports its own mount paths (the oci executor's /workspace and /layers).
    */
   hostPaths?: HostPaths;
   imageAppDir?: string;
@@ -126,6 +127,10 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
     }
   };
   const signal = opts.signal ? { signal: opts.signal } : {};
+  // Where buildpacks saw the app and layers dirs: an executor that mounts them says so itself.
+  const hostPaths: HostPaths | undefined = opts.executor?.paths
+    ? { appDir: opts.executor.paths.app, layersDir: opts.executor.paths.layers }
+    : opts.hostPaths;
   // How detect and build run buildpacks: the same for both.
   const runner = {
     platformApi: opts.platformApi,
@@ -183,6 +188,8 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
       ...(cache && !opts.skipRestore ? { cache } : {}),
       platformApi: opts.platformApi,
       ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
+      // Restored layers go to the build user (applied only as root), as the reference restorer does.
+      ...(opts.uid !== undefined && opts.gid !== undefined ? { uid: opts.uid, gid: opts.gid } : {}),
       logger: log,
       ...signal,
     }),
@@ -215,7 +222,7 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
       appDir: opts.appDir,
       group,
       analyzed: analyzed.analyzed,
-      ...(opts.hostPaths ? { hostPaths: opts.hostPaths } : {}),
+      ...(hostPaths ? { hostPaths } : {}),
       runImage: {
         store: opts.runImage.store,
         target: analyzed.runImage.digest,

@@ -20,6 +20,7 @@ import { mergeSystemBuildpacks, type PlatformOrder, readOrder } from '../platfor
 import { type PlanCandidate, resolveBuildPlan } from '../buildpack/plan.js';
 import { createHostExecutor } from '../exec/host.js';
 import type { Executor } from '../exec/executor.js';
+import { handOver } from '../exec/view.js';
 import { asPhaseError, EXIT, mapErrorKinds } from '../platform/exit-codes.js';
 import {
   type GroupEntry,
@@ -72,13 +73,19 @@ export interface DetectOptions {
   /** Platform API of the run (default: newest supported). */
   platformApi?: string;
   executor?: Executor;
-  /** The lifecycle's environment; buildpacks see only its allowlisted variables. Default: process.env. */
+  /**
+   * The lifecycle's environment; buildpacks see only its allowlisted variables. Default: process.env. An
+   * executor with an environment of its own (the oci executor: the build image's Env) replaces it.
+   */
   hostEnv?: Readonly<Record<string, string | undefined>>;
   /** Parallel bin/detect processes (default: CPU count). */
   concurrency?: number;
   /** os-release of the build environment, for distro data the target lacks. */
   osReleasePath?: string;
-  /** Where per-buildpack plan files go (default: a temp dir, removed afterwards). */
+  /**
+   * Where per-buildpack plan files go (default: a temp dir in the executor's scratch space, or in the OS temp
+   * dir for the host executor, removed afterwards).
+   */
   scratchDir?: string;
   logger?: Logger;
   onEvent?: (event: DetectEvent) => void;
@@ -173,7 +180,10 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
     : [];
 
   const ownScratch = opts.scratchDir === undefined;
-  const scratchDir = opts.scratchDir ?? (await mkdtemp(join(tmpdir(), 'packfarm-detect-')));
+  const scratchDir =
+    opts.scratchDir ?? (await mkdtemp(join(executor.hostPaths?.scratch ?? tmpdir(), 'packfarm-detect-')));
+  if (ownScratch) await handOver(executor, scratchDir);
+  const hostEnv = executor.baseEnv ?? opts.hostEnv ?? process.env;
   const limit = pLimit(Math.max(1, opts.concurrency ?? availableParallelism()));
   const runs = new Map<string, Promise<DetectOutcome>>();
   const errors = new Map<string, DetectOutcome>();
@@ -200,7 +210,7 @@ async function runDetection(opts: DetectOptions): Promise<DetectResult> {
           appDir,
           platformDir,
           scratchDir,
-          hostEnv: opts.hostEnv ?? process.env,
+          hostEnv,
           userEnv,
           buildConfigEnv,
           targetEnv: tEnv,
