@@ -15,7 +15,7 @@ import {
 } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runLifecycleCommand } from '../../src/cli/lifecycle.js';
@@ -25,6 +25,7 @@ import { openLayoutStore } from '../../src/image/layout-store.js';
 import { createRegistryStore } from '../../src/image/registry-store.js';
 import { readAnalyzedFile } from '../../src/platform/files.js';
 import { readReport } from '../../src/platform/report.js';
+import { compileSrcForChildProcesses } from '../helpers/compiled-src.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { createRunImage } from '../helpers/run-image.js';
 
@@ -779,5 +780,65 @@ describe('log lines platforms read', () => {
       '===> BUILDING',
       '===> EXPORTING',
     ]);
+  });
+});
+
+describe('as a separate process, configured by CNB_* variables only', () => {
+  let compiled: { dir: string; cleanup: () => Promise<void> };
+  beforeAll(async () => {
+    compiled = await compileSrcForChildProcesses();
+  }, 120_000);
+  afterAll(async () => {
+    await compiled?.cleanup();
+  });
+
+  async function analyzerProcess(env: Record<string, string>, image: string) {
+    const main = pathToFileURL(join(compiled.dir, 'cli', 'main.js')).href;
+    const script = `import { main } from ${JSON.stringify(main)}; process.exitCode = await main(process.argv.slice(1));`;
+    return execa(process.execPath, ['--input-type=module', '-e', script, 'lifecycle', 'analyzer', image], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        CNB_PLATFORM_API: '0.14',
+        CNB_REGISTRY_AUTH: auth,
+        CNB_INSECURE_REGISTRIES: reg.host,
+        ...env,
+      },
+      extendEnv: false,
+      reject: false,
+    });
+  }
+
+  it('exits 1 for a refused experimental feature, 3 without a readable run image, 0 with the file owned by the user', async () => {
+    const ws = await workspace('process');
+    const run = join(ws.dir, 'run.toml');
+    await writeFile(run, `[[images]]\nimage = "${reg.host}/conf/run-denied:v1"\n`);
+    const base = { CNB_LAYERS_DIR: ws.layers, CNB_RUN_PATH: run };
+    const layout = await analyzerProcess(
+      {
+        ...base,
+        CNB_USE_LAYOUT: 'true',
+        CNB_LAYOUT_DIR: join(ws.dir, 'layout'),
+        CNB_RUN_IMAGE: 'example.test/run',
+      },
+      'example.test/app',
+    );
+    expect(layout.exitCode).toBe(1);
+    expect(layout.stderr).toContain('experimental features are disabled by CNB_EXPERIMENTAL_MODE=error');
+    const none = await analyzerProcess(base, `${reg.host}/conf/app-process`);
+    expect(none.exitCode).toBe(3);
+    expect(none.stderr).toContain('failed to find accessible run image');
+    await writeFile(
+      run,
+      `[[images]]\nimage = "${reg.host}/conf/run-denied:v1"\nmirrors = ["${reg.host}/conf/run-ok:v1"]\n`,
+    );
+    const ok = await analyzerProcess(
+      { ...base, CNB_USER_ID: String(USER.uid), CNB_GROUP_ID: String(USER.gid) },
+      `${reg.host}/conf/app-process`,
+    );
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    expect(await ownerOf(join(ws.layers, 'analyzed.toml'))).toBe('2222:3333');
+    expect((await readAnalyzedFile(join(ws.layers, 'analyzed.toml')))?.['run-image']?.image).toBe(
+      `${reg.host}/conf/run-ok:v1`,
+    );
   });
 });
