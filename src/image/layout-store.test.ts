@@ -211,9 +211,10 @@ describe('OCI layout store', () => {
 
   describe('across processes', () => {
     let compiled: { dir: string; cleanup: () => Promise<void> };
+    // Compiling src/ with tsc takes longer than the default 10 s hook timeout on a loaded machine.
     beforeAll(async () => {
       compiled = await compileSrcForChildProcesses();
-    });
+    }, 180_000);
     afterAll(async () => {
       await compiled?.cleanup();
     });
