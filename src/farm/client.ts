@@ -85,17 +85,7 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
   const log = opts.log ?? (() => {});
   const dest = parseNodeUri(node.uri, `node ${node.name}`);
   const child = spawnServe(node, dest, opts);
-  let stderr = '';
-  child.stderr?.on('data', (c: Buffer) => {
-    stderr = (stderr + c.toString()).slice(-8192);
-  });
-  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
-    child.on('close', (code, signal) => resolve({ code, signal }));
-    child.on('error', (err) => {
-      stderr += `\n${err.message}`;
-      resolve({ code: 255, signal: null });
-    });
-  });
+  const { exited, stderr } = watchExit(child);
 
   const jobs = new Map<string, PendingJob>();
   const wants = new Map<string, (d: Digest[]) => void>();
@@ -144,18 +134,7 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
         job?.req.onEvent?.(m);
         return;
       case 'have': {
-        // The node offers a finished oci image's blobs: ask for those we lack, route them to the receiver.
-        void (async () => {
-          const want: Digest[] = [];
-          if (job?.req.hasBlob && job.req.receiveBlob) {
-            for (const d of m.digests as Digest[]) {
-              if (blobJob.has(d) || (await job.req.hasBlob(d))) continue;
-              want.push(d);
-              blobJob.set(d, { job, receiver: job.req.receiveBlob(d) });
-            }
-          }
-          await channel.send({ type: 'want', id: m.id, digests: want }).catch(() => {});
-        })();
+        void wantImageBlobs(channel, job, m, blobJob);
         return;
       }
       case 'result': {
@@ -212,7 +191,7 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
     },
     onClose: (err) => {
       void exited.then((exit) => {
-        fail(err && hello ? err : hello ? nodeGone(node, exit, stderr) : sshFailure(node, exit, stderr));
+        fail(err && hello ? err : hello ? nodeGone(node, exit, stderr()) : sshFailure(node, exit, stderr()));
       });
     },
   });
@@ -303,6 +282,43 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
     },
   };
   return conn;
+}
+
+/** The node offers a finished oci image's blobs: ask for those we lack, route them to the job's receiver. */
+async function wantImageBlobs(
+  channel: Channel,
+  job: PendingJob | undefined,
+  m: Extract<FromNode, { type: 'have' }>,
+  blobJob: Map<Digest, { job: PendingJob; receiver: BlobReceiver; done?: Promise<void> }>,
+): Promise<void> {
+  const want: Digest[] = [];
+  if (job?.req.hasBlob && job.req.receiveBlob) {
+    for (const d of m.digests as Digest[]) {
+      if (blobJob.has(d) || (await job.req.hasBlob(d))) continue;
+      want.push(d);
+      blobJob.set(d, { job, receiver: job.req.receiveBlob(d) });
+    }
+  }
+  await channel.send({ type: 'want', id: m.id, digests: want }).catch(() => {});
+}
+
+/** The serve process's exit, and the tail of its stderr (for the message when it is lost). */
+function watchExit(child: ChildProcess): {
+  exited: Promise<{ code: number | null; signal: string | null }>;
+  stderr: () => string;
+} {
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => {
+    stderr = (stderr + c.toString()).slice(-8192);
+  });
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal }));
+    child.on('error', (err) => {
+      stderr += `\n${err.message}`;
+      resolve({ code: 255, signal: null });
+    });
+  });
+  return { exited, stderr: () => stderr };
 }
 
 /** Offer blobs to the node (have/want) and send those it lacks. */
