@@ -11,7 +11,7 @@ import { sha256Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import { isPackfarmError } from '../util/errors.js';
 import { REF_NAME_ANNOTATION, openLayoutStore } from './layout-store.js';
-import { withFileLock } from './lock.js';
+import { withFileLock } from '../util/lock.js';
 
 let tmp: string;
 beforeEach(async () => {
@@ -53,6 +53,22 @@ describe('OCI layout store', () => {
   it('will not turn an unrelated non-empty directory into a layout', async () => {
     await writeFile(join(tmp, 'notes.txt'), 'mine');
     expect(await codeOf(openLayoutStore(tmp, { create: true }))).toBe('LAYOUT_NOT_EMPTY');
+  });
+
+  it('refuses a regular file at, or above, the layout path with an error naming it', async () => {
+    const file = join(tmp, 'cache.tar');
+    await writeFile(file, 'not a layout');
+    for (const create of [true, false]) {
+      const err = await openLayoutStore(file, { create }).catch((e: unknown) => e);
+      expect(isPackfarmError(err, 'LAYOUT_NOT_A_DIRECTORY'), String(err)).toBe(true);
+      expect((err as Error).message).toBe(`oci:${file} is a file, not an OCI image layout directory`);
+      const below = await openLayoutStore(join(file, 'a', 'b'), { create }).catch((e: unknown) => e);
+      expect(isPackfarmError(below, 'LAYOUT_NOT_A_DIRECTORY'), String(below)).toBe(true);
+      expect((below as Error).message).toBe(
+        `oci:${join(file, 'a', 'b')} cannot be a layout directory: ${file} is a file`,
+      );
+    }
+    expect(await readFile(file, 'utf8')).toBe('not a layout');
   });
 
   it('names the file when oci-layout or index.json is invalid', async () => {
@@ -211,7 +227,7 @@ describe('OCI layout store', () => {
 
   describe('across processes', () => {
     let compiled: { dir: string; cleanup: () => Promise<void> };
-    // Compiling src/ with tsc takes longer than the default 10 s hook timeout on a loaded machine.
+    // Transpiling src/ for the child processes takes a while on a loaded machine.
     beforeAll(async () => {
       compiled = await compileSrcForChildProcesses();
     }, 180_000);
@@ -258,8 +274,9 @@ describe('OCI layout store', () => {
       assertOciValid('index', await readJson(join(dir, 'index.json')));
       for (const p of ['p0', 'p1', 'p2', 'p3'])
         expect(await store.hasBlob(sha256Digest(`blob of ${p}`))).toBe(true);
-      // No lock or temp file left behind.
-      expect((await readdir(dir)).sort()).toEqual(['blobs', 'index.json', 'oci-layout']);
+      // No lock or temp file left behind (the uploads' scratch dir stays, empty).
+      expect((await readdir(dir)).sort()).toEqual(['.packfarm-tmp', 'blobs', 'index.json', 'oci-layout']);
+      expect(await readdir(join(dir, '.packfarm-tmp'))).toEqual([]);
       expect((await readdir(join(dir, 'blobs', 'sha256'))).filter((f) => f.startsWith('.'))).toEqual([]);
     });
   });
