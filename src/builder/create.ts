@@ -32,12 +32,11 @@ import {
   type BuildpackModule,
   checkCompositeChildren,
   checkModuleTargets,
-  isPackageUri,
   layersLabel,
   moduleFromSource,
-  readBuildpackage,
   uniqueModules,
 } from './modules.js';
+import { isPackageUri, readBuildpackage } from './buildpackage.js';
 import { BUILDER_METADATA_LABEL, BUILDPACK_LAYERS_LABEL, resolveTomlOrder } from './resolve.js';
 
 /**

@@ -30,12 +30,11 @@ import {
   type BuildpackModule,
   checkCompositeChildren,
   checkModuleTargets,
-  isPackageUri,
   layersLabel,
   moduleFromSource,
-  readBuildpackage,
   uniqueModules,
 } from './modules.js';
+import { isPackageUri, readBuildpackage } from './buildpackage.js';
 
 /**
  * `packfarm buildpack package`: pack's package.toml → a buildpackage, one image per target (an index for
