@@ -61,7 +61,7 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
     )
     .option(
       '-b, --buildpack <buildpack>',
-      'a buildpack directory, .tgz/.tar archive, or ID@VERSION of a builder buildpack (repeatable; one group in flag order)',
+      'a buildpack directory, .tgz/.tar archive, buildpackage (docker://REF, oci:DIR[:TAG], FILE.cnb; read per target platform), or ID@VERSION of a builder buildpack (repeatable; one group in flag order)',
       collect,
       [],
     )

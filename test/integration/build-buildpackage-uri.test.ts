@@ -317,6 +317,55 @@ describe('buildpackages as build buildpacks (docker://, oci:, .cnb, project.toml
     expect(await ran(image, 'arm64')).toContain('flavour=arm64-child built-on=aarch64 target=arm64');
   }, 900_000);
 
+  it('a builder.toml directory naming docker:// reads each target’s child; --buildpack ID@VERSION takes the builder’s', async () => {
+    const dir = join(root, 'builder-dir');
+    await mkdir(dir, { recursive: true });
+    await writeFile(
+      join(dir, 'builder.toml'),
+      `[[buildpacks]]
+uri = "docker://${reg}/flavour:1"
+[[order]]
+[[order.group]]
+id = "test/flavour"
+[build]
+image = "${reg}/build:1"
+[run]
+[[run.images]]
+image = "${reg}/run:1"
+[[targets]]
+os = "linux"
+arch = "amd64"
+[[targets]]
+os = "linux"
+arch = "arm64"
+`,
+    );
+    const app = await makeApp('builder-dir');
+    const image = `${reg}/app-builder-dir:latest`;
+    // No --platform: the builder's [[targets]].
+    const report = await build(image, app, '--builder', dir, '--buildpack', 'test/flavour@1.0.0');
+    expect(report.targets.map((t) => t.platform)).toEqual(['linux/amd64', 'linux/arm64']);
+    expect(await ran(image, 'amd64')).toContain('flavour=amd64-child built-on=x86_64 target=amd64');
+    expect(await ran(image, 'arm64')).toContain('flavour=arm64-child built-on=aarch64 target=arm64');
+
+    const r = await packfarm(
+      'build',
+      `${reg}/app-builder-dir:bad`,
+      '--path',
+      app,
+      '--builder',
+      dir,
+      '--buildpack',
+      'test/flavour@9.9.9',
+      ...insecure(),
+      '--publish',
+    );
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain(
+      `--buildpack test/flavour@9.9.9: builder ${dir} has no buildpack test/flavour@9.9.9`,
+    );
+  }, 900_000);
+
   it('names the flag or file and the uri when a buildpackage cannot be used', async () => {
     const app = await makeApp('errors');
     const fail = async (...extra: string[]) => {
