@@ -16,7 +16,7 @@
 // Needs `npm run build` first, the npm registry (Node.js binaries, npm, ms) and deb.debian.org on first use.
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, cpSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fmtMB, load, setup, startCountingRegistry } from './lib.mjs';
@@ -49,7 +49,10 @@ const sh = (cmd, cwd) => {
 };
 
 console.log(`packfarm default-builder benchmark — node ${process.version}, ${platforms.join(' + ')}`);
-console.log(`data dir (builder cache): ${home}\n`);
+console.log(`data dir (builder cache): ${home}`);
+// Shared machines make every figure noisy: the load says how much.
+const load1 = () => loadavg()[0].toFixed(1);
+console.log(`${availableParallelism()} CPUs, load average ${load1()} at start\n`);
 
 // 0. The builder, made on first use (not counted), then a warm-up build.
 let t0 = performance.now();
@@ -84,14 +87,21 @@ async function run(image, app, cacheDir) {
 }
 
 function show(label, r) {
-  console.log(`${label}: ${s(r.ms)} wall, ${fmtMB(r.report.bytesUploaded)} uploaded`);
+  const p = r.report.timings;
+  console.log(
+    `${label}: ${s(r.ms)} wall (plan ${p.plan.toFixed(2)} s, targets ${p.targets.toFixed(2)} s, publish ${p.publish.toFixed(2)} s)`,
+  );
   for (const t of r.report.targets) {
     const c = t.layerCounts;
     const added = t.layers.filter((l) => l.outcome === 'added').map((l) => l.name);
     console.log(
       `  ${t.platform} (${t.runs}): ${t.timings.total.toFixed(2)} s (buildpacks ${t.timings.buildpacks.toFixed(2)} s); layers added ${c.added}, reused ${c.reused}, already there ${c.existing}, mounted ${c.mounted}; base layers ${t.baseLayers.exists} there / ${t.baseLayers.mounted} mounted / ${t.baseLayers.uploaded} uploaded`,
     );
-    console.log(`    added: ${added.join(', ') || 'none'}`);
+    const phases = ['analyze', 'detect', 'restore', 'build', 'export', 'cache']
+      .map((ph) => `${ph} ${(t.timings[ph] ?? 0).toFixed(2)}`)
+      .join(', ');
+    console.log(`    phases (s): prepare ${t.timings.prepare.toFixed(2)}, ${phases}`);
+    console.log(`    added: ${added.join(', ') || 'none'}; ${t.bytesUploaded} bytes uploaded`);
     for (const line of r.said.get(t.platform) ?? []) console.log(`    buildpack: ${line}`);
   }
 }
@@ -126,7 +136,7 @@ console.log(
   `\nbaseline on the host: npm ci ${s(npmCi.ms)} + tar|gzip ${s(tgz.ms)} (${fmtMB(Number(tgz.stdout.trim()))}) = ${s(baseline)}`,
 );
 
-console.log('\nsummary (wall seconds)');
+console.log(`\nsummary (wall seconds; load average ${load1()} at the end)`);
 const row = (label, r) =>
   console.log(
     `  ${label.padEnd(34)} ${s(r.ms).padStart(9)}   ×(a) ${(r.ms / first.ms).toFixed(2)}   ×baseline ${(r.ms / baseline).toFixed(2)}`,
