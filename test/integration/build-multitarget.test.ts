@@ -291,7 +291,10 @@ describe('packfarm build with several targets (host executor)', () => {
       '--events',
     );
     expect(j.code).toBe(0);
-    const events = j.err.trimEnd().split('\n').map((l) => JSON.parse(l) as BuildEvent);
+    const events = j.err
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as BuildEvent);
     const starts = events.filter((e) => e.type === 'phase-start').map((e) => `${e.target} ${e.phase}`);
     for (const t of ['linux/386', 'linux/amd64'])
       for (const p of ['analyze', 'detect', 'restore', 'build', 'export'])
