@@ -5,18 +5,15 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildReport } from '../../src/api/build.js';
 import { writeLayer } from '../../src/archive/index.js';
-import { main } from '../../src/cli/main.js';
-import type { CliIO } from '../../src/cli/output.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { publishIndex } from '../../src/image/publish-index.js';
-import { createRegistryStore } from '../../src/image/registry-store.js';
 import type { ImageStore } from '../../src/image/store.js';
 import { sha256Digest } from '../../src/oci/digest.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import type { Platform } from '../../src/oci/platform.js';
-import { parseReference } from '../../src/oci/reference.js';
 import { canonicalJson } from '../../src/util/json.js';
 import { writeBusyboxBuildImage } from '../helpers/build-image.js';
+import { registryStore, runCli, usePackfarmHome } from '../helpers/cli.js';
 import { busyboxFor } from '../helpers/debian-packages.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { type PodmanRunner, createPodmanRunner, createRunImage } from '../helpers/run-image.js';
@@ -39,15 +36,8 @@ let root: string;
 let registry: TestRegistry;
 let podman: PodmanRunner;
 let reg: string;
-const savedHome = process.env.PACKFARM_HOME;
-
-async function packfarm(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await main(argv, io);
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+let restoreHome: (() => void) | undefined;
+const packfarm = runCli;
 
 async function ok(...argv: string[]): Promise<string> {
   const r = await packfarm(...argv);
@@ -55,9 +45,7 @@ async function ok(...argv: string[]): Promise<string> {
   return r.out;
 }
 
-function store(repo: string): ImageStore {
-  return createRegistryStore(parseReference(`${reg}/${repo}`), { insecureRegistries: [reg] });
-}
+const store = (repo: string): ImageStore => registryStore(registry, repo);
 
 const insecure = () => ['--insecure-registry', reg];
 
@@ -158,7 +146,7 @@ async function writeFakePackage(dir: string, tree: string, diffId?: string): Pro
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-bpuri-'));
-  process.env.PACKFARM_HOME = join(root, 'home');
+  restoreHome = usePackfarmHome(join(root, 'home'));
   registry = await startRegistry({ proxy: false });
   reg = registry.host;
   podman = await createPodmanRunner();
@@ -223,8 +211,7 @@ beforeAll(async () => {
 }, 600_000);
 
 afterAll(async () => {
-  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = savedHome;
+  restoreHome?.();
   await podman?.cleanup();
   await registry?.stop();
   if (root) await rm(root, { recursive: true, force: true });
