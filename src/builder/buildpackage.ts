@@ -290,12 +290,13 @@ export async function stageBuildpackage(
   const where = `${opts.source}: buildpackage ${uri}`;
   const staged: StagedBuildpack[] = [];
   for (const m of pkg.modules) {
+    let diffId: string;
     try {
-      await extractLayer({
+      ({ diffId } = await extractLayer({
         source: await m.layer.open(),
         dest: root,
         name: `${where}: ${m.id}@${m.version} layer`,
-      });
+      }));
     } catch (err) {
       if (isPackfarmError(err, 'UNSAFE_LAYER_ENTRY')) throw about(err, where);
       throw new PackfarmError(
@@ -304,6 +305,13 @@ export async function stageBuildpackage(
         { cause: err, hint: 're-make the buildpackage (packfarm buildpack package) and push it again' },
       );
     }
+    // What runs must be what the label names (the builder create path checks the same by reusing the blob).
+    if (diffId !== m.info.layerDiffID)
+      throw new PackfarmError(
+        'BUILDPACKAGE_INVALID',
+        `${where}: ${m.id}@${m.version}: layer ${m.layer.digest} holds ${diffId}, but label ${BUILDPACK_LAYERS} says ${m.info.layerDiffID}`,
+        { hint: 're-make the buildpackage (packfarm buildpack package) and push it again' },
+      );
     const dir = join(root, 'cnb', 'buildpacks', escapedId(m.id), m.version);
     const descriptor = await readBuildpackDescriptor(dir).catch((err: unknown) => {
       throw new PackfarmError(

@@ -110,9 +110,13 @@ async function makeApp(name: string, files: Record<string, string> = {}): Promis
 
 /**
  * An image in layout `dir` (tag `latest`) with the buildpackage labels over one layer made from `tree`: for
- * the "bad layers" cases. `diffId` overrides the label's layerDiffID.
+ * the "bad layers" cases. `lie.label` overrides the label's layerDiffID; `lie.both` the config's diff_id too.
  */
-async function writeFakePackage(dir: string, tree: string, diffId?: string): Promise<void> {
+async function writeFakePackage(
+  dir: string,
+  tree: string,
+  lie: { label?: string; both?: string } = {},
+): Promise<void> {
   const s = await openLayoutStore(dir, { create: true });
   const file = join(root, `layer-${Math.random().toString(36).slice(2)}.tgz`);
   const layer = await writeLayer({ dir: tree, out: file });
@@ -121,7 +125,7 @@ async function writeFakePackage(dir: string, tree: string, diffId?: string): Pro
   const labels = {
     'io.buildpacks.buildpackage.metadata': JSON.stringify({ id: 'test/broken', version: '1' }),
     'io.buildpacks.buildpack.layers': JSON.stringify({
-      'test/broken': { '1': { api: '0.12', layerDiffID: diffId ?? layer.diffId } },
+      'test/broken': { '1': { api: '0.12', layerDiffID: lie.label ?? lie.both ?? layer.diffId } },
     }),
   };
   const cfg = Buffer.from(
@@ -129,7 +133,7 @@ async function writeFakePackage(dir: string, tree: string, diffId?: string): Pro
       os: 'linux',
       architecture: 'amd64',
       config: { Labels: labels },
-      rootfs: { type: 'layers', diff_ids: [layer.diffId] },
+      rootfs: { type: 'layers', diff_ids: [lie.both ?? layer.diffId] },
     }),
   );
   await s.putBlob({ digest: sha256Digest(cfg), size: cfg.length, open: () => Readable.from([cfg]) });
@@ -188,6 +192,27 @@ beforeAll(async () => {
     digests.push((JSON.parse(out) as { digest: string }).digest);
   }
   await publishIndex({ store: store('flavour'), images: digests as `sha256:${string}`[], tags: ['1'] });
+  // The amd64 one also as a layout and as a .cnb file.
+  await ok(
+    'buildpack',
+    'package',
+    `oci:${join(root, 'pkgs', 'flavour')}:amd64`,
+    '--config',
+    join(root, 'flavour-amd64.toml'),
+    '--target',
+    'linux/amd64',
+  );
+  await ok(
+    'buildpack',
+    'package',
+    join(root, 'flavour-amd64.cnb'),
+    '--config',
+    join(root, 'flavour-amd64.toml'),
+    '--target',
+    'linux/amd64',
+    '--format',
+    'file',
+  );
 
   // The composite test/flavour-meta 2.0.0, its dependency the flavour index: each child holds its own.
   await mkdir(join(root, 'meta'), { recursive: true });
@@ -241,26 +266,6 @@ describe('buildpackages as build buildpacks (docker://, oci:, .cnb, project.toml
 
   it('--buildpack oci:DIR:TAG and FILE.cnb build exactly what the buildpack directory builds', async () => {
     const app = await makeApp('same');
-    await ok(
-      'buildpack',
-      'package',
-      `oci:${join(root, 'pkgs', 'flavour')}:amd64`,
-      '--config',
-      join(root, 'flavour-amd64.toml'),
-      '--target',
-      'linux/amd64',
-    );
-    await ok(
-      'buildpack',
-      'package',
-      join(root, 'flavour-amd64.cnb'),
-      '--config',
-      join(root, 'flavour-amd64.toml'),
-      '--target',
-      'linux/amd64',
-      '--format',
-      'file',
-    );
     const fromDir = await build(`${reg}/app-same:dir`, app, '--buildpack', join(root, 'flavour-amd64'));
     const fromLayout = await build(
       `${reg}/app-same:oci`,
@@ -399,9 +404,13 @@ arch = "arm64"
     const tree = join(root, 'broken-tree');
     await mkdir(join(tree, 'cnb', 'buildpacks', 'test_broken', '1'), { recursive: true });
     await writeFile(join(tree, 'cnb', 'buildpacks', 'test_broken', '1', 'README'), 'no buildpack.toml\n');
-    await writeFakePackage(join(root, 'broken-diff'), tree, `sha256:${'0'.repeat(64)}`);
+    await writeFakePackage(join(root, 'broken-diff'), tree, { label: `sha256:${'0'.repeat(64)}` });
     expect(await fail('--buildpack', `oci:${join(root, 'broken-diff')}:latest`)).toMatch(
       /--buildpack oci:.*broken-diff:latest: buildpackage .*: label io\.buildpacks\.buildpack\.layers: test\/broken@1: layer sha256:0{64} is not in the image/,
+    );
+    await writeFakePackage(join(root, 'broken-content'), tree, { both: `sha256:${'1'.repeat(64)}` });
+    expect(await fail('--buildpack', `oci:${join(root, 'broken-content')}:latest`)).toMatch(
+      /--buildpack oci:.*broken-content:latest: buildpackage .*: test\/broken@1: layer sha256:[0-9a-f]{64} holds sha256:[0-9a-f]{64}, but label io\.buildpacks\.buildpack\.layers says sha256:1{64}/,
     );
     await writeFakePackage(join(root, 'broken-layer'), tree);
     expect(await fail('--buildpack', `oci:${join(root, 'broken-layer')}:latest`)).toMatch(
