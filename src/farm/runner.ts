@@ -7,22 +7,21 @@ import type { BuildPlan, TargetPlan } from '../api/plan.js';
 import { type RunTargetHooks, type TargetReport, runTarget } from '../api/run-target.js';
 import type { MachinePlatforms } from '../api/targets.js';
 import { digestFile, writeLayer } from '../archive/index.js';
-import { parseImageLocation } from '../image/transport.js';
 import type { ImageStore } from '../image/store.js';
 import type { Digest } from '../oci/digest.js';
 import { type Platform, parsePlatform, platformsEqual } from '../oci/platform.js';
 import { ImageManifestSchema } from '../oci/schemas.js';
-import { createKeychain } from '../registry/credentials.js';
 import { isErrorCode } from '../util/error-codes.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import { parseJson, parseWith } from '../util/validate.js';
 import { type BlobCache, openBlobCache } from './blob-cache.js';
 import { type BlobSource, type NodeConnection, connectNode, messageBytes } from './client.js';
 import { type FarmNodeConfig, LOCAL_NODE } from './config.js';
+import { scopedJobCredentials } from './credentials.js';
 import { isNodeFault } from './job.js';
 import { PACKFARM_VERSION, localPackfarmCommand } from './manage.js';
 import { nodePlatforms } from './platforms.js';
-import type { ErrorBody, JobCredential, TargetJob } from './protocol.js';
+import type { ErrorBody, TargetJob } from './protocol.js';
 import {
   type Assignment,
   type NodeCapacity,
@@ -73,7 +72,6 @@ interface PreparedPlan {
   dir: string;
   app: BlobSource;
   buildpacks: Array<(BlobSource & { name: string }) | { ref: string }>;
-  credentials: JobCredential[];
   /** Blobs a node sends back for an oci output land here before going into the layout. */
   received: BlobCache;
 }
@@ -345,7 +343,7 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
   ): Promise<{ ok: true; report: TargetReport } | { ok: false; error: ErrorBody }> => {
     let prep = prepared.get(plan);
     if (!prep) {
-      prep = preparePlan(plan, opts.tmpDir, opts.env).then((p) => {
+      prep = preparePlan(plan, opts.tmpDir).then((p) => {
         tempDirs.push(p.dir);
         return p;
       });
@@ -368,13 +366,18 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     }
     const output = plan.outputs[0]!;
     const job = `${target.name}#${attempts.length + 1}`;
+    // Per job, so a token's lifetime starts when the job does.
+    const credentials = await scopedJobCredentials(plan, target, {
+      env: opts.env,
+      insecureRegistries: plan.insecureRegistries,
+    });
     const msg = {
       type: 'run-target',
       job,
       node: conn.name,
       target: target.name,
       spec,
-      credentials: p.credentials,
+      credentials,
     };
     // build() aborts the other targets when one fails: cancel this one's remote job then.
     const onAbort = () => conn.cancel(job);
@@ -383,7 +386,7 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
       job,
       target: target.name,
       spec,
-      credentials: p.credentials,
+      credentials,
       onEvent: (e) => hooks.onEvent?.(e.event as unknown as BuildEvent),
       ...(spec.output.kind === 'oci'
         ? {
@@ -431,11 +434,7 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
 }
 
 /** What every node of a build gets once: the app as a tar blob, the buildpacks as blobs, the credentials. */
-async function preparePlan(
-  plan: BuildPlan,
-  tmp: string | undefined,
-  env: NodeJS.ProcessEnv,
-): Promise<PreparedPlan> {
+async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<PreparedPlan> {
   const opts = plan.options;
   if (plan.outputs.length > 1)
     throw new PackfarmError(
@@ -517,7 +516,6 @@ async function preparePlan(
       dir,
       app: { digest: app.digest, size: app.size, open: () => createReadStream(appFile) },
       buildpacks,
-      credentials: await jobCredentials(plan, env),
       received: openBlobCache(join(dir, 'received')),
     };
   } catch (err) {
@@ -557,37 +555,6 @@ function targetJob(plan: BuildPlan, target: TargetPlan, p: PreparedPlan): Target
     ...(descriptor ? { descriptor } : {}),
     platformApi: o.platformApi,
   };
-}
-
-/**
- * Registry credentials for the job, scoped to the registries it touches (output, run, build and builder
- * images, cache and previous image): nothing else of the user's keychain leaves this machine.
- */
-async function jobCredentials(plan: BuildPlan, env: NodeJS.ProcessEnv): Promise<JobCredential[]> {
-  const o = plan.options;
-  const registries = new Set<string>();
-  const add = (ref: string | undefined) => {
-    if (!ref) return;
-    try {
-      const loc = parseImageLocation(ref);
-      if (loc.transport === 'docker') registries.add(loc.reference.registry);
-    } catch {
-      // not an image reference (planning already checked what it had to)
-    }
-  };
-  if (plan.outputLocation.transport === 'docker') registries.add(plan.outputLocation.reference.registry);
-  for (const t of plan.targets) add(t.runImage.name);
-  for (const r of [o.builder, o.buildImage, o.cacheImage, o.previousImage]) add(r);
-  const keychain = createKeychain({ env });
-  const out: JobCredential[] = [];
-  for (const registry of [...registries].sort()) {
-    const c = await keychain(registry).catch(() => undefined);
-    if (!c) continue;
-    if ('registryToken' in c) out.push({ registry, registryToken: c.registryToken });
-    else if ('password' in c) out.push({ registry, username: c.username, password: c.password });
-    else out.push({ registry, identityToken: c.identityToken });
-  }
-  return out;
 }
 
 /** oci output: the blobs a node sent back go into the layout, then the manifest (untagged). */

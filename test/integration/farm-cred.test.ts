@@ -1,0 +1,223 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BuildEvent } from '../../src/api/events.js';
+import { explainCredentialError } from '../../src/farm/credentials.js';
+import { buildOnFarm } from '../../src/farm/build.js';
+import type { FarmNodeConfig } from '../../src/farm/config.js';
+import { type JobCredential, type ToNode, createFrameDecoder, parseToNode } from '../../src/farm/protocol.js';
+import { publishIndex } from '../../src/image/publish-index.js';
+import { createRegistryStore } from '../../src/image/registry-store.js';
+import type { Platform } from '../../src/oci/platform.js';
+import { parseReference } from '../../src/oci/reference.js';
+import { checkPushAccess } from '../../src/registry/access.js';
+import { RegistryClient } from '../../src/registry/client.js';
+import { isPackfarmError } from '../../src/util/errors.js';
+import { compileSrcForChildProcesses } from '../helpers/compiled-src.js';
+import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { createRunImage } from '../helpers/run-image.js';
+import { type SshFarm, startSshNodes } from '../helpers/ssh-nodes.js';
+
+/**
+ * What the farm hands its nodes, seen on the wire: real SSH nodes (test/helpers/ssh-nodes.ts) whose node
+ * command also copies everything the coordinator sends into a file (`tee`), a real registry with token auth
+ * (docker-registry `auth.token` + our loopback token issuer signing JWTs with a test key), and the user's
+ * password in a docker config on the coordinator only.
+ */
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const probeBp = join(repoRoot, 'test', 'fixtures', 'buildpacks', 'farm', 'farm_probe', '1.0.0');
+const AMD64: Platform = { os: 'linux', architecture: 'amd64' };
+const I386: Platform = { os: 'linux', architecture: '386' };
+const USER = { name: 'farmer', password: 'S3cret-token-pw' };
+const BASIC = Buffer.from(`${USER.name}:${USER.password}`).toString('base64');
+
+let root: string;
+let registry: TestRegistry;
+let ssh: SshFarm;
+let compiled: { dir: string; cleanup: () => Promise<void> };
+let entry: string;
+let dockerDir: string;
+const saved = {
+  home: process.env.PACKFARM_HOME,
+  xdg: process.env.XDG_CONFIG_HOME,
+  docker: process.env.DOCKER_CONFIG,
+};
+
+/** Node i, its serve command recording the coordinator's bytes into `wire` (appended, one file per node). */
+function tappedNode(i: number, wire: string, extra: Partial<FarmNodeConfig> = {}): FarmNodeConfig {
+  const n = ssh.nodes[i]!;
+  return {
+    ...n.config,
+    command: `tee -a ${wire} | env PACKFARM_HOME=${n.dataDir} ${process.execPath} ${entry}`,
+    ...extra,
+  };
+}
+
+/** Every control message the coordinator sent, decoded from a tapped node's wire file. */
+async function messagesOn(wire: string): Promise<ToNode[]> {
+  const bytes = await readFile(wire);
+  const decoder = createFrameDecoder('wire');
+  const out: ToNode[] = [];
+  // The file holds several connections back to back, each a whole frame stream.
+  for (const f of decoder.push(bytes)) if (f.kind === 'json') out.push(parseToNode(f.value, 'wire'));
+  decoder.end();
+  return out;
+}
+
+async function makeApp(name: string, files: Record<string, string>): Promise<string> {
+  const dir = join(root, 'apps', name);
+  await mkdir(dir, { recursive: true });
+  for (const [rel, text] of Object.entries(files)) await writeFile(join(dir, rel), text);
+  return dir;
+}
+
+function store(repo: string) {
+  return createRegistryStore(parseReference(`${registry.host}/${repo}`), {
+    insecureRegistries: [registry.host],
+    credentials: { username: USER.name, password: USER.password },
+  });
+}
+
+async function farmBuild(
+  image: string,
+  app: string,
+  nodes: FarmNodeConfig[],
+  extra: { platforms?: string[]; tags?: string[] } = {},
+) {
+  const events: BuildEvent[] = [];
+  const report = await buildOnFarm(
+    {
+      image,
+      path: app,
+      buildpacks: [probeBp],
+      runImage: `${registry.host}/run:v1`,
+      insecureRegistries: [registry.host],
+      publish: true,
+      platforms: extra.platforms ?? ['linux/amd64'],
+      ...(extra.tags ? { tags: extra.tags } : {}),
+    },
+    {
+      nodes,
+      env: { ...process.env, DOCKER_CONFIG: dockerDir },
+      onEvent: (e) => events.push(e),
+    },
+  );
+  return { report, events };
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'pf-farmcred-'));
+  process.env.PACKFARM_HOME = join(root, 'coordinator');
+  process.env.XDG_CONFIG_HOME = join(root, 'config');
+  compiled = await compileSrcForChildProcesses();
+  entry = join(compiled.dir, 'packfarm.mjs');
+  await writeFile(
+    entry,
+    "import { main } from './cli/main.js';\nprocess.exitCode = await main(process.argv.slice(2));\n",
+  );
+  ssh = await startSshNodes({ dir: join(root, 'ssh'), count: 2, entry, firstAddress: 12 });
+  registry = await startRegistry({ auth: 'token', users: [{ ...USER }] });
+  const run = store('run');
+  const images = [];
+  for (const p of [AMD64, I386])
+    images.push(await createRunImage({ store: run, tag: `v1-${p.architecture}`, platform: p }));
+  await publishIndex({ store: run, images: images.map((i) => i.digest), tags: ['v1'] });
+  dockerDir = join(root, 'docker-config');
+  await mkdir(dockerDir, { recursive: true });
+  await writeFile(
+    join(dockerDir, 'config.json'),
+    JSON.stringify({ auths: { [registry.host]: { auth: BASIC } } }),
+  );
+  // The coordinator's planning reads the process environment's docker config.
+  process.env.DOCKER_CONFIG = dockerDir;
+}, 180_000);
+
+afterAll(async () => {
+  if (saved.home === undefined) delete process.env.PACKFARM_HOME;
+  else process.env.PACKFARM_HOME = saved.home;
+  if (saved.xdg === undefined) delete process.env.XDG_CONFIG_HOME;
+  else process.env.XDG_CONFIG_HOME = saved.xdg;
+  if (saved.docker === undefined) delete process.env.DOCKER_CONFIG;
+  else process.env.DOCKER_CONFIG = saved.docker;
+  await ssh?.stop();
+  await registry?.stop();
+  await compiled?.cleanup();
+  await rm(root, { recursive: true, force: true });
+});
+
+describe('registry credentials scoped per repository', () => {
+  it('a token registry: the node gets a token for exactly its repositories, never the password', async () => {
+    const wire = join(root, 'wire-scoped.bin');
+    const app = await makeApp('scoped', { 'app.txt': 'scoped\n' });
+    const issued = registry.tokenIssuer!.requests.length;
+    const { report, events } = await farmBuild(`${registry.host}/scoped:latest`, app, [tappedNode(0, wire)]);
+    expect(report.targets.map((t) => t.farm?.node)).toEqual(['node1']);
+    expect((await store('scoped').resolve('latest'))?.digest).toBe(report.digest);
+
+    // The password never crossed the wire, in clear or base64; the credential is a token with its expiry.
+    const bytes = await readFile(wire);
+    expect(bytes.includes(USER.password)).toBe(false);
+    expect(bytes.includes(BASIC)).toBe(false);
+    const runs = (await messagesOn(wire)).filter(
+      (m): m is Extract<ToNode, { type: 'run-target' }> => m.type === 'run-target',
+    );
+    expect(runs).toHaveLength(1);
+    const creds: JobCredential[] = runs[0]!.credentials;
+    expect(creds).toHaveLength(1);
+    const cred = creds[0]!;
+    expect(cred.registry).toBe(registry.host);
+    expect(cred.password).toBeUndefined();
+    expect(cred.username).toBeUndefined();
+    expect(cred.identityToken).toBeUndefined();
+    expect(cred.scopes).toEqual(['repository:run:pull', 'repository:scoped:pull,push']);
+    expect(cred.expiresAt).toBeGreaterThan(Date.now());
+    // The token service was asked for exactly those scopes, by the user, on the coordinator.
+    const asked = registry.tokenIssuer!.requests.slice(issued).filter((r) => r.scopes.length === 2);
+    expect(asked.map((r) => [r.user, [...r.scopes].sort()])).toContainEqual([
+      USER.name,
+      ['repository:run:pull', 'repository:scoped:pull,push'],
+    ]);
+
+    // What that token lets a node do: push to its output, and nothing to another repository.
+    const client = new RegistryClient({
+      registry: registry.host,
+      insecureRegistries: [registry.host],
+      credentials: { registryToken: cred.registryToken! },
+    });
+    try {
+      await checkPushAccess(client, 'scoped');
+      let refused: unknown;
+      try {
+        await checkPushAccess(client, 'elsewhere');
+      } catch (e) {
+        refused = e;
+      }
+      expect(isPackfarmError(refused)).toBe(true);
+      expect(['REGISTRY_DENIED', 'REGISTRY_UNAUTHORIZED']).toContain((refused as { code: string }).code);
+      // On the node such a refusal names the token and its scopes; after its expiry it says so.
+      const named = explainCredentialError(refused, creds) as Error;
+      expect(named.message).toContain(
+        `${registry.host} refused the registry token the coordinator scoped for this job (repository:run:pull repository:scoped:pull,push`,
+      );
+      const late = explainCredentialError(refused, creds, cred.expiresAt! + 5_000);
+      expect(isPackfarmError(late, 'FARM_TOKEN_EXPIRED')).toBe(true);
+      expect((late as Error).message).toMatch(/expired at .*, 5 s ago/);
+    } finally {
+      await client.close();
+    }
+
+    // Neither the token nor the password on the node's disk, nor in the buildpacks' environment.
+    const grep = await execa(
+      'grep',
+      ['-rlF', '-e', USER.password, '-e', BASIC, '-e', cred.registryToken!, ssh.nodes[0]!.dataDir],
+      { reject: false },
+    );
+    expect(grep.exitCode, grep.stdout).toBe(1);
+    const envLines = events.filter((e) => e.type === 'output' && e.line.startsWith('probe-env: '));
+    expect(envLines.length).toBeGreaterThan(10);
+    for (const e of envLines) expect((e as { line: string }).line).not.toContain(cred.registryToken!);
+  }, 300_000);
+});
