@@ -19,6 +19,7 @@ import { type BlobSource, type NodeConnection, connectNode, messageBytes } from 
 import { type FarmNodeConfig, LOCAL_NODE } from './config.js';
 import { scopedJobCredentials } from './credentials.js';
 import { isNodeFault } from './job.js';
+import { copyToOtherOutputs, tagOutputs } from './outputs.js';
 import { PACKFARM_VERSION, localPackfarmCommand } from './manage.js';
 import { nodePlatforms } from './platforms.js';
 import type { ErrorBody, TargetJob } from './protocol.js';
@@ -401,23 +402,17 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     const digest = result.digest;
     if (spec.output.kind === 'oci')
       await storeReceivedImage(output.store, p.received, digest, result.mediaType);
+    // --tag in other repositories: the coordinator copies the image there (the node could not push there).
+    const copied = await copyToOtherOutputs(plan, digest, hooks.signal);
     // One target (no index): the image itself gets the tags, as a local build would have written them.
-    if (!plan.index) {
-      const m = await output.store.getManifest(digest);
-      for (const tag of output.tags) {
-        const current = await output.store.resolve(tag);
-        if (current?.digest !== digest)
-          await output.store.putManifest({ bytes: m.bytes, mediaType: m.mediaType, tag });
-      }
-    }
+    const tags = plan.index ? undefined : await tagOutputs(plan, digest);
     const report = result.report as unknown as TargetReport;
     return {
       ok: true,
       report: {
         ...report,
-        ...(plan.index
-          ? {}
-          : { tags: output.tags.map((t, i) => output.names?.[i] ?? `${output.store.description}:${t}`) }),
+        bytesUploaded: (report.bytesUploaded ?? 0) + copied,
+        ...(tags ? { tags } : {}),
         farm: {
           node: conn.name,
           attempts: [...attempts],
@@ -436,14 +431,6 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
 /** What every node of a build gets once: the app as a tar blob, the buildpacks as blobs, the credentials. */
 async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<PreparedPlan> {
   const opts = plan.options;
-  if (plan.outputs.length > 1)
-    throw new PackfarmError(
-      'FARM_UNSUPPORTED',
-      '--tag in another repository is not supported on a farm yet',
-      {
-        hint: 'tag within the same repository, or copy the index afterwards with `packfarm image copy --all`',
-      },
-    );
   for (const [flag, value] of [
     ['--builder', opts.builder ?? plan.project?.builder],
     ['--run-image', opts.runImage],

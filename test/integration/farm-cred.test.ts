@@ -221,3 +221,82 @@ describe('registry credentials scoped per repository', () => {
     for (const e of envLines) expect((e as { line: string }).line).not.toContain(cred.registryToken!);
   }, 300_000);
 });
+
+describe('--tag in other repositories on a farm', () => {
+  it('the coordinator mounts each per-arch image into the other repository; the index is tagged in both', async () => {
+    const wire = join(root, 'wire-tags.bin');
+    const app = await makeApp('tags', { 'app.txt': 'tags\n' });
+    registry.resetCounters();
+    const { report } = await farmBuild(
+      `${registry.host}/multi:latest`,
+      app,
+      [
+        tappedNode(0, wire, { platforms: ['linux/386'] }),
+        tappedNode(1, wire, { platforms: ['linux/amd64'] }),
+      ],
+      {
+        platforms: ['linux/amd64,linux/386'],
+        tags: [`${registry.host}/extra:v1`, `${registry.host}/multi:also`],
+      },
+    );
+    expect(report.index).toBe(true);
+    expect(report.targets.map((t) => t.farm?.node)).toEqual(['node1', 'node2']);
+    expect([...report.tags].sort()).toEqual(
+      [`${registry.host}/extra:v1`, `${registry.host}/multi:also`, `${registry.host}/multi:latest`].sort(),
+    );
+    // The same index under every tag, its children (and all their blobs) in the other repository too.
+    for (const [repo, tag] of [
+      ['multi', 'latest'],
+      ['multi', 'also'],
+      ['extra', 'v1'],
+    ] as const)
+      expect((await store(repo).resolve(tag))?.digest, `${repo}:${tag}`).toBe(report.digest);
+    const inspected = await execa('skopeo', [
+      'inspect',
+      '--raw',
+      '--tls-verify=false',
+      '--creds',
+      `${USER.name}:${USER.password}`,
+      `docker://${registry.host}/extra:v1`,
+    ]);
+    const index = JSON.parse(inspected.stdout) as { manifests: Array<{ digest: string }> };
+    expect(index.manifests.map((m) => m.digest)).toEqual(report.targets.map((t) => t.digest));
+    for (const t of report.targets) {
+      await execa('skopeo', [
+        'inspect',
+        '--tls-verify=false',
+        '--creds',
+        `${USER.name}:${USER.password}`,
+        `docker://${registry.host}/extra@${t.digest}`,
+      ]);
+    }
+    // Into `extra` every blob was mounted from `multi`, none uploaded; nodes never pushed there.
+    const extra = registry.requests.filter((r) => r.repository === 'extra');
+    expect(
+      extra.filter((r) => r.kind === 'upload' && r.method === 'POST' && r.status === 201).length,
+    ).toBeGreaterThan(0);
+    expect(extra.filter((r) => r.kind === 'upload' && r.method === 'PUT')).toEqual([]);
+    // The nodes' tokens cover the first output and the run image only.
+    const runs = (await messagesOn(wire)).filter(
+      (m): m is Extract<ToNode, { type: 'run-target' }> => m.type === 'run-target',
+    );
+    expect(runs).toHaveLength(2);
+    for (const r of runs)
+      expect(r.credentials.map((c) => c.scopes)).toEqual([
+        ['repository:multi:pull,push', 'repository:run:pull'],
+      ]);
+  }, 300_000);
+
+  it('one target: the image itself is tagged in the other repository', async () => {
+    const app = await makeApp('tags-one', { 'app.txt': 'one\n' });
+    const { report } = await farmBuild(`${registry.host}/single:latest`, app, [ssh.nodes[0]!.config], {
+      tags: [`${registry.host}/single-extra:v2`],
+    });
+    expect(report.index).toBe(false);
+    expect(report.targets[0]?.tags.sort()).toEqual(
+      [`${registry.host}/single-extra:v2`, `${registry.host}/single:latest`].sort(),
+    );
+    expect((await store('single-extra').resolve('v2'))?.digest).toBe(report.digest);
+    expect((await store('single').resolve('latest'))?.digest).toBe(report.digest);
+  }, 300_000);
+});
