@@ -14,7 +14,10 @@ import { parseWith } from '../util/validate.js';
  *
  * Blob chunks carry their digest so several blobs (of several jobs) can interleave on one connection.
  */
-/** 2: credentials carry scoped tokens with their expiry (see spec/node-protocol.md, "Versions"). */
+/**
+ * 2: credentials carry scoped tokens with their expiry; the app travels as pieces (`app.index`). See
+ * spec/node-protocol.md, "Versions".
+ */
 export const PROTOCOL_VERSION = 2;
 
 export const FRAME_JSON = 1;
@@ -63,8 +66,13 @@ export type JobCredential = z.infer<typeof JobCredentialSchema>;
 export const TargetJobSchema = z.object({
   /** The target platform, os/arch[/variant]. */
   platform: PlatformText,
-  /** A tar of the app directory (blob). */
-  app: z.object({ digest: DigestSchema, size: z.number().int().nonnegative() }),
+  /** A tar of the app directory (blob)… */
+  app: z.object({
+    digest: DigestSchema,
+    size: z.number().int().nonnegative(),
+    /** … which, when the node lacks it, it rebuilds from the pieces this index names (app-pieces.ts). */
+    index: z.object({ digest: DigestSchema, size: z.number().int().nonnegative() }).optional(),
+  }),
   /** `--buildpack` values: a blob (a tar of a buildpack dir, or the archive as given) or a builder ID@VERSION. */
   buildpacks: z.array(
     z.union([

@@ -14,6 +14,7 @@ import { ImageManifestSchema } from '../oci/schemas.js';
 import { isErrorCode } from '../util/error-codes.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import { parseJson, parseWith } from '../util/validate.js';
+import { type AppPieces, sendApp, splitAppTar } from './app-pieces.js';
 import { type BlobCache, openBlobCache } from './blob-cache.js';
 import { type BlobSource, type NodeConnection, connectNode, messageBytes } from './client.js';
 import { type FarmNodeConfig, LOCAL_NODE } from './config.js';
@@ -72,6 +73,8 @@ interface FarmNode {
 interface PreparedPlan {
   dir: string;
   app: BlobSource;
+  /** The app tar cut into content-addressed pieces (app-pieces.ts). */
+  appPieces: AppPieces;
   buildpacks: Array<(BlobSource & { name: string }) | { ref: string }>;
   /** Blobs a node sends back for an oci output land here before going into the layout. */
   received: BlobCache;
@@ -352,13 +355,13 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     }
     const p = await prep;
     const spec = targetJob(plan, target, p);
-    const blobs: BlobSource[] = [
-      p.app,
-      ...p.buildpacks.filter((b): b is BlobSource & { name: string } => 'digest' in b),
-    ];
+    const blobs: BlobSource[] = p.buildpacks.filter((b): b is BlobSource & { name: string } => 'digest' in b);
     let sent: { sent: Digest[]; bytes: number };
     try {
-      sent = await conn.ensureBlobs(blobs);
+      // The app as pieces (only those the node lacks), then the buildpacks.
+      const app = await sendApp(conn, p.app, p.appPieces);
+      const rest = await conn.ensureBlobs(blobs);
+      sent = { sent: [...app.sent, ...rest.sent], bytes: app.bytes + rest.bytes };
     } catch (err) {
       return {
         ok: false,
@@ -470,10 +473,12 @@ async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<Pr
         `--descriptor ${descriptor}: on a farm it must be inside the app dir ${plan.appPath}`,
       );
     const filter = plan.appFilter;
-    const appFile = join(dir, 'app.tar.gz');
+    // Uncompressed: the node rebuilds these exact bytes from pieces (app-pieces.ts), each sent compressed.
+    const appFile = join(dir, 'app.tar');
     const app = await writeLayer({
       dir: plan.appPath,
       out: appFile,
+      compression: 'none',
       ...(filter
         ? {
             filter: (rel: string, st) =>
@@ -502,6 +507,7 @@ async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<Pr
     return {
       dir,
       app: { digest: app.digest, size: app.size, open: () => createReadStream(appFile) },
+      appPieces: await splitAppTar(appFile, { digest: app.digest, size: app.size }, dir),
       buildpacks,
       received: openBlobCache(join(dir, 'received')),
     };
@@ -517,7 +523,11 @@ function targetJob(plan: BuildPlan, target: TargetPlan, p: PreparedPlan): Target
   const descriptor = o.descriptor ? relative(plan.appPath, resolve(plan.cwd, o.descriptor)) : undefined;
   return {
     platform: target.name,
-    app: { digest: p.app.digest, size: p.app.size },
+    app: {
+      digest: p.app.digest,
+      size: p.app.size,
+      index: { digest: p.appPieces.index.digest, size: p.appPieces.index.size },
+    },
     buildpacks: p.buildpacks.map((b) =>
       'ref' in b ? { ref: b.ref } : { digest: b.digest, size: b.size, name: b.name },
     ),

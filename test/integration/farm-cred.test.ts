@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -298,5 +299,37 @@ describe('--tag in other repositories on a farm', () => {
     );
     expect((await store('single-extra').resolve('v2'))?.digest).toBe(report.digest);
     expect((await store('single').resolve('latest'))?.digest).toBe(report.digest);
+  }, 300_000);
+});
+
+describe('the app travels as pieces', () => {
+  it('a rebuild after one file changed sends about that file; images equal a local build', async () => {
+    const files: Record<string, string> = { 'app.txt': 'pieces\n' };
+    for (let i = 0; i < 60; i++)
+      files[`file${i}.js`] =
+        `// ${i}\n${Array.from({ length: 200 }, (_, j) => `const v${j} = ${i * j};`).join('\n')}\n`;
+    const app = await makeApp('pieces', files);
+    await writeFile(join(app, 'blob.bin'), randomBytes(1_000_000));
+    const nodes = [ssh.nodes[1]!.config];
+    const first = await farmBuild(`${registry.host}/pieces:latest`, app, nodes);
+    const firstSent = first.report.targets[0]!.farm!.bytesSent;
+    expect(firstSent).toBeGreaterThan(1_000_000);
+
+    const changed = join(app, 'file7.js');
+    await writeFile(changed, (await readFile(changed, 'utf8')).replace('const v1 =', 'const w1 ='));
+    const changedBytes = (await readFile(changed)).length;
+    const second = await farmBuild(`${registry.host}/pieces:latest`, app, nodes);
+    const t = second.report.targets[0]!;
+    expect(second.report.digest).not.toBe(first.report.digest);
+    // The changed file's piece, the group holding it and the app's index: a few KB, not the app again.
+    expect(t.farm?.blobsSent).toBe(3);
+    expect(t.farm!.bytesSent).toBeLessThan(changedBytes + 16_000);
+    expect(t.farm!.bytesSent * 50).toBeLessThan(firstSent);
+
+    // The node rebuilt the exact app: the image is the one a local build makes of the same app.
+    const local = await farmBuild(`${registry.host}/pieces-local:latest`, app, [
+      { name: 'local', uri: 'local' },
+    ]);
+    expect(local.report.digest).toBe(second.report.digest);
   }, 300_000);
 });
