@@ -130,7 +130,13 @@ beforeAll(async () => {
   await mkdir(dockerDir, { recursive: true });
   await writeFile(
     join(dockerDir, 'config.json'),
-    JSON.stringify({ auths: { [registry.host]: { auth: BASIC } } }),
+    JSON.stringify({
+      auths: {
+        [registry.host]: { auth: BASIC },
+        // A registry no job touches: its password must stay here too.
+        'unrelated.example:5000': { auth: Buffer.from('other:Unrelated-pw').toString('base64') },
+      },
+    }),
   );
   // The coordinator's planning reads the process environment's docker config.
   process.env.DOCKER_CONFIG = dockerDir;
@@ -162,6 +168,7 @@ describe('registry credentials scoped per repository', () => {
     const bytes = await readFile(wire);
     expect(bytes.includes(USER.password)).toBe(false);
     expect(bytes.includes(BASIC)).toBe(false);
+    expect(bytes.includes('Unrelated-pw')).toBe(false);
     const runs = (await messagesOn(wire)).filter(
       (m): m is Extract<ToNode, { type: 'run-target' }> => m.type === 'run-target',
     );
