@@ -431,7 +431,7 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
   return runner;
 }
 
-/** What every node of a build gets once: the app as a tar blob, the buildpacks as blobs, the credentials. */
+/** What every node of a build gets once: the app as a tar cut into pieces (app-pieces.ts), the buildpacks as blobs. */
 async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<PreparedPlan> {
   const opts = plan.options;
   for (const [flag, value] of [
