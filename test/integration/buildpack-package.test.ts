@@ -106,7 +106,7 @@ describe('packfarm buildpack package', () => {
       'test/env-consumer': {
         '1.0.0': {
           api: '0.12',
-          targets: [{ os: 'linux' }],
+          targets: [{ os: 'linux', arch: '' }],
           layerDiffID: (cfg.rootfs as { diff_ids: string[] }).diff_ids[0],
           name: 'Fixture test/env-consumer',
         },
