@@ -7,8 +7,8 @@ import { SUPPORTED_BUILDPACK_APIS } from '../buildpack/api.js';
 import { SUPPORTED_PLATFORM_APIS } from '../platform/api.js';
 import { type AppendedLayer, assembleImage, transferBaseLayers } from '../image/assemble.js';
 import { type BaseImage, readBaseImage, runnableChildren } from '../image/read.js';
-import { buildIndex } from '../image/index-list.js';
 import type { RegistryOptions } from '../image/registry-store.js';
+import { publishImages } from '../image/publish-index.js';
 import type { ImageStore } from '../image/store.js';
 import { type OpenedImage, openImage } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
@@ -19,7 +19,6 @@ import {
   formatPlatform,
   parsePlatform,
   platformFromSpec,
-  platformToSpec,
   platformsEqual,
 } from '../oci/platform.js';
 import { ImageIndexSchema } from '../oci/schemas.js';
@@ -167,33 +166,11 @@ export async function createBuilder(opts: CreateBuilderOptions): Promise<CreateB
       ),
     );
     results.sort((a, b) => comparePlatforms(a.platform, b.platform));
-    let digest: Digest;
-    let mediaType: string;
-    if (results.length === 1) {
-      const only = results[0]!;
-      const stored = await dest.store.getManifest(only.digest);
-      digest = await dest.store.putManifest({
-        bytes: stored.bytes,
-        mediaType: stored.mediaType,
-        ...(dest.tag !== undefined ? { tag: dest.tag } : {}),
-      });
-      mediaType = stored.mediaType;
-    } else {
-      const index = buildIndex(
-        results.map((r) => ({
-          mediaType: r.mediaType,
-          digest: r.digest,
-          size: r.size,
-          platform: platformToSpec(r.platform),
-        })),
-      );
-      digest = await dest.store.putManifest({
-        bytes: index.bytes,
-        mediaType: index.mediaType,
-        ...(dest.tag !== undefined ? { tag: dest.tag } : {}),
-      });
-      mediaType = index.mediaType;
-    }
+    const { digest, mediaType } = await publishImages({
+      store: dest.store,
+      images: results.map((r) => r.digest),
+      tags: dest.tag !== undefined ? [dest.tag] : [],
+    });
     emit({ type: 'done', reference: dest.display, digest, mediaType });
     return { reference: dest.display, digest, mediaType, targets: results };
   } finally {

@@ -3,9 +3,9 @@ import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { writeLayer } from '../archive/index.js';
-import { buildIndex } from '../image/index-list.js';
 import { openLayoutStore } from '../image/layout-store.js';
 import type { RegistryOptions } from '../image/registry-store.js';
+import { publishImages } from '../image/publish-index.js';
 import type { ImageStore } from '../image/store.js';
 import { openImage } from '../image/transport.js';
 import { type Digest, sha256Digest } from '../oci/digest.js';
@@ -177,32 +177,11 @@ export async function packageBuildpack(opts: PackageBuildpackOptions): Promise<P
       images.push({ platform, ...(await writePackageImage(dest.store, modules, main, platform, mtime)) });
     }
     images.sort((a, b) => comparePlatforms(a.platform, b.platform));
-    let digest: Digest;
-    let mediaType: string;
-    if (images.length === 1) {
-      const only = images[0]!;
-      digest = await dest.store.putManifest({
-        bytes: only.bytes,
-        mediaType: MediaType.ociManifest,
-        ...(dest.tag !== undefined ? { tag: dest.tag } : {}),
-      });
-      mediaType = MediaType.ociManifest;
-    } else {
-      const index = buildIndex(
-        images.map((i) => ({
-          mediaType: MediaType.ociManifest,
-          digest: i.digest,
-          size: i.size,
-          platform: platformToSpec(i.platform),
-        })),
-      );
-      digest = await dest.store.putManifest({
-        bytes: index.bytes,
-        mediaType: index.mediaType,
-        ...(dest.tag !== undefined ? { tag: dest.tag } : {}),
-      });
-      mediaType = index.mediaType;
-    }
+    const { digest, mediaType } = await publishImages({
+      store: dest.store,
+      images: images.map((i) => i.digest),
+      tags: dest.tag !== undefined ? [dest.tag] : [],
+    });
     if (layoutDir) {
       // The layout as one plain tar: entries sorted, fixed mtimes, so the same package gives the same file.
       await mkdir(dirname(resolve(opts.name)), { recursive: true });
