@@ -34,6 +34,7 @@ import {
   compareIdThenVersion,
   isPackageUri,
   layersLabel,
+  moduleInfoJson,
   moduleFromSource,
   readBuildpackage,
   uniqueModules,
@@ -416,7 +417,7 @@ async function writeTargetBuilder(t: TargetInput): Promise<BuilderTargetResult> 
 
   const metadata = {
     description: toml.description ?? '',
-    buildpacks: t.listed.map(moduleInfo),
+    buildpacks: t.listed.map(moduleInfoJson),
     // pack leaves the list unset (JSON null) when the builder has no extensions.
     extensions: null,
     // pack fills the deprecated stack run image only when builder.toml has a [stack] id (then from the first
@@ -492,27 +493,6 @@ function runImageJson(r: { image: string; mirrors?: string[] | undefined }) {
 /** TOML has no null: a missing mirrors list is left out. */
 function runImageToml(r: { image: string; mirrors?: string[] | undefined }) {
   return { image: r.image, ...(r.mirrors ? { mirrors: r.mirrors } : {}) };
-}
-
-/**
- * pack's ModuleInfo, in its key order: what buildpack.toml's [buildpack] says for a directory or archive; id,
- * name, version and homepage only for a buildpack from a buildpackage (all its layers label keeps).
- */
-function moduleInfo(m: BuildpackModule) {
-  const d = m.descriptor;
-  return {
-    id: m.id,
-    ...(m.info.name ? { name: m.info.name } : {}),
-    version: m.version,
-    ...(m.description ? { description: m.description } : {}),
-    ...(m.info.homepage ? { homepage: m.info.homepage } : {}),
-    ...(d && d.keywords.length > 0 ? { keywords: d.keywords } : {}),
-    ...(d && d.execEnv.length > 0 ? { 'exec-env': d.execEnv } : {}),
-    ...(d && d.licenses.length > 0
-      ? { licenses: d.licenses.map((l) => ({ type: l.type ?? '', uri: l.uri ?? '' })) }
-      : {}),
-    ...(d?.clearEnv ? { 'clear-env': true } : {}),
-  };
 }
 
 /** Each id@version once, the first occurrence kept, in the given order. */

@@ -111,6 +111,27 @@ export function layerInfoOf(d: BuildpackDescriptor, diffId: string): LayerInfo {
   return out;
 }
 
+/**
+ * pack's ModuleInfo, in its key order: what buildpack.toml's [buildpack] says for a directory or archive; id,
+ * name, version and homepage only for a buildpack from a buildpackage (all its layers label keeps).
+ */
+export function moduleInfoJson(m: BuildpackModule) {
+  const d = m.descriptor;
+  return {
+    id: m.id,
+    ...(m.info.name ? { name: m.info.name } : {}),
+    version: m.version,
+    ...(m.description ? { description: m.description } : {}),
+    ...(m.info.homepage ? { homepage: m.info.homepage } : {}),
+    ...(d && d.keywords.length > 0 ? { keywords: d.keywords } : {}),
+    ...(d && d.execEnv.length > 0 ? { 'exec-env': d.execEnv } : {}),
+    ...(d && d.licenses.length > 0
+      ? { licenses: d.licenses.map((l) => ({ type: l.type ?? '', uri: l.uri ?? '' })) }
+      : {}),
+    ...(d?.clearEnv ? { 'clear-env': true } : {}),
+  };
+}
+
 /** A buildpack directory or archive → its layer file (written under `scratch`) and label entry. */
 export async function moduleFromSource(
   uri: string,

@@ -32,6 +32,7 @@ import {
   checkModuleTargets,
   isPackageUri,
   layersLabel,
+  moduleInfoJson,
   moduleFromSource,
   readBuildpackage,
   uniqueModules,
@@ -243,21 +244,8 @@ async function writePackageImage(
       open: m.layer.open,
       ...(m.layer.mountFrom ? { mountFrom: m.layer.mountFrom } : {}),
     });
-  const d = main.descriptor;
-  // pack's shape: the entry buildpack's ModuleInfo fields, then stacks.
-  const metadata = {
-    id: main.id,
-    ...(d?.name ? { name: d.name } : {}),
-    version: main.version,
-    ...(d?.description ? { description: d.description } : {}),
-    ...(d?.homepage ? { homepage: d.homepage } : {}),
-    ...(d && d.keywords.length > 0 ? { keywords: d.keywords } : {}),
-    ...(d && d.licenses.length > 0 ? { licenses: d.licenses } : {}),
-    stacks: (d?.stacks ?? []).map((s) => ({
-      id: s.id,
-      ...(s.mixins.length > 0 ? { mixins: s.mixins } : {}),
-    })),
-  };
+  // pack's shape: the entry buildpack's ModuleInfo fields, then the stacks the package can run on.
+  const metadata = { ...moduleInfoJson(main), stacks: resolvedStacks(main, modules) };
   const created = mtime.toISOString().replace(/\.000Z$/, 'Z');
   const config = {
     ...platformToSpec(platform),
@@ -290,4 +278,41 @@ async function writePackageImage(
   const bytes = Buffer.from(canonicalJson(manifest));
   const digest = await store.putManifest({ bytes, mediaType: MediaType.ociManifest });
   return { digest, size: bytes.length, bytes };
+}
+
+type Stack = { id: string; mixins?: string[] };
+
+/**
+ * The stacks of a buildpackage's metadata label, as pack works them out: the entry buildpack's stacks (`*`
+ * for a buildpack with neither stacks nor an order, none for a composite), narrowed by each other buildpack's
+ * (same rule; composites skipped) — only ids both sides have, their mixins united and sorted; a `*` on one
+ * side takes the other side's list. `null` when nothing is left, as pack writes a nil list.
+ */
+function resolvedStacks(main: BuildpackModule, modules: readonly BuildpackModule[]): Stack[] | null {
+  const of = (m: BuildpackModule): Stack[] =>
+    m.info.stacks?.length ? m.info.stacks : m.info.order?.length ? [] : [{ id: '*' }];
+  let stacks = of(main);
+  for (const m of modules) {
+    if (m.id === main.id && m.version === main.version) continue;
+    const theirs = of(m);
+    if (stacks.length === 0) stacks = theirs;
+    else if (theirs.length > 0) stacks = mergeStacks(stacks, theirs);
+  }
+  return stacks.length > 0 ? stacks : null;
+}
+
+function mergeStacks(a: Stack[], b: Stack[]): Stack[] {
+  const aWild = a.some((s) => s.id === '*');
+  const bWild = b.some((s) => s.id === '*');
+  if (aWild && bWild) return [{ id: '*' }];
+  if (aWild) return b;
+  if (bWild) return a;
+  const out: Stack[] = [];
+  for (const s of b) {
+    const mine = a.find((x) => x.id === s.id);
+    if (!mine) continue;
+    const mixins = [...new Set([...(mine.mixins ?? []), ...(s.mixins ?? [])])].sort();
+    out.push({ id: s.id, ...(mixins.length > 0 ? { mixins } : {}) });
+  }
+  return out;
 }

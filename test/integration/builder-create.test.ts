@@ -265,6 +265,18 @@ describe('packfarm builder create', () => {
         (pkg.config as { Labels: Record<string, string> }).Labels['io.buildpacks.buildpack.layers']!,
       ) as Record<string, Record<string, { layerDiffID: string }>>;
       for (const [id, v] of Object.entries(pkgLayers)) universe[`${arch} ${id}`] = v['1.0.0']!;
+      // The buildpackage's own label, as pack writes it: the entry buildpack's info and the resolved stacks.
+      expect(
+        (pkg.config as { Labels: Record<string, string> }).Labels['io.buildpacks.buildpackage.metadata'],
+      ).toBe(
+        JSON.stringify({
+          id: 'test/universe',
+          name: 'Universe',
+          version: '1.0.0',
+          homepage: 'https://example.com/universe',
+          stacks: [{ id: '*' }],
+        }),
+      );
     }
 
     for (const arch of ['amd64', 'arm64'] as const) {

@@ -155,6 +155,17 @@ describe('buildpacks/samples builders/noble/builder.toml', () => {
       const labels = (cfg.config as { Labels: Record<string, string> }).Labels;
       const diffIds = (cfg.rootfs as { diff_ids: string[] }).diff_ids;
       const pkg = await skopeoJson('--config', '--override-arch', arch, `docker://${packageRef}`);
+      expect(
+        (pkg.config as { Labels: Record<string, string> }).Labels['io.buildpacks.buildpackage.metadata'],
+      ).toBe(
+        JSON.stringify({
+          id: 'samples/hello-universe',
+          name: 'Hello Universe Buildpack',
+          version: '0.0.2',
+          homepage: samplesHome('hello-universe'),
+          stacks: [{ id: '*' }],
+        }),
+      );
       const pkgLayers = JSON.parse(
         (pkg.config as { Labels: Record<string, string> }).Labels['io.buildpacks.buildpack.layers']!,
       ) as Record<string, Record<string, { layerDiffID: string }>>;
