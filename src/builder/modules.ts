@@ -318,11 +318,17 @@ export function compareIdThenVersion(
   return a.version < b.version ? -1 : a.version > b.version ? 1 : 0;
 }
 
-/** Each id@version once (the first wins), sorted. */
+/**
+ * Each id@version once (the first wins), sorted by "id@version" as a whole: the order pack adds the layers in
+ * (it sorts full names; the layers label's keys sort by id alone, which differs when one id prefixes another).
+ */
 export function uniqueModules(modules: readonly BuildpackModule[]): BuildpackModule[] {
   const seen = new Map<string, BuildpackModule>();
   for (const m of modules) if (!seen.has(`${m.id}@${m.version}`)) seen.set(`${m.id}@${m.version}`, m);
-  return [...seen.values()].sort(compareIdThenVersion);
+  const fullName = (m: BuildpackModule) => `${m.id}@${m.version}`;
+  return [...seen.values()].sort((a, b) =>
+    fullName(a) < fullName(b) ? -1 : fullName(a) > fullName(b) ? 1 : 0,
+  );
 }
 
 /** Every child a composite's order names must be among `modules`. */
