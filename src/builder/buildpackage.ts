@@ -20,6 +20,7 @@ import {
   type BuildpackModule,
   type LayerInfo,
   escapedId,
+  targetJson,
 } from './modules.js';
 
 /**
@@ -235,7 +236,7 @@ export async function readBuildpackage(uri: string, opts: ReadBuildpackageOption
 function layerInfoFromLabel(raw: z.output<typeof LayerInfoSchema>): LayerInfo {
   const info: Record<string, unknown> = { api: raw.api };
   if (raw.stacks && raw.stacks.length > 0) info.stacks = raw.stacks;
-  if (raw.targets && raw.targets.length > 0) info.targets = raw.targets;
+  if (raw.targets && raw.targets.length > 0) info.targets = raw.targets.map(targetJson);
   if (raw.order && raw.order.length > 0)
     info.order = raw.order.map((g) => ({
       group: g.group.map((e) => ({
