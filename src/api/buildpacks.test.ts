@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseProjectDescriptor } from '../platform/project.js';
-import { buildpacksVaryByPlatform } from './buildpacks.js';
+import { buildpacksVaryByPlatform, localBuildpackages } from './buildpacks.js';
 
 describe('buildpacksVaryByPlatform', () => {
   const project = (group: string) =>
@@ -25,5 +25,21 @@ describe('buildpacksVaryByPlatform', () => {
         ),
       ),
     ).toBe(false);
+  });
+});
+
+describe('localBuildpackages', () => {
+  it('names oci: layouts and .cnb files, from flags and project.toml, but not registry images', () => {
+    const project = parseProjectDescriptor(
+      '[_]\nschema-version = "0.2"\n[[io.buildpacks.group]]\nuri = "pkgs/bp.cnb"\n[[io.buildpacks.group]]\nuri = "docker://r.example/bp:1"\n',
+      '/app/project.toml',
+    );
+    expect(
+      localBuildpackages(
+        ['docker://r.example/x:1', 'oci:pkgs/bp:1', './dir', 'bp.cnb', 'acme/bp@1'],
+        project,
+      ),
+    ).toEqual(['--buildpack oci:pkgs/bp:1', '--buildpack bp.cnb', '/app/project.toml uri pkgs/bp.cnb']);
+    expect(localBuildpackages(['./dir', 'docker://r.example/x:1'], undefined)).toEqual([]);
   });
 });

@@ -50,6 +50,21 @@ export function buildpacksVaryByPlatform(
 }
 
 /**
+ * The buildpackages that `--buildpack` or project.toml name on this machine's disk (`oci:` layouts, `.cnb`
+ * files): a farm node cannot read them (it gets registry references, and blobs of directories and archives).
+ */
+export function localBuildpackages(
+  flags: readonly string[],
+  project: ProjectDescriptor | undefined,
+): string[] {
+  const local = (uri: string) => isPackageUri(uri) && !uri.startsWith('docker://');
+  const out = flags.filter(local).map((f) => `--buildpack ${f}`);
+  for (const b of [...(project?.group ?? []), ...(project?.pre ?? []), ...(project?.post ?? [])])
+    if (b.uri !== undefined && !b.script && local(b.uri)) out.push(`${project?.source} uri ${b.uri}`);
+  return out;
+}
+
+/**
  * The order to detect: one group from `--buildpack` flags (in flag order), else from project.toml's group,
  * else the builder's order; project.toml pre/post groups wrap every group either way. A buildpackage
  * (`docker://REF`, `oci:DIR[:TAG]`, a `.cnb` file) is read for `input.platform` and all its buildpacks

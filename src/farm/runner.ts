@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { cpus, hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { BuildEvent, BuildEventListener } from '../api/events.js';
+import { localBuildpackages } from '../api/buildpacks.js';
 import type { BuildPlan, TargetPlan } from '../api/plan.js';
 import { type RunTargetHooks, type TargetReport, runTarget } from '../api/run-target.js';
 import type { MachinePlatforms } from '../api/targets.js';
@@ -455,6 +456,15 @@ async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<Pr
         },
       );
   }
+  const local = localBuildpackages(opts.buildpacks, plan.project);
+  if (local.length > 0)
+    throw new PackfarmError(
+      'FARM_UNSUPPORTED',
+      `${local.join(', ')}: a buildpackage on this machine's disk cannot be used by farm nodes yet`,
+      {
+        hint: 'push it to a registry the nodes can reach (packfarm buildpack package REF --publish) and name it docker://REF',
+      },
+    );
   if (opts.cacheDir)
     throw new PackfarmError(
       'FARM_UNSUPPORTED',
