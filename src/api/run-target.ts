@@ -21,6 +21,8 @@ import { copyBuildOutputs, inBuildTerms } from './build-terms.js';
 import { type BuildEvent, type BuildEventListener, type BuildPhase, eventLogger } from './events.js';
 import type { BuildPlan, TargetPlan } from './plan.js';
 import { buildDirKey, openBuildDirs } from './workdir.js';
+import { layerTracker, trustStat } from '../phase/layer-state.js';
+import type { RestoredLayerOutcome } from '../phase/restore.js';
 
 /**
  * One target of a planned build: the creator (analyze → detect → restore → build → export → cache) in that
@@ -61,6 +63,12 @@ export interface TargetReport {
   /** reused: taken from the previous image; existing: already in the destination, not from the previous image. */
   layerCounts: Record<LayerOutcome, number>;
   baseLayers: Record<'exists' | 'mounted' | 'uploaded', number>;
+  /**
+   * Buildpack layers the restore phase brought back (`<buildpack id>:<layer>`): `content` — extracted from the
+   * cache; `kept` — the layer dir left by the previous build, unchanged, not extracted again; `metadata` — the
+   * layer's metadata only.
+   */
+  restored: Array<{ name: string; outcome: RestoredLayerOutcome }>;
   cache?: { location: string; layers: Array<{ name: string; outcome: string }> };
   /** Seconds: each phase, time inside buildpacks, what came before the phases, and the whole target. */
   timings: Record<CreatePhase, number> & { total: number; buildpacks: number; prepare: number };
@@ -96,6 +104,8 @@ export async function runTarget(
     dataDir: packfarmDataDir(plan.env),
     tmpDir: opts.tmpDir,
     keepTemp: opts.keepTemp,
+    trustStat: trustStat(plan.env),
+    logger: log,
   });
   try {
     const synced = await syncAppDir(plan.appPath, dirs.app, plan.appFilter);
@@ -124,6 +134,8 @@ export async function runTarget(
     closeExecutor = async () => executor.close?.();
     phase = 'analyze';
     const cache = plan.cache ? targetCache(plan.cache.location, target, plan.index) : undefined;
+    const uid = prepared.user?.uid;
+    const gid = opts.gid ?? prepared.user?.gid;
 
     const result: CreateResult = await create({
       appDir: dirs.app,
@@ -152,6 +164,18 @@ export async function runTarget(
       // The build image's CNB user owns what buildpacks create, in the layers and in the image, as under pack.
       ...(prepared.user ? { uid: prepared.user.uid, gid: prepared.user.gid } : {}),
       ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+      ...(dirs.layerState
+        ? {
+            layerState: {
+              path: dirs.layerState.path,
+              tracker: layerTracker({
+                prior: dirs.layerState.prior,
+                owner: uid !== undefined && gid !== undefined ? { uid, gid } : null,
+                logger: log,
+              }),
+            },
+          }
+        : {}),
       hostEnv: plan.env,
       logger: log,
       onEvent: (e) => {
@@ -238,6 +262,7 @@ function targetReport(
     layers: ex.layers.map((l) => ({ name: l.name, digest: l.digest, size: l.size, outcome: l.outcome })),
     layerCounts,
     baseLayers,
+    restored: result.restored.layers.map((l) => ({ name: `${l.buildpack}:${l.layer}`, outcome: l.restored })),
     ...(plan.cache && result.cache
       ? {
           cache: {

@@ -2,7 +2,10 @@ import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { escapeId } from '../buildpack/layers.js';
+import { LAYER_STATE_FILE, type LayerState, readLayerState, wipeLayersExcept } from '../phase/layer-state.js';
 import { PackfarmError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
 import { acquireLock } from '../util/lock.js';
 import { makeTempDir } from '../util/tempdir.js';
 
@@ -26,6 +29,11 @@ export interface BuildDirs {
   scratch: string;
   /** Whether `app` may hold the previous build's workspace (sync instead of copy). */
   persistent: boolean;
+  /**
+   * With `trustStat` on a persistent dir: where this build's layer records go, and the previous successful
+   * build's records, whose layer dirs were left in `layers` (phase/layer-state.ts).
+   */
+  layerState?: { path: string; prior: LayerState | undefined };
   release(): Promise<void>;
 }
 
@@ -35,6 +43,12 @@ export interface OpenBuildDirsOptions {
   dataDir: string;
   tmpDir?: string | undefined;
   keepTemp?: boolean;
+  /**
+   * Keep the layer dirs the previous successful build recorded (its state file) instead of wiping them, for
+   * restore to keep when unchanged; see phase/layer-state.ts. Off: the layers dir starts empty.
+   */
+  trustStat?: boolean;
+  logger?: Logger;
 }
 
 export function buildDirKey(image: string, platform: string): string {
@@ -69,19 +83,33 @@ export async function openBuildDirs(opts: OpenBuildDirsOptions): Promise<BuildDi
   });
   try {
     const dirs = layout(root);
-    // Only the workspace carries over; the rest starts empty, as in a fresh build.
-    await Promise.all(
-      [dirs.layers, dirs.platform, dirs.scratch].map((d) => rm(d, { recursive: true, force: true })),
-    );
+    const statePath = join(root, LAYER_STATE_FILE);
+    // The records are read once and removed: a build that fails half-way leaves none behind.
+    const prior = opts.trustStat ? await readLayerState(statePath, opts.logger) : undefined;
+    await rm(statePath, { force: true });
+    // Only the workspace carries over, and the recorded layer dirs (restore keeps or removes them); the rest
+    // starts empty, as in a fresh build.
+    await Promise.all([
+      prior
+        ? wipeLayersExcept(dirs.layers, keepSet(prior))
+        : rm(dirs.layers, { recursive: true, force: true }),
+      ...[dirs.platform, dirs.scratch].map((d) => rm(d, { recursive: true, force: true })),
+    ]);
     await makeDirs(dirs);
     return {
       ...dirs,
       persistent: true,
+      ...(opts.trustStat ? { layerState: { path: statePath, prior } } : {}),
       release: async () => {
-        // Layers can be large and come back from the image and cache anyway: only the workspace is kept.
-        await Promise.all(
-          [dirs.layers, dirs.platform, dirs.scratch].map((d) => rm(d, { recursive: true, force: true })),
-        );
+        // Layers can be large and come back from the image and cache anyway: only the workspace is kept, and
+        // the layer dirs a successful build recorded.
+        const saved = opts.trustStat ? await readLayerState(statePath, opts.logger) : undefined;
+        await Promise.all([
+          saved
+            ? wipeLayersExcept(dirs.layers, keepSet(saved))
+            : rm(dirs.layers, { recursive: true, force: true }),
+          ...[dirs.platform, dirs.scratch].map((d) => rm(d, { recursive: true, force: true })),
+        ]);
         await lock.release();
       },
     };
@@ -89,6 +117,16 @@ export async function openBuildDirs(opts: OpenBuildDirsOptions): Promise<BuildDi
     await lock.release();
     throw err;
   }
+}
+
+/** `<escaped buildpack id>/<layer>` of every recorded layer. */
+function keepSet(state: LayerState): Set<string> {
+  return new Set(
+    Object.keys(state.layers).map((key) => {
+      const i = key.indexOf(':');
+      return `${escapeId(key.slice(0, i))}/${key.slice(i + 1)}`;
+    }),
+  );
 }
 
 function layout(root: string) {

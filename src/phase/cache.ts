@@ -9,6 +9,8 @@ import type { Platform } from '../oci/platform.js';
 import type { BuildpackLayersMetadata } from '../platform/labels.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { discard } from '../util/stream.js';
+import { REPRODUCIBLE_EPOCH } from '../util/time.js';
+import { type LayerTracker, type TarParams, layerKey } from './layer-state.js';
 
 /**
  * The cache phase of the exporter (the reference lifecycle's `phase/cache.go`): save the group's cache=true
@@ -48,6 +50,11 @@ export interface ExportCacheOptions {
    * owner); a layer whose known diffID is in the previous cache is reused without being read at all.
    */
   knownDiffIds?: ReadonlyMap<string, Digest>;
+  /**
+   * The build dir's layer records (phase/layer-state.ts): a cache layer dir the export did not hash whose tree
+   * is unchanged since it was recorded gets its recorded diffID without being read; the ones hashed are noted.
+   */
+  layerTracker?: LayerTracker;
   /** The layers dir as seen inside the image: cached tars hold `<imageLayersDir>/<bp>/<layer>/…` (default /layers). */
   imageLayersDir?: string;
   logger?: Logger;
@@ -109,7 +116,23 @@ export async function exportCache(opts: ExportCacheOptions): Promise<ExportCache
           gid: opts.gid ?? DEFAULT_LAYER_OWNER,
           ...(opts.signal ? { signal: opts.signal } : {}),
         };
-        let diffId = opts.knownDiffIds?.get(`${bp.id}:${layer.name}`);
+        const key = layerKey(bp.id, layer.name);
+        let diffId = opts.knownDiffIds?.get(key);
+        let note = (_d: Digest) => {};
+        if (diffId === undefined && opts.layerTracker) {
+          const tracker = opts.layerTracker;
+          const tar: TarParams = {
+            prefix: tarOptions.prefix,
+            uid: tarOptions.uid,
+            gid: tarOptions.gid,
+            mtime: (opts.creationTime ?? REPRODUCIBLE_EPOCH).toISOString(),
+          };
+          const fp = await tracker.fingerprint(layer.path);
+          note = (d) => tracker.note(key, layer.path, tar, d, fp);
+          diffId = tracker.trusted(key, tar, fp);
+          if (diffId !== undefined)
+            logger.debug(`cache layer '${key}': unchanged since the last build (stat data)`);
+        }
         if (diffId === undefined && backend.compression === 'gzip' && previousHasLayers) {
           // Hash the plain tar first: an unchanged layer then costs no gzip, no file and no upload.
           diffId = (await writeLayer({ ...tarOptions, out: discard(), compression: 'none' })).diffId;
@@ -149,6 +172,7 @@ export async function exportCache(opts: ExportCacheOptions): Promise<ExportCache
             logger.info(`Adding cache layer '${bp.id}:${layer.name}'`);
           }
         }
+        note(sha);
         logger.debug(`cache layer '${bp.id}:${layer.name}' SHA: ${sha}`);
         entry.layers[layer.name] = {
           sha,

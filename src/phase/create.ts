@@ -19,6 +19,7 @@ import {
   knownCacheDiffIds,
 } from './export.js';
 import type { HostPaths } from './host-paths.js';
+import type { LayerTracker } from './layer-state.js';
 import { type RestoreResult, restore } from './restore.js';
 
 /**
@@ -66,6 +67,11 @@ export interface CreateOptions {
   /** `<build-config>`: operator env (`env/`) applied to every buildpack. */
   buildConfigDir?: string | undefined;
   executor?: Executor;
+  /**
+   * The reused build dir's layer records (phase/layer-state.ts): restore keeps unchanged layer dirs, export and
+   * cache trust their recorded diffIDs, and a successful build writes the new records to `path`.
+   */
+  layerState?: { tracker: LayerTracker; path: string };
   hostEnv?: Readonly<Record<string, string | undefined>>;
   logger?: Logger;
   onEvent?: (e: CreateEvent) => void;
@@ -151,6 +157,10 @@ export async function create(opts: CreateOptions): Promise<CreateResult> {
         runCacheExport(opts, opts.cache as CacheLocation, detected, cache, exported, log),
       )
     : undefined;
+  if (opts.layerState) {
+    const n = await opts.layerState.tracker.save(opts.layerState.path);
+    log.debug(`recorded ${n} layer dir(s) for the next build in ${opts.layerState.path}`);
+  }
 
   return {
     analyzed,
@@ -231,6 +241,14 @@ function runRestore(
     ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
     // Restored layers go to the build user (applied only as root), as the reference restorer does.
     ...(opts.uid !== undefined && opts.gid !== undefined ? { uid: opts.uid, gid: opts.gid } : {}),
+    ...(opts.layerState && opts.layerState.tracker.candidates.length > 0
+      ? {
+          keep: {
+            candidates: opts.layerState.tracker.candidates,
+            recorded: (key: string, dir: string) => opts.layerState!.tracker.recorded(key, dir),
+          },
+        }
+      : {}),
     logger: log,
     ...signalOf(opts),
   });
@@ -295,6 +313,7 @@ function runExport(
     ...(opts.imageAppDir ? { imageAppDir: opts.imageAppDir } : {}),
     ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
     ...(opts.reportPath ? { reportPath: opts.reportPath } : {}),
+    ...(opts.layerState ? { layerTracker: opts.layerState.tracker } : {}),
     logger: log,
     onEvent: (event) => opts.onEvent?.({ type: 'export', event }),
     ...signalOf(opts),
@@ -320,6 +339,7 @@ function runCacheExport(
     ...(cache ? { previous: cache } : {}),
     knownDiffIds: knownCacheDiffIds(exported),
     ...(opts.imageLayersDir ? { imageLayersDir: opts.imageLayersDir } : {}),
+    ...(opts.layerState ? { layerTracker: opts.layerState.tracker } : {}),
     logger: log,
     ...signalOf(opts),
   });

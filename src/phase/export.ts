@@ -56,6 +56,7 @@ import { assignSlices } from './export-slices.js';
 import { archiveLayerProducer, type LayerProducer, type LayerSpec } from './layer-producer.js';
 import { type HostPaths, type PathRewriter, hostPathRewriter, processesToImagePaths } from './host-paths.js';
 import { isDir } from '../util/fs.js';
+import { type LayerTracker, type TarParams, layerKey } from './layer-state.js';
 
 /** Where an image goes: a store and the tags to put the manifest under; `names` are the references reported. */
 export interface ExportOutput {
@@ -134,6 +135,12 @@ export interface ExportOptions {
   tmpDir?: string;
   /** Write report.toml here. */
   reportPath?: string;
+  /**
+   * The build dir's layer records (phase/layer-state.ts): a buildpack layer dir whose tree is unchanged since
+   * it was recorded gets its recorded diffID without being read; every dir layer hashed is noted for the next
+   * build. Used only with the default layer producer (the records describe its tars).
+   */
+  layerTracker?: LayerTracker;
   launcherVersion?: string;
   logger?: Logger;
   onEvent?: (e: ExportEvent) => void;
@@ -179,6 +186,8 @@ interface PlannedLayer {
    * first (no gzip), and when the previous image has that diffID its blob is reused without compressing.
    */
   probe?: boolean;
+  /** A buildpack layer dir (`<buildpack id>:<layer>`), looked up in and noted to the layer records. */
+  recordKey?: string;
   /** An existing blob in another store (a launch layer kept as metadata only). */
   existing?: { store: ImageStore; digest: Digest; size: number; diffId: Digest };
 }
@@ -402,6 +411,7 @@ async function buildpackLayers(ctx: ExportContext): Promise<BuildpackLayersPlan>
           name,
           createdBy,
           probe: true,
+          recordKey: layerKey(bp.id, layer.name),
           spec: { kind: 'dir', dir: layer.path, prefix: imagePath.slice(1) },
         });
         entry.layers[layer.name] = { sha: '', ...meta };
@@ -638,16 +648,45 @@ async function produceLayers(
 ): Promise<ProducedLayer[]> {
   const { previous, producer } = ctx;
   const limit = pLimit(ctx.opts.concurrency ?? 2);
+  // The records describe the default producer's tars only.
+  const tracker = ctx.opts.layerProducer ? undefined : ctx.opts.layerTracker;
   return Promise.all(
     planned.map((p, i) =>
       limit(async (): Promise<ProducedLayer> => {
         ctx.opts.signal?.throwIfAborted();
         if (p.existing) return { planned: p, ...p.existing, source: p.existing.store };
         const spec = p.spec!;
+        let note = (_diffId: Digest) => {};
+        if (tracker && p.recordKey && spec.kind === 'dir') {
+          const key = p.recordKey;
+          const tar: TarParams = {
+            prefix: spec.prefix,
+            uid: ctx.opts.uid ?? 1000,
+            gid: ctx.opts.gid ?? 1000,
+            mtime: ctx.created.toISOString(),
+          };
+          // Taken before the dir is read, so a change while it is read shows at save time.
+          const fp = await tracker.fingerprint(spec.dir);
+          note = (diffId) => tracker.note(key, spec.dir, tar, diffId, fp);
+          const known = tracker.trusted(key, tar, fp);
+          const found = known ? previous?.byDiffId.get(known) : undefined;
+          if (known && found && previous) {
+            ctx.log.debug(`layer ${key}: unchanged since the last build (stat data), ${known}`);
+            note(known);
+            return {
+              planned: p,
+              digest: found.digest,
+              size: found.size,
+              diffId: known,
+              source: previous.store,
+            };
+          }
+        }
         if (p.probe && previous && previous.byDiffId.size > 0) {
           const r = await withExitCode(EXIT.EXPORT_ERROR, () =>
             producer.write(spec, discard(), { raw: true }),
           );
+          note(r.diffId);
           const found = previous.byDiffId.get(r.diffId);
           if (found)
             return {
@@ -660,6 +699,7 @@ async function produceLayers(
         }
         const file = join(tmp, `layer-${i}.tar.gz`);
         const r = await withExitCode(EXIT.EXPORT_ERROR, () => producer.write(spec, file));
+        note(r.diffId);
         return { planned: p, digest: r.digest, size: r.size, diffId: r.diffId, file };
       }),
     ),

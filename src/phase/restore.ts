@@ -45,11 +45,25 @@ export interface RestoreOptions {
   gid?: number;
   /** Layers extracted at once (default 4). */
   concurrency?: number;
+  /**
+   * Layer dirs the reused build dir still holds from the previous build (see phase/layer-state.ts): one whose
+   * tree still has its recorded fingerprint and whose recorded diffID is the cached layer's is kept instead of
+   * extracted again. Every other candidate dir is removed, so what is left is what a fresh restore gives.
+   */
+  keep?: KeepCandidates;
   logger?: Logger;
   signal?: AbortSignal;
 }
 
-export type RestoredLayerOutcome = 'metadata' | 'content';
+export interface KeepCandidates {
+  /** `<buildpack id>:<layer>` of every layer dir left in the layers dir. */
+  candidates: readonly string[];
+  /** The diffID recorded for `dir` when its tree is unchanged since then. */
+  recorded(key: string, dir: string): Promise<string | undefined>;
+}
+
+/** `kept`: a cache layer whose dir was still there, unchanged since the last build (not extracted). */
+export type RestoredLayerOutcome = 'metadata' | 'content' | 'kept';
 
 export interface RestoredLayer {
   buildpack: string;
@@ -158,6 +172,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
     }
   }
 
+  const kept = await keptLayers(opts, plans, logger);
   const limit = pLimit(opts.concurrency ?? 4);
   const imageLayersDir = (opts.imageLayersDir ?? DEFAULT_IMAGE_LAYERS_DIR).replace(/^\/+|\/+$/g, '');
   await Promise.all(
@@ -165,7 +180,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
       limit(async () => {
         opts.signal?.throwIfAborted();
         const bpDir = buildpackLayersDir(opts.layersDir, p.bp.id);
-        if (p.content) {
+        const isKept = kept.has(`${p.bp.id}:${p.name}`);
+        if (p.content && !isKept) {
           const why = await restoreContent({ ...opts, cache: opts.cache!, bpDir, plan: p, imageLayersDir });
           if (why) {
             // The reference's wording: platforms grep for it.
@@ -178,12 +194,13 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
         // The reference restorer's lines (Go %q quoting): metadata first, then the cached data.
         const id = JSON.stringify(`${p.bp.id}:${p.name}`);
         logger.info(`Restoring metadata for ${id} from ${p.fromAppImage ? 'app image' : 'cache'}`);
-        if (p.content) logger.info(`Restoring data for ${id} from cache`);
+        if (isKept) logger.info(`Keeping data for ${id}: unchanged since the last build (${p.meta.sha})`);
+        else if (p.content) logger.info(`Restoring data for ${id} from cache`);
         result.layers.push({
           buildpack: p.bp.id,
           layer: p.name,
           sha: p.meta.sha,
-          restored: p.content ? 'content' : 'metadata',
+          restored: isKept ? 'kept' : p.content ? 'content' : 'metadata',
         });
       }),
     ),
@@ -195,6 +212,34 @@ export async function restore(opts: RestoreOptions): Promise<RestoreResult> {
   result.layers.sort(byGroup);
   result.skipped.sort(byGroup);
   return result;
+}
+
+/**
+ * Which content plans keep the layer dir already there (fingerprint unchanged and recorded diffID = the cached
+ * sha); every other candidate dir is removed before anything is extracted.
+ */
+async function keptLayers(opts: RestoreOptions, plans: Plan[], logger: Logger): Promise<Set<string>> {
+  const kept = new Set<string>();
+  if (!opts.keep) return kept;
+  for (const p of plans) {
+    if (!p.content) continue;
+    const key = `${p.bp.id}:${p.name}`;
+    if (!opts.keep.candidates.includes(key)) continue;
+    const dir = join(buildpackLayersDir(opts.layersDir, p.bp.id), p.name);
+    const recorded = await opts.keep.recorded(key, dir);
+    if (recorded === p.meta.sha) kept.add(key);
+    else
+      logger.debug(
+        `layer ${key}: ${recorded === undefined ? 'changed since the last build' : `was ${recorded}, the cache has ${p.meta.sha}`}; extracting it`,
+      );
+  }
+  for (const key of opts.keep.candidates) {
+    if (kept.has(key)) continue;
+    const i = key.indexOf(':');
+    const dir = join(buildpackLayersDir(opts.layersDir, key.slice(0, i)), key.slice(i + 1));
+    await rm(dir, { recursive: true, force: true });
+  }
+  return kept;
 }
 
 /** `<layer>.toml` ([metadata] only) and `<layer>.sha` (the diffID the layer was recorded with). */
