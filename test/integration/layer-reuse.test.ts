@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { cp, lstat, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { cp, lstat, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -158,11 +158,13 @@ describe('rebuilds keep unchanged layer dirs', () => {
     const [dir] = await bigDirs();
     expect(dir).toBeDefined();
     const data = join(dir!, 'data');
-    const st = await stat(data);
+    const st = await stat(data, { bigint: true });
     const text = await readFile(data, 'utf8');
-    // Same size, same mtime: only ctime (and the content) differ.
+    // Same size, same mtime to the nanosecond (touch -r): only ctime (and the content) differ.
+    await exec('touch', ['-r', data, join(root, 'ref')]);
     await writeFile(data, text.replace('bbbb', 'cccc'));
-    await utimes(data, st.atime, st.mtime);
+    await exec('touch', ['-r', join(root, 'ref'), data]);
+    expect((await stat(data, { bigint: true })).mtimeNs).toBe(st.mtimeNs);
     const rebuilt = await buildInto('a');
     expect(outcomes(rebuilt)[`${BP}:big`]).toBe('content');
     expect(rebuilt.output).toMatch(/big: reusing big-1-bbbb/);
