@@ -7,6 +7,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildReport, TargetReport } from '../../src/api/build.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
+import { parsePlatform } from '../../src/oci/platform.js';
+import { writeBusyboxBuildImage } from '../helpers/build-image.js';
 import { writeTestImage } from '../helpers/images.js';
 import { runCli, usePackfarmHome } from '../helpers/cli.js';
 
@@ -36,7 +38,9 @@ beforeAll(async () => {
   runRef = `oci:${join(root, 'run')}:run`;
   app = join(root, 'app');
   await cp(join(repoRoot, 'test', 'fixtures', 'apps', 'build-basic'), app, { recursive: true });
-});
+  const buildStore = await openLayoutStore(join(root, 'build-image'), { create: true });
+  await writeBusyboxBuildImage({ store: buildStore, tag: 'build', platform: parsePlatform('linux/amd64') });
+}, 120_000);
 afterAll(async () => {
   restoreHome?.();
   delete process.env.PACKFARM_TRUST_STAT;
@@ -45,8 +49,16 @@ afterAll(async () => {
 
 type Built = TargetReport & { output: string };
 
-/** `packfarm build` of the app into layout `name` with the keeper buildpack; `trust: false` sets PACKFARM_TRUST_STAT=0. */
-async function buildInto(name: string, env: string[] = [], trust = true): Promise<Built> {
+/**
+ * `packfarm build` of the app into layout `name` with the keeper buildpack; `trust: false` sets
+ * PACKFARM_TRUST_STAT=0; `extra` flags at the end.
+ */
+async function buildInto(
+  name: string,
+  env: string[] = [],
+  trust = true,
+  extra: string[] = [],
+): Promise<Built> {
   if (trust) delete process.env.PACKFARM_TRUST_STAT;
   else process.env.PACKFARM_TRUST_STAT = '0';
   try {
@@ -66,6 +78,7 @@ async function buildInto(name: string, env: string[] = [], trust = true): Promis
       '--verbose',
       '--json',
       ...env.flatMap((e) => ['--env', e]),
+      ...extra,
     );
     if (r.code !== 0) throw new Error(`packfarm build failed (${r.code}):\n${r.err}\n${r.out}`);
     const report = JSON.parse(r.out) as BuildReport;
@@ -181,4 +194,20 @@ describe('rebuilds keep unchanged layer dirs', () => {
     expect(back.output).toMatch(/tool: restored tool-2/);
     expect(back.output).toMatch(/tool: building version 1/);
   }, 120_000);
+
+  it('keeps them with the oci executor too (buildpacks as the CNB user in a container), same image as off', async () => {
+    const oci = ['--build-image', `oci:${join(root, 'build-image')}:build`];
+    const first = await buildInto('c', [], true, oci);
+    expect(first.executor).toBe('oci');
+    expect(first.output).toMatch(/big: building version 1/);
+    const second = await buildInto('c', [], true, oci);
+    expect(outcomes(second)).toEqual({ [`${BP}:big`]: 'kept', [`${BP}:tool`]: 'kept' });
+    expect(second.output).toMatch(/big: reusing big-1-aaaa/);
+    expect(second.digest).toBe(first.digest);
+    const off = await buildInto('c', [], false, oci);
+    expect(outcomes(off)).toEqual({ [`${BP}:big`]: 'content', [`${BP}:tool`]: 'content' });
+    expect(off.digest).toBe(first.digest);
+    const mutated = await buildInto('c', ['KEEPER_MUTATE=big-1-dddd'], true, oci);
+    expect(await bigDataInImage('c', mutated)).toBe('big-1-dddd\n');
+  }, 300_000);
 });
