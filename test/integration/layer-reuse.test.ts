@@ -74,7 +74,7 @@ async function buildInto(
       '--platform',
       'linux/amd64',
       '--cache-dir',
-      join(root, 'cache'),
+      join(root, extra.includes('--build-image') ? 'cache-oci' : 'cache'),
       '--verbose',
       '--json',
       ...env.flatMap((e) => ['--env', e]),
