@@ -15,8 +15,10 @@ import { makeTempDir } from '../util/tempdir.js';
  * By default they live at a stable place per output image and platform, `<data dir>/builds/<key>/`, so that
  * (1) a rebuild copies only the app files that changed into the workspace (`syncAppDir`), and (2) buildpacks
  * see the same paths every time: a buildpack that writes its app or layers path into a layer then still
- * produces the same layer, which is reused. Layers, platform and scratch dirs start empty every build (layers
- * come back from the previous image and the cache, as the lifecycle does). One build at a time holds the dir:
+ * produces the same layer, which is reused. Platform and scratch dirs start empty every build, and so do layers
+ * (they come back from the previous image and the cache, as the lifecycle does) except, with `trustStat`, the
+ * layer dirs the previous successful build recorded (phase/layer-state.ts), which the restorer keeps when
+ * unchanged and removes otherwise. One build at a time holds the dir:
  * a second build of the same image and platform waits for nothing and fails with a clear message.
  *
  * With `keepTemp` or without a key the dirs are a fresh temp dir instead, removed afterwards unless kept.

@@ -207,6 +207,9 @@ function withBuildOptions(cmd: Command): Command {
         '~/.local/share/packfarm); podman and skopeo open the printed location as',
         'printed. On a terminal each target has a status line; otherwise lines are',
         'prefixed with the target ([linux/arm64] ===> BUILD). NO_COLOR turns colour off.',
+        'A rebuild keeps the layer dirs that did not change since the last build of the',
+        'same image and platform (stat data); PACKFARM_TRUST_STAT=0 extracts and hashes',
+        'every layer instead.',
         'Examples:',
         '  packfarm build localhost:5000/app --path ./app --buildpack ./bp \\',
         '    --run-image localhost:5000/run --publish',
@@ -312,6 +315,12 @@ function printReport(io: CliIO, r: BuildReport): void {
     io.out(
       `${ind}layers:   ${t.layerCounts.added} added, ${t.layerCounts.reused} reused, ${t.layerCounts.existing} already there, ${t.layerCounts.mounted} mounted; run image layers: ${t.baseLayers.exists} present, ${t.baseLayers.mounted} mounted, ${t.baseLayers.uploaded} copied`,
     );
+    if (t.restored.length > 0) {
+      const n = (o: string) => t.restored.filter((l) => l.outcome === o).length;
+      io.out(
+        `${ind}restored: ${n('kept')} kept (unchanged since the last build), ${n('content')} from the cache, ${n('metadata')} metadata only`,
+      );
+    }
     io.out(
       `${ind}time:     ${t.timings.total.toFixed(2)} s (buildpacks ${t.timings.buildpacks.toFixed(2)} s)`,
     );
