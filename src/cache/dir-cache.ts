@@ -106,6 +106,14 @@ export function openDirCache(dir: string, platform: Platform, logger: Logger): C
         return false;
       }
     },
+    async layerStamp(diffId) {
+      try {
+        const st = await stat(await layerPath(diffId), { bigint: true });
+        return st.isFile() ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` : undefined;
+      } catch {
+        return undefined;
+      }
+    },
     async verifyLayer(diffId) {
       // The tars are uncompressed: the file's own digest is the diffID.
       const path = await layerPath(diffId);

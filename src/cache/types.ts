@@ -35,6 +35,12 @@ export interface CacheBackend {
    * diffID), or undefined when it can. The image cache trusts the registry's digest checks.
    */
   verifyLayer(diffId: Digest): Promise<string | undefined>;
+  /**
+   * The stat data of a cached layer file (device, inode, size, mtime and ctime in ns), for a build dir to
+   * remember it verified that file (phase/layer-state.ts); undefined when the layer is absent or the cache
+   * has no files (the image cache).
+   */
+  layerStamp?(diffId: Digest): Promise<string | undefined>;
   /** The layer's bytes (plain tar or gzip; `extractLayer` detects which). */
   layer(diffId: Digest): Promise<Readable>;
   /** `creationTime` stamps what the export records (the image cache's config `created`). */

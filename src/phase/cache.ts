@@ -94,6 +94,13 @@ export async function exportCache(opts: ExportCacheOptions): Promise<ExportCache
   const imageLayersDir = (opts.imageLayersDir ?? DEFAULT_IMAGE_LAYERS_DIR).replace(/^\/+|\/+$/g, '');
   const result: ExportedCacheLayer[] = [];
   const meta: CacheMetadata = { buildpacks: [] };
+  const tracker = opts.layerTracker;
+  // A cached file the last build verified and nobody touched since needs no second read (spec/cache.md).
+  const cacheBlobUnchanged = async (d: Digest): Promise<boolean> => {
+    if (!tracker || !backend.layerStamp) return false;
+    const stamp = await backend.layerStamp(d);
+    return stamp !== undefined && tracker.cacheBlobVerified(d, stamp);
+  };
   try {
     let n = 0;
     for (const bp of opts.group) {
@@ -143,6 +150,11 @@ export async function exportCache(opts: ExportCacheOptions): Promise<ExportCache
         const verdicts = new Map<Digest, boolean>();
         const canReuse = async (d: Digest): Promise<boolean> => {
           let ok = verdicts.get(d);
+          if (ok === undefined && (await cacheBlobUnchanged(d))) {
+            logger.debug(`cache layer ${d}: verified by the last build, unchanged since (stat data)`);
+            ok = true;
+            verdicts.set(d, ok);
+          }
           if (ok === undefined) {
             const why = (await backend.hasLayer(d)) ? await backend.verifyLayer(d) : 'absent';
             if (why && why !== 'absent')
@@ -189,6 +201,13 @@ export async function exportCache(opts: ExportCacheOptions): Promise<ExportCache
   } catch (err) {
     await writer.abort();
     throw err;
+  }
+  if (tracker && backend.layerStamp) {
+    // Stamped after the commit: linking a reused file into the new cache moves its ctime.
+    for (const l of result) {
+      const stamp = await backend.layerStamp(l.diffId);
+      if (stamp) tracker.noteCacheBlob(l.diffId, stamp);
+    }
   }
   return { layers: result, metadata: meta };
 }

@@ -149,7 +149,7 @@ describe('layer state on disk', () => {
     await writeFile(path, 'not json');
     expect(await readLayerState(path)).toBeUndefined();
     expect(await readLayerState(join(root, 'missing.json'))).toBeUndefined();
-    await writeLayerState(path, { owner: null, layers: {} });
+    await writeLayerState(path, { owner: null, layers: {}, cacheBlobs: {} });
     expect(JSON.parse(await readFile(path, 'utf8')).version).toBe(1);
   });
 

@@ -35,6 +35,8 @@ export interface LayerRecord extends TarParams {
 export interface LayerState {
   owner: { uid: number; gid: number } | null;
   layers: Record<string, LayerRecord>;
+  /** Cached layer files (by diffID) verified by this build dir's last build, with their stat stamp then. */
+  cacheBlobs: Record<string, string>;
 }
 
 const STATE_VERSION = 1;
@@ -53,6 +55,7 @@ const StateFileSchema = z.object({
       mtime: z.string(),
     }),
   ),
+  cacheBlobs: z.record(z.string().regex(digestRe), z.string()).default({}),
 });
 
 /** Whether stat data may stand in for content (default yes; `PACKFARM_TRUST_STAT=0` or `false` says no). */
@@ -179,7 +182,11 @@ export async function readLayerState(
   }
   try {
     const parsed = parseWith(StateFileSchema, parseJson(text, path), path);
-    return { owner: parsed.owner, layers: parsed.layers as Record<string, LayerRecord> };
+    return {
+      owner: parsed.owner,
+      layers: parsed.layers as Record<string, LayerRecord>,
+      cacheBlobs: parsed.cacheBlobs,
+    };
   } catch (err) {
     logger.debug(`ignoring ${path}: ${(err as Error).message}`);
     return undefined;
@@ -187,11 +194,15 @@ export async function readLayerState(
 }
 
 export async function writeLayerState(path: string, state: LayerState): Promise<void> {
-  const layers = Object.fromEntries(Object.entries(state.layers).sort(([a], [b]) => (a < b ? -1 : 1)));
-  await writeFileAtomic(
-    path,
-    `${JSON.stringify({ version: STATE_VERSION, owner: state.owner, layers }, null, 1)}\n`,
-  );
+  const sorted = <T>(o: Record<string, T>) =>
+    Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)));
+  const doc = {
+    version: STATE_VERSION,
+    owner: state.owner,
+    layers: sorted(state.layers),
+    cacheBlobs: sorted(state.cacheBlobs),
+  };
+  await writeFileAtomic(path, `${JSON.stringify(doc, null, 1)}\n`);
 }
 
 export const sameTarParams = (a: TarParams, b: TarParams) =>
@@ -212,6 +223,10 @@ export interface LayerTracker {
   trusted(key: string, tar: TarParams, fp: Fingerprint | undefined): Digest | undefined;
   /** The diffID a layer dir hashed to now; `fingerprint` is the tree's before it was hashed. */
   note(key: string, dir: string, tar: TarParams, diffId: Digest, fingerprint: Fingerprint | undefined): void;
+  /** Whether the last build verified the cached layer file `diffId` and it still has that stat `stamp`. */
+  cacheBlobVerified(diffId: string, stamp: string): boolean;
+  /** A cached layer file verified (or written) by this build, with its stamp after the cache was committed. */
+  noteCacheBlob(diffId: string, stamp: string): void;
   /** Fingerprint for `note`: stable (not racy), or undefined. */
   fingerprint(dir: string): Promise<Fingerprint | undefined>;
   /** Write the state file: only layers whose tree is unchanged since it was hashed. */
@@ -229,6 +244,7 @@ export function layerTracker(opts: {
   // A record made for another owner describes files a restore for this one would not produce.
   const prior = opts.prior && sameOwner(opts.prior.owner, opts.owner) ? opts.prior : undefined;
   const notes = new Map<string, { dir: string; record: LayerRecord }>();
+  const cacheBlobs: Record<string, string> = {};
   // Not memoised: the same dir is looked at before and after the buildpacks ran.
   const fingerprint = (dir: string) => stableFingerprint(dir, fs);
   const recorded = async (key: string, dir: string) => {
@@ -251,6 +267,12 @@ export function layerTracker(opts: {
       }
       return rec.diffId;
     },
+    cacheBlobVerified(diffId, stamp) {
+      return prior?.cacheBlobs[diffId] === stamp;
+    },
+    noteCacheBlob(diffId, stamp) {
+      cacheBlobs[diffId] = stamp;
+    },
     note(key, dir, tar, diffId, fp) {
       if (!fp) return;
       notes.set(key, { dir, record: { ...tar, fingerprint: fp.digest, diffId } });
@@ -262,7 +284,7 @@ export function layerTracker(opts: {
         if (now?.digest === record.fingerprint) layers[key] = record;
         else log.debug(`layer ${key}: changed after it was hashed; not recorded`);
       }
-      await writeLayerState(path, { owner: opts.owner, layers });
+      await writeLayerState(path, { owner: opts.owner, layers, cacheBlobs });
       return Object.keys(layers).length;
     },
   };

@@ -195,6 +195,36 @@ describe('rebuilds keep unchanged layer dirs', () => {
     expect(back.output).toMatch(/tool: building version 1/);
   }, 120_000);
 
+  it('skips re-reading a cached file the last build verified, and still sees one damaged since', async () => {
+    await buildInto('a');
+    const quiet = await buildInto('a');
+    expect(quiet.cache?.layers.find((l) => l.name === `${BP}:big`)?.outcome).toBe('reused');
+    expect(quiet.output).toMatch(/verified by the last build, unchanged since/);
+    // Damage the cached tar of `big`: one byte, same size, mtime put back.
+    const files = (await exec('find', [join(root, 'cache'), '-name', '*.tar'])).stdout.trim().split('\n');
+    let damaged = 0;
+    for (const f of files) {
+      const text = await readFile(f);
+      const at = text.indexOf('big-1-');
+      if (at < 0) continue;
+      await exec('touch', ['-r', f, join(root, 'ref')]);
+      text[at] = 'B'.charCodeAt(0);
+      await writeFile(f, text);
+      await exec('touch', ['-r', join(root, 'ref'), f]);
+      damaged++;
+    }
+    expect(damaged).toBe(1);
+    const after = await buildInto('a');
+    expect(outcomes(after)[`${BP}:big`]).toBe('kept');
+    expect(after.output).toMatch(/Skipping reuse for layer test\/layer-keeper:big: expected layer contents/);
+    expect(after.cache?.layers.find((l) => l.name === `${BP}:big`)?.outcome).toBe('added');
+    expect(after.digest).toBe(quiet.digest);
+    // The cache is whole again: a build trusting nothing extracts it and makes the same image.
+    const off = await buildInto('a', [], false);
+    expect(outcomes(off)[`${BP}:big`]).toBe('content');
+    expect(off.digest).toBe(quiet.digest);
+  }, 120_000);
+
   it('keeps them with the oci executor too (buildpacks as the CNB user in a container), same image as off', async () => {
     const oci = ['--build-image', `oci:${join(root, 'build-image')}:build`];
     const first = await buildInto('c', [], true, oci);
