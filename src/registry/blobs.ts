@@ -12,7 +12,8 @@ import {
 import { displayUrl } from './errors.js';
 import { retryDelay } from './retry.js';
 import { repositoryScope } from './scope.js';
-import { firedTimeout } from './timeouts.js';
+
+export { getBlob } from './blob-download.js';
 
 export interface BlobUploadInput {
   /** Known digest (and size) let an existing blob be skipped, or mounted, without opening the source. */
@@ -122,43 +123,6 @@ export async function headBlob(
   if (res.status === 404) return undefined;
   const size = Number(headerValue(res.headers['content-length']));
   return { size: Number.isFinite(size) ? size : undefined };
-}
-
-/**
- * GET a blob as a stream (redirects to storage followed, without our credentials); the stream errors with
- * DIGEST_MISMATCH when the bytes do not hash to `digest` (and SIZE_INVALID when `size` is given and wrong).
- */
-export async function getBlob(
-  client: RegistryClient,
-  repository: string,
-  digest: Digest,
-  opts: { size?: number } = {},
-): Promise<Readable> {
-  const res = await client.request({
-    method: 'GET',
-    path: blobPath(repository, digest),
-    scopes: [repositoryScope(repository, ['pull'])],
-    what: 'blob',
-    repository,
-    accept: [200],
-  });
-  const where = `${client.registry}/${repository}@${digest}`;
-  return measuringStream(res.body, {
-    digest,
-    ...(opts.size !== undefined ? { size: opts.size } : {}),
-    verify: true,
-    where,
-    sourceError: (err) =>
-      firedTimeout(err)
-        ? res.bodyError(err)
-        : new PackfarmError(
-            'REGISTRY_UNREACHABLE',
-            `${where}: the download was interrupted: ${err.message}`,
-            {
-              cause: err,
-            },
-          ),
-  }).stream;
 }
 
 function locationOf(res: RegistryResponse, what: string): URL {

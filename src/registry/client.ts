@@ -98,8 +98,11 @@ export interface RegistryResponse {
   body: Dispatcher.ResponseData['body'];
   /** The URL that answered (after redirects). */
   url: URL;
-  /** The PackfarmError for a failure while reading `body` (a timeout, a reset), naming the URL. */
-  bodyError(err: unknown): PackfarmError;
+  /**
+   * The PackfarmError for a failure while reading `body` (a timeout, a reset), naming the URL; `tries`
+   * replaces this response's own attempt count when the body was fetched several times (a resumed blob).
+   */
+  bodyError(err: unknown, tries?: { attempts: number; started: number; detail?: string }): PackfarmError;
 }
 
 const REDIRECT_STATUS = new Set([301, 302, 303, 307, 308]);
@@ -415,7 +418,11 @@ export class RegistryClient {
     const handBack = (res: Omit<RegistryResponse, 'bodyError'>, attempts: number): RegistryResponse => {
       if (opts.ctx.what === 'blob' && opts.method === 'GET') disarm();
       else res.body.once('close', disarm);
-      return { ...res, bodyError: (err) => fail(err, res.url, attempts) };
+      return {
+        ...res,
+        bodyError: (err, tries) =>
+          tries ? this.networkError({ ...opts.ctx, url: res.url }, err, tries) : fail(err, res.url, attempts),
+      };
     };
     for (let attempt = 1; ; attempt++) {
       let res: Omit<RegistryResponse, 'bodyError'>;
@@ -506,17 +513,27 @@ export class RegistryClient {
   private networkError(
     ctx: RequestContext,
     err: unknown,
-    tries: { attempts: number; started: number },
+    tries: { attempts: number; started: number; detail?: string },
   ): PackfarmError {
     if (err instanceof PackfarmError) return err;
-    const which = firedTimeout(err);
-    if (!which) return errorFromNetwork(ctx, err);
-    const { what, hint } = describeTimeout(which, this.timeouts);
     const took = Math.round((Date.now() - tries.started) / 100) / 10;
+    const count =
+      `${tries.attempts} attempt${tries.attempts === 1 ? '' : 's'} in ${took} s` +
+      (tries.detail ? `; ${tries.detail}` : '');
+    const which = firedTimeout(err);
+    if (!which) {
+      const e = errorFromNetwork(ctx, err);
+      // A single attempt says nothing more than the cause; several (a resumed body) are worth counting.
+      if (tries.attempts <= 1 && !tries.detail) return e;
+      return new PackfarmError(e.code, `${e.message} (${count})`, {
+        ...(e.hint !== undefined ? { hint: e.hint } : {}),
+        cause: err,
+      });
+    }
+    const { what, hint } = describeTimeout(which, this.timeouts);
     return new PackfarmError(
       'REGISTRY_TIMEOUT',
-      `${ctx.method} ${displayUrl(ctx.url)} failed: ${what}` +
-        ` (${tries.attempts} attempt${tries.attempts === 1 ? '' : 's'} in ${took} s)`,
+      `${ctx.method} ${displayUrl(ctx.url)} failed: ${what} (${count})`,
       { hint, cause: err },
     );
   }
