@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
@@ -58,6 +58,7 @@ import {
   howRunnable,
   parsePlatformList,
 } from './targets.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /**
  * `packfarm build`, planned once before anything runs: the app files, the builder, the buildpacks, the user
@@ -230,7 +231,7 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
     hostEnv: env,
   });
 
-  const scratch = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'packfarm-plan-'));
+  const scratch = await makeTempDir(opts.tmpDir ?? tmpdir(), 'plan-scratch');
   const builders: ResolvedBuilder[] = [];
   const cleanup = async () => {
     for (const b of builders) await b.cleanup().catch(() => undefined);

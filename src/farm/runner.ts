@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { cpus, hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { BuildEvent, BuildEventListener } from '../api/events.js';
@@ -32,6 +32,7 @@ import {
   checkPlacement,
   hasCandidate,
 } from './schedule.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /**
  * The farm as a target runner for build(): every target of a plan goes to a node the scheduler picks (native
@@ -474,7 +475,7 @@ async function preparePlan(
         hint: 'drop --cache-dir (each node caches per image under its data dir), or use --cache-image REF',
       },
     );
-  const dir = await mkdtemp(join(tmp ?? tmpdir(), 'packfarm-farm-'));
+  const dir = await makeTempDir(tmp ?? tmpdir(), 'farm');
   try {
     // The app, as the node will see it: project.toml's include/exclude applied, project.toml itself kept.
     const descriptor = opts.descriptor ? resolve(plan.cwd, opts.descriptor) : undefined;
