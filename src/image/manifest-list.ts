@@ -569,6 +569,11 @@ export interface PushListOptions extends ImageAccessOptions {
   purge?: boolean;
   concurrency?: number;
   onProgress?: (event: CopyEvent & { child?: Digest }) => void;
+  /**
+   * Stops the push (SIGINT/SIGTERM in the CLI): transfers in flight are cut, open upload sessions deleted,
+   * and the index is not written, so the destination tag is left as it was.
+   */
+  signal?: AbortSignal;
 }
 
 export interface PushListReport {
@@ -597,7 +602,9 @@ export async function pushManifestList(name: string, opts: PushListOptions = {})
   const built = renderFor(state, opts.format);
   const access = {
     ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
-    ...(opts.registry ? { registry: opts.registry } : {}),
+    ...(opts.registry || opts.signal
+      ? { registry: { ...opts.registry, ...(opts.signal ? { signal: opts.signal } : {}) } }
+      : {}),
   };
   const destText = opts.destination ?? state.name;
   const dest = await openImage(destText, { ...access, create: true });
@@ -618,6 +625,7 @@ export async function pushManifestList(name: string, opts: PushListOptions = {})
       dst: dest.store,
       all: true,
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.onProgress
         ? { onProgress: (e) => opts.onProgress?.({ ...e, child: child.digest as Digest }) }
         : {}),
@@ -628,6 +636,7 @@ export async function pushManifestList(name: string, opts: PushListOptions = {})
       report,
     });
   }
+  opts.signal?.throwIfAborted();
   await dest.store.putManifest({ bytes: built.bytes, mediaType: built.mediaType, tag: dest.tag });
   let purged = false;
   if (opts.purge) {

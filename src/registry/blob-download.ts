@@ -113,6 +113,7 @@ async function* deliver(
       break;
     } catch (err) {
       res.body.destroy();
+      if (client.signal?.aborted) throw client.signal.reason;
       if (err instanceof PackfarmError) throw err;
       const transient = err instanceof ShortBodyError || isRetryableNetworkError(err);
       const delay = retryDelay(attempt, client.retry)!;
@@ -130,7 +131,7 @@ async function* deliver(
       client.logger.debug(`resuming ${where} at byte ${offset} in ${delay} ms`, {
         error: String((err as Error).message),
       });
-      await client.retry.sleep(delay);
+      await client.wait(delay);
       attempt++;
       res = await requestBlob(client, repository, digest, offset);
       if (res.status === 206) {

@@ -184,7 +184,7 @@ export function putBlob(
             error: (err as Error).message,
           },
         );
-        await policy.sleep(delay);
+        await client.wait(delay);
       }
     }
   });
@@ -309,6 +309,9 @@ async function putBlobOnce(
   }
 }
 
+/** How long deleting an abandoned upload session may take: it runs even after the client was aborted. */
+const CANCEL_UPLOAD_MS = 10_000;
+
 /** DELETE an upload session; failures are ignored (the session may already be gone). */
 async function cancelUpload(client: RegistryClient, session: URL, scopes: readonly string[]): Promise<void> {
   try {
@@ -318,6 +321,7 @@ async function cancelUpload(client: RegistryClient, session: URL, scopes: readon
       scopes,
       what: 'upload',
       accept: [200, 202, 204, 404],
+      signal: AbortSignal.timeout(CANCEL_UPLOAD_MS),
     });
     await res.body.dump().catch(() => {});
   } catch {

@@ -59,6 +59,11 @@ export interface RegistryClientOptions {
   /** Host name resolution for connections (default the system's; tests map a non-loopback name to 127.0.0.1). */
   lookup?: LookupFunction;
   logger?: Logger;
+  /**
+   * Stops every request of this client, its retry waits and the bodies it streams, with the signal's reason
+   * (the CLI's: an ABORTED PackfarmError on SIGINT/SIGTERM). A request may replace it (`RegistryRequest.signal`).
+   */
+  signal?: AbortSignal;
   /** Clock for token expiry (tests). */
   now?: () => number;
 }
@@ -90,6 +95,8 @@ export interface RegistryRequest {
   accept: readonly number[];
   /** Follow redirects (default: for GET and HEAD only; never forwarding Authorization to another origin). */
   followRedirects?: boolean;
+  /** Replaces the client's abort signal: clean-up after an abort (deleting an upload session) must still run. */
+  signal?: AbortSignal;
 }
 
 export interface RegistryResponse {
@@ -139,6 +146,7 @@ export class RegistryClient {
   readonly monolithicUploadMaxBytes: number;
   readonly auth: Authenticator;
   readonly timeouts: RegistryTimeouts;
+  readonly signal: AbortSignal | undefined;
 
   private readonly apiHost: string;
   private readonly insecureList: readonly string[];
@@ -161,6 +169,7 @@ export class RegistryClient {
     this.limit = pLimit(Math.max(1, opts.concurrency ?? 6));
     this.retry = resolveRetry(opts.retry);
     this.logger = opts.logger ?? silentLogger;
+    this.signal = opts.signal;
     this.monolithicUploadMaxBytes = opts.monolithicUploadMaxBytes ?? 32 * 1024 * 1024;
     this.userAgent = opts.userAgent ?? `packfarm (node ${process.version})`;
     this.maxRedirects = opts.maxRedirects ?? 5;
@@ -332,6 +341,7 @@ export class RegistryClient {
       url,
       ...(req.headers ? { headers: req.headers } : {}),
       ...(req.body !== undefined ? { body: req.body } : {}),
+      ...(req.signal ? { signal: req.signal } : {}),
       ctx,
       authorize: true,
       scopes: req.scopes,
@@ -379,7 +389,7 @@ export class RegistryClient {
         this.logger.debug(`retrying ${req.method} ${displayUrl(res.url)} in ${delay} ms`, {
           error: String((err as Error).message),
         });
-        await this.retry.sleep(delay);
+        await this.wait(delay, req.signal ?? this.signal);
       }
     }
   }
@@ -393,12 +403,15 @@ export class RegistryClient {
     url: URL;
     headers?: Record<string, string>;
     body?: Buffer | Readable;
+    signal?: AbortSignal;
     ctx: RequestContext;
     authorize: boolean;
     scopes?: readonly string[];
     accept: readonly number[] | 'any';
     followRedirects?: boolean;
   }): Promise<RegistryResponse> {
+    const abort = opts.signal ?? this.signal;
+    abort?.throwIfAborted();
     const resendable = !(opts.body instanceof Readable);
     const policy = this.retry;
     const started = Date.now();
@@ -410,6 +423,8 @@ export class RegistryClient {
       ? setTimeout(() => deadline.abort(new DeadlineError('deadline')), this.timeouts.deadlineMs)
       : undefined;
     timer?.unref();
+    const signals = [deadline?.signal, abort].filter((x): x is AbortSignal => x !== undefined);
+    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
     const disarm = () => clearTimeout(timer);
     const withinDeadline = (delay: number) =>
       Date.now() - started + delay < this.timeouts.deadlineMs && !deadline?.signal.aborted;
@@ -427,8 +442,12 @@ export class RegistryClient {
     for (let attempt = 1; ; attempt++) {
       let res: Omit<RegistryResponse, 'bodyError'>;
       try {
-        res = await this.sendOnce(opts, resendable, deadline?.signal);
+        res = await this.sendOnce(opts, resendable, signal);
       } catch (err) {
+        if (abort?.aborted) {
+          disarm();
+          throw abort.reason;
+        }
         if (err instanceof PackfarmError) {
           disarm();
           throw err;
@@ -439,7 +458,7 @@ export class RegistryClient {
           this.logger.debug(`retrying ${opts.method} ${displayUrl(opts.url)} in ${delay} ms`, {
             error: String((err as Error).message),
           });
-          await policy.sleep(delay);
+          await this.wait(delay, abort);
           continue;
         }
         disarm();
@@ -457,7 +476,7 @@ export class RegistryClient {
           const delay = retryDelay(attempt, policy, parseRetryAfter(headerValue(res.headers['retry-after'])));
           if (delay !== undefined && withinDeadline(delay)) {
             await res.body.dump().catch(() => {});
-            await policy.sleep(delay);
+            await this.wait(delay, abort);
             continue;
           }
         }
@@ -472,7 +491,7 @@ export class RegistryClient {
             `retrying ${opts.method} ${displayUrl(res.url)} after HTTP ${res.status} in ${delay} ms`,
           );
           await res.body.dump().catch(() => {});
-          await policy.sleep(delay);
+          await this.wait(delay, abort);
           continue;
         }
       }
@@ -503,6 +522,22 @@ export class RegistryClient {
         transientErrors.set(err, retryAfterMs !== undefined ? { retryAfterMs } : {});
       }
       throw err;
+    }
+  }
+
+  /** A retry's wait, cut short (with the signal's reason) when the client or request is aborted. */
+  async wait(ms: number, signal: AbortSignal | undefined = this.signal): Promise<void> {
+    if (!signal) return this.retry.sleep(ms);
+    signal.throwIfAborted();
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      await Promise.race([this.retry.sleep(ms), aborted]);
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
     }
   }
 
