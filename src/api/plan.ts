@@ -14,7 +14,7 @@ import {
 } from '../builder/resolve.js';
 import type { CacheLocation } from '../cache/open.js';
 import { detectPlatforms } from '../exec/binfmt.js';
-import { packfarmDataDir } from '../image/data-dir.js';
+import { ensureDataDir, packfarmDataDir } from '../image/data-dir.js';
 import {
   type ImagePlatforms,
   describePlatforms,
@@ -191,6 +191,8 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
   await requireDir(appPath, '--path');
   if (opts.cacheDir && opts.cacheImage)
     throw new PackfarmError('INVALID_ARGS', '--cache-dir and --cache-image cannot be used together');
+  // Build dirs, caches and the default local layout live there: an unusable one is said so up front.
+  await ensureDataDir(env);
   const insecure = insecureRegistriesFrom(opts.insecureRegistries, env);
   // Registry clients of this build only (a node runs many builds): closed by the plan's cleanup.
   const pool = createRegistryClientPool();

@@ -25,7 +25,7 @@ export function registerNodeServeCommands(program: Command, io: CliIO): void {
         throw new PackfarmError('INVALID_ARGS', 'node serve needs --stdio', {
           hint: 'the coordinator runs `packfarm node serve --stdio` over ssh; there is no listening mode',
         });
-      const [{ serveNode }, { nodePlatforms }, { packfarmDataDir }, { PACKFARM_VERSION }] = await Promise.all(
+      const [{ serveNode }, { nodePlatforms }, { ensureDataDir }, { PACKFARM_VERSION }] = await Promise.all(
         [
           import('../farm/serve.js'),
           import('../farm/platforms.js'),
@@ -37,7 +37,7 @@ export function registerNodeServeCommands(program: Command, io: CliIO): void {
       await serveNode({
         input: process.stdin,
         output: process.stdout,
-        dataDir: packfarmDataDir(process.env),
+        dataDir: await ensureDataDir(process.env),
         version: PACKFARM_VERSION,
         ...(o.maxJobs ? { maxJobs: o.maxJobs } : {}),
         platforms: nodePlatforms,
