@@ -23,6 +23,7 @@ import { PackfarmError } from '../util/errors.js';
 import { makeTempDir, onSweep } from '../util/tempdir.js';
 import { type BinfmtState, detectPlatforms, elfRunnable, howToRun, readBinfmt } from './binfmt.js';
 import type { ExecDirs, ExecResult, ExecSpec, Executor } from './executor.js';
+import { DEFAULT_RUNTIME, findRuntime } from './runtime.js';
 import { abortedBeforeStart, signalName, signalNumber, superviseChild } from './supervise.js';
 
 /**
@@ -44,7 +45,7 @@ export const CONTAINER_PATHS: ExecDirs = {
   scratch: '/cnb/scratch',
 };
 
-export const DEFAULT_RUNTIME = '/usr/sbin/runc';
+export { DEFAULT_RUNTIME } from './runtime.js';
 
 /** Kept in the bounding set only; a non-root build user gets no effective, permitted or ambient capability. */
 const BOUNDING_CAPS = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
@@ -61,7 +62,7 @@ export interface OciExecutorOptions {
   env: Record<string, string>;
   /** Share the host's network (and its /etc/resolv.conf and /etc/hosts). Default true; false = no network. */
   network?: boolean;
-  /** The OCI runtime binary. Default /usr/sbin/runc. */
+  /** The OCI runtime binary. Default: /usr/sbin/runc, else runc on PATH (runtime.ts findRuntime). */
   runtime?: string;
   /** The target platform: checked against what this machine can run (native, or binfmt_misc with F). */
   platform?: Platform;
@@ -97,7 +98,7 @@ export interface OciExecutor extends Executor {
  * lifecycle does before dropping privileges), and return the executor. Call `close()` when done.
  */
 export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciExecutor> {
-  const runtime = opts.runtime ?? DEFAULT_RUNTIME;
+  const runtime = opts.runtime ?? (await findRuntime()) ?? DEFAULT_RUNTIME;
   await checkRuntime(runtime);
   const rootfs = resolve(opts.rootfs);
   const st = await stat(rootfs).catch(() => undefined);
