@@ -263,11 +263,11 @@ async function cuttingProxy(
 describe('a blob download that breaks off', () => {
   it('is resumed with a Range request to the real registry and the copy is complete and verified', async () => {
     const ref = `${registry.host}/resume/app:v1`;
-    expect((await run('image', 'copy', `oci:${srcDir}:amd64`, ref)).code).toBe(0);
+    expect((await runCli('image', 'copy', `oci:${srcDir}:amd64`, ref)).code).toBe(0);
     const proxy = await cuttingProxy(registry.host, 20);
     try {
       const out = join(tmp, 'resumed');
-      const r = await run('image', 'copy', `${proxy.host}/resume/app:v1`, `oci:${out}:v1`, '--json');
+      const r = await runCli('image', 'copy', `${proxy.host}/resume/app:v1`, `oci:${out}:v1`, '--json');
       expect(r.err).toBe('');
       expect(r.code).toBe(0);
       // The first blob GET was cut after 20 bytes; the next asked for the rest and got 206 from distribution.
