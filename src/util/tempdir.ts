@@ -16,6 +16,12 @@ const OWNED = /^packfarm-([a-z][a-z0-9-]*)\.p(\d+)-/;
  */
 const beforeRemove = new Map<string, (path: string) => Promise<void>>();
 
+/**
+ * Kinds whose leftovers must not be removed without their hook: a process that has not loaded the module
+ * registering it (a `packfarm builder create` never loads the oci executor) leaves them to one that has.
+ */
+const HOOKED_KINDS = new Set(['oci']);
+
 /** Register the clean-up a dead owner's `packfarm-<kind>.p<pid>-*` entry needs before it is removed. */
 export function onSweep(kind: string, fn: (path: string) => Promise<void>): void {
   beforeRemove.set(kind, fn);
@@ -67,7 +73,9 @@ export async function sweepDeadTemps(parent: string): Promise<string[]> {
   for (const name of names) {
     const pid = tempOwner(name);
     if (pid === undefined || pid === process.pid || processAlive(pid)) continue;
-    const hook = beforeRemove.get(OWNED.exec(name)![1]!);
+    const kind = OWNED.exec(name)![1]!;
+    const hook = beforeRemove.get(kind);
+    if (!hook && HOOKED_KINDS.has(kind)) continue;
     // A hook that fails (a runtime gone) must not keep the files: they are removed regardless.
     if (hook) await hook(join(parent, name)).catch(() => {});
     await rm(join(parent, name), { recursive: true, force: true });
