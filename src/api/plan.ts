@@ -40,7 +40,12 @@ import { appFileFilter } from '../platform/app-files.js';
 import { collectUserEnv } from '../platform/env-files.js';
 import { type ProjectDescriptor, readProjectDescriptor } from '../platform/project.js';
 import { type ExportOutput, addExportOutput } from '../phase/export.js';
-import { EXTRA_CA_ENV, defaultBuilder, localCaCertificates } from '../builder/default-builder.js';
+import {
+  EXTRA_CA_ENV,
+  defaultBuilder,
+  defaultBuilderLocation,
+  localCaCertificates,
+} from '../builder/default-builder.js';
 import { PackfarmError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 import { resolveCreationTime } from '../util/time.js';
@@ -239,7 +244,11 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
   };
   try {
     const notes: string[] = [];
-    const { builderName, builderSource } = await chooseBuilder(opts, project, userEnv, ctx, log);
+    const { builderName, builderSource } = await chooseBuilder(opts, project, userEnv, ctx, log, {
+      requested,
+      machine,
+      notes,
+    });
     let scratchN = 0;
     const nextScratch = () => join(scratch, String(scratchN++));
     const resolveOne = async (spec: string, platform?: Platform) => {
@@ -392,6 +401,7 @@ async function chooseBuilder(
   userEnv: Map<string, string>,
   ctx: PlanContext,
   log: PlanLogger,
+  wanted: { requested: Platform[]; machine: MachinePlatforms; notes: string[] },
 ): Promise<{ builderName: string | undefined; builderSource: string | undefined }> {
   const { env, cwd, insecure } = ctx;
   // Nothing names buildpacks: the default builder (builders/default), made on first use and cached.
@@ -404,9 +414,14 @@ async function chooseBuilder(
   let builderName = opts.builder ?? project?.builder;
   let builderSource = builderName;
   if (!namesBuildpacks) {
-    // An oci: layout under the data dir: there is nothing to pull.
+    // An oci: layout under the data dir (nothing to pull), made for exactly the platforms this build needs.
     builderName = (
-      await defaultBuilder({ env, insecureRegistries: insecure, onProgress: (m) => log.info(m) })
+      await defaultBuilder({
+        env,
+        insecureRegistries: insecure,
+        platforms: await defaultBuilderPlatforms(env, wanted),
+        onProgress: (m) => log.info(m),
+      })
     ).reference;
     builderSource = builderName;
     // The shipped buildpacks download over HTTPS: they trust what this machine trusts locally too (a
@@ -421,6 +436,34 @@ async function chooseBuilder(
     });
   }
   return { builderName, builderSource };
+}
+
+/**
+ * The platforms to make the default builder for: those requested, else those of its targets this machine runs
+ * natively (each platform costs a first-use build, and an emulated one a slow build every time: others are
+ * there for the asking with --platform).
+ */
+async function defaultBuilderPlatforms(
+  env: NodeJS.ProcessEnv,
+  wanted: { requested: Platform[]; machine: MachinePlatforms; notes: string[] },
+): Promise<Platform[]> {
+  if (wanted.requested.length > 0) return wanted.requested;
+  const { targets } = await defaultBuilderLocation({ env });
+  const native = targets.filter((t) => howRunnable(wanted.machine, t) === 'native');
+  if (native.length === 0)
+    throw new PackfarmError(
+      'NO_TARGETS',
+      `this machine (${describeMachine(wanted.machine)}) runs none of the default builder's platforms (${targets.map(formatPlatform).join(', ')}) natively`,
+      {
+        hint: 'name the platforms to build with --platform (emulated ones need qemu: packfarm node setup-emulation)',
+      },
+    );
+  const others = targets.filter((t) => !native.includes(t));
+  if (others.length > 0)
+    wanted.notes.push(
+      `the default builder: building ${native.map(formatPlatform).join(', ')} (this machine's own); pass --platform for ${others.map(formatPlatform).join(', ')}`,
+    );
+  return native;
 }
 
 /** What the builder (or build image) offers: the platforms of a builder image, or builder.toml [[targets]]. */
