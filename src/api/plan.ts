@@ -58,6 +58,7 @@ import { type BuildEventListener, eventLogger } from './events.js';
 import {
   type MachinePlatforms,
   type Runs,
+  defaultBuilderTargets,
   defaultTargets,
   describeMachine,
   howRunnable,
@@ -438,32 +439,18 @@ async function chooseBuilder(
   return { builderName, builderSource };
 }
 
-/**
- * The platforms to make the default builder for: those requested, else those of its targets this machine runs
- * natively (each platform costs a first-use build, and an emulated one a slow build every time: others are
- * there for the asking with --platform).
- */
+/** The platforms to make the default builder for: those requested, else those it has that this machine runs natively. */
 async function defaultBuilderPlatforms(
   env: NodeJS.ProcessEnv,
   wanted: { requested: Platform[]; machine: MachinePlatforms; notes: string[] },
 ): Promise<Platform[]> {
   if (wanted.requested.length > 0) return wanted.requested;
-  const { targets } = await defaultBuilderLocation({ env });
-  const native = targets.filter((t) => howRunnable(wanted.machine, t) === 'native');
-  if (native.length === 0)
-    throw new PackfarmError(
-      'NO_TARGETS',
-      `this machine (${describeMachine(wanted.machine)}) runs none of the default builder's platforms (${targets.map(formatPlatform).join(', ')}) natively`,
-      {
-        hint: 'name the platforms to build with --platform (emulated ones need qemu: packfarm node setup-emulation)',
-      },
-    );
-  const others = targets.filter((t) => !native.includes(t));
-  if (others.length > 0)
-    wanted.notes.push(
-      `the default builder: building ${native.map(formatPlatform).join(', ')} (this machine's own); pass --platform for ${others.map(formatPlatform).join(', ')}`,
-    );
-  return native;
+  const { targets, note } = defaultBuilderTargets(
+    (await defaultBuilderLocation({ env })).targets,
+    wanted.machine,
+  );
+  if (note) wanted.notes.push(note);
+  return targets;
 }
 
 /** What the builder (or build image) offers: the platforms of a builder image, or builder.toml [[targets]]. */
