@@ -200,10 +200,19 @@ describe('the default builder between processes', () => {
     expect((await readdir(loc.home)).sort()).toContain('linux-amd64.lock');
     expect(existsSync(join(loc.home, 'ready-linux-amd64'))).toBe(false);
 
+    // The killed maker's scratch in the shared package cache names its owner.
+    const leftOf = async (pid: number | undefined) =>
+      (await readdir(join(TEST_BASE_CACHE, 'base'))).filter((n) => n.includes(`.p${pid}-`));
+    expect(await leftOf(first.child.pid)).toEqual(
+      [`packfarm-base-work.p${first.child.pid}-`].map((n) => expect.stringContaining(n)),
+    );
+
     const second = start(home);
     expect(await second.done, second.lines.join('\n')).toEqual({ code: 0, signal: null });
     expect(resultOf(second)).toMatchObject({ created: true, made: [PLATFORM] });
     expect(second.lines.some((l) => l.includes('waiting for'))).toBe(false);
     await expectMadeOnce(home, resultOf(second).reference);
+    // … and the next base create swept it.
+    expect(await leftOf(first.child.pid)).toEqual([]);
   }, 600_000);
 });
