@@ -161,9 +161,12 @@ console.log(
 );
 const local = [];
 const farm = [];
+let firstFarm;
 for (let r = 0; r < runs; r++) {
   local.push((await once([{ name: 'local', uri: 'local' }])).ms);
-  farm.push((await once(nodes)).ms);
+  const f = await once(nodes);
+  firstFarm ??= f;
+  farm.push(f.ms);
 }
 const l = median(local);
 const f = median(farm);
@@ -172,9 +175,16 @@ console.log(
   `   two targets, two SSH nodes (node1 386, node2 amd64): ${fmtS(f)}  (${(f / l).toFixed(2)}× the local run)`,
 );
 
+for (const t of firstFarm.report.targets)
+  console.log(
+    `   first farm build (app new to the nodes), ${t.platform} on ${t.farm.node}: sent ${fmtMB(t.farm.bytesSent)} (${t.farm.blobsSent} blob(s))`,
+  );
+
 // --- 2. bytes per target on a rebuild after one file changes -------------------------------------------
 const first = await once(nodes);
-writeFileSync(join(app, 'src', 'changed.txt'), `changed ${Date.now()}\n`);
+// One source file changes (about 4 KB of text), as an edit would.
+const edited = join(app, 'src', 'src', 'pkg7', 'mod0', 'file7.js');
+writeFileSync(edited, `${readFileSync(edited, 'utf8')}// edited ${Date.now()}\n`);
 const before = { ...registry.counts };
 const t0 = performance.now();
 const rebuild = await buildOnFarm(
@@ -193,7 +203,7 @@ const ms = performance.now() - t0;
 console.log(`2. farm rebuild after one file changed: ${fmtS(ms)}`);
 for (const t of rebuild.targets)
   console.log(
-    `   ${t.platform} on ${t.farm.node}: sent ${fmtMB(t.farm.bytesSent)} (${t.farm.blobsSent} blob(s)), received ${fmtMB(t.farm.bytesReceived)}; layers ${t.layerCounts.added} added, ${t.layerCounts.reused} reused`,
+    `   ${t.platform} on ${t.farm.node}: sent ${(t.farm.bytesSent / 1024).toFixed(1)} KB (${t.farm.blobsSent} blob(s)), received ${(t.farm.bytesReceived / 1024).toFixed(1)} KB; app layers ${t.layerCounts.added} added, ${t.layerCounts.reused} reused, ${t.layerCounts.existing} already there`,
   );
 console.log(
   `   registry: ${fmtMB(registry.counts.uploadedBytes - before.uploadedBytes)} uploaded in ${registry.counts.blobUploads - before.blobUploads} blob(s)`,

@@ -14,7 +14,11 @@ import { parseWith } from '../util/validate.js';
  *
  * Blob chunks carry their digest so several blobs (of several jobs) can interleave on one connection.
  */
-export const PROTOCOL_VERSION = 1;
+/**
+ * 2: credentials carry scoped tokens with their expiry; the app travels as pieces (`app.index`). See
+ * spec/node-protocol.md, "Versions".
+ */
+export const PROTOCOL_VERSION = 2;
 
 export const FRAME_JSON = 1;
 export const FRAME_BLOB = 2;
@@ -37,13 +41,20 @@ export const NodeInfoSchema = z.object({
 });
 export type NodeInfo = z.infer<typeof NodeInfoSchema>;
 
-/** A registry credential for one registry host, scoped by the coordinator to the job's repositories. */
+/**
+ * A registry credential for one registry host: a token scoped by the coordinator to the job's repositories
+ * (bearer-token registries), or a username and password (Basic-only registries: not scopable).
+ */
 export const JobCredentialSchema = z.object({
   registry: z.string().min(1),
   username: z.string().optional(),
   password: z.string().optional(),
   identityToken: z.string().optional(),
   registryToken: z.string().optional(),
+  /** A token the coordinator obtained for this job: when it expires (ms since the epoch, coordinator clock). */
+  expiresAt: z.number().int().optional(),
+  /** … and the scopes it was asked for (`repository:NAME:pull,push`). */
+  scopes: z.array(z.string()).optional(),
 });
 export type JobCredential = z.infer<typeof JobCredentialSchema>;
 
@@ -55,8 +66,13 @@ export type JobCredential = z.infer<typeof JobCredentialSchema>;
 export const TargetJobSchema = z.object({
   /** The target platform, os/arch[/variant]. */
   platform: PlatformText,
-  /** A tar of the app directory (blob). */
-  app: z.object({ digest: DigestSchema, size: z.number().int().nonnegative() }),
+  /** A tar of the app directory (blob)… */
+  app: z.object({
+    digest: DigestSchema,
+    size: z.number().int().nonnegative(),
+    /** … which, when the node lacks it, it rebuilds from the pieces this index names (app-pieces.ts). */
+    index: z.object({ digest: DigestSchema, size: z.number().int().nonnegative() }).optional(),
+  }),
   /** `--buildpack` values: a blob (a tar of a buildpack dir, or the archive as given) or a builder ID@VERSION. */
   buildpacks: z.array(
     z.union([
