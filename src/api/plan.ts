@@ -40,7 +40,12 @@ import { appFileFilter } from '../platform/app-files.js';
 import { collectUserEnv } from '../platform/env-files.js';
 import { type ProjectDescriptor, readProjectDescriptor } from '../platform/project.js';
 import { type ExportOutput, addExportOutput } from '../phase/export.js';
-import { EXTRA_CA_ENV, defaultBuilder, localCaCertificates } from '../builder/default-builder.js';
+import {
+  EXTRA_CA_ENV,
+  defaultBuilder,
+  defaultBuilderLocation,
+  localCaCertificates,
+} from '../builder/default-builder.js';
 import { PackfarmError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 import { resolveCreationTime } from '../util/time.js';
@@ -53,6 +58,7 @@ import { type BuildEventListener, eventLogger } from './events.js';
 import {
   type MachinePlatforms,
   type Runs,
+  defaultBuilderTargets,
   defaultTargets,
   describeMachine,
   howRunnable,
@@ -239,7 +245,11 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
   };
   try {
     const notes: string[] = [];
-    const { builderName, builderSource } = await chooseBuilder(opts, project, userEnv, ctx, log);
+    const { builderName, builderSource } = await chooseBuilder(opts, project, userEnv, ctx, log, {
+      requested,
+      machine,
+      notes,
+    });
     let scratchN = 0;
     const nextScratch = () => join(scratch, String(scratchN++));
     const resolveOne = async (spec: string, platform?: Platform) => {
@@ -405,6 +415,7 @@ async function chooseBuilder(
   userEnv: Map<string, string>,
   ctx: PlanContext,
   log: PlanLogger,
+  wanted: { requested: Platform[]; machine: MachinePlatforms; notes: string[] },
 ): Promise<{ builderName: string | undefined; builderSource: string | undefined }> {
   const { env, cwd, insecure } = ctx;
   // Nothing names buildpacks: the default builder (builders/default), made on first use and cached.
@@ -417,9 +428,14 @@ async function chooseBuilder(
   let builderName = opts.builder ?? project?.builder;
   let builderSource = builderName;
   if (!namesBuildpacks) {
-    // An oci: layout under the data dir: there is nothing to pull.
+    // An oci: layout under the data dir (nothing to pull), made for exactly the platforms this build needs.
     builderName = (
-      await defaultBuilder({ env, insecureRegistries: insecure, onProgress: (m) => log.info(m) })
+      await defaultBuilder({
+        env,
+        insecureRegistries: insecure,
+        platforms: await defaultBuilderPlatforms(env, wanted),
+        onProgress: (m) => log.info(m),
+      })
     ).reference;
     builderSource = builderName;
     // The shipped buildpacks download over HTTPS: they trust what this machine trusts locally too (a
@@ -434,6 +450,20 @@ async function chooseBuilder(
     });
   }
   return { builderName, builderSource };
+}
+
+/** The platforms to make the default builder for: those requested, else those it has that this machine runs natively. */
+async function defaultBuilderPlatforms(
+  env: NodeJS.ProcessEnv,
+  wanted: { requested: Platform[]; machine: MachinePlatforms; notes: string[] },
+): Promise<Platform[]> {
+  if (wanted.requested.length > 0) return wanted.requested;
+  const { targets, note } = defaultBuilderTargets(
+    (await defaultBuilderLocation({ env })).targets,
+    wanted.machine,
+  );
+  if (note) wanted.notes.push(note);
+  return targets;
 }
 
 /** What the builder (or build image) offers: the platforms of a builder image, or builder.toml [[targets]]. */

@@ -131,7 +131,7 @@ function withBuildOptions(cmd: Command): Command {
     .option('-t, --tag <ref>', 'additional tag (repeatable)', collect, [])
     .option(
       '--platform <os/arch[/variant],...>',
-      "target platforms, comma-separated, repeatable (default: the builder's platforms this machine can run, else the host's)",
+      "target platforms, comma-separated, repeatable (default: the builder's platforms this machine can run, else the host's; with the default builder, those it runs natively)",
       collect,
       [],
     )
