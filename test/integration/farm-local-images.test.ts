@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BuildOptions, type BuildReport, build } from '../../src/api/build.js';
 import type { BuildEvent } from '../../src/api/events.js';
+import { defaultBuilderLocation } from '../../src/builder/default-builder.js';
 import { buildOnFarm } from '../../src/farm/build.js';
 import type { FarmNodeConfig } from '../../src/farm/config.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
@@ -172,6 +173,39 @@ describe('an oci: builder that only the coordinator has', () => {
       expect(t.farm?.bytesSent).toBeLessThan(16 * 1024);
       expect(first.targets[i]!.farm!.bytesSent - t.farm!.bytesSent).toBeGreaterThan(100 * 1024);
     }
+  }, 600_000);
+});
+
+describe('the default builder', () => {
+  it('nothing names buildpacks: the node builds with the coordinator’s default builder, sent from here', async () => {
+    // The coordinator's default builder, made ahead as packfarm would (a builder index + the ready marker),
+    // from the small test builder instead of builders/default (whose first build takes minutes).
+    const where = await defaultBuilderLocation({ env: process.env });
+    await writeBuilderIndex({
+      builder: await openLayoutStore(join(where.home, 'builder'), { create: true }),
+      run: store('run-d'),
+      runRef: `${registry.host}/run-d:latest`,
+      tag: 'latest',
+      platforms: [AMD64],
+      buildpack: { dir: probeBp, id: 'farm/probe', version: '1.0.0' },
+      workDir: join(root, 'default-work'),
+    });
+    await writeFile(join(where.home, 'ready'), 'test\n');
+    const app = await makeApp('default-builder', { 'app.txt': 'default\n' });
+    const { report } = await farmBuild(
+      { image: `${registry.host}/d-app:latest`, path: app, platform: 'linux/amd64' },
+      [node(1)],
+    );
+    const t = report.targets[0]!;
+    expect([t.farm?.node, t.executor, t.buildImage?.reference]).toEqual(['node2', 'oci', where.reference]);
+    // app + the builder child's manifest and config at least (its layers may be on node2 from other builds)
+    expect(t.farm?.blobsSent).toBeGreaterThanOrEqual(3);
+    const images = await readdir(join(ssh.nodes[1]!.dataDir, 'farm', 'images'));
+    expect(images).toContain(digestHex(t.buildImage!.digest));
+    // The node made no default builder of its own.
+    expect(await readdir(ssh.nodes[1]!.dataDir)).not.toContain('default-builder');
+    const run = await podman.run(`${registry.host}/d-app:latest`);
+    expect(run.stdout).toContain('target=linux/amd64 app=default');
   }, 600_000);
 });
 
