@@ -570,7 +570,11 @@ async function jobCredentials(plan: BuildPlan, env: NodeJS.ProcessEnv): Promise<
     }
   };
   if (plan.outputLocation.transport === 'docker') registries.add(plan.outputLocation.reference.registry);
-  for (const t of plan.targets) add(t.runImage.name);
+  for (const t of plan.targets) {
+    add(t.runImage.name);
+    // A builder dir's `[build] image` (a registry one: the node pulls it).
+    add(t.buildImage?.name);
+  }
   for (const r of [o.builder, o.buildImage, o.cacheImage, o.previousImage]) add(r);
   const keychain = createKeychain({ env });
   const out: JobCredential[] = [];
