@@ -341,5 +341,10 @@ describe('--cache-dir through remote nodes', () => {
     // The unchanged layer is not sent back; the cache dir still holds it.
     expect(two.report.targets[0]?.farm?.blobsReceived).toBe(0);
     expect((await readdir(committed)).filter((f) => f.endsWith('.tar'))).toEqual(tars);
+
+    // Back on the first node: it kept the layer it made (in its blob cache), so nothing is sent at all.
+    const three = await farmBuild(opts, [node(0)]);
+    expect(output(three.events, 'linux/amd64')).toContain('deps: reusing cached version 1');
+    expect(three.report.targets[0]?.farm?.blobsSent).toBe(0);
   }, 600_000);
 });
