@@ -6,15 +6,12 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildReport, TargetReport } from '../../src/api/build.js';
-import { main } from '../../src/cli/main.js';
-import type { CliIO } from '../../src/cli/output.js';
 import { writeLayer } from '../../src/archive/index.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
-import { createRegistryStore } from '../../src/image/registry-store.js';
 import { sha256Digest } from '../../src/oci/digest.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { canonicalJson } from '../../src/util/json.js';
-import { parseReference } from '../../src/oci/reference.js';
+import { registryStore, runCli, usePackfarmHome } from '../helpers/cli.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { type PodmanRunner, createPodmanRunner, createVersionedRunImage } from '../helpers/run-image.js';
 
@@ -31,21 +28,13 @@ let root: string;
 let registry: TestRegistry;
 let podman: PodmanRunner;
 let runRef: string;
-const savedHome = process.env.PACKFARM_HOME;
-
-async function packfarm(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await main(argv, io);
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+let restoreHome: (() => void) | undefined;
 
 /** A one-platform build's report: its one target, with the whole report beside it. */
 type OneTarget = TargetReport & { report: BuildReport };
 
 async function buildJson(...argv: string[]): Promise<OneTarget> {
-  const r = await packfarm('build', ...argv, '--json');
+  const r = await runCli('build', ...argv, '--json');
   if (r.code !== 0) throw new Error(`packfarm build failed (${r.code}):\n${r.err}\n${r.out}`);
   const report = JSON.parse(r.out) as BuildReport;
   // One target: a plain image, the report's digest is the image's own.
@@ -62,7 +51,7 @@ function buildOnRun(out: string, app: string, ...extra: string[]): Promise<OneTa
 
 /** `packfarm build OUT --path APP` with the hello buildpack on the test run image, more flags after. */
 function buildHello(out: string, app: string, ...extra: string[]) {
-  return packfarm('build', out, '--path', app, '--run-image', runRef, '--buildpack', helloBp, ...extra);
+  return runCli('build', out, '--path', app, '--run-image', runRef, '--buildpack', helloBp, ...extra);
 }
 
 async function makeApp(name: string, files: Record<string, string>): Promise<string> {
@@ -76,19 +65,16 @@ async function makeApp(name: string, files: Record<string, string>): Promise<str
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-build-cmd-'));
-  process.env.PACKFARM_HOME = join(root, 'home');
+  restoreHome = usePackfarmHome(join(root, 'home'));
   registry = await startRegistry();
   podman = await createPodmanRunner();
-  const store = createRegistryStore(parseReference(`${registry.host}/run`), {
-    insecureRegistries: [registry.host],
-  });
+  const store = registryStore(registry, 'run');
   await createVersionedRunImage({ store, tag: 'v1', version: 1 });
   runRef = `${registry.host}/run:v1`;
 }, 120_000);
 
 afterAll(async () => {
-  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = savedHome;
+  restoreHome?.();
   await podman?.cleanup();
   await registry?.stop();
   await rm(root, { recursive: true, force: true });
@@ -210,14 +196,12 @@ describe('packfarm build --publish to a registry', () => {
 
 describe('rebase and rebuild agree', () => {
   it('rebasing onto run image v2 and rebuilding on v2 give the same digest (same label bytes)', async () => {
-    const store = createRegistryStore(parseReference(`${registry.host}/run`), {
-      insecureRegistries: [registry.host],
-    });
+    const store = registryStore(registry, 'run');
     await createVersionedRunImage({ store, tag: 'v2', version: 2 });
     const runV2 = `${registry.host}/run:v2`;
     const app = await makeApp('same', { 'app.txt': 'same content\n' });
     const onV1 = await buildOnRun(`${registry.host}/same:rebased`, app, '--buildpack', helloBp, '--publish');
-    const rebased = await packfarm(
+    const rebased = await runCli(
       'rebase',
       `${registry.host}/same:rebased`,
       '--run-image',
@@ -386,7 +370,7 @@ describe('packfarm build caches', () => {
   async function cacheBuild(out: string, cacheFlag: string[], extra: string[] = []) {
     const app = join(root, 'apps', 'cache-app');
     await cp(join(fixtures, 'apps', 'build-basic'), app, { recursive: true });
-    const r = await packfarm(
+    const r = await runCli(
       'build',
       out,
       '--path',
@@ -595,7 +579,7 @@ describe("pack's build flags", () => {
   it('--pull-policy never reads the run image from the local layout, and says where it looked when absent', async () => {
     const app = await makeApp('pull', { 'app.txt': 'pull\n' });
     const name = `${registry.host}/pulled-run:v1`;
-    const missing = await packfarm(
+    const missing = await runCli(
       'build',
       `oci:${join(root, 'pull-img')}:app`,
       '--path',
@@ -613,7 +597,7 @@ describe("pack's build flags", () => {
       `run image ${name}: not in the local layout oci:${localDir}:v1, and --pull-policy never forbids the registry`,
     );
     // A copy in the local layout (as `packfarm image copy` makes it) is used, without the registry.
-    const copy = await packfarm('image', 'copy', runRef, `oci:${localDir}:v1`);
+    const copy = await runCli('image', 'copy', runRef, `oci:${localDir}:v1`);
     expect(copy.code, copy.err).toBe(0);
     registry.resetCounters();
     const built = await buildJson(
@@ -629,7 +613,7 @@ describe("pack's build flags", () => {
     );
     expect(registry.counters().requests).toBe(0);
     expect(built.runImage.reference).toContain(`${registry.host}/pulled-run@sha256:`);
-    const bad = await packfarm('build', 'x', '--path', app, '--pull-policy', 'sometimes');
+    const bad = await runCli('build', 'x', '--path', app, '--pull-policy', 'sometimes');
     expect(bad.err).toContain('--pull-policy "sometimes": not a pull policy');
   }, 180_000);
 
@@ -649,7 +633,7 @@ describe("pack's build flags", () => {
 describe('packfarm build errors', () => {
   it('needs --run-image without a builder, and says so', async () => {
     const app = await makeApp('err', { 'app.txt': 'x\n' });
-    const r = await packfarm('build', `oci:${join(root, 'err')}:x`, '--path', app, '--buildpack', helloBp);
+    const r = await runCli('build', `oci:${join(root, 'err')}:x`, '--path', app, '--buildpack', helloBp);
     expect(r.code).not.toBe(0);
     expect(r.err).toMatch(/--run-image is required/);
   });
@@ -681,7 +665,7 @@ describe('packfarm build errors', () => {
 
   it("names the run image in its errors, in build's flag names, and says when a name was read as Docker Hub", async () => {
     const app = await makeApp('named', { 'app.txt': 'x\n' });
-    const missing = await packfarm(
+    const missing = await runCli(
       'build',
       `oci:${join(root, 'named')}:x`,
       '--path',
@@ -695,7 +679,7 @@ describe('packfarm build errors', () => {
     expect(missing.err).toContain(`run image ${registry.host}/run:nope`);
     expect(missing.err).toContain('--run-image');
     expect(missing.err).not.toMatch(/(^|\s)-run-image/);
-    const hub = await packfarm(
+    const hub = await runCli(
       'build',
       `oci:${join(root, 'named')}:x`,
       '--path',
@@ -711,7 +695,7 @@ describe('packfarm build errors', () => {
     expect(hub.err).toContain(
       '"localhost5077/run:v1" was read as docker.io/localhost5077/run:v1 (Docker Hub)',
     );
-    const builder = await packfarm(
+    const builder = await runCli(
       'build',
       `oci:${join(root, 'named')}:x`,
       '--path',
@@ -722,7 +706,7 @@ describe('packfarm build errors', () => {
     expect(builder.err).toContain(
       `error: builder oci:${join(root, 'no-builder')}:b: ${join(root, 'no-builder')} is not an OCI image layout`,
     );
-    const hubBuilder = await packfarm(
+    const hubBuilder = await runCli(
       'build',
       `oci:${join(root, 'named')}:x`,
       '--path',
@@ -737,7 +721,7 @@ describe('packfarm build errors', () => {
   });
 
   it('rebase of a registry image without --publish says that --publish is needed', async () => {
-    const r = await packfarm('rebase', `${registry.host}/app:latest`, '--run-image', runRef);
+    const r = await runCli('rebase', `${registry.host}/app:latest`, '--run-image', runRef);
     expect(r.code).toBe(1);
     expect(r.err).toContain(`error: ${registry.host}/app:latest is not in the local layout oci:`);
     expect(r.err).toContain(
@@ -763,7 +747,7 @@ describe('packfarm build errors', () => {
 
   it('names a missing buildpack directory', async () => {
     const app = await makeApp('err2', { 'app.txt': 'x\n' });
-    const r = await packfarm(
+    const r = await runCli(
       'build',
       `oci:${join(root, 'err')}:x`,
       '--path',

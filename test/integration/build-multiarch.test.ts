@@ -7,16 +7,13 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildReport } from '../../src/api/build.js';
 import { writeLayer } from '../../src/archive/index.js';
-import { main } from '../../src/cli/main.js';
-import type { CliIO } from '../../src/cli/output.js';
 import { publishIndex } from '../../src/image/publish-index.js';
-import { createRegistryStore } from '../../src/image/registry-store.js';
 import type { ImageStore } from '../../src/image/store.js';
 import { type Digest, sha256Digest } from '../../src/oci/digest.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import type { Platform } from '../../src/oci/platform.js';
-import { parseReference } from '../../src/oci/reference.js';
 import { canonicalJson } from '../../src/util/json.js';
+import { registryStore, runCli, usePackfarmHome } from '../helpers/cli.js';
 import { writeBusyboxBuildImage } from '../helpers/build-image.js';
 import { busyboxFor } from '../helpers/debian-packages.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
@@ -50,20 +47,10 @@ let root: string;
 let registry: TestRegistry;
 let podman: PodmanRunner;
 let builderRef: string;
-const savedHome = process.env.PACKFARM_HOME;
-
-async function packfarm(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await main(argv, io);
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+let restoreHome: (() => void) | undefined;
 
 function store(repo: string): ImageStore {
-  return createRegistryStore(parseReference(`${registry.host}/${repo}`), {
-    insecureRegistries: [registry.host],
-  });
+  return registryStore(registry, `${repo}`);
 }
 
 /**
@@ -123,7 +110,7 @@ async function writeBuilderImage(
 }
 
 const publish = (image: string, app: string, ...extra: string[]) =>
-  packfarm(
+  runCli(
     'build',
     image,
     '--path',
@@ -151,7 +138,7 @@ async function makeApp(name: string, files: Record<string, string>): Promise<str
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-multiarch-'));
-  process.env.PACKFARM_HOME = join(root, 'home');
+  restoreHome = usePackfarmHome(join(root, 'home'));
   registry = await startRegistry();
   podman = await createPodmanRunner();
 
@@ -196,8 +183,7 @@ beforeAll(async () => {
 }, 600_000);
 
 afterAll(async () => {
-  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = savedHome;
+  restoreHome?.();
   await podman?.cleanup();
   await registry?.stop();
   if (root) await rm(root, { recursive: true, force: true });
@@ -276,7 +262,7 @@ describe('packfarm build --platform amd64,arm64,s390x (oci executor, emulated fo
 
   it('--build-image with --buildpack and --run-image, no builder: one emulated target gives a plain image', async () => {
     const out = `${registry.host}/app-build-image:latest`;
-    const r = await packfarm(
+    const r = await runCli(
       'build',
       out,
       '--path',
@@ -315,7 +301,7 @@ describe('packfarm build --platform amd64,arm64,s390x (oci executor, emulated fo
 
   it('an oci: output: skopeo copy --all reads it, and podman runs each arch from the copy', async () => {
     const dir = join(root, 'layout-out');
-    const r = await packfarm(
+    const r = await runCli(
       'build',
       `oci:${dir}:app`,
       '--path',

@@ -8,16 +8,13 @@ import type { BuildEvent } from '../../src/api/events.js';
 import type { BuildReport } from '../../src/api/build.js';
 import { build } from '../../src/api/build.js';
 import { planBuild } from '../../src/api/plan.js';
-import { main } from '../../src/cli/main.js';
-import type { CliIO } from '../../src/cli/output.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { publishIndex } from '../../src/image/publish-index.js';
-import { createRegistryStore } from '../../src/image/registry-store.js';
 import type { ImageStore } from '../../src/image/store.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { formatPlatform, type Platform } from '../../src/oci/platform.js';
-import { parseReference } from '../../src/oci/reference.js';
 import { isPackfarmError } from '../../src/util/errors.js';
+import { registryStore, runCli, usePackfarmHome, writeFiles } from '../helpers/cli.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { type PodmanRunner, createPodmanRunner, createRunImage } from '../helpers/run-image.js';
 
@@ -51,34 +48,17 @@ let registry: TestRegistry;
 let podman: PodmanRunner;
 let runIndex: string;
 let runAmd64Only: string;
-const savedHome = process.env.PACKFARM_HOME;
-
-async function packfarm(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await main(argv, io);
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+let restoreHome: (() => void) | undefined;
 
 async function buildJson(...argv: string[]): Promise<BuildReport> {
-  const r = await packfarm('build', ...argv, '--json');
+  const r = await runCli('build', ...argv, '--json');
   if (r.code !== 0) throw new Error(`packfarm build failed (${r.code}):\n${r.err}\n${r.out}`);
   return JSON.parse(r.out) as BuildReport;
 }
 
-function store(repo: string): ImageStore {
-  return createRegistryStore(parseReference(`${registry.host}/${repo}`), {
-    insecureRegistries: [registry.host],
-  });
-}
+const store = (repo: string): ImageStore => registryStore(registry, repo);
 
-async function makeApp(name: string, files: Record<string, string>): Promise<string> {
-  const dir = join(root, 'apps', name);
-  await mkdir(dir, { recursive: true });
-  for (const [rel, text] of Object.entries(files)) await writeFile(join(dir, rel), text);
-  return dir;
-}
+const makeApp = (name: string, files: Record<string, string>) => writeFiles(join(root, 'apps', name), files);
 
 const both = 'linux/amd64,linux/386';
 const publish = (image: string, app: string, ...extra: string[]) =>
@@ -98,7 +78,7 @@ const publish = (image: string, app: string, ...extra: string[]) =>
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-multitarget-'));
-  process.env.PACKFARM_HOME = join(root, 'home');
+  restoreHome = usePackfarmHome(join(root, 'home'));
   registry = await startRegistry();
   podman = await createPodmanRunner();
   const run = store('run');
@@ -112,8 +92,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = savedHome;
+  restoreHome?.();
   await podman?.cleanup();
   await registry?.stop();
   await rm(root, { recursive: true, force: true });
@@ -207,7 +186,7 @@ describe('packfarm build with several targets (host executor)', () => {
 
   it('a target that fails: no tag, and the error names the target and the phase', async () => {
     const failing = await makeApp('fails-on-386', { 'app.txt': 'two\n', 'fail-on': '386\n' });
-    const r = await packfarm(
+    const r = await runCli(
       'build',
       `${registry.host}/app-fail:latest`,
       '--path',
@@ -274,7 +253,7 @@ describe('packfarm build with several targets (host executor)', () => {
   }, 120_000);
 
   it('plain output prefixes each line with its target; --events prints JSON lines with target and phase', async () => {
-    const r = await packfarm(
+    const r = await runCli(
       'build',
       `${registry.host}/app-lines:latest`,
       '--path',
@@ -294,7 +273,7 @@ describe('packfarm build with several targets (host executor)', () => {
     expect(r.out).toMatch(/^\[linux\/amd64\] ===> EXPORT$/m);
     expect(r.out).toContain('Successfully built image index');
 
-    const j = await packfarm(
+    const j = await runCli(
       'build',
       `${registry.host}/app-lines:latest`,
       '--path',
@@ -312,7 +291,10 @@ describe('packfarm build with several targets (host executor)', () => {
       '--events',
     );
     expect(j.code).toBe(0);
-    const events = j.err.split('\n').map((l) => JSON.parse(l) as BuildEvent);
+    const events = j.err
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as BuildEvent);
     const starts = events.filter((e) => e.type === 'phase-start').map((e) => `${e.target} ${e.phase}`);
     for (const t of ['linux/386', 'linux/amd64'])
       for (const p of ['analyze', 'detect', 'restore', 'build', 'export'])
@@ -349,7 +331,7 @@ describe('packfarm build with several targets (host executor)', () => {
   }, 180_000);
 
   it('inspect and rebase work on the index', async () => {
-    const inspected = await packfarm('inspect', image(), '--insecure-registry', registry.host, '--json');
+    const inspected = await runCli('inspect', image(), '--insecure-registry', registry.host, '--json');
     expect(inspected.code).toBe(0);
     expect(inspected.out).toContain('linux/386');
     // A new run image index: rebase swaps each child's run layers and writes a new index.
@@ -365,7 +347,7 @@ describe('packfarm build with several targets (host executor)', () => {
         }),
       );
     await publishIndex({ store: run, images: images.map((i) => i.digest), tags: ['v2'] });
-    const rebased = await packfarm(
+    const rebased = await runCli(
       'rebase',
       image(),
       '--publish',
@@ -432,7 +414,7 @@ describe('planning a multi-target build', () => {
   it('names the target, the run image and its platforms when the run image lacks one, before anything runs', async () => {
     const app = await makeApp('plan-run', { 'app.txt': 'x\n' });
     registry.resetCounters();
-    const r = await packfarm(
+    const r = await runCli(
       'build',
       `${registry.host}/plan-run:latest`,
       '--path',

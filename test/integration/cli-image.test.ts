@@ -4,10 +4,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
-import type { CliIO } from '../../src/cli/output.js';
 import { type LayoutStore, openLayoutStore } from '../../src/image/layout-store.js';
 import { MediaType } from '../../src/oci/media-types.js';
+import { runCli, usePackfarmHome } from '../helpers/cli.js';
 import { type TestImage, writeTestImage, writeTestIndex } from '../helpers/images.js';
 import { assertOciValid } from '../helpers/oci-schema.js';
 
@@ -20,19 +19,11 @@ let src: LayoutStore;
 let amd: TestImage;
 let arm: TestImage;
 let indexDigest: string;
-const savedHome = process.env.PACKFARM_HOME;
-
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await main(argv, io);
-  return { code, out: out.join(''), err: err.join('') };
-}
+let restoreHome: (() => void) | undefined;
 
 beforeAll(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'packfarm-cli-image-'));
-  process.env.PACKFARM_HOME = join(tmp, 'home');
+  restoreHome = usePackfarmHome(join(tmp, 'home'));
   srcDir = join(tmp, 'src');
   src = await openLayoutStore(srcDir, { create: true });
   amd = await writeTestImage(src, {
@@ -47,14 +38,13 @@ beforeAll(async () => {
   indexDigest = (await writeTestIndex(src, [amd, arm], { tag: 'multi' })).digest;
 });
 afterAll(async () => {
-  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = savedHome;
+  restoreHome?.();
   await rm(tmp, { recursive: true, force: true });
 });
 
 describe('packfarm image (in-process)', () => {
   it('copies between layouts and reports as JSON', async () => {
-    const r = await run('image', 'copy', `oci:${srcDir}:amd64`, `oci:${join(tmp, 'c1')}:copied`, '--json');
+    const r = await runCli('image', 'copy', `oci:${srcDir}:amd64`, `oci:${join(tmp, 'c1')}:copied`, '--json');
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     const report = JSON.parse(r.out);
@@ -68,10 +58,10 @@ describe('packfarm image (in-process)', () => {
   });
 
   it('copies an index with --all, or one platform with --platform', async () => {
-    const all = await run('image', 'copy', '--all', `oci:${srcDir}:multi`, `oci:${join(tmp, 'c2')}:multi`);
+    const all = await runCli('image', 'copy', '--all', `oci:${srcDir}:multi`, `oci:${join(tmp, 'c2')}:multi`);
     expect(all.code).toBe(0);
     expect(all.out).toContain(indexDigest);
-    const one = await run(
+    const one = await runCli(
       'image',
       'copy',
       `oci:${srcDir}:multi`,
@@ -82,7 +72,7 @@ describe('packfarm image (in-process)', () => {
     expect(one.code).toBe(0);
     expect(one.out).toMatch(/selected: +linux\/arm64/);
     expect((await (await openLayoutStore(join(tmp, 'c3'))).resolve('latest'))?.digest).toBe(arm.digest);
-    const both = await run(
+    const both = await runCli(
       'image',
       'copy',
       '--all',
@@ -96,7 +86,7 @@ describe('packfarm image (in-process)', () => {
   });
 
   it('inspects an image: human, --json and --raw', async () => {
-    const human = await run('image', 'inspect', `oci:${srcDir}:amd64`);
+    const human = await runCli('image', 'inspect', `oci:${srcDir}:amd64`);
     expect(human.code).toBe(0);
     expect(human.out).toContain(`Digest:     ${amd.digest}`);
     expect(human.out).toContain('Platform:   linux/amd64');
@@ -104,29 +94,29 @@ describe('packfarm image (in-process)', () => {
     expect(human.out).toContain('Entrypoint: ["/bin/app"]');
     expect(human.out).toContain('  MODE=test');
     expect(human.out).toContain('  io.packfarm.example=yes');
-    const json = JSON.parse((await run('image', 'inspect', `oci:${srcDir}:amd64`, '--json')).out);
+    const json = JSON.parse((await runCli('image', 'inspect', `oci:${srcDir}:amd64`, '--json')).out);
     expect(json).toMatchObject({ kind: 'image', digest: amd.digest, platform: 'linux/amd64' });
     expect(json.layers).toHaveLength(2);
     expect(json.config.env).toEqual(['PATH=/bin', 'MODE=test']);
-    const raw = await run('image', 'inspect', `oci:${srcDir}:amd64`, '--raw');
+    const raw = await runCli('image', 'inspect', `oci:${srcDir}:amd64`, '--raw');
     expect(raw.out).toBe(amd.bytes.toString());
   });
 
   it('inspects an index with its platforms', async () => {
-    const r = await run('image', 'inspect', `oci:${srcDir}:multi`);
+    const r = await runCli('image', 'inspect', `oci:${srcDir}:multi`);
     expect(r.out).toContain(`Media type: ${MediaType.ociIndex}`);
     expect(r.out).toMatch(new RegExp(`linux/amd64 +${amd.digest}`));
     expect(r.out).toMatch(new RegExp(`linux/arm64 +${arm.digest}`));
   });
 
   it('prints errors with their hint, or as JSON', async () => {
-    const missing = await run('image', 'inspect', `oci:${join(tmp, 'nope')}:x`);
+    const missing = await runCli('image', 'inspect', `oci:${join(tmp, 'nope')}:x`);
     expect(missing.code).toBe(1);
     expect(missing.err).toMatch(/^error: .*nope is not an OCI image layout/);
     expect(missing.err).toContain('hint:');
-    const json = await run('image', 'inspect', `oci:${srcDir}:absent`, '--json');
+    const json = await runCli('image', 'inspect', `oci:${srcDir}:absent`, '--json');
     expect(JSON.parse(json.err)).toMatchObject({ error: { code: 'MANIFEST_UNKNOWN' } });
-    const usage = await run('image', 'copy', 'only-one-arg');
+    const usage = await runCli('image', 'copy', 'only-one-arg');
     expect(usage.code).not.toBe(0);
     expect(usage.err).toMatch(/missing required argument/);
   });
@@ -135,11 +125,11 @@ describe('packfarm image (in-process)', () => {
 describe('packfarm manifest (in-process, layouts)', () => {
   it('create → add → annotate → inspect → push → remove', async () => {
     const list = 'example.com/team/app:1';
-    expect((await run('manifest', 'create', list, `oci:${srcDir}:arm64`)).code).toBe(0);
-    const again = await run('manifest', 'create', list);
+    expect((await runCli('manifest', 'create', list, `oci:${srcDir}:arm64`)).code).toBe(0);
+    const again = await runCli('manifest', 'create', list);
     expect(again.code).toBe(1);
     expect(again.err).toMatch(/already exists/);
-    const added = await run(
+    const added = await runCli(
       'manifest',
       'add',
       list,
@@ -153,22 +143,22 @@ describe('packfarm manifest (in-process, layouts)', () => {
       digest: amd.digest,
       annotations: { tier: 'gold' },
     });
-    const annotated = await run('manifest', 'annotate', list, amd.digest, '--variant', 'v2');
+    const annotated = await runCli('manifest', 'annotate', list, amd.digest, '--variant', 'v2');
     expect(annotated.code).toBe(0);
     expect(annotated.out).toContain('linux/amd64/v2');
 
-    const inspected = await run('manifest', 'inspect', list);
+    const inspected = await runCli('manifest', 'inspect', list);
     const doc = JSON.parse(inspected.out);
     assertOciValid('index', doc);
     expect(doc.manifests.map((m: { digest: string }) => m.digest)).toEqual([amd.digest, arm.digest]);
     expect(doc.manifests[0].platform).toEqual({ os: 'linux', architecture: 'amd64', variant: 'v2' });
-    const raw = (await run('manifest', 'inspect', list, '--raw')).out;
-    const dockerView = await run('manifest', 'inspect', list, '--format', 'docker');
+    const raw = (await runCli('manifest', 'inspect', list, '--raw')).out;
+    const dockerView = await runCli('manifest', 'inspect', list, '--format', 'docker');
     expect(dockerView.code).toBe(1);
     expect(dockerView.err).toMatch(/Docker manifest list can only hold Docker image manifests/);
 
     const dest = join(tmp, 'pushed');
-    const pushed = await run('manifest', 'push', list, `oci:${dest}:1`, '--json');
+    const pushed = await runCli('manifest', 'push', list, `oci:${dest}:1`, '--json');
     expect(pushed.code).toBe(0);
     const report = JSON.parse(pushed.out);
     const layout = await openLayoutStore(dest);
@@ -176,9 +166,9 @@ describe('packfarm manifest (in-process, layouts)', () => {
     expect(stored.digest).toBe(report.digest);
     expect(stored.bytes.toString()).toBe(raw);
 
-    expect((await run('manifest', 'rm', list, amd.digest)).out).toContain(`Removed ${amd.digest}`);
-    expect((await run('manifest', 'remove', list)).out).toContain(`Deleted manifest list ${list}`);
-    expect((await run('manifest', 'inspect', list)).code).toBe(1);
+    expect((await runCli('manifest', 'rm', list, amd.digest)).out).toContain(`Removed ${amd.digest}`);
+    expect((await runCli('manifest', 'remove', list)).out).toContain(`Deleted manifest list ${list}`);
+    expect((await runCli('manifest', 'inspect', list)).code).toBe(1);
   });
 });
 

@@ -5,9 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runLifecycleCommand } from '../../src/cli/lifecycle.js';
 import type { CliIO } from '../../src/cli/output.js';
-import { createRegistryStore } from '../../src/image/registry-store.js';
-import { parseReference } from '../../src/oci/reference.js';
 import { readReport } from '../../src/platform/report.js';
+import { registryStore } from '../helpers/cli.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { type PodmanRunner, createPodmanRunner, createRunImage } from '../helpers/run-image.js';
 
@@ -50,9 +49,7 @@ beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-creator-cli-'));
   registry = await startRegistry();
   podman = await createPodmanRunner();
-  const store = createRegistryStore(parseReference(`${registry.host}/run`), {
-    insecureRegistries: [registry.host],
-  });
+  const store = registryStore(registry, 'run');
   await createRunImage({ store, tag: 'latest' });
   await writeFile(
     join(root, 'order.toml'),

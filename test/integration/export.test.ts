@@ -4,14 +4,13 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openLayoutStore } from '../../src/image/layout-store.js';
-import { createRegistryStore } from '../../src/image/registry-store.js';
 import type { ImageStore } from '../../src/image/store.js';
 import { ImageConfigSchema } from '../../src/oci/schemas.js';
-import { parseReference } from '../../src/oci/reference.js';
 import type { GroupFile } from '../../src/platform/files.js';
 import { BuildMetadataSchema, Label, LifecycleMetadataSchema } from '../../src/platform/labels.js';
 import { readReport } from '../../src/platform/report.js';
 import { type ExportOptions, exportImage } from '../../src/phase/export.js';
+import { registryStore } from '../helpers/cli.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { buildWorkspace, type Workspace } from '../helpers/workspace.js';
 import { type PodmanRunner, createPodmanRunner, createRunImage } from '../helpers/run-image.js';
@@ -33,9 +32,7 @@ beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-export-'));
   registry = await startRegistry();
   podman = await createPodmanRunner();
-  runStore = createRegistryStore(parseReference(`${registry.host}/run`), {
-    insecureRegistries: [registry.host],
-  });
+  runStore = registryStore(registry, 'run');
   await createRunImage({ store: runStore, tag: 'v1' });
   ws = await buildWorkspace(root, {
     buildpacks: 'export',
@@ -73,9 +70,7 @@ describe('export to the registry', () => {
   let digest: string;
 
   beforeAll(async () => {
-    appStore = createRegistryStore(parseReference(`${registry.host}/app`), {
-      insecureRegistries: [registry.host],
-    });
+    appStore = registryStore(registry, 'app');
     registry.resetCounters();
     const result = await exportImage(
       baseOptions([{ store: appStore, tags: ['latest'] }], {
@@ -189,9 +184,7 @@ describe('export to the registry', () => {
 
 describe('a rebuild after an interrupted publish', () => {
   it('reports as reused only the layers of the previous image; blobs the push left behind are "existing"', async () => {
-    const appStore = createRegistryStore(parseReference(`${registry.host}/interrupted`), {
-      insecureRegistries: [registry.host],
-    });
+    const appStore = registryStore(registry, 'interrupted');
     await exportImage(baseOptions([{ store: appStore, tags: ['latest'] }]));
     // The app changes; a publish of it uploads its blobs but dies before the tag is written.
     const app2 = join(root, 'workspace-interrupted');
@@ -215,9 +208,7 @@ describe('a rebuild after an interrupted publish', () => {
 
 describe('a launch layer kept as metadata only', () => {
   it('reuses the previous image blob by diffID, without the layer files', async () => {
-    const appStore = createRegistryStore(parseReference(`${registry.host}/reuse`), {
-      insecureRegistries: [registry.host],
-    });
+    const appStore = registryStore(registry, 'reuse');
     const first = await exportImage(baseOptions([{ store: appStore, tags: ['v1'] }]));
     const hello = first.layers.find((l) => l.name === 'bp:export/hello:hello');
     // A copy of the layers dir where the hello layer has only its toml (as the restorer leaves it).

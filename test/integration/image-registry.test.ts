@@ -3,11 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
-import type { CliIO } from '../../src/cli/output.js';
 import { type LayoutStore, openLayoutStore } from '../../src/image/layout-store.js';
 import { sha256Digest } from '../../src/oci/digest.js';
 import { hostPlatform } from '../../src/oci/platform.js';
+import { runCli } from '../helpers/cli.js';
 import { type TestImage, writeTestImage, writeTestIndex } from '../helpers/images.js';
 import { privatePodman } from '../helpers/podman.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
@@ -23,14 +22,6 @@ let src: LayoutStore;
 let amd: TestImage;
 let arm: TestImage;
 let index: { digest: string; bytes: Buffer };
-
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await main(argv, io);
-  return { code, out: out.join(''), err: err.join('') };
-}
 
 async function skopeo(...args: string[]): Promise<string> {
   return (await execa('skopeo', args)).stdout;
@@ -59,7 +50,7 @@ afterAll(async () => {
 describe('image copy to and from a registry', () => {
   it('pushes a layout image that skopeo and podman read with the same digest', async () => {
     const ref = `${registry.host}/team/app:v1`;
-    const r = await run(
+    const r = await runCli(
       'image',
       'copy',
       `oci:${srcDir}:amd64`,
@@ -92,7 +83,7 @@ describe('image copy to and from a registry', () => {
   it('copies registry → layout byte for byte, and skips everything the second time', async () => {
     const ref = `${registry.host}/team/app:v1`;
     const out = join(tmp, 'pulled');
-    const first = await run(
+    const first = await runCli(
       'image',
       'copy',
       ref,
@@ -105,7 +96,8 @@ describe('image copy to and from a registry', () => {
     const layout = await openLayoutStore(out);
     expect((await layout.getManifest('v1')).bytes.equals(amd.bytes)).toBe(true);
     const second = JSON.parse(
-      (await run('image', 'copy', ref, `oci:${out}:v1`, '--insecure-registry', registry.host, '--json')).out,
+      (await runCli('image', 'copy', ref, `oci:${out}:v1`, '--insecure-registry', registry.host, '--json'))
+        .out,
     );
     expect(second.blobs.uploaded).toBe(0);
     expect(second.manifests).toEqual({ pushed: 0, exists: 1 });
@@ -113,7 +105,7 @@ describe('image copy to and from a registry', () => {
 
   it('mounts blobs across repositories of one registry', async () => {
     registry.resetCounters();
-    const r = await run(
+    const r = await runCli(
       'image',
       'copy',
       `${registry.host}/team/app:v1`,
@@ -136,7 +128,7 @@ describe('image copy to and from a registry', () => {
     // CNB_INSECURE_REGISTRIES works like the flag.
     process.env.CNB_INSECURE_REGISTRIES = registry.host;
     try {
-      const r = await run('image', 'copy', '--all', `oci:${srcDir}:multi`, ref, '--json');
+      const r = await runCli('image', 'copy', '--all', `oci:${srcDir}:multi`, ref, '--json');
       expect(r.err).toBe('');
       expect(JSON.parse(r.out).digest).toBe(index.digest);
     } finally {
@@ -153,7 +145,7 @@ describe('image copy to and from a registry', () => {
 
   it('without --all copies only the host platform out of a registry index', async () => {
     const out = join(tmp, 'one-platform');
-    const r = await run(
+    const r = await runCli(
       'image',
       'copy',
       `${registry.host}/team/multi:1`,
@@ -169,7 +161,7 @@ describe('image copy to and from a registry', () => {
   it('inspects a registry index and image', async () => {
     const idx = JSON.parse(
       (
-        await run(
+        await runCli(
           'image',
           'inspect',
           `${registry.host}/team/multi:1`,
@@ -184,7 +176,7 @@ describe('image copy to and from a registry', () => {
       'linux/amd64',
       'linux/arm64',
     ]);
-    const img = await run(
+    const img = await runCli(
       'image',
       'inspect',
       `docker://${registry.host}/team/app:v1`,
@@ -192,7 +184,7 @@ describe('image copy to and from a registry', () => {
       registry.host,
     );
     expect(img.out).toContain('Platform:   linux/amd64');
-    const raw = await run(
+    const raw = await runCli(
       'image',
       'inspect',
       `${registry.host}/team/app:v1`,
@@ -201,7 +193,7 @@ describe('image copy to and from a registry', () => {
       registry.host,
     );
     expect(raw.out).toBe(amd.bytes.toString());
-    const missing = await run(
+    const missing = await runCli(
       'image',
       'inspect',
       `${registry.host}/team/app:nope`,

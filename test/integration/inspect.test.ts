@@ -4,18 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseToml } from '../../src/util/toml.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
-import type { CliIO } from '../../src/cli/output.js';
 import { publishIndex } from '../../src/image/publish-index.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
-import { createRegistryStore } from '../../src/image/registry-store.js';
 import type { ImageStore } from '../../src/image/store.js';
 import { appImageLocation, openImage } from '../../src/image/transport.js';
 import { type Platform, parsePlatform } from '../../src/oci/platform.js';
-import { parseReference } from '../../src/oci/reference.js';
 import { type ExportResult, exportImage } from '../../src/phase/export.js';
 import { type AppInspectReport, inspectApp } from '../../src/api/inspect.js';
 import type { BuildMetadata } from '../../src/platform/metadata.js';
+import { registryStore, runCli, usePackfarmHome } from '../helpers/cli.js';
 import { writeTestImage } from '../helpers/images.js';
 import { type TestRegistry, freePort, startRegistry } from '../helpers/registry.js';
 import { createRunImage } from '../helpers/run-image.js';
@@ -60,7 +57,7 @@ const metadata: BuildMetadata = {
 let root: string;
 let home: string;
 let registry: TestRegistry;
-let savedHome: string | undefined;
+let restoreHome: (() => void) | undefined;
 let runStore: ImageStore;
 let ws: { layers: string; app: string };
 let remoteImage: ExportResult;
@@ -84,32 +81,12 @@ async function prepareLayers(dir: string, arch: string): Promise<{ layers: strin
   return { layers, app };
 }
 
-function capture(): CliIO & { stdout: () => string; stderr: () => string } {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    out: (t) => out.push(t),
-    err: (t) => err.push(t),
-    stdout: () => out.join('\n'),
-    stderr: () => err.join('\n'),
-  };
-}
-
-async function cli(args: string[]) {
-  const io = capture();
-  const code = await main(args, io);
-  return { code, out: io.stdout(), err: io.stderr() };
-}
-
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-inspect-'));
   home = join(root, 'home');
-  savedHome = process.env.PACKFARM_HOME;
-  process.env.PACKFARM_HOME = home;
+  restoreHome = usePackfarmHome(home);
   registry = await startRegistry();
-  runStore = createRegistryStore(parseReference(`${registry.host}/run`), {
-    insecureRegistries: [registry.host],
-  });
+  runStore = registryStore(registry, 'run');
   await createRunImage({ store: runStore, tag: 'v1', labels: { 'io.buildpacks.base.id': 'example.run' } });
   ws = await prepareLayers(join(root, 'amd64'), 'amd64');
   const run = {
@@ -120,9 +97,7 @@ beforeAll(async () => {
   };
 
   // In the registry only.
-  const appStore = createRegistryStore(parseReference(`${registry.host}/app`), {
-    insecureRegistries: [registry.host],
-  });
+  const appStore = registryStore(registry, 'app');
   remoteImage = await exportImage({
     layersDir: ws.layers,
     appDir: ws.app,
@@ -202,8 +177,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = savedHome;
+  restoreHome?.();
   await registry?.stop();
   if (root) await rm(root, { recursive: true, force: true });
 });
@@ -294,7 +268,7 @@ describe('inspectApp', () => {
 
 describe('packfarm inspect', () => {
   it('prints REMOTE and LOCAL sections like pack', async () => {
-    const r = await cli(['inspect', `${registry.host}/app:1`, '--insecure-registry', registry.host]);
+    const r = await runCli('inspect', `${registry.host}/app:1`, '--insecure-registry', registry.host);
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     const out = r.out;
@@ -320,13 +294,13 @@ describe('packfarm inspect', () => {
   });
 
   it('--json gives one document with local and remote sections', async () => {
-    const r = await cli([
+    const r = await runCli(
       'inspect',
       `${registry.host}/local:1`,
       '--json',
       '--insecure-registry',
       registry.host,
-    ]);
+    );
     expect(r.code).toBe(0);
     const doc = JSON.parse(r.out) as AppInspectReport;
     expect(Object.keys(doc)).toEqual(['image', 'local', 'remote']);
@@ -362,7 +336,7 @@ describe('packfarm inspect', () => {
   });
 
   it('shows each platform of an index in an oci: layout, and only that place', async () => {
-    const r = await cli(['inspect', `oci:${join(root, 'multi')}:latest`]);
+    const r = await runCli('inspect', `oci:${join(root, 'multi')}:latest`);
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).not.toContain('REMOTE:');
@@ -375,7 +349,7 @@ describe('packfarm inspect', () => {
     expect(r.out).toContain(`  Digest: ${children[0]!.digest}`);
     expect(r.out).toContain('    example.com/run:arm64');
 
-    const j = await cli(['inspect', `oci:${join(root, 'multi')}:latest`, '--json']);
+    const j = await runCli('inspect', `oci:${join(root, 'multi')}:latest`, '--json');
     const doc = JSON.parse(j.out) as AppInspectReport;
     expect(doc.remote).toBeNull();
     const idx = doc.local.result;
@@ -385,11 +359,11 @@ describe('packfarm inspect', () => {
   });
 
   it('says so for an image without CNB labels', async () => {
-    const r = await cli(['inspect', `oci:${join(root, 'plain')}:plain`]);
+    const r = await runCli('inspect', `oci:${join(root, 'plain')}:plain`);
     expect(r.code).toBe(0);
     expect(r.out).toContain('(no CNB labels: this image was not built by a buildpacks lifecycle)');
     expect(r.out).toContain('Target: linux/amd64 (debian 12)');
-    const j = JSON.parse((await cli(['inspect', `oci:${join(root, 'plain')}:plain`, '--json'])).out);
+    const j = JSON.parse((await runCli('inspect', `oci:${join(root, 'plain')}:plain`, '--json')).out);
     expect(j.local.result).toMatchObject({
       cnb: false,
       rebasable: false,
@@ -402,12 +376,12 @@ describe('packfarm inspect', () => {
 
   it('shows an image without processes as such, and prints its legacy BOM with --bom', async () => {
     const loc = `oci:${join(root, 'plain')}:noproc`;
-    const r = await cli(['inspect', loc]);
+    const r = await runCli('inspect', loc);
     expect(r.code, r.err).toBe(0);
     expect(r.out).toContain(
       'Processes:\n  (none: no buildpack declared a process; give the command to run the image)',
     );
-    const bom = await cli(['inspect', loc, '--bom']);
+    const bom = await runCli('inspect', loc, '--bom');
     expect(JSON.parse(bom.out)).toEqual({
       remote: null,
       local: {
@@ -420,15 +394,15 @@ describe('packfarm inspect', () => {
         ],
       },
     });
-    const bomYaml = await cli(['inspect', loc, '--bom', '-o', 'yaml']);
+    const bomYaml = await runCli('inspect', loc, '--bom', '-o', 'yaml');
     expect(bomYaml.out).toContain('local:\n  bom:\n    - name: "openssl"');
   });
 
   it('-o json|yaml|toml print the --json document in that format', async () => {
     const args = ['inspect', `${registry.host}/local:1`, '--insecure-registry', registry.host];
-    const json = JSON.parse((await cli([...args, '-o', 'json'])).out);
-    expect(json).toEqual(JSON.parse((await cli([...args, '--json'])).out));
-    const yaml = await cli([...args, '-o', 'yaml']);
+    const json = JSON.parse((await runCli(...args, '-o', 'json')).out);
+    expect(json).toEqual(JSON.parse((await runCli(...args, '--json')).out));
+    const yaml = await runCli(...args, '-o', 'yaml');
     expect(yaml.code, yaml.err).toBe(0);
     const parsed = await execa(
       'python3',
@@ -436,7 +410,7 @@ describe('packfarm inspect', () => {
       { input: yaml.out },
     );
     expect(JSON.parse(parsed.stdout)).toEqual(json);
-    const toml = await cli([...args, '-o', 'toml']);
+    const toml = await runCli(...args, '-o', 'toml');
     expect(toml.code, toml.err).toBe(0);
     const fromToml = parseToml(toml.out, 'inspect -o toml');
     // TOML has no null: the same document without its null fields.
@@ -451,13 +425,13 @@ describe('packfarm inspect', () => {
             )
           : v;
     expect(fromToml).toEqual(dropNulls(json));
-    const bad = await cli([...args, '-o', 'xml']);
+    const bad = await runCli(...args, '-o', 'xml');
     expect(bad.code).toBe(1);
     expect(bad.err).toContain('--output "xml": not an output format');
   });
 
   it('names the image and the label when a label is not valid JSON or not the expected shape', async () => {
-    const bad = await cli(['inspect', `oci:${join(root, 'plain')}:broken`]);
+    const bad = await runCli('inspect', `oci:${join(root, 'plain')}:broken`);
     expect(bad.code).toBe(1);
     expect(bad.out).toBe('');
     expect(bad.err).toMatch(
@@ -465,7 +439,7 @@ describe('packfarm inspect', () => {
         `^error: oci:${join(root, 'plain')}@sha256:[0-9a-f]{64}: label io\\.buildpacks\\.lifecycle\\.metadata: not valid JSON`,
       ),
     );
-    const shape = await cli(['inspect', `oci:${join(root, 'plain')}:wrong-shape`, '--json']);
+    const shape = await runCli('inspect', `oci:${join(root, 'plain')}:wrong-shape`, '--json');
     expect(shape.code).toBe(1);
     const e = JSON.parse(shape.err).error;
     expect(e.code).toBe('INVALID_LABEL');
@@ -484,13 +458,13 @@ describe('packfarm inspect', () => {
       platform: AMD64,
       outputs: [{ store: dest.store, tags: ['1'] }],
     });
-    const r = await cli(['inspect', ref, '--insecure-registry', ref.split('/')[0]!]);
+    const r = await runCli('inspect', ref, '--insecure-registry', ref.split('/')[0]!);
     expect(r.code).toBe(0);
     const [remote, local] = r.out.split('\nLOCAL:\n');
     expect(remote).toMatch(/\nerror: /);
     expect(local).toContain(`Digest: ${exported.digest}`);
     const doc = JSON.parse(
-      (await cli(['inspect', ref, '--json', '--insecure-registry', ref.split('/')[0]!])).out,
+      (await runCli('inspect', ref, '--json', '--insecure-registry', ref.split('/')[0]!)).out,
     ) as AppInspectReport;
     expect(doc.remote?.present).toBe(false);
     expect(doc.remote?.error?.code).toMatch(/^[A-Z_]+$/);
@@ -498,7 +472,7 @@ describe('packfarm inspect', () => {
   });
 
   it('fails when the image is in neither place', async () => {
-    const r = await cli(['inspect', `${registry.host}/nowhere:1`, '--insecure-registry', registry.host]);
+    const r = await runCli('inspect', `${registry.host}/nowhere:1`, '--insecure-registry', registry.host);
     expect(r.code).toBe(1);
     expect(r.err).toContain(`error: unable to find image ${registry.host}/nowhere:1 locally (oci:`);
     expect(r.err).toContain(`or remotely (${registry.host}/nowhere:1)`);

@@ -3,8 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openLayoutStore } from '../../src/image/layout-store.js';
-import { createRegistryStore } from '../../src/image/registry-store.js';
-import { parseReference } from '../../src/oci/reference.js';
+import { registryStore } from '../helpers/cli.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import {
   type PodmanRunner,
@@ -47,9 +46,7 @@ describe('test run image', () => {
   });
 
   it('runs from the registry, and v1/v2 differ', async () => {
-    const store = createRegistryStore(parseReference(`${registry.host}/run`), {
-      insecureRegistries: [registry.host],
-    });
+    const store = registryStore(registry, 'run');
     const v1 = await createVersionedRunImage({ store, tag: 'v1', version: 1 });
     const v2 = await createVersionedRunImage({ store, tag: 'v2', version: 2 });
     expect(v1.digest).not.toBe(v2.digest);

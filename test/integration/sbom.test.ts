@@ -3,19 +3,16 @@ import { lstat, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
-import type { CliIO } from '../../src/cli/output.js';
 import { publishIndex } from '../../src/image/publish-index.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
-import { createRegistryStore } from '../../src/image/registry-store.js';
 import type { ImageStore } from '../../src/image/store.js';
 import { appImageLocation, openImage } from '../../src/image/transport.js';
 import { type Platform, parsePlatform } from '../../src/oci/platform.js';
-import { parseReference } from '../../src/oci/reference.js';
 import { type ExportResult, exportImage } from '../../src/phase/export.js';
 import { downloadSbom } from '../../src/api/sbom.js';
 import type { BuildMetadata } from '../../src/platform/metadata.js';
 import { canonicalJson } from '../../src/util/json.js';
+import { registryStore, runCli, usePackfarmHome } from '../helpers/cli.js';
 import { tarGz, writeTestImage } from '../helpers/images.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { createRunImage } from '../helpers/run-image.js';
@@ -54,7 +51,7 @@ const spdxBytes = (arch: string) => `{"spdxVersion":"SPDX-2.3","name":"${arch}"}
 
 let root: string;
 let home: string;
-let savedHome: string | undefined;
+let restoreHome: (() => void) | undefined;
 let registry: TestRegistry;
 let appStore: ImageStore;
 let children: ExportResult[];
@@ -77,14 +74,6 @@ async function prepareLayers(dir: string, arch: string, withSbom = true) {
   return { layers, app };
 }
 
-async function cli(args: string[]) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await main(args, io);
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
-
 /** Every regular file under dir, relative, sorted. */
 async function filesUnder(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -96,15 +85,10 @@ async function filesUnder(dir: string): Promise<string[]> {
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-sbom-'));
   home = join(root, 'home');
-  savedHome = process.env.PACKFARM_HOME;
-  process.env.PACKFARM_HOME = home;
+  restoreHome = usePackfarmHome(home);
   registry = await startRegistry();
-  const runStore = createRegistryStore(parseReference(`${registry.host}/run`), {
-    insecureRegistries: [registry.host],
-  });
-  appStore = createRegistryStore(parseReference(`${registry.host}/app`), {
-    insecureRegistries: [registry.host],
-  });
+  const runStore = registryStore(registry, 'run');
+  appStore = registryStore(registry, 'app');
 
   // Two children pushed by digest, then the index under a tag.
   children = [];
@@ -175,8 +159,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = savedHome;
+  restoreHome?.();
   await registry?.stop();
   if (root) await rm(root, { recursive: true, force: true });
 });
@@ -184,7 +167,7 @@ afterAll(async () => {
 describe('packfarm sbom download', () => {
   it('writes the SBOM files of a local image at pack paths, byte for byte', async () => {
     const out = join(root, 'out-local');
-    const r = await cli(['sbom', 'download', `${registry.host}/app:1`, '-o', out]);
+    const r = await runCli('sbom', 'download', `${registry.host}/app:1`, '-o', out);
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(await filesUnder(out)).toEqual([SBOM_PATH, SPDX_PATH]);
@@ -230,7 +213,7 @@ describe('packfarm sbom download', () => {
 
   it('reads the registry with --remote: the host platform of an index by default, --platform picks another', async () => {
     const host = join(root, 'out-host');
-    const r = await cli([
+    const r = await runCli(
       'sbom',
       'download',
       `${registry.host}/app:multi`,
@@ -240,7 +223,7 @@ describe('packfarm sbom download', () => {
       '--output-dir',
       host,
       '--json',
-    ]);
+    );
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     const doc = JSON.parse(r.out);
@@ -258,7 +241,7 @@ describe('packfarm sbom download', () => {
 
     const arm = join(root, 'out-arm');
     registry.resetCounters();
-    const a = await cli([
+    const a = await runCli(
       'sbom',
       'download',
       `${registry.host}/app:multi`,
@@ -269,7 +252,7 @@ describe('packfarm sbom download', () => {
       registry.host,
       '-o',
       arm,
-    ]);
+    );
     expect(a.err).toBe('');
     expect(a.code).toBe(0);
     expect(await filesUnder(arm)).toEqual([SBOM_PATH, SPDX_PATH]);
@@ -286,7 +269,7 @@ describe('packfarm sbom download', () => {
     const before = process.cwd();
     process.chdir(cwd);
     try {
-      const r = await cli(['sbom', 'download', `${registry.host}/app:1`]);
+      const r = await runCli('sbom', 'download', `${registry.host}/app:1`);
       expect(r.code).toBe(0);
     } finally {
       process.chdir(before);
@@ -295,7 +278,7 @@ describe('packfarm sbom download', () => {
   });
 
   it('points at --remote when a bare image is not in the local layout', async () => {
-    const r = await cli(['sbom', 'download', `${registry.host}/app:multi`, '-o', join(root, 'x')]);
+    const r = await runCli('sbom', 'download', `${registry.host}/app:multi`, '-o', join(root, 'x'));
     expect(r.code).toBe(1);
     expect(r.err).toContain(
       `error: image ${registry.host}/app:multi not found at oci:${join(home, 'images')}`,
@@ -304,21 +287,27 @@ describe('packfarm sbom download', () => {
   });
 
   it('fails clearly for an image without an SBOM and for a non-CNB image', async () => {
-    const none = await cli([
+    const none = await runCli(
       'sbom',
       'download',
       `oci:${join(root, 'others')}:nosbom`,
       '-o',
       join(root, 'n'),
       '--json',
-    ]);
+    );
     expect(none.code).toBe(1);
     const e = JSON.parse(none.err).error;
     expect(e.code).toBe('SBOM_NOT_FOUND');
     expect(e.message).toMatch(
       /has no SBOM: label io\.buildpacks\.lifecycle\.metadata records no "sbom" layer/,
     );
-    const plain = await cli(['sbom', 'download', `oci:${join(root, 'others')}:plain`, '-o', join(root, 'n')]);
+    const plain = await runCli(
+      'sbom',
+      'download',
+      `oci:${join(root, 'others')}:plain`,
+      '-o',
+      join(root, 'n'),
+    );
     expect(plain.code).toBe(1);
     expect(plain.err).toContain('has no io.buildpacks.lifecycle.metadata label: it is not a CNB app image');
     await expect(lstat(join(root, 'n'))).rejects.toThrow(/ENOENT/);

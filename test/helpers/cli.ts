@@ -1,0 +1,62 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { main } from '../../src/cli/main.js';
+import type { CliIO } from '../../src/cli/output.js';
+import { parseReference } from '../../src/oci/reference.js';
+import { createRegistryStore } from '../../src/image/registry-store.js';
+import type { ImageStore } from '../../src/image/store.js';
+import type { TestRegistry } from './registry.js';
+
+/**
+ * What the in-process CLI tests share: running `packfarm …` in this process with its output captured, a
+ * private PACKFARM_HOME for the file, a store on the test registry, and app dirs written from a table.
+ */
+
+export interface CliRun {
+  code: number;
+  /** stdout as a terminal would show it: each printed chunk ends with a newline. */
+  out: string;
+  err: string;
+}
+
+/** `packfarm ARGV…` in this process (so coverage and breakpoints reach it); nothing goes to the terminal. */
+export async function runCli(...argv: string[]): Promise<CliRun> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const line = (t: string) => (t.endsWith('\n') ? t : `${t}\n`);
+  const io: CliIO = {
+    out: (t) => out.push(line(t)),
+    err: (t) => err.push(line(t)),
+    // Exact bytes, as the terminal gets them (`--raw` manifests).
+    raw: (b) => out.push(Buffer.from(b).toString('utf8')),
+  };
+  const code = await main(argv, io);
+  return { code, out: out.join(''), err: err.join('') };
+}
+
+/** Point PACKFARM_HOME at `dir`; the function returned puts back what it was. */
+export function usePackfarmHome(dir: string): () => void {
+  const saved = process.env.PACKFARM_HOME;
+  process.env.PACKFARM_HOME = dir;
+  return () => {
+    if (saved === undefined) delete process.env.PACKFARM_HOME;
+    else process.env.PACKFARM_HOME = saved;
+  };
+}
+
+/** A store on repository `repo` of the loopback test registry (plain HTTP). */
+export function registryStore(registry: TestRegistry, repo: string): ImageStore {
+  return createRegistryStore(parseReference(`${registry.host}/${repo}`), {
+    insecureRegistries: [registry.host],
+  });
+}
+
+/** Write `files` (relative path → text) under `dir`, parents included; answers `dir`. */
+export async function writeFiles(dir: string, files: Record<string, string>): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  for (const [rel, text] of Object.entries(files)) {
+    await mkdir(dirname(join(dir, rel)), { recursive: true });
+    await writeFile(join(dir, rel), text);
+  }
+  return dir;
+}
