@@ -41,6 +41,7 @@ export interface LocalInputs {
 }
 
 export async function prepareLocalInputs(plan: BuildPlan, dir: string): Promise<LocalInputs> {
+  refuseLocalStores(plan);
   const builderDir = await stageBuilderDir(plan, dir);
   const images = new Map<string, Promise<{ image: LocalImage; blobs: BlobSource[] }>>();
   const imageFor = (role: LocalImage['role'], name: string, store: ImageStore, digest: Digest) => {
@@ -90,6 +91,31 @@ export async function prepareLocalInputs(plan: BuildPlan, dir: string): Promise<
       return { blobs, spec };
     },
   };
+}
+
+/**
+ * A cache image or previous image in a layout of this machine would be written (or read) at the same path on
+ * the node's disk instead: refused rather than built wrong.
+ */
+function refuseLocalStores(plan: BuildPlan): void {
+  const o = plan.options;
+  const cache = plan.cache?.location;
+  const checks: Array<[string, string | undefined, ImageStore | undefined]> = [
+    ['--cache-image', o.cacheImage, cache?.kind === 'image' ? cache.store : undefined],
+    ['--previous-image', o.previousImage, plan.previousImage?.store],
+  ];
+  for (const [flag, value, store] of checks)
+    if (value && store && isLocal(store))
+      throw new PackfarmError(
+        'FARM_UNSUPPORTED',
+        `${flag} ${value}: an image in a layout of this machine cannot be used by remote farm nodes`,
+        {
+          hint:
+            flag === '--cache-image'
+              ? 'use --cache-dir DIR (nodes get it and send their new cache back), or a registry cache image'
+              : 'push it to a registry the nodes can reach, or build with the local node only',
+        },
+      );
 }
 
 /** A store on this machine (an OCI layout): the nodes cannot reach it. */

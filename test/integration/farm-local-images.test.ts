@@ -14,6 +14,7 @@ import { createRegistryStore } from '../../src/image/registry-store.js';
 import { digestHex } from '../../src/oci/digest.js';
 import type { Platform } from '../../src/oci/platform.js';
 import { parseReference } from '../../src/oci/reference.js';
+import { isPackfarmError } from '../../src/util/errors.js';
 import { writeBuilderIndex } from '../helpers/builder-index.js';
 import { writeBusyboxBuildImage } from '../helpers/build-image.js';
 import { compileSrcForChildProcesses } from '../helpers/compiled-src.js';
@@ -347,4 +348,31 @@ describe('--cache-dir through remote nodes', () => {
     expect(output(three.events, 'linux/amd64')).toContain('deps: reusing cached version 1');
     expect(three.report.targets[0]?.farm?.blobsSent).toBe(0);
   }, 600_000);
+
+  it('a cache image in a layout of this machine is refused for remote nodes, naming the flag', async () => {
+    const app = await makeApp('cache-image', { 'app.txt': 'cache image\n' });
+    let err: unknown;
+    try {
+      await farmBuild(
+        {
+          image: `${registry.host}/ci-app:latest`,
+          path: app,
+          buildpacks: [cacheBp],
+          runImage: runRef,
+          cacheImage: `oci:${join(root, 'cache-layout')}:cache`,
+          platform: 'linux/amd64',
+        },
+        [node(0)],
+      );
+    } catch (e) {
+      err = e;
+    }
+    expect(isPackfarmError(err, 'FARM_UNSUPPORTED')).toBe(true);
+    expect((err as Error).message).toContain(`--cache-image oci:${join(root, 'cache-layout')}:cache`);
+    expect(
+      await store('ci-app')
+        .listTags()
+        .catch(() => []),
+    ).toEqual([]);
+  }, 120_000);
 });
