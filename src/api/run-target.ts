@@ -14,7 +14,7 @@ import { syncAppDir } from '../platform/app-files.js';
 import { writePlatformEnv } from '../platform/env-files.js';
 import type { ProjectMetadata } from '../platform/labels.js';
 import { createBuildImageExecutor } from '../phase/build-image.js';
-import { type CreatePhase, type CreateResult, create } from '../phase/create.js';
+import { type CreateEvent, type CreatePhase, type CreateResult, create } from '../phase/create.js';
 import type { ExportOutput, LayerOutcome } from '../phase/export.js';
 import { parseJson, parseWith } from '../util/validate.js';
 import { copyBuildOutputs, inBuildTerms } from './build-terms.js';
@@ -155,58 +155,9 @@ export async function runTarget(
       hostEnv: plan.env,
       logger: log,
       onEvent: (e) => {
-        switch (e.type) {
-          case 'phase-start':
-            phase = e.phase;
-            emit({ type: 'phase-start', target: target.name, phase });
-            break;
-          case 'phase-end':
-            emit({ type: 'phase-end', target: target.name, phase: e.phase, seconds: e.durationMs / 1000 });
-            break;
-          case 'build':
-            if (e.event.type === 'buildpack-output')
-              emit({
-                type: 'output',
-                target: target.name,
-                phase,
-                buildpack: e.event.id,
-                stream: e.event.stream,
-                line: e.event.line,
-              });
-            break;
-          case 'detect':
-            if (e.event.type === 'buildpack')
-              emit({
-                type: 'detected',
-                target: target.name,
-                phase,
-                buildpack: `${e.event.id}@${e.event.version}`,
-                verdict: e.event.verdict,
-              });
-            else if (e.event.type === 'buildpack-skipped')
-              emit({
-                type: 'detected',
-                target: target.name,
-                phase,
-                buildpack: `${e.event.id}@${e.event.version}`,
-                verdict: 'skipped',
-              });
-            break;
-          case 'export':
-            if (e.event.type === 'layer')
-              emit({
-                type: 'layer',
-                target: target.name,
-                phase,
-                name: e.event.name,
-                outcome: e.event.outcome,
-                digest: e.event.digest,
-                size: e.event.size,
-              });
-            else if (e.event.type === 'warning')
-              emit({ type: 'warning', target: target.name, phase, message: e.event.message });
-            break;
-        }
+        if (e.type === 'phase-start') phase = e.phase;
+        const out = targetEvent(e, target.name, phase);
+        if (out) emit(out);
       },
       ...(hooks.signal ? { signal: hooks.signal } : {}),
     }).catch((err: unknown) => {
@@ -223,72 +174,17 @@ export async function runTarget(
       plan.cwd,
     );
 
-    const ex = result.exported;
-    const baseLayers = { exists: 0, mounted: 0, uploaded: 0 };
-    for (const b of ex.baseLayers) baseLayers[b.outcome]++;
-    const layerCounts: Record<LayerOutcome, number> = { added: 0, reused: 0, existing: 0, mounted: 0 };
-    for (const l of ex.layers) layerCounts[l.outcome]++;
-    const md = ex.lifecycleMetadata;
-    const phases = Object.values(result.timings).reduce((a, b) => a + b, 0);
-    const total = performance.now() - t0;
-    const s = (ms: number) => Math.round(ms) / 1000;
-    const manifest = parseWith(
-      ImageManifestSchema,
-      parseJson(ex.manifestBytes.toString('utf8'), `${target.name} manifest`),
-      `${target.name} manifest`,
-    );
-    const report: TargetReport = {
-      platform: target.name,
-      runs: target.runs,
-      executor: executor.kind,
-      digest: ex.digest,
-      mediaType: ex.mediaType,
-      manifestSize: ex.manifestSize,
-      size: ex.manifestSize + manifest.config.size + manifest.layers.reduce((a, l) => a + l.size, 0),
-      bytesUploaded: uploaded,
-      tags: plan.index ? [] : ex.tags,
-      runImage: { reference: md.runImage.reference, topLayer: md.runImage.topLayer },
-      ...(target.buildImage
-        ? { buildImage: { reference: target.buildImage.name, digest: target.buildImage.digest } }
-        : {}),
-      buildpacks: result.detected.group.map((g) => ({ id: g.id, version: g.version })),
-      processes: result.built.metadata.processes.map((p) => ({
-        type: p.type,
-        default: p.type === (opts.defaultProcess ?? result.built.metadata.buildpackDefaultProcessType),
-      })),
-      layers: ex.layers.map((l) => ({ name: l.name, digest: l.digest, size: l.size, outcome: l.outcome })),
-      layerCounts,
-      baseLayers,
-      ...(plan.cache && result.cache
-        ? {
-            cache: {
-              location: plan.cache.description,
-              layers: result.cache.layers.map((l) => ({
-                name: `${l.buildpack}:${l.layer}`,
-                outcome: l.outcome,
-              })),
-            },
-          }
-        : {}),
-      timings: {
-        analyze: s(result.timings.analyze),
-        detect: s(result.timings.detect),
-        restore: s(result.timings.restore),
-        build: s(result.timings.build),
-        export: s(result.timings.export),
-        cache: s(result.timings.cache),
-        buildpacks: s(result.buildpackMs),
-        prepare: s(total - phases),
-        total: s(total),
-      },
-      warnings: ex.warnings,
-      ...(opts.keepTemp ? { workDir: dirs.root } : {}),
-    };
+    const report = targetReport(plan, target, result, {
+      executorKind: executor.kind,
+      uploaded,
+      totalMs: performance.now() - t0,
+      workDir: dirs.root,
+    });
     emit({
       type: 'target-end',
       target: target.name,
       phase,
-      digest: ex.digest,
+      digest: report.digest,
       seconds: report.timings.total,
     });
     return report;
@@ -296,6 +192,123 @@ export async function runTarget(
     await closeExecutor().catch(() => undefined);
     await dirs.release();
   }
+}
+
+/** The report of one target, from what create() answered and what this run counted. */
+function targetReport(
+  plan: BuildPlan,
+  target: TargetPlan,
+  result: CreateResult,
+  run: { executorKind: TargetReport['executor']; uploaded: number; totalMs: number; workDir: string },
+): TargetReport {
+  const opts = plan.options;
+  const ex = result.exported;
+  const baseLayers = { exists: 0, mounted: 0, uploaded: 0 };
+  for (const b of ex.baseLayers) baseLayers[b.outcome]++;
+  const layerCounts: Record<LayerOutcome, number> = { added: 0, reused: 0, existing: 0, mounted: 0 };
+  for (const l of ex.layers) layerCounts[l.outcome]++;
+  const md = ex.lifecycleMetadata;
+  const phases = Object.values(result.timings).reduce((a, b) => a + b, 0);
+  const total = run.totalMs;
+  const s = (ms: number) => Math.round(ms) / 1000;
+  const manifest = parseWith(
+    ImageManifestSchema,
+    parseJson(ex.manifestBytes.toString('utf8'), `${target.name} manifest`),
+    `${target.name} manifest`,
+  );
+  const report: TargetReport = {
+    platform: target.name,
+    runs: target.runs,
+    executor: run.executorKind,
+    digest: ex.digest,
+    mediaType: ex.mediaType,
+    manifestSize: ex.manifestSize,
+    size: ex.manifestSize + manifest.config.size + manifest.layers.reduce((a, l) => a + l.size, 0),
+    bytesUploaded: run.uploaded,
+    tags: plan.index ? [] : ex.tags,
+    runImage: { reference: md.runImage.reference, topLayer: md.runImage.topLayer },
+    ...(target.buildImage
+      ? { buildImage: { reference: target.buildImage.name, digest: target.buildImage.digest } }
+      : {}),
+    buildpacks: result.detected.group.map((g) => ({ id: g.id, version: g.version })),
+    processes: result.built.metadata.processes.map((p) => ({
+      type: p.type,
+      default: p.type === (opts.defaultProcess ?? result.built.metadata.buildpackDefaultProcessType),
+    })),
+    layers: ex.layers.map((l) => ({ name: l.name, digest: l.digest, size: l.size, outcome: l.outcome })),
+    layerCounts,
+    baseLayers,
+    ...(plan.cache && result.cache
+      ? {
+          cache: {
+            location: plan.cache.description,
+            layers: result.cache.layers.map((l) => ({
+              name: `${l.buildpack}:${l.layer}`,
+              outcome: l.outcome,
+            })),
+          },
+        }
+      : {}),
+    timings: {
+      analyze: s(result.timings.analyze),
+      detect: s(result.timings.detect),
+      restore: s(result.timings.restore),
+      build: s(result.timings.build),
+      export: s(result.timings.export),
+      cache: s(result.timings.cache),
+      buildpacks: s(result.buildpackMs),
+      prepare: s(total - phases),
+      total: s(total),
+    },
+    warnings: ex.warnings,
+    ...(opts.keepTemp ? { workDir: run.workDir } : {}),
+  };
+  return report;
+}
+
+/** create()'s event in build terms, tagged with the target; undefined for what a build does not report. */
+function targetEvent(e: CreateEvent, target: string, phase: BuildPhase): BuildEvent | undefined {
+  switch (e.type) {
+    case 'phase-start':
+      return { type: 'phase-start', target, phase: e.phase };
+    case 'phase-end':
+      return { type: 'phase-end', target, phase: e.phase, seconds: e.durationMs / 1000 };
+    case 'build':
+      if (e.event.type === 'buildpack-output')
+        return {
+          type: 'output',
+          target,
+          phase,
+          buildpack: e.event.id,
+          stream: e.event.stream,
+          line: e.event.line,
+        };
+      return undefined;
+    case 'detect':
+      if (e.event.type === 'buildpack' || e.event.type === 'buildpack-skipped')
+        return {
+          type: 'detected',
+          target,
+          phase,
+          buildpack: `${e.event.id}@${e.event.version}`,
+          verdict: e.event.type === 'buildpack' ? e.event.verdict : 'skipped',
+        };
+      return undefined;
+    case 'export':
+      if (e.event.type === 'layer')
+        return {
+          type: 'layer',
+          target,
+          phase,
+          name: e.event.name,
+          outcome: e.event.outcome,
+          digest: e.event.digest,
+          size: e.event.size,
+        };
+      if (e.event.type === 'warning') return { type: 'warning', target, phase, message: e.event.message };
+      return undefined;
+  }
+  return undefined;
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { BuildReport } from '../api/build.js';
+import type { BuildOptions, BuildReport } from '../api/build.js';
 import { PackfarmError } from '../util/errors.js';
 import { packfarmDataDir } from '../image/data-dir.js';
 import { type CliIO, collect, INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP } from './output.js';
@@ -45,7 +45,7 @@ interface BuildFlags {
 }
 
 export function registerBuildCommand(program: Command, io: CliIO): void {
-  program
+  const cmd = program
     .command('build')
     .description(
       'Build an app into an image with buildpacks (analyze, detect, restore, build, export), for one platform or several (one image index)',
@@ -53,7 +53,53 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
     .argument(
       '<image>',
       'registry reference (needs --publish), oci:DIR[:TAG], or a name for the local layout',
-    )
+    );
+  withBuildOptions(cmd).action(async (image: string, flags: BuildFlags) => {
+    const { build } = await import('../api/build.js');
+    const json = flags.json === true;
+    const write = (line: string) => (json ? io.err(line) : io.out(line));
+    const options = await buildOptions(image, flags, write);
+    const tty = !json && !flags.events && io.isTTY === true;
+    const renderer = createBuildRenderer({
+      mode: flags.events ? 'json' : tty ? 'tty' : 'lines',
+      write,
+      ...(io.rawText ? { writeRaw: io.rawText } : {}),
+      verbose: flags.verbose === true,
+      quiet: flags.quiet === true,
+      color: colorAllowed(tty),
+    });
+    let report: BuildReport;
+    // A farm build cancels its remote jobs on Ctrl-C / SIGTERM: closing each node connection does that.
+    const ac = new AbortController();
+    const onSignal = () => ac.abort();
+    if (flags.farm) {
+      for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, onSignal);
+      io.signal?.addEventListener('abort', onSignal, { once: true });
+    }
+    const farmName = flags.farm;
+    const run = farmName
+      ? async (o: Parameters<typeof build>[0], h: Parameters<typeof build>[1]) => {
+          const { buildOnFarm } = await import('../farm/build.js');
+          return buildOnFarm(o, { ...h, farm: farmName, signal: ac.signal });
+        }
+      : build;
+    try {
+      report = await run(options, {
+        onEvent: (e) => renderer.onEvent(e),
+        ...(io.signal ? { signal: io.signal } : {}),
+      });
+    } finally {
+      for (const s of ['SIGINT', 'SIGTERM'] as const) process.off(s, onSignal);
+      renderer.close();
+    }
+    if (json) io.out(JSON.stringify(report, null, 2));
+    else printReport(io, report);
+  });
+}
+
+/** The build command's flags, help and examples (pack's names where pack has the flag). */
+function withBuildOptions(cmd: Command): Command {
+  return cmd
     .option('-p, --path <dir>', 'app directory', '.')
     .option(
       '-B, --builder <ref|dir>',
@@ -171,111 +217,76 @@ export function registerBuildCommand(program: Command, io: CliIO): void {
         '    --platform linux/amd64,linux/arm64 --publish',
         '  packfarm build oci:/tmp/out:app --path ./app --builder ./builder-dir',
       ].join('\n'),
-    )
-    .action(async (image: string, flags: BuildFlags) => {
-      const { build } = await import('../api/build.js');
-      const json = flags.json === true;
-      const write = (line: string) => (json ? io.err(line) : io.out(line));
-      const jobs = flags.jobs === undefined ? undefined : Number(flags.jobs);
-      if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1))
-        throw new PackfarmError('INVALID_ARGS', `--jobs ${flags.jobs}: expected a whole number of 1 or more`);
-      if (flags.executor !== undefined && flags.executor !== 'host' && flags.executor !== 'oci')
-        throw new PackfarmError('INVALID_ARGS', `--executor ${flags.executor}: expected host or oci`);
-      if (flags.format !== undefined && flags.format !== 'oci' && flags.format !== 'docker')
-        throw new PackfarmError('INVALID_ARGS', `--format ${flags.format}: expected oci or docker`);
-      const f = await import('../api/build-flags.js');
-      const note = (line: string) => write(line);
-      const pullPolicy = f.PullPolicySchema.safeParse(flags.pullPolicy);
-      if (!pullPolicy.success)
-        throw new PackfarmError(
-          'INVALID_ARGS',
-          `--pull-policy ${JSON.stringify(flags.pullPolicy)}: not a pull policy`,
-          {
-            hint: '--pull-policy always, if-not-present or never',
-          },
-        );
-      if (flags.cache && (flags.cacheDir || flags.cacheImage))
-        throw new PackfarmError(
-          'INVALID_ARGS',
-          '--cache cannot be combined with --cache-dir or --cache-image',
-        );
-      const cache = flags.cache ? f.parseCacheSpec(flags.cache, packfarmDataDir()) : {};
-      const gid = flags.gid === undefined ? undefined : Number(flags.gid);
-      if (gid !== undefined && !(Number.isInteger(gid) && gid >= 0 && /^\d+$/.test(flags.gid ?? '')))
-        throw new PackfarmError('INVALID_ARGS', `--gid ${JSON.stringify(flags.gid)}: not a group id`, {
-          hint: 'give a number, e.g. --gid 1000',
-        });
-      if (flags.lifecycleImage)
-        note(`note: --lifecycle-image ${flags.lifecycleImage} is not used: packfarm runs its own lifecycle`);
-      if (flags.trustBuilder)
-        note('note: --trust-builder has no effect: packfarm runs no lifecycle from the builder');
-      const tty = !json && !flags.events && io.isTTY === true;
-      const renderer = createBuildRenderer({
-        mode: flags.events ? 'json' : tty ? 'tty' : 'lines',
-        write,
-        ...(io.rawText ? { writeRaw: io.rawText } : {}),
-        verbose: flags.verbose === true,
-        quiet: flags.quiet === true,
-        color: colorAllowed(tty),
-      });
-      let report: BuildReport;
-      // A farm build cancels its remote jobs on Ctrl-C / SIGTERM: closing each node connection does that.
-      const ac = new AbortController();
-      const onSignal = () => ac.abort();
-      if (flags.farm) {
-        for (const s of ['SIGINT', 'SIGTERM'] as const) process.once(s, onSignal);
-        io.signal?.addEventListener('abort', onSignal, { once: true });
-      }
-      const farmName = flags.farm;
-      const run = farmName
-        ? async (o: Parameters<typeof build>[0], h: Parameters<typeof build>[1]) => {
-            const { buildOnFarm } = await import('../farm/build.js');
-            return buildOnFarm(o, { ...h, farm: farmName, signal: ac.signal });
-          }
-        : build;
-      try {
-        report = await run(
-          {
-            image,
-            path: flags.path,
-            ...(flags.builder ? { builder: flags.builder } : {}),
-            buildpacks: flags.buildpack,
-            ...(flags.runImage ? { runImage: flags.runImage } : {}),
-            ...(flags.buildImage ? { buildImage: flags.buildImage } : {}),
-            env: flags.env,
-            envFiles: flags.envFile,
-            publish: flags.publish === true,
-            insecureRegistries: flags.insecureRegistry,
-            ...(flags.cacheDir ? { cacheDir: flags.cacheDir } : {}),
-            ...(flags.cacheImage ? { cacheImage: flags.cacheImage } : {}),
-            clearCache: flags.clearCache === true,
-            ...(flags.previousImage ? { previousImage: flags.previousImage } : {}),
-            ...(flags.creationTime ? { creationTime: flags.creationTime } : {}),
-            ...(flags.defaultProcess ? { defaultProcess: flags.defaultProcess } : {}),
-            ...(flags.descriptor ? { descriptor: flags.descriptor } : {}),
-            tags: flags.tag,
-            platforms: flags.platform,
-            ...(flags.executor ? { executor: flags.executor as 'host' | 'oci' } : {}),
-            ...(jobs !== undefined ? { jobs } : {}),
-            ...(flags.format ? { format: flags.format as 'oci' | 'docker' } : {}),
-            ...cache,
-            pullPolicy: pullPolicy.data,
-            ...(flags.network ? { network: f.parseNetwork(flags.network) } : {}),
-            volumes: flags.volume.map((v) => f.parseVolume(v)),
-            ...(flags.sbomOutputDir ? { sbomOutputDir: flags.sbomOutputDir } : {}),
-            ...(flags.reportOutputDir ? { reportOutputDir: flags.reportOutputDir } : {}),
-            ...(gid !== undefined ? { gid } : {}),
-            keepTemp: flags.keepTemp === true,
-          },
-          { onEvent: (e) => renderer.onEvent(e), ...(io.signal ? { signal: io.signal } : {}) },
-        );
-      } finally {
-        for (const s of ['SIGINT', 'SIGTERM'] as const) process.off(s, onSignal);
-        renderer.close();
-      }
-      if (json) io.out(JSON.stringify(report, null, 2));
-      else printReport(io, report);
+    );
+}
+
+/** The flags as build() options, checked; notes about flags packfarm accepts but does not need go to `note`. */
+async function buildOptions(
+  image: string,
+  flags: BuildFlags,
+  note: (line: string) => void,
+): Promise<BuildOptions> {
+  const jobs = flags.jobs === undefined ? undefined : Number(flags.jobs);
+  if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1))
+    throw new PackfarmError('INVALID_ARGS', `--jobs ${flags.jobs}: expected a whole number of 1 or more`);
+  if (flags.executor !== undefined && flags.executor !== 'host' && flags.executor !== 'oci')
+    throw new PackfarmError('INVALID_ARGS', `--executor ${flags.executor}: expected host or oci`);
+  if (flags.format !== undefined && flags.format !== 'oci' && flags.format !== 'docker')
+    throw new PackfarmError('INVALID_ARGS', `--format ${flags.format}: expected oci or docker`);
+  const f = await import('../api/build-flags.js');
+  const pullPolicy = f.PullPolicySchema.safeParse(flags.pullPolicy);
+  if (!pullPolicy.success)
+    throw new PackfarmError(
+      'INVALID_ARGS',
+      `--pull-policy ${JSON.stringify(flags.pullPolicy)}: not a pull policy`,
+      {
+        hint: '--pull-policy always, if-not-present or never',
+      },
+    );
+  if (flags.cache && (flags.cacheDir || flags.cacheImage))
+    throw new PackfarmError('INVALID_ARGS', '--cache cannot be combined with --cache-dir or --cache-image');
+  const cache = flags.cache ? f.parseCacheSpec(flags.cache, packfarmDataDir()) : {};
+  const gid = flags.gid === undefined ? undefined : Number(flags.gid);
+  if (gid !== undefined && !(Number.isInteger(gid) && gid >= 0 && /^\d+$/.test(flags.gid ?? '')))
+    throw new PackfarmError('INVALID_ARGS', `--gid ${JSON.stringify(flags.gid)}: not a group id`, {
+      hint: 'give a number, e.g. --gid 1000',
     });
+  if (flags.lifecycleImage)
+    note(`note: --lifecycle-image ${flags.lifecycleImage} is not used: packfarm runs its own lifecycle`);
+  if (flags.trustBuilder)
+    note('note: --trust-builder has no effect: packfarm runs no lifecycle from the builder');
+  return {
+    image,
+    path: flags.path,
+    ...(flags.builder ? { builder: flags.builder } : {}),
+    buildpacks: flags.buildpack,
+    ...(flags.runImage ? { runImage: flags.runImage } : {}),
+    ...(flags.buildImage ? { buildImage: flags.buildImage } : {}),
+    env: flags.env,
+    envFiles: flags.envFile,
+    publish: flags.publish === true,
+    insecureRegistries: flags.insecureRegistry,
+    ...(flags.cacheDir ? { cacheDir: flags.cacheDir } : {}),
+    ...(flags.cacheImage ? { cacheImage: flags.cacheImage } : {}),
+    clearCache: flags.clearCache === true,
+    ...(flags.previousImage ? { previousImage: flags.previousImage } : {}),
+    ...(flags.creationTime ? { creationTime: flags.creationTime } : {}),
+    ...(flags.defaultProcess ? { defaultProcess: flags.defaultProcess } : {}),
+    ...(flags.descriptor ? { descriptor: flags.descriptor } : {}),
+    tags: flags.tag,
+    platforms: flags.platform,
+    ...(flags.executor ? { executor: flags.executor as 'host' | 'oci' } : {}),
+    ...(jobs !== undefined ? { jobs } : {}),
+    ...(flags.format ? { format: flags.format as 'oci' | 'docker' } : {}),
+    ...cache,
+    pullPolicy: pullPolicy.data,
+    ...(flags.network ? { network: f.parseNetwork(flags.network) } : {}),
+    volumes: flags.volume.map((v) => f.parseVolume(v)),
+    ...(flags.sbomOutputDir ? { sbomOutputDir: flags.sbomOutputDir } : {}),
+    ...(flags.reportOutputDir ? { reportOutputDir: flags.reportOutputDir } : {}),
+    ...(gid !== undefined ? { gid } : {}),
+    keepTemp: flags.keepTemp === true,
+  };
 }
 
 function printReport(io: CliIO, r: BuildReport): void {

@@ -34,11 +34,19 @@ export function registerFarmCommands(program: Command, io: CliIO): void {
       ].join('\n'),
     );
 
-  const load = async () => {
-    const cfg = await import('../farm/config.js');
-    return { cfg, path: cfg.farmsFilePath(process.env) };
-  };
+  registerFarmSets(farm, io);
+  registerNodeCommands(farm, io);
+  registerImportPodman(farm, io);
+}
 
+/** farms.toml's module and path, loaded when a farm command runs. */
+async function load() {
+  const cfg = await import('../farm/config.js');
+  return { cfg, path: cfg.farmsFilePath(process.env) };
+}
+
+/** `farm create`, `farm rm`, `farm ls`. */
+function registerFarmSets(farm: Command, io: CliIO): void {
   farm
     .command('create')
     .description('Create a farm, optionally with nodes (`local` or ssh:// URIs)')
@@ -97,7 +105,10 @@ export function registerFarmCommands(program: Command, io: CliIO): void {
             : renderFarms(farms),
         );
     });
+}
 
+/** `farm node add`, `farm node rm`. */
+function registerNodeCommands(farm: Command, io: CliIO): void {
   const node = farm.command('node').description('Add or remove nodes of a farm');
   node
     .command('add')
@@ -149,7 +160,10 @@ export function registerFarmCommands(program: Command, io: CliIO): void {
       await cfg.updateFarms(path, (f) => cfg.removeNode(cfg.getFarm(f, farmName, path), nodeName, farmName));
       io.out(`Removed node ${nodeName} from farm ${farmName}`);
     });
+}
 
+/** `farm import-podman`. */
+function registerImportPodman(farm: Command, io: CliIO): void {
   farm
     .command('import-podman')
     .description("Create a farm from podman's farm and system connections (same ssh URIs and identities)")
