@@ -7,7 +7,7 @@
 //    process per target, planning twice), not a speed-up from more hardware.
 // 2. Bytes moved per target on a farm rebuild after one app file changes: what went to each node and back,
 //    blobs sent, and what reached the registry.
-// 3. What exists only on the coordinator (protocol 2): a run image in an OCI layout and a --cache-dir. Bytes
+// 3. What exists only on the coordinator (protocol 3): a run image in an OCI layout and a --cache-dir. Bytes
 //    per target on the first farm build (run image child + cache layers go out, the new cache comes back) and
 //    on a rebuild after one app file changes (only the app and the changed cache layer should move).
 //   node bench/farm.mjs            BENCH_RUNS=3; BENCH_SCALE=1 is an app of ~20 MB in ~2000 files
@@ -165,9 +165,12 @@ console.log(
 );
 const local = [];
 const farm = [];
+let firstFarm;
 for (let r = 0; r < runs; r++) {
   local.push((await once([{ name: 'local', uri: 'local' }])).ms);
-  farm.push((await once(nodes)).ms);
+  const f = await once(nodes);
+  firstFarm ??= f;
+  farm.push(f.ms);
 }
 const l = median(local);
 const f = median(farm);
@@ -176,9 +179,16 @@ console.log(
   `   two targets, two SSH nodes (node1 386, node2 amd64): ${fmtS(f)}  (${(f / l).toFixed(2)}× the local run)`,
 );
 
+for (const t of firstFarm.report.targets)
+  console.log(
+    `   first farm build (app new to the nodes), ${t.platform} on ${t.farm.node}: sent ${fmtMB(t.farm.bytesSent)} (${t.farm.blobsSent} blob(s))`,
+  );
+
 // --- 2. bytes per target on a rebuild after one file changes -------------------------------------------
 const first = await once(nodes);
-writeFileSync(join(app, 'src', 'changed.txt'), `changed ${Date.now()}\n`);
+// One source file changes (about 4 KB of text), as an edit would.
+const edited = join(app, 'src', 'src', 'pkg7', 'mod0', 'file7.js');
+writeFileSync(edited, `${readFileSync(edited, 'utf8')}// edited ${Date.now()}\n`);
 const before = { ...registry.counts };
 const t0 = performance.now();
 const rebuild = await buildOnFarm(
@@ -197,7 +207,7 @@ const ms = performance.now() - t0;
 console.log(`2. farm rebuild after one file changed: ${fmtS(ms)}`);
 for (const t of rebuild.targets)
   console.log(
-    `   ${t.platform} on ${t.farm.node}: sent ${fmtMB(t.farm.bytesSent)} (${t.farm.blobsSent} blob(s)), received ${fmtMB(t.farm.bytesReceived)}; layers ${t.layerCounts.added} added, ${t.layerCounts.reused} reused`,
+    `   ${t.platform} on ${t.farm.node}: sent ${(t.farm.bytesSent / 1024).toFixed(1)} KB (${t.farm.blobsSent} blob(s)), received ${(t.farm.bytesReceived / 1024).toFixed(1)} KB; app layers ${t.layerCounts.added} added, ${t.layerCounts.reused} reused, ${t.layerCounts.existing} already there`,
   );
 console.log(
   `   registry: ${fmtMB(registry.counts.uploadedBytes - before.uploadedBytes)} uploaded in ${registry.counts.blobUploads - before.blobUploads} blob(s)`,

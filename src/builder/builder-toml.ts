@@ -94,8 +94,11 @@ export interface BuilderToml {
   runImages: string[];
   /** `[build] image` (or legacy `[stack] build-image`): the image buildpacks run in (oci executor). */
   buildImage?: string;
-  /** Every `[[run.images]]` entry (or the legacy `[stack]` run image), in order. */
-  runImageEntries: { image: string; mirrors: string[] }[];
+  /**
+   * Every `[[run.images]]` entry (or the legacy `[stack]` run image), in order; `mirrors` only when the file
+   * has the key (pack writes `null` in its labels for a missing list and `[]` for an empty one).
+   */
+  runImageEntries: { image: string; mirrors?: string[] }[];
   /** `[[build.env]]`: operator env for buildpacks (/cnb/build-config/env). */
   buildEnv: {
     name: string;
@@ -157,9 +160,16 @@ export function parseBuilderToml(text: string, source: string): BuilderToml {
   else if (raw.stack?.['run-image'])
     runImages = [raw.stack['run-image'], ...(raw.stack['run-image-mirrors'] ?? [])];
 
-  const runImageEntries = (raw.run?.images ?? []).map((r) => ({ image: r.image, mirrors: r.mirrors ?? [] }));
+  const runImageEntries: BuilderToml['runImageEntries'] = (raw.run?.images ?? []).map((r) => ({
+    image: r.image,
+    ...(r.mirrors ? { mirrors: r.mirrors } : {}),
+  }));
+  const stackMirrors = raw.stack?.['run-image-mirrors'];
   if (runImageEntries.length === 0 && raw.stack?.['run-image'])
-    runImageEntries.push({ image: raw.stack['run-image'], mirrors: raw.stack['run-image-mirrors'] ?? [] });
+    runImageEntries.push({
+      image: raw.stack['run-image'],
+      ...(stackMirrors ? { mirrors: stackMirrors } : {}),
+    });
   const buildEnv = (raw.build?.env ?? []).map((e) => ({
     name: e.name,
     value: e.value,

@@ -7,8 +7,8 @@ import { SUPPORTED_BUILDPACK_APIS } from '../buildpack/api.js';
 import { SUPPORTED_PLATFORM_APIS } from '../platform/api.js';
 import { type AppendedLayer, assembleImage, transferBaseLayers } from '../image/assemble.js';
 import { type BaseImage, readBaseImage, runnableChildren } from '../image/read.js';
-import { buildIndex } from '../image/index-list.js';
 import type { RegistryOptions } from '../image/registry-store.js';
+import { publishImages } from '../image/publish-index.js';
 import type { ImageStore } from '../image/store.js';
 import { type OpenedImage, openImage } from '../image/transport.js';
 import type { Digest } from '../oci/digest.js';
@@ -19,7 +19,6 @@ import {
   formatPlatform,
   parsePlatform,
   platformFromSpec,
-  platformToSpec,
   platformsEqual,
 } from '../oci/platform.js';
 import { ImageIndexSchema } from '../oci/schemas.js';
@@ -27,13 +26,15 @@ import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import { stringifyToml } from '../util/toml.js';
 import { REPRODUCIBLE_EPOCH } from '../util/time.js';
 import { parseJson, parseWith } from '../util/validate.js';
+import { type RunImageTarget, anyTargetMatches, formatTarget } from '../platform/target.js';
 import { type BuilderToml, readBuilderToml } from './builder-toml.js';
 import {
   type BuildpackModule,
   checkCompositeChildren,
-  checkModuleTargets,
+  compareIdThenVersion,
   isPackageUri,
   layersLabel,
+  moduleInfoJson,
   moduleFromSource,
   readBuildpackage,
   uniqueModules,
@@ -135,14 +136,18 @@ export async function createBuilder(opts: CreateBuilderOptions): Promise<CreateB
     // Everything is resolved and checked for every target before anything is written.
     const perTarget = await Promise.all(
       platforms.map(async (platform) => {
-        const modules = uniqueModules((await Promise.all(sources.map((get) => get(platform)))).flat());
+        // pack's metadata lists each [[buildpacks]] entry's buildpack, then a buildpackage's others sorted.
+        const listed = firstOfEach((await Promise.all(sources.map((get) => get(platform)))).flat());
+        const modules = uniqueModules(listed);
         checkCompositeChildren(modules, source, "builder's [[buildpacks]]");
-        checkModuleTargets(modules, platform, source);
-        return { platform, modules, base: await readBaseImage(build.store, build.target, platform) };
+        return { platform, listed, modules, base: await readBaseImage(build.store, build.target, platform) };
       }),
     );
     // Buildpackages give the same ids on every target: the order is resolved once.
     const order = resolveTomlOrder(toml, perTarget[0]?.modules ?? [], source);
+    for (const t of perTarget)
+      for (const message of targetSupportNotes(t.modules, order.order, t.base, source))
+        emit({ type: 'note', message });
     const seen = new Set<string>();
     for (const m of perTarget.flatMap((t) => t.modules))
       if (!seen.has(m.info.layerDiffID)) {
@@ -162,33 +167,11 @@ export async function createBuilder(opts: CreateBuilderOptions): Promise<CreateB
       ),
     );
     results.sort((a, b) => comparePlatforms(a.platform, b.platform));
-    let digest: Digest;
-    let mediaType: string;
-    if (results.length === 1) {
-      const only = results[0]!;
-      const stored = await dest.store.getManifest(only.digest);
-      digest = await dest.store.putManifest({
-        bytes: stored.bytes,
-        mediaType: stored.mediaType,
-        ...(dest.tag !== undefined ? { tag: dest.tag } : {}),
-      });
-      mediaType = stored.mediaType;
-    } else {
-      const index = buildIndex(
-        results.map((r) => ({
-          mediaType: r.mediaType,
-          digest: r.digest,
-          size: r.size,
-          platform: platformToSpec(r.platform),
-        })),
-      );
-      digest = await dest.store.putManifest({
-        bytes: index.bytes,
-        mediaType: index.mediaType,
-        ...(dest.tag !== undefined ? { tag: dest.tag } : {}),
-      });
-      mediaType = index.mediaType;
-    }
+    const { digest, mediaType } = await publishImages({
+      store: dest.store,
+      images: results.map((r) => r.digest),
+      tags: dest.tag !== undefined ? [dest.tag] : [],
+    });
     emit({ type: 'done', reference: dest.display, digest, mediaType });
     return { reference: dest.display, digest, mediaType, targets: results };
   } finally {
@@ -296,7 +279,11 @@ async function sourcesOf(
           ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
         }).catch(rethrow);
         named(pkg);
-        return pkg.modules;
+        const isMain = (m: BuildpackModule) => m.id === pkg.id && m.version === pkg.version;
+        return [
+          ...pkg.modules.filter(isMain),
+          ...pkg.modules.filter((m) => !isMain(m)).sort(compareIdThenVersion),
+        ];
       });
       continue;
     }
@@ -325,7 +312,10 @@ interface TargetInput {
   platform: Platform;
   toml: BuilderToml;
   order: { order: { group: { id: string; version: string; optional?: boolean | undefined }[] }[] };
+  /** Sorted by id and version, each once: the layers and the layers label. */
   modules: readonly BuildpackModule[];
+  /** In builder.toml's order, each once: the metadata label's `buildpacks`. */
+  listed: readonly BuildpackModule[];
   dest: ImageStore;
   scratch: string;
   mtime: Date;
@@ -385,18 +375,10 @@ async function writeTargetBuilder(t: TargetInput): Promise<BuilderTargetResult> 
     },
   ]);
   const stack = await small('stack.toml', [
-    {
-      path: 'cnb/stack.toml',
-      type: 'file',
-      content: stringifyToml({ 'run-image': { image: first.image, mirrors: first.mirrors } }),
-    },
+    { path: 'cnb/stack.toml', type: 'file', content: stringifyToml({ 'run-image': runImageToml(first) }) },
   ]);
   const run = await small('run.toml', [
-    {
-      path: 'cnb/run.toml',
-      type: 'file',
-      content: stringifyToml({ images: runImages.map((r) => ({ image: r.image, mirrors: r.mirrors })) }),
-    },
+    { path: 'cnb/run.toml', type: 'file', content: stringifyToml({ images: runImages.map(runImageToml) }) },
   ]);
   const extra: (AppendedLayer & { file: string })[] = [];
   if (toml.buildEnv.length > 0)
@@ -435,10 +417,12 @@ async function writeTargetBuilder(t: TargetInput): Promise<BuilderTargetResult> 
 
   const metadata = {
     description: toml.description ?? '',
-    buildpacks: t.modules.map(moduleInfo),
+    buildpacks: t.listed.map(moduleInfoJson),
     // pack leaves the list unset (JSON null) when the builder has no extensions.
     extensions: null,
-    stack: { runImage: { image: first.image, mirrors: first.mirrors } },
+    // pack fills the deprecated stack run image only when builder.toml has a [stack] id (then from the first
+    // run image); otherwise it stays empty and readers use `images`.
+    stack: { runImage: toml.stackId ? runImageJson(first) : { image: '', mirrors: null } },
     lifecycle: {
       version: CREATED_BY.version,
       api: { buildpack: SUPPORTED_BUILDPACK_APIS.at(-1), platform: SUPPORTED_PLATFORM_APIS.at(-1) },
@@ -448,11 +432,12 @@ async function writeTargetBuilder(t: TargetInput): Promise<BuilderTargetResult> 
       },
     },
     createdBy: CREATED_BY,
-    images: runImages.map((r) => ({ image: r.image, mirrors: r.mirrors })),
+    images: runImages.map(runImageJson),
   };
   const labels: Record<string, string> = {
     [BUILDER_METADATA_LABEL]: JSON.stringify(metadata),
-    [ORDER_LABEL]: JSON.stringify(t.order.order.map((g) => ({ group: g.group.map(orderEntryJson) }))),
+    // The order as builder.toml writes it (a missing version stays missing); order.toml has it resolved.
+    [ORDER_LABEL]: JSON.stringify(toml.order.map((g) => ({ group: g.group.map(orderEntryJson) }))),
     [BUILDPACK_LAYERS_LABEL]: JSON.stringify(layersLabel(t.modules)),
   };
   // What pack writes for a builder without extensions and a build image without mixins.
@@ -488,20 +473,93 @@ async function writeTargetBuilder(t: TargetInput): Promise<BuilderTargetResult> 
   return { platform: t.platform, digest, size: image.manifestBytes.length, mediaType: image.mediaType };
 }
 
-function orderEntryJson(e: { id: string; version: string; optional?: boolean | undefined }) {
-  return { id: e.id, version: e.version, ...(e.optional ? { optional: true } : {}) };
+function orderEntryJson(e: { id: string; version?: string | undefined; optional?: boolean | undefined }) {
+  return {
+    id: e.id,
+    ...(e.version ? { version: e.version } : {}),
+    ...(e.optional ? { optional: true } : {}),
+  };
 }
 
 function orderGroupToml(g: { group: { id: string; version: string; optional?: boolean | undefined }[] }) {
   return { group: g.group.map(orderEntryJson) };
 }
 
-function moduleInfo(m: BuildpackModule) {
-  return {
-    id: m.id,
-    ...(m.info.name ? { name: m.info.name } : {}),
-    version: m.version,
-    ...(m.description ? { description: m.description } : {}),
-    ...(m.info.homepage ? { homepage: m.info.homepage } : {}),
+/** pack's RunImageMetadata: `mirrors` is null when builder.toml has no list. */
+function runImageJson(r: { image: string; mirrors?: string[] | undefined }) {
+  return { image: r.image, mirrors: r.mirrors ?? null };
+}
+
+/** TOML has no null: a missing mirrors list is left out. */
+function runImageToml(r: { image: string; mirrors?: string[] | undefined }) {
+  return { image: r.image, ...(r.mirrors ? { mirrors: r.mirrors } : {}) };
+}
+
+/** Each id@version once, the first occurrence kept, in the given order. */
+function firstOfEach(modules: readonly BuildpackModule[]): BuildpackModule[] {
+  const seen = new Set<string>();
+  return modules.filter((m) => {
+    const key = `${m.id}@${m.version}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+/**
+ * Buildpacks whose [[targets]] leave out a builder target. pack refuses such a builder; packfarm keeps the
+ * buildpack in that target's image and says so, because the detector passes over a buildpack whose targets
+ * do not match the build (as lifecycle does), and a multi-arch builder such as the samples' noble one lists
+ * amd64-only buildpacks next to ones for every arch. It is an error only when no order group could pass
+ * detection on the target at all (every group needs a buildpack that cannot run there).
+ */
+function targetSupportNotes(
+  modules: readonly BuildpackModule[],
+  order: readonly { group: readonly { id: string; version: string; optional?: boolean | undefined }[] }[],
+  base: BaseImage,
+  source: string,
+): string[] {
+  const labels = base.config.config?.Labels ?? {};
+  const distroName = labels['io.buildpacks.base.distro.name'];
+  const distroVersion = labels['io.buildpacks.base.distro.version'];
+  const target: RunImageTarget = {
+    os: base.platform.os,
+    arch: base.platform.architecture,
+    ...(base.platform.variant ? { variant: base.platform.variant } : {}),
+    ...(distroName ? { distro: { name: distroName, version: distroVersion ?? '' } } : {}),
   };
+  const byKey = new Map(modules.map((m) => [`${m.id}@${m.version}`, m]));
+  const unsupported = modules.filter(
+    (m) => !m.info.order?.length && !anyTargetMatches(target, m.info.targets ?? []),
+  );
+  if (unsupported.length === 0) return [];
+  const cannot = new Set(unsupported.map((m) => `${m.id}@${m.version}`));
+  // A composite can run when one of its groups can; `seen` stops a (refused elsewhere) cycle.
+  const canRun = (key: string, seen: Set<string>): boolean => {
+    if (cannot.has(key)) return false;
+    const m = byKey.get(key);
+    if (!m?.info.order?.length || seen.has(key)) return true;
+    const inner = new Set(seen).add(key);
+    return m.info.order.some((g) => groupCanRun(g.group, inner));
+  };
+  const groupCanRun = (
+    group: readonly { id: string; version: string; optional?: boolean | undefined }[],
+    seen: Set<string>,
+  ) =>
+    group.some((e) => canRun(`${e.id}@${e.version}`, seen)) &&
+    group.every((e) => e.optional || canRun(`${e.id}@${e.version}`, seen));
+  const platform = formatPlatform(base.platform);
+  const described = unsupported.map(
+    (m) => `${m.id}@${m.version} (${(m.info.targets ?? []).map(formatTarget).join(', ')})`,
+  );
+  if (!order.some((g) => groupCanRun(g.group, new Set())))
+    throw new PackfarmError(
+      'BUILDPACK_TARGET_UNSUPPORTED',
+      `${source}: no order group can run on ${platform}: ${described.join(', ')} ${unsupported.length === 1 ? 'does' : 'do'} not support it`,
+      { hint: 'drop the target, or add it to the buildpacks’ [[targets]]' },
+    );
+  return described.map(
+    (d) =>
+      `${source}: ${platform}: buildpack ${d} does not support this target; it stays in the ${platform} builder, where detection fails the groups that need it and goes on`,
+  );
 }

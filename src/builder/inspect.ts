@@ -112,7 +112,11 @@ export async function inspectBuilder(opened: OpenedImage): Promise<BuilderInfo> 
         )
       : {};
     const runImages = (
-      meta.images && meta.images.length > 0 ? meta.images : meta.stack?.runImage ? [meta.stack.runImage] : []
+      meta.images && meta.images.length > 0
+        ? meta.images
+        : meta.stack?.runImage?.image
+          ? [meta.stack.runImage]
+          : []
     ).map((r) => ({ image: r.image, mirrors: r.mirrors ?? [] }));
     const info: BuilderPlatformInfo = {
       platform: formatPlatform(image.platform),

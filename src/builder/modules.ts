@@ -70,25 +70,66 @@ function orderEntry(e: { id: string; version: string; optional?: boolean | undef
   return { id: e.id, version: e.version, ...(e.optional ? { optional: true } : {}) };
 }
 
+/**
+ * A buildpack target as pack's label has it (dist.Target): `os` and `arch` always present (an empty string when
+ * the buildpack leaves them open), `variant` and `distros` only when set, each distro's `name`/`version` only
+ * when set.
+ */
+export function targetJson(t: {
+  os?: string | undefined;
+  arch?: string | undefined;
+  variant?: string | undefined;
+  distros?: { name?: string | undefined; version?: string | undefined }[] | undefined;
+}): NonNullable<LayerInfo['targets']>[number] {
+  return {
+    os: t.os ?? '',
+    arch: t.arch ?? '',
+    ...(t.variant ? { variant: t.variant } : {}),
+    ...(t.distros && t.distros.length > 0
+      ? {
+          distros: t.distros.map((d) => ({
+            ...(d.name ? { name: d.name } : {}),
+            ...(d.version ? { version: d.version } : {}),
+          })),
+        }
+      : {}),
+  };
+}
+
 /** The label entry for a buildpack read from its buildpack.toml. */
 export function layerInfoOf(d: BuildpackDescriptor, diffId: string): LayerInfo {
   const info: LayerInfo = { api: d.api, layerDiffID: diffId };
   const out: LayerInfo = { api: d.api } as LayerInfo;
   if (d.stacks.length > 0)
     out.stacks = d.stacks.map((s) => ({ id: s.id, ...(s.mixins.length > 0 ? { mixins: s.mixins } : {}) }));
-  if (d.targetsFrom === 'targets' && d.targets.length > 0)
-    out.targets = d.targets.map((x) => ({
-      ...(x.os !== undefined ? { os: x.os } : {}),
-      ...(x.arch !== undefined ? { arch: x.arch } : {}),
-      ...(x.variant ? { variant: x.variant } : {}),
-      ...(x.distros && x.distros.length > 0 ? { distros: x.distros } : {}),
-    }));
+  if (d.targetsFrom === 'targets' && d.targets.length > 0) out.targets = d.targets.map(targetJson);
   if (d.order.length > 0) out.order = d.order.map((g) => ({ group: g.group.map(orderEntry) }));
   // Keys in pack's order: api, stacks, targets, order, layerDiffID, homepage, name.
   out.layerDiffID = info.layerDiffID;
   if (d.homepage) out.homepage = d.homepage;
   if (d.name) out.name = d.name;
   return out;
+}
+
+/**
+ * pack's ModuleInfo, in its key order: what buildpack.toml's [buildpack] says for a directory or archive; id,
+ * name, version and homepage only for a buildpack from a buildpackage (all its layers label keeps).
+ */
+export function moduleInfoJson(m: BuildpackModule) {
+  const d = m.descriptor;
+  return {
+    id: m.id,
+    ...(m.info.name ? { name: m.info.name } : {}),
+    version: m.version,
+    ...(m.description ? { description: m.description } : {}),
+    ...(m.info.homepage ? { homepage: m.info.homepage } : {}),
+    ...(d && d.keywords.length > 0 ? { keywords: d.keywords } : {}),
+    ...(d && d.execEnv.length > 0 ? { 'exec-env': d.execEnv } : {}),
+    ...(d && d.licenses.length > 0
+      ? { licenses: d.licenses.map((l) => ({ type: l.type ?? '', uri: l.uri ?? '' })) }
+      : {}),
+    ...(d?.clearEnv ? { 'clear-env': true } : {}),
+  };
 }
 
 /** A buildpack directory or archive → its layer file (written under `scratch`) and label entry. */
@@ -233,7 +274,7 @@ export async function readBuildpackage(
         );
       const info: Record<string, unknown> = { api: raw.api };
       if (raw.stacks && raw.stacks.length > 0) info.stacks = raw.stacks;
-      if (raw.targets && raw.targets.length > 0) info.targets = raw.targets;
+      if (raw.targets && raw.targets.length > 0) info.targets = raw.targets.map(targetJson);
       if (raw.order && raw.order.length > 0)
         info.order = raw.order.map((g) => ({ group: g.group.map(orderEntry) }));
       info.layerDiffID = raw.layerDiffID;
@@ -260,28 +301,34 @@ export async function readBuildpackage(
   return { id: meta.id, version: meta.version, modules };
 }
 
-/** The layers label for a set of modules: ids and versions sorted. */
+/** The layers label for a set of modules: ids, then each id's versions, sorted (as Go sorts map keys). */
 export function layersLabel(modules: readonly BuildpackModule[]): Record<string, Record<string, LayerInfo>> {
   const out: Record<string, Record<string, LayerInfo>> = {};
-  for (const m of [...modules].sort(compareModules))
+  for (const m of [...modules].sort(compareIdThenVersion))
     out[m.id] = { ...(out[m.id] ?? {}), [m.version]: m.info };
   return out;
 }
 
-export function compareModules(
+/** By id, then by version (plain string order, as pack sorts a buildpackage's dependencies). */
+export function compareIdThenVersion(
   a: { id: string; version: string },
   b: { id: string; version: string },
 ): number {
-  const x = `${a.id}@${a.version}`;
-  const y = `${b.id}@${b.version}`;
-  return x < y ? -1 : x > y ? 1 : 0;
+  if (a.id !== b.id) return a.id < b.id ? -1 : 1;
+  return a.version < b.version ? -1 : a.version > b.version ? 1 : 0;
 }
 
-/** Each id@version once (the first wins), sorted. */
+/**
+ * Each id@version once (the first wins), sorted by "id@version" as a whole: the order pack adds the layers in
+ * (it sorts full names; the layers label's keys sort by id alone, which differs when one id prefixes another).
+ */
 export function uniqueModules(modules: readonly BuildpackModule[]): BuildpackModule[] {
   const seen = new Map<string, BuildpackModule>();
   for (const m of modules) if (!seen.has(`${m.id}@${m.version}`)) seen.set(`${m.id}@${m.version}`, m);
-  return [...seen.values()].sort(compareModules);
+  const fullName = (m: BuildpackModule) => `${m.id}@${m.version}`;
+  return [...seen.values()].sort((a, b) =>
+    fullName(a) < fullName(b) ? -1 : fullName(a) > fullName(b) ? 1 : 0,
+  );
 }
 
 /** Every child a composite's order names must be among `modules`. */

@@ -3,9 +3,9 @@ import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { writeLayer } from '../archive/index.js';
-import { buildIndex } from '../image/index-list.js';
 import { openLayoutStore } from '../image/layout-store.js';
 import type { RegistryOptions } from '../image/registry-store.js';
+import { publishImages } from '../image/publish-index.js';
 import type { ImageStore } from '../image/store.js';
 import { openImage } from '../image/transport.js';
 import { type Digest, sha256Digest } from '../oci/digest.js';
@@ -32,6 +32,7 @@ import {
   checkModuleTargets,
   isPackageUri,
   layersLabel,
+  moduleInfoJson,
   moduleFromSource,
   readBuildpackage,
   uniqueModules,
@@ -177,32 +178,11 @@ export async function packageBuildpack(opts: PackageBuildpackOptions): Promise<P
       images.push({ platform, ...(await writePackageImage(dest.store, modules, main, platform, mtime)) });
     }
     images.sort((a, b) => comparePlatforms(a.platform, b.platform));
-    let digest: Digest;
-    let mediaType: string;
-    if (images.length === 1) {
-      const only = images[0]!;
-      digest = await dest.store.putManifest({
-        bytes: only.bytes,
-        mediaType: MediaType.ociManifest,
-        ...(dest.tag !== undefined ? { tag: dest.tag } : {}),
-      });
-      mediaType = MediaType.ociManifest;
-    } else {
-      const index = buildIndex(
-        images.map((i) => ({
-          mediaType: MediaType.ociManifest,
-          digest: i.digest,
-          size: i.size,
-          platform: platformToSpec(i.platform),
-        })),
-      );
-      digest = await dest.store.putManifest({
-        bytes: index.bytes,
-        mediaType: index.mediaType,
-        ...(dest.tag !== undefined ? { tag: dest.tag } : {}),
-      });
-      mediaType = index.mediaType;
-    }
+    const { digest, mediaType } = await publishImages({
+      store: dest.store,
+      images: images.map((i) => i.digest),
+      tags: dest.tag !== undefined ? [dest.tag] : [],
+    });
     if (layoutDir) {
       // The layout as one plain tar: entries sorted, fixed mtimes, so the same package gives the same file.
       await mkdir(dirname(resolve(opts.name)), { recursive: true });
@@ -264,21 +244,8 @@ async function writePackageImage(
       open: m.layer.open,
       ...(m.layer.mountFrom ? { mountFrom: m.layer.mountFrom } : {}),
     });
-  const d = main.descriptor;
-  // pack's shape: the entry buildpack's ModuleInfo fields, then stacks.
-  const metadata = {
-    id: main.id,
-    ...(d?.name ? { name: d.name } : {}),
-    version: main.version,
-    ...(d?.description ? { description: d.description } : {}),
-    ...(d?.homepage ? { homepage: d.homepage } : {}),
-    ...(d && d.keywords.length > 0 ? { keywords: d.keywords } : {}),
-    ...(d && d.licenses.length > 0 ? { licenses: d.licenses } : {}),
-    stacks: (d?.stacks ?? []).map((s) => ({
-      id: s.id,
-      ...(s.mixins.length > 0 ? { mixins: s.mixins } : {}),
-    })),
-  };
+  // pack's shape: the entry buildpack's ModuleInfo fields, then the stacks the package can run on.
+  const metadata = { ...moduleInfoJson(main), stacks: resolvedStacks(main, modules) };
   const created = mtime.toISOString().replace(/\.000Z$/, 'Z');
   const config = {
     ...platformToSpec(platform),
@@ -311,4 +278,41 @@ async function writePackageImage(
   const bytes = Buffer.from(canonicalJson(manifest));
   const digest = await store.putManifest({ bytes, mediaType: MediaType.ociManifest });
   return { digest, size: bytes.length, bytes };
+}
+
+type Stack = { id: string; mixins?: string[] };
+
+/**
+ * The stacks of a buildpackage's metadata label, as pack works them out: the entry buildpack's stacks (`*`
+ * for a buildpack with neither stacks nor an order, none for a composite), narrowed by each other buildpack's
+ * (same rule; composites skipped) — only ids both sides have, their mixins united and sorted; a `*` on one
+ * side takes the other side's list. `null` when nothing is left, as pack writes a nil list.
+ */
+function resolvedStacks(main: BuildpackModule, modules: readonly BuildpackModule[]): Stack[] | null {
+  const of = (m: BuildpackModule): Stack[] =>
+    m.info.stacks?.length ? m.info.stacks : m.info.order?.length ? [] : [{ id: '*' }];
+  let stacks = of(main);
+  for (const m of modules) {
+    if (m.id === main.id && m.version === main.version) continue;
+    const theirs = of(m);
+    if (stacks.length === 0) stacks = theirs;
+    else if (theirs.length > 0) stacks = mergeStacks(stacks, theirs);
+  }
+  return stacks.length > 0 ? stacks : null;
+}
+
+function mergeStacks(a: Stack[], b: Stack[]): Stack[] {
+  const aWild = a.some((s) => s.id === '*');
+  const bWild = b.some((s) => s.id === '*');
+  if (aWild && bWild) return [{ id: '*' }];
+  if (aWild) return b;
+  if (bWild) return a;
+  const out: Stack[] = [];
+  for (const s of b) {
+    const mine = a.find((x) => x.id === s.id);
+    if (!mine) continue;
+    const mixins = [...new Set([...(mine.mixins ?? []), ...(s.mixins ?? [])])].sort();
+    out.push({ id: s.id, ...(mixins.length > 0 ? { mixins } : {}) });
+  }
+  return out;
 }

@@ -68,6 +68,8 @@ export interface NodeConnection {
   readonly info: NodeInfo;
   /** have/want: send only the blobs the node lacks. Returns what was sent. */
   ensureBlobs(blobs: readonly BlobSource[]): Promise<{ sent: Digest[]; bytes: number }>;
+  /** have/want without sending: which of these blobs the node lacks. */
+  lacks(digests: readonly Digest[]): Promise<Digest[]>;
   runTarget(req: RunTargetRequest): Promise<RunTargetOutcome>;
   /** Ask the node to cancel one job (its outcome arrives as a CANCELLED error). */
   cancel(job: string): void;
@@ -251,6 +253,15 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
         },
         blobs,
       ),
+    async lacks(digests) {
+      if (lost) throw lost;
+      const id = `q${++seq}-${randomBytes(3).toString('hex')}`;
+      const want = new Promise<Digest[]>((resolve) => wants.set(id, resolve));
+      await channel.send({ type: 'have', id, digests: [...digests] });
+      const wanted = await want;
+      if (lost) throw lost;
+      return wanted;
+    },
     runTarget(req) {
       if (lost)
         return Promise.resolve({

@@ -8,6 +8,7 @@ import { parsePlatform } from '../oci/platform.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import type { BuildEvent } from '../api/events.js';
 import { parseJson, parseWith } from '../util/validate.js';
+import { explainCredentialError } from './credentials.js';
 import { jobCacheCommitted, materializeInputs, useCoordinatorNames } from './node-inputs.js';
 import { type JobCredential, JobCredentialSchema, TargetJobSchema } from './protocol.js';
 
@@ -89,6 +90,7 @@ export async function runWorker(
   signal?: AbortSignal,
 ): Promise<number> {
   let phase: string | undefined = 'setup';
+  let credentials: JobCredential[] = [];
   try {
     const chunks: Buffer[] = [];
     for await (const c of stdin as AsyncIterable<Buffer>) chunks.push(c);
@@ -99,6 +101,7 @@ export async function runWorker(
       'PROTOCOL_ERROR',
     );
     // The build's (and buildpacks') environment: taken before the credentials go into process.env.
+    credentials = input.credentials;
     const buildEnv: NodeJS.ProcessEnv = { ...env };
     delete buildEnv.CNB_REGISTRY_AUTH;
     const auth = registryAuthEnv(input.credentials);
@@ -198,7 +201,9 @@ export async function runWorker(
       await plan.cleanup();
     }
     return 0;
-  } catch (err) {
+  } catch (caught) {
+    // A refused or expired scoped token says so, rather than "log in again" (there is no login on a node).
+    const err = explainCredentialError(caught, credentials);
     const e = err as Error;
     emit({
       type: 'error',

@@ -23,7 +23,7 @@ import { readDirCacheState } from './node-inputs.js';
 import type { DirCacheState, LocalImage, TargetJob } from './protocol.js';
 
 /**
- * The coordinator's side of what exists only on this machine (protocol 2), for remote nodes:
+ * The coordinator's side of what exists only on this machine (protocol 3), for remote nodes:
  *
  * - An image in a local store (an `oci:` builder, build or run image, a registry image that --pull-policy
  *   found in the default local layout, or the default builder packfarm made here): the target's image

@@ -16,7 +16,7 @@ import { parseJson, parseWith } from '../util/validate.js';
 import type { DirCacheState, LocalImage, TargetJob } from './protocol.js';
 
 /**
- * The node's side of what exists only on the coordinator (protocol 2): images (`oci:` builders, build and run
+ * The node's side of what exists only on the coordinator (protocol 3): images (`oci:` builders, build and run
  * images, the coordinator's default builder), a builder directory and a `--cache-dir`. They arrive as blobs in
  * the node's content-addressed cache; here they become what planBuild reads:
  *

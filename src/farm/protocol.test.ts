@@ -8,12 +8,13 @@ import {
   encodeMessage,
   type Frame,
   MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
   openChannel,
   parseFromNode,
   parseToNode,
 } from './protocol.js';
 
-const hello = { type: 'hello', protocol: 1, packfarm: '0.1.0' };
+const hello = { type: 'hello', protocol: PROTOCOL_VERSION, packfarm: '0.1.0' };
 const digest = sha256Digest('some blob');
 
 function decodeAll(chunks: Buffer[]): Frame[] {
@@ -96,7 +97,7 @@ describe('messages', () => {
     const ok = parseFromNode(
       {
         type: 'hello',
-        protocol: 1,
+        protocol: PROTOCOL_VERSION,
         packfarm: '0.1.0',
         node: { native: ['linux/amd64'], emulated: [], cpus: 2, maxJobs: 1, runningJobs: 0, hostname: 'h' },
       },
@@ -105,7 +106,7 @@ describe('messages', () => {
     expect(ok.type).toBe('hello');
   });
 
-  it('protocol 2: local images, a builder dir and a cache dir in the job; cache blobs and state back', () => {
+  it('protocol 3: local images, a builder dir and a cache dir in the job; cache blobs and state back', () => {
     const d = (c: string) => `sha256:${c.repeat(64)}`;
     const job = {
       type: 'run-target',
@@ -173,7 +174,7 @@ describe('channel', () => {
     });
     const big = Buffer.alloc(700_000, 7);
     const bigDigest = sha256Digest(big);
-    await a.send({ type: 'hello', protocol: 1, packfarm: 'x' });
+    await a.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: 'x' });
     const sent = await a.sendBlob(bigDigest, PassThrough.from([big]));
     expect(sent).toBe(big.length);
     a.close();

@@ -14,8 +14,12 @@ import { parseWith } from '../util/validate.js';
  *
  * Blob chunks carry their digest so several blobs (of several jobs) can interleave on one connection.
  */
-/** 2: images, a builder dir and a --cache-dir that exist only on the coordinator travel as blobs. */
-export const PROTOCOL_VERSION = 2;
+/**
+ * 2: credentials carry scoped tokens with their expiry; the app travels as pieces (`app.index`).
+ * 3: images, a builder dir and a --cache-dir that exist only on the coordinator travel as blobs.
+ * See spec/node-protocol.md, "Versions".
+ */
+export const PROTOCOL_VERSION = 3;
 
 export const FRAME_JSON = 1;
 export const FRAME_BLOB = 2;
@@ -38,13 +42,20 @@ export const NodeInfoSchema = z.object({
 });
 export type NodeInfo = z.infer<typeof NodeInfoSchema>;
 
-/** A registry credential for one registry host, scoped by the coordinator to the job's repositories. */
+/**
+ * A registry credential for one registry host: a token scoped by the coordinator to the job's repositories
+ * (bearer-token registries), or a username and password (Basic-only registries: not scopable).
+ */
 export const JobCredentialSchema = z.object({
   registry: z.string().min(1),
   username: z.string().optional(),
   password: z.string().optional(),
   identityToken: z.string().optional(),
   registryToken: z.string().optional(),
+  /** A token the coordinator obtained for this job: when it expires (ms since the epoch, coordinator clock). */
+  expiresAt: z.number().int().optional(),
+  /** … and the scopes it was asked for (`repository:NAME:pull,push`). */
+  scopes: z.array(z.string()).optional(),
 });
 export type JobCredential = z.infer<typeof JobCredentialSchema>;
 
@@ -81,8 +92,13 @@ export type DirCacheState = z.infer<typeof DirCacheStateSchema>;
 export const TargetJobSchema = z.object({
   /** The target platform, os/arch[/variant]. */
   platform: PlatformText,
-  /** A tar of the app directory (blob). */
-  app: z.object({ digest: DigestSchema, size: z.number().int().nonnegative() }),
+  /** A tar of the app directory (blob)… */
+  app: z.object({
+    digest: DigestSchema,
+    size: z.number().int().nonnegative(),
+    /** … which, when the node lacks it, it rebuilds from the pieces this index names (app-pieces.ts). */
+    index: z.object({ digest: DigestSchema, size: z.number().int().nonnegative() }).optional(),
+  }),
   /** `--buildpack` values: a blob (a tar of a buildpack dir, or the archive as given) or a builder ID@VERSION. */
   buildpacks: z.array(
     z.union([
@@ -117,7 +133,7 @@ export const TargetJobSchema = z.object({
   /** project.toml relative to the app dir, when not the default. */
   descriptor: z.string().min(1).optional(),
   platformApi: z.string().min(1),
-  /** Images only the coordinator has (protocol 2): the node uses them instead of `builder`/`buildImage`/`runImage`. */
+  /** Images only the coordinator has (protocol 3): the node uses them instead of `builder`/`buildImage`/`runImage`. */
   images: z.array(LocalImageSchema).optional(),
   /**
    * A builder directory of the coordinator (builder.toml, or a /cnb-like dir), resolved there and sent as a

@@ -7,23 +7,24 @@ import type { BuildPlan, TargetPlan } from '../api/plan.js';
 import { type RunTargetHooks, type TargetReport, runTarget } from '../api/run-target.js';
 import type { MachinePlatforms } from '../api/targets.js';
 import { digestFile, writeLayer } from '../archive/index.js';
-import { parseImageLocation } from '../image/transport.js';
 import type { ImageStore } from '../image/store.js';
 import type { Digest } from '../oci/digest.js';
 import { type Platform, parsePlatform, platformsEqual } from '../oci/platform.js';
 import { ImageManifestSchema } from '../oci/schemas.js';
-import { createKeychain } from '../registry/credentials.js';
 import { isErrorCode } from '../util/error-codes.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import { parseJson, parseWith } from '../util/validate.js';
+import { type AppPieces, sendApp, splitAppTar } from './app-pieces.js';
 import { type BlobCache, openBlobCache } from './blob-cache.js';
 import { type BlobSource, type NodeConnection, connectNode, messageBytes } from './client.js';
 import { type LocalInputs, prepareLocalInputs, startCacheReturn } from './local-inputs.js';
 import { type FarmNodeConfig, LOCAL_NODE } from './config.js';
+import { scopedJobCredentials } from './credentials.js';
 import { isNodeFault } from './job.js';
+import { copyToOtherOutputs, tagOutputs } from './outputs.js';
 import { PACKFARM_VERSION, localPackfarmCommand } from './manage.js';
 import { nodePlatforms } from './platforms.js';
-import type { ErrorBody, JobCredential, TargetJob } from './protocol.js';
+import type { ErrorBody, TargetJob } from './protocol.js';
 import {
   type Assignment,
   type NodeCapacity,
@@ -73,8 +74,9 @@ interface FarmNode {
 interface PreparedPlan {
   dir: string;
   app: BlobSource;
+  /** The app tar cut into content-addressed pieces (app-pieces.ts). */
+  appPieces: AppPieces;
   buildpacks: Array<(BlobSource & { name: string }) | { ref: string }>;
-  credentials: JobCredential[];
   /** Blobs a node sends back for an oci output land here before going into the layout. */
   received: BlobCache;
   /** Images, a builder dir and a --cache-dir that only this machine has (sent as blobs). */
@@ -348,7 +350,7 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
   ): Promise<{ ok: true; report: TargetReport } | { ok: false; error: ErrorBody }> => {
     let prep = prepared.get(plan);
     if (!prep) {
-      prep = preparePlan(plan, opts.tmpDir, opts.env).then((p) => {
+      prep = preparePlan(plan, opts.tmpDir).then((p) => {
         tempDirs.push(p.dir);
         return p;
       });
@@ -358,13 +360,15 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     const local = await p.local.forTarget(target);
     const spec: TargetJob = { ...targetJob(plan, target, p), ...local.spec };
     const blobs: BlobSource[] = [
-      p.app,
       ...p.buildpacks.filter((b): b is BlobSource & { name: string } => 'digest' in b),
       ...local.blobs,
     ];
     let sent: { sent: Digest[]; bytes: number };
     try {
-      sent = await conn.ensureBlobs(blobs);
+      // The app as pieces (only those the node lacks), then the buildpacks.
+      const app = await sendApp(conn, p.app, p.appPieces);
+      const rest = await conn.ensureBlobs(blobs);
+      sent = { sent: [...app.sent, ...rest.sent], bytes: app.bytes + rest.bytes };
     } catch (err) {
       return {
         ok: false,
@@ -373,13 +377,18 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     }
     const output = plan.outputs[0]!;
     const job = `${target.name}#${attempts.length + 1}`;
+    // Per job, so a token's lifetime starts when the job does.
+    const credentials = await scopedJobCredentials(plan, target, {
+      env: opts.env,
+      insecureRegistries: plan.insecureRegistries,
+    });
     const msg = {
       type: 'run-target',
       job,
       node: conn.name,
       target: target.name,
       spec,
-      credentials: p.credentials,
+      credentials,
     };
     // build() aborts the other targets when one fails: cancel this one's remote job then.
     const onAbort = () => conn.cancel(job);
@@ -393,7 +402,7 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
         job,
         target: target.name,
         spec,
-        credentials: p.credentials,
+        credentials,
         onEvent: (e) => hooks.onEvent?.(e.event as unknown as BuildEvent),
         ...(spec.output.kind === 'oci'
           ? {
@@ -420,23 +429,17 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     const digest = result.digest;
     if (spec.output.kind === 'oci')
       await storeReceivedImage(output.store, p.received, digest, result.mediaType);
+    // --tag in other repositories: the coordinator copies the image there (the node could not push there).
+    const copied = await copyToOtherOutputs(plan, digest, hooks.signal);
     // One target (no index): the image itself gets the tags, as a local build would have written them.
-    if (!plan.index) {
-      const m = await output.store.getManifest(digest);
-      for (const tag of output.tags) {
-        const current = await output.store.resolve(tag);
-        if (current?.digest !== digest)
-          await output.store.putManifest({ bytes: m.bytes, mediaType: m.mediaType, tag });
-      }
-    }
+    const tags = plan.index ? undefined : await tagOutputs(plan, digest);
     const report = result.report as unknown as TargetReport;
     return {
       ok: true,
       report: {
         ...report,
-        ...(plan.index
-          ? {}
-          : { tags: output.tags.map((t, i) => output.names?.[i] ?? `${output.store.description}:${t}`) }),
+        bytesUploaded: (report.bytesUploaded ?? 0) + copied,
+        ...(tags ? { tags } : {}),
         farm: {
           node: conn.name,
           attempts: [...attempts],
@@ -452,21 +455,9 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
   return runner;
 }
 
-/** What every node of a build gets once: the app as a tar blob, the buildpacks as blobs, the credentials. */
-async function preparePlan(
-  plan: BuildPlan,
-  tmp: string | undefined,
-  env: NodeJS.ProcessEnv,
-): Promise<PreparedPlan> {
+/** What every node of a build gets once: the app as a tar cut into pieces (app-pieces.ts), the buildpacks as blobs. */
+async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<PreparedPlan> {
   const opts = plan.options;
-  if (plan.outputs.length > 1)
-    throw new PackfarmError(
-      'FARM_UNSUPPORTED',
-      '--tag in another repository is not supported on a farm yet',
-      {
-        hint: 'tag within the same repository, or copy the index afterwards with `packfarm image copy --all`',
-      },
-    );
   const dir = await mkdtemp(join(tmp ?? tmpdir(), 'packfarm-farm-'));
   try {
     // The app, as the node will see it: project.toml's include/exclude applied, project.toml itself kept.
@@ -477,10 +468,12 @@ async function preparePlan(
         `--descriptor ${descriptor}: on a farm it must be inside the app dir ${plan.appPath}`,
       );
     const filter = plan.appFilter;
-    const appFile = join(dir, 'app.tar.gz');
+    // Uncompressed: the node rebuilds these exact bytes from pieces (app-pieces.ts), each sent compressed.
+    const appFile = join(dir, 'app.tar');
     const app = await writeLayer({
       dir: plan.appPath,
       out: appFile,
+      compression: 'none',
       ...(filter
         ? {
             filter: (rel: string, st) =>
@@ -509,8 +502,8 @@ async function preparePlan(
     return {
       dir,
       app: { digest: app.digest, size: app.size, open: () => createReadStream(appFile) },
+      appPieces: await splitAppTar(appFile, { digest: app.digest, size: app.size }, dir),
       buildpacks,
-      credentials: await jobCredentials(plan, env),
       received: openBlobCache(join(dir, 'received')),
       local: await prepareLocalInputs(plan, dir),
     };
@@ -526,7 +519,11 @@ function targetJob(plan: BuildPlan, target: TargetPlan, p: PreparedPlan): Target
   const descriptor = o.descriptor ? relative(plan.appPath, resolve(plan.cwd, o.descriptor)) : undefined;
   return {
     platform: target.name,
-    app: { digest: p.app.digest, size: p.app.size },
+    app: {
+      digest: p.app.digest,
+      size: p.app.size,
+      index: { digest: p.appPieces.index.digest, size: p.appPieces.index.size },
+    },
     buildpacks: p.buildpacks.map((b) =>
       'ref' in b ? { ref: b.ref } : { digest: b.digest, size: b.size, name: b.name },
     ),
@@ -551,41 +548,6 @@ function targetJob(plan: BuildPlan, target: TargetPlan, p: PreparedPlan): Target
     ...(descriptor ? { descriptor } : {}),
     platformApi: o.platformApi,
   };
-}
-
-/**
- * Registry credentials for the job, scoped to the registries it touches (output, run, build and builder
- * images, cache and previous image): nothing else of the user's keychain leaves this machine.
- */
-async function jobCredentials(plan: BuildPlan, env: NodeJS.ProcessEnv): Promise<JobCredential[]> {
-  const o = plan.options;
-  const registries = new Set<string>();
-  const add = (ref: string | undefined) => {
-    if (!ref) return;
-    try {
-      const loc = parseImageLocation(ref);
-      if (loc.transport === 'docker') registries.add(loc.reference.registry);
-    } catch {
-      // not an image reference (planning already checked what it had to)
-    }
-  };
-  if (plan.outputLocation.transport === 'docker') registries.add(plan.outputLocation.reference.registry);
-  for (const t of plan.targets) {
-    add(t.runImage.name);
-    // A builder dir's `[build] image` (a registry one: the node pulls it).
-    add(t.buildImage?.name);
-  }
-  for (const r of [o.builder, o.buildImage, o.cacheImage, o.previousImage]) add(r);
-  const keychain = createKeychain({ env });
-  const out: JobCredential[] = [];
-  for (const registry of [...registries].sort()) {
-    const c = await keychain(registry).catch(() => undefined);
-    if (!c) continue;
-    if ('registryToken' in c) out.push({ registry, registryToken: c.registryToken });
-    else if ('password' in c) out.push({ registry, username: c.username, password: c.password });
-    else out.push({ registry, identityToken: c.identityToken });
-  }
-  return out;
 }
 
 /** oci output: the blobs a node sent back go into the layout, then the manifest (untagged). */

@@ -8,8 +8,10 @@ import type { Readable, Writable } from 'node:stream';
 import { createInterface } from 'node:readline';
 import { openLayoutStore } from '../image/layout-store.js';
 import type { Digest } from '../oci/digest.js';
+import { isPackfarmError } from '../util/errors.js';
 import { parseWith } from '../util/validate.js';
 import { ImageManifestSchema } from '../oci/schemas.js';
+import { assembleApp } from './app-pieces.js';
 import { type BlobCache, type BlobReceiver, openBlobCache } from './blob-cache.js';
 import { type WorkerInput, type WorkerOutput, WorkerOutputSchema } from './job.js';
 import { extraBlobDigests } from './node-inputs.js';
@@ -326,8 +328,27 @@ async function jobBlobs(
   cache: BlobCache,
   sendError: (error: ErrorBody, job?: string) => Promise<unknown>,
 ): Promise<Record<string, string> | undefined> {
+  const app = m.spec.app;
+  if (app.index && !received.has(app.digest) && !(await cache.has(app.digest))) {
+    // The app came as pieces: once every blob in flight has landed, rebuild its tar.
+    await Promise.all([...received.values()].map((p) => p.catch(() => undefined)));
+    try {
+      await assembleApp(cache, { ...app, index: app.index });
+    } catch (err) {
+      await sendError(
+        {
+          code: isPackfarmError(err) ? err.code : 'BLOB_MISSING',
+          message: (err as Error).message,
+          phase: 'transfer',
+          nodeFault: true,
+        },
+        m.job,
+      );
+      return undefined;
+    }
+  }
   const digests = [
-    m.spec.app.digest,
+    app.digest,
     ...m.spec.buildpacks.flatMap((b) => ('digest' in b ? [b.digest] : [])),
     ...extraBlobDigests(m.spec),
   ];

@@ -6,7 +6,7 @@ import { writeTestImage } from '../../test/helpers/images.js';
 import { MediaType } from '../oci/media-types.js';
 import { isPackfarmError } from '../util/errors.js';
 import { type LayoutStore, openLayoutStore } from './layout-store.js';
-import { publishIndex } from './publish-index.js';
+import { publishImages, publishIndex } from './publish-index.js';
 
 let dir: string;
 let store: LayoutStore;
@@ -64,5 +64,30 @@ describe('publishIndex', () => {
     expect(err.message).toContain(idx.digest);
     // Without tags the index is stored by digest only.
     expect((await store.resolve(idx.digest))?.digest).toBe(idx.digest);
+  });
+
+  it('publishImages tags one image as it is, several as an index, and rewrites no tag already right', async () => {
+    const one = await writeTestImage(store, { platform: 'linux/arm64', files: { f: 'one' } });
+    const p = await publishImages({ store, images: [one.digest], tags: ['single'] });
+    expect(p.digest).toBe(one.digest);
+    expect(p.index).toBeUndefined();
+    expect(p.mediaType).toBe(MediaType.ociManifest);
+    expect(p.children.map((c) => c.platform)).toEqual([{ os: 'linux', architecture: 'arm64' }]);
+    expect(p.written).toEqual(['single']);
+    expect((await store.resolve('single'))?.digest).toBe(one.digest);
+    expect((await publishImages({ store, images: [one.digest], tags: ['single'] })).written).toEqual([]);
+
+    const two = await writeTestImage(store, { platform: 'linux/amd64', files: { f: 'two' } });
+    const both = await publishImages({ store, images: [one.digest, two.digest], tags: ['single'] });
+    expect(both.mediaType).toBe(MediaType.ociIndex);
+    expect(both.index?.document.manifests.map((m) => m.digest)).toEqual([two.digest, one.digest]);
+    expect(both.written).toEqual(['single']);
+    expect((await store.resolve('single'))?.digest).toBe(both.digest);
+
+    // One "image" that is an index is refused, naming it, and the tag stays.
+    const err = await publishImages({ store, images: [both.digest], tags: ['single'] }).catch((e) => e);
+    expect(isPackfarmError(err, 'MANIFEST_INVALID')).toBe(true);
+    expect(err.message).toContain(both.digest);
+    expect((await store.resolve('single'))?.digest).toBe(both.digest);
   });
 });

@@ -47,23 +47,77 @@ export async function publishIndex(input: PublishIndexInput): Promise<PublishedI
     ...(input.format ? { format: input.format } : {}),
     ...(input.annotations ? { annotations: input.annotations } : {}),
   });
-  const written: string[] = [];
   if (input.tags.length === 0) {
     if (!(await input.store.resolve(built.digest)))
       await input.store.putManifest({ bytes: built.bytes, mediaType: built.mediaType });
   }
-  for (const tag of input.tags) {
+  const written = await putUnderTags(input.store, built, input.tags);
+  return { ...built, written, children };
+}
+
+export interface PublishedImages {
+  /** The tagged manifest: the one image's own, or the index's. */
+  digest: Digest;
+  mediaType: string;
+  size: number;
+  /** Tags that were (re)written; a tag already naming the result is not. */
+  written: string[];
+  /** The images, as index descriptors (platform from each config), sorted by platform. */
+  children: IndexChild[];
+  /** The index, when there were several images. */
+  index?: PublishedIndex;
+}
+
+/**
+ * What `builder create` and `buildpack package` publish (as pack does): one image is tagged as it is, its
+ * own manifest under every tag (no index of one); several images get an index (publishIndex). Either way a
+ * tag already naming the result is left alone, and the image must be an image manifest in `store`.
+ */
+export async function publishImages(input: PublishIndexInput): Promise<PublishedImages> {
+  if (input.images.length !== 1) {
+    const index = await publishIndex(input);
+    return {
+      digest: index.digest,
+      mediaType: index.mediaType,
+      size: index.size,
+      written: index.written,
+      children: index.children,
+      index,
+    };
+  }
+  const only = input.images[0]!;
+  const { child, bytes } = await readChild(input.store, typeof only === 'string' ? only : only.digest);
+  const written = await putUnderTags(
+    input.store,
+    { bytes, digest: child.digest, mediaType: child.mediaType },
+    input.tags,
+  );
+  return { digest: child.digest, mediaType: child.mediaType, size: child.size, written, children: [child] };
+}
+
+/** Put a manifest under each tag that does not already name it (last, after everything it refers to). */
+async function putUnderTags(
+  store: ImageStore,
+  m: { bytes: Buffer; digest: Digest; mediaType: string },
+  tags: readonly string[],
+): Promise<string[]> {
+  const written: string[] = [];
+  for (const tag of tags) {
     // resolve() says "absent" with undefined; any other failure (auth, network) is the caller's to see.
-    const current = await input.store.resolve(tag);
-    if (current?.digest === built.digest) continue;
-    await input.store.putManifest({ bytes: built.bytes, mediaType: built.mediaType, tag });
+    const current = await store.resolve(tag);
+    if (current?.digest === m.digest) continue;
+    await store.putManifest({ bytes: m.bytes, mediaType: m.mediaType, tag });
     written.push(tag);
   }
-  return { ...built, written, children };
+  return written;
 }
 
 /** The index descriptor of an image in `store`: its manifest's media type and size, its config's platform. */
 export async function indexChildOf(store: ImageStore, digest: Digest): Promise<IndexChild> {
+  return (await readChild(store, digest)).child;
+}
+
+async function readChild(store: ImageStore, digest: Digest): Promise<{ child: IndexChild; bytes: Buffer }> {
   const where = `${store.description}@${digest}`;
   const m = await store.getManifest(digest);
   if (!isImageManifestMediaType(m.mediaType))
@@ -81,5 +135,5 @@ export async function indexChildOf(store: ImageStore, digest: Digest): Promise<I
     ...(config['os.version'] ? { 'os.version': config['os.version'] } : {}),
     ...(config['os.features'] ? { 'os.features': config['os.features'] } : {}),
   });
-  return { mediaType: m.mediaType, digest, size: m.bytes.length, platform };
+  return { child: { mediaType: m.mediaType, digest, size: m.bytes.length, platform }, bytes: m.bytes };
 }

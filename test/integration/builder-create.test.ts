@@ -1,4 +1,4 @@
-import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +12,16 @@ import { type TestRegistry, startRegistry } from '../helpers/registry.js';
  * base create): one builder image per target in an index, the labels pack writes (compared field by field),
  * `builder inspect`, a build that uses the builder from the registry, reproducible digests, and errors that
  * name builder.toml's field.
+ *
+ * The builder.toml has the shape of buildpacks/samples' builders/noble/builder.toml (test/integration/
+ * samples-builder.test.ts runs that file itself when PACKFARM_SAMPLES_DIR is set): relative-path buildpacks
+ * with id and version, one of them for linux/amd64 only although the builder targets arm64 too, a
+ * `docker://` buildpackage (a composite made by `packfarm buildpack package`, like the samples'
+ * hello-universe) whose id an [[order]] group names, [build] and [[run.images]], and two [[targets]]. The
+ * expected labels are what pack v0.40 writes for this file (read from pack's internal/builder/builder.go,
+ * metadata.go and pkg/dist): metadata `buildpacks` in builder.toml's order (a buildpackage's entry buildpack,
+ * then its others sorted), the order label as written, `stack.runImage` empty without a [stack] id, `mirrors`
+ * null when not given, targets with `os` and `arch` always present.
  */
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const fixtures = join(repoRoot, 'test', 'fixtures', 'buildpacks', 'build');
@@ -21,6 +31,7 @@ let registry: TestRegistry;
 let buildImage: string;
 let runImage: string;
 let baseLayers: { amd64: number; arm64: number };
+let universeRef: string;
 
 function packfarm(args: string[], cwd = root) {
   return execa(process.execPath, [join(repoRoot, 'bin', 'packfarm.js'), ...args], {
@@ -44,6 +55,7 @@ uri = "${join(repoRoot, 'buildpacks', 'procfile')}"
 
 [[buildpacks]]
 id = "test/composite"
+version = "1.0.0"
 uri = "bp/composite"
 
 [[buildpacks]]
@@ -51,6 +63,14 @@ uri = "bp/env-consumer"
 
 [[buildpacks]]
 uri = "dep-provider.tgz"
+
+[[buildpacks]]
+id = "test/amd64-only"
+version = "1.0.0"
+uri = "bp/amd64-only"
+
+[[buildpacks]]
+uri = "docker://${universeRef}"
 
 [[order]]
 [[order.group]]
@@ -63,6 +83,16 @@ id = "test/composite"
 id = "test/dep-provider"
 version = "1.0.0"
 optional = true
+
+[[order]]
+[[order.group]]
+id = "test/amd64-only"
+version = "1.0.0"
+
+[[order]]
+[[order.group]]
+id = "test/universe"
+version = "1.0.0"
 
 [build]
 image = "${buildImage}"
@@ -118,6 +148,76 @@ beforeAll(async () => {
     join(fixtures, 'test_dep-provider', '1.0.0'),
     '.',
   ]);
+  // Like the samples' java-maven: a buildpack for linux/amd64 only, with every [buildpack] field pack copies.
+  const amd64Only = join(root, 'bp', 'amd64-only');
+  await mkdir(join(amd64Only, 'bin'), { recursive: true });
+  await writeFile(
+    join(amd64Only, 'buildpack.toml'),
+    `api = "0.11"
+[buildpack]
+id = "test/amd64-only"
+version = "1.0.0"
+name = "amd64 only"
+description = "detects nothing"
+homepage = "https://example.com/amd64-only"
+keywords = ["amd64", "fixture"]
+[[buildpack.licenses]]
+type = "MIT"
+uri = "https://example.com/license"
+[[targets]]
+os = "linux"
+arch = "amd64"
+`,
+  );
+  await writeFile(join(amd64Only, 'bin', 'detect'), '#!/bin/sh\nexit 100\n', { mode: 0o755 });
+  await writeFile(join(amd64Only, 'bin', 'build'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+  // Like the samples' hello-universe: a composite packaged with its two children, pushed as a two-arch index.
+  await mkdir(join(root, 'bp', 'universe'), { recursive: true });
+  await writeFile(
+    join(root, 'bp', 'universe', 'buildpack.toml'),
+    `api = "0.12"
+[buildpack]
+id = "test/universe"
+version = "1.0.0"
+name = "Universe"
+homepage = "https://example.com/universe"
+[[order]]
+[[order.group]]
+id = "test/processes"
+version = "1.0.0"
+[[order.group]]
+id = "test/env-provider"
+version = "1.0.0"
+`,
+  );
+  await writeFile(
+    join(root, 'universe-package.toml'),
+    `[buildpack]
+uri = "bp/universe"
+[[dependencies]]
+uri = "${join(fixtures, 'test_processes', '1.0.0')}"
+[[dependencies]]
+uri = "${join(fixtures, 'test_env-provider', '1.0.0')}"
+[[targets]]
+os = "linux"
+arch = "amd64"
+[[targets]]
+os = "linux"
+arch = "arm64"
+`,
+  );
+  universeRef = `${registry.host}/buildpacks/universe:1`;
+  const pkg = await packfarm([
+    'buildpack',
+    'package',
+    universeRef,
+    '--config',
+    'universe-package.toml',
+    '--publish',
+    '--insecure-registry',
+    registry.host,
+  ]);
+  if (pkg.exitCode !== 0) throw new Error(`buildpack package: ${pkg.stderr}`);
   await writeFile(join(root, 'builder.toml'), builderToml());
 });
 
@@ -144,6 +244,11 @@ describe('packfarm builder create', () => {
     ]);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toContain('[lifecycle] is accepted and not used');
+    // pack refuses the arm64 target here; packfarm keeps the buildpack and says the detector will skip it.
+    expect(r.stderr).toContain(
+      'linux/arm64: buildpack test/amd64-only@1.0.0 (linux/amd64) does not support this target',
+    );
+    expect(r.stderr).not.toContain('linux/amd64: buildpack');
     indexDigest = (JSON.parse(r.stdout) as { digest: string }).digest;
 
     const index = await skopeoJson('--raw', `docker://${ref}`);
@@ -153,34 +258,95 @@ describe('packfarm builder create', () => {
       { architecture: 'arm64', os: 'linux' },
     ]);
 
+    const universe: Record<string, { layerDiffID: string }> = {};
+    for (const arch of ['amd64', 'arm64'] as const) {
+      const pkg = await skopeoJson('--config', '--override-arch', arch, `docker://${universeRef}`);
+      const pkgLayers = JSON.parse(
+        (pkg.config as { Labels: Record<string, string> }).Labels['io.buildpacks.buildpack.layers']!,
+      ) as Record<string, Record<string, { layerDiffID: string }>>;
+      for (const [id, v] of Object.entries(pkgLayers)) universe[`${arch} ${id}`] = v['1.0.0']!;
+      // The buildpackage's own label, as pack writes it: the entry buildpack's info and the resolved stacks.
+      expect(
+        (pkg.config as { Labels: Record<string, string> }).Labels['io.buildpacks.buildpackage.metadata'],
+      ).toBe(
+        JSON.stringify({
+          id: 'test/universe',
+          name: 'Universe',
+          version: '1.0.0',
+          homepage: 'https://example.com/universe',
+          stacks: [{ id: '*' }],
+        }),
+      );
+    }
+
     for (const arch of ['amd64', 'arm64'] as const) {
       const cfg = await skopeoJson('--config', '--override-arch', arch, `docker://${ref}`);
       expect(cfg.architecture).toBe(arch);
       const c = cfg.config as { Labels: Record<string, string>; WorkingDir: string; Env: string[] };
       const diffIds = (cfg.rootfs as { diff_ids: string[] }).diff_ids;
-      // base + dirs + 4 buildpacks + order.toml + stack.toml + run.toml + build-config env + its delims
-      expect(diffIds.length).toBe(baseLayers[arch] + 1 + 4 + 3 + 2);
+      // base + dirs + 8 buildpacks + order.toml + stack.toml + run.toml + build-config env + its delims
+      expect(diffIds.length).toBe(baseLayers[arch] + 1 + 8 + 3 + 2);
       expect(c.WorkingDir).toBe('/layers');
       expect(c.Env).toEqual(expect.arrayContaining(['CNB_USER_ID=1001', 'CNB_GROUP_ID=1000']));
-      // The build image's labels stay.
+      // Every label, each field: the build image's stay, pack's are added.
+      expect(Object.keys(c.Labels).sort()).toEqual([
+        'io.buildpacks.base.distro.name',
+        'io.buildpacks.base.distro.version',
+        'io.buildpacks.base.id',
+        'io.buildpacks.builder.metadata',
+        'io.buildpacks.buildpack.layers',
+        'io.buildpacks.buildpack.order',
+        'io.buildpacks.buildpack.order-extensions',
+        'io.buildpacks.extension.layers',
+        'io.buildpacks.stack.id',
+        'io.buildpacks.stack.mixins',
+      ]);
       expect(c.Labels['io.buildpacks.base.distro.name']).toBe('debian');
+      expect(c.Labels['io.buildpacks.base.distro.version']).toBe('12');
+      expect(c.Labels['io.buildpacks.base.id']).toBe('io.packfarm.debian-12');
       expect(c.Labels['io.buildpacks.stack.id']).toBe('io.packfarm.debian-12');
 
-      expect(JSON.parse(c.Labels['io.buildpacks.builder.metadata']!)).toEqual({
+      // Compared as text too, so key order (pack's struct order) counts.
+      const metadataText = c.Labels['io.buildpacks.builder.metadata']!;
+      const metadata = {
         description: 'packfarm test builder',
         buildpacks: [
           {
             id: 'packfarm/procfile',
             name: 'packfarm Procfile',
             version: '0.1.0',
-            description: expect.any(String),
+            description: 'Launch processes from a Procfile (type: command per line), each run through sh -c',
+            licenses: [{ type: 'Apache-2.0', uri: '' }],
           },
-          { id: 'test/composite', name: expect.any(String), version: '1.0.0' },
+          {
+            id: 'test/composite',
+            name: 'Fixture composite (only valid in orders, never in group.toml)',
+            version: '1.0.0',
+          },
+          { id: 'test/env-consumer', name: 'Fixture test/env-consumer', version: '1.0.0' },
           { id: 'test/dep-provider', name: 'Fixture test/dep-provider', version: '1.0.0' },
-          { id: 'test/env-consumer', name: expect.any(String), version: '1.0.0' },
+          {
+            id: 'test/amd64-only',
+            name: 'amd64 only',
+            version: '1.0.0',
+            description: 'detects nothing',
+            homepage: 'https://example.com/amd64-only',
+            keywords: ['amd64', 'fixture'],
+            licenses: [{ type: 'MIT', uri: 'https://example.com/license' }],
+          },
+          // The buildpackage: its entry buildpack, then the others sorted; id, name, version, homepage only.
+          {
+            id: 'test/universe',
+            name: 'Universe',
+            version: '1.0.0',
+            homepage: 'https://example.com/universe',
+          },
+          { id: 'test/env-provider', name: 'Fixture test/env-provider', version: '1.0.0' },
+          { id: 'test/processes', name: 'Fixture test/processes', version: '1.0.0' },
         ],
         extensions: null,
-        stack: { runImage: { image: runImage, mirrors: ['mirror.example/base/run:t'] } },
+        // No [stack] id: pack leaves the deprecated stack run image empty.
+        stack: { runImage: { image: '', mirrors: null } },
         lifecycle: {
           version: '0.1.0',
           api: { buildpack: '0.12', platform: '0.15' },
@@ -191,37 +357,108 @@ describe('packfarm builder create', () => {
         },
         createdBy: { name: 'packfarm', version: '0.1.0' },
         images: [{ image: runImage, mirrors: ['mirror.example/base/run:t'] }],
-      });
+      };
+      expect(JSON.parse(metadataText)).toEqual(metadata);
+      expect(metadataText).toBe(JSON.stringify(metadata));
       expect(c.Labels['io.buildpacks.buildpack.order-extensions']).toBe('null');
       expect(c.Labels['io.buildpacks.extension.layers']).toBe('{}');
       expect(c.Labels['io.buildpacks.stack.mixins']).toBe('null');
-      expect(JSON.parse(c.Labels['io.buildpacks.buildpack.order']!)).toEqual([
-        { group: [{ id: 'packfarm/procfile', version: '0.1.0' }] },
-        {
-          group: [
-            { id: 'test/composite', version: '1.0.0' },
-            { id: 'test/dep-provider', version: '1.0.0', optional: true },
-          ],
+      // The order as builder.toml has it: a version it leaves out stays out (order.toml has it resolved).
+      expect(c.Labels['io.buildpacks.buildpack.order']).toBe(
+        JSON.stringify([
+          { group: [{ id: 'packfarm/procfile' }] },
+          {
+            group: [{ id: 'test/composite' }, { id: 'test/dep-provider', version: '1.0.0', optional: true }],
+          },
+          { group: [{ id: 'test/amd64-only', version: '1.0.0' }] },
+          { group: [{ id: 'test/universe', version: '1.0.0' }] },
+        ]),
+      );
+      const layersText = c.Labels['io.buildpacks.buildpack.layers']!;
+      const layers = JSON.parse(layersText) as Record<string, Record<string, { layerDiffID: string }>>;
+      const diffId = (id: string) => layers[id]?.['1.0.0']?.layerDiffID ?? layers[id]?.['0.1.0']?.layerDiffID;
+      const linux = [{ os: 'linux', arch: '' }];
+      const expectedLayers = {
+        'packfarm/procfile': {
+          '0.1.0': {
+            api: '0.12',
+            targets: linux,
+            layerDiffID: diffId('packfarm/procfile'),
+            name: 'packfarm Procfile',
+          },
         },
-      ]);
-      const layers = JSON.parse(c.Labels['io.buildpacks.buildpack.layers']!) as Record<
-        string,
-        Record<string, { api: string; layerDiffID: string; order?: unknown; targets?: unknown }>
-      >;
-      expect(Object.keys(layers)).toEqual([
-        'packfarm/procfile',
-        'test/composite',
-        'test/dep-provider',
-        'test/env-consumer',
-      ]);
-      expect(layers['test/composite']?.['1.0.0']?.order).toEqual([
-        { group: [{ id: 'test/env-consumer', version: '1.0.0' }] },
-      ]);
-      expect(layers['packfarm/procfile']?.['0.1.0']?.targets).toEqual([{ os: 'linux' }]);
-      // Each buildpack's layer is one of the image's layers, right after the base and the dirs layer.
+        'test/amd64-only': {
+          '1.0.0': {
+            api: '0.11',
+            targets: [{ os: 'linux', arch: 'amd64' }],
+            layerDiffID: diffId('test/amd64-only'),
+            homepage: 'https://example.com/amd64-only',
+            name: 'amd64 only',
+          },
+        },
+        'test/composite': {
+          '1.0.0': {
+            api: '0.12',
+            order: [{ group: [{ id: 'test/env-consumer', version: '1.0.0' }] }],
+            layerDiffID: diffId('test/composite'),
+            name: 'Fixture composite (only valid in orders, never in group.toml)',
+          },
+        },
+        'test/dep-provider': {
+          '1.0.0': {
+            api: '0.12',
+            targets: linux,
+            layerDiffID: diffId('test/dep-provider'),
+            name: 'Fixture test/dep-provider',
+          },
+        },
+        'test/env-consumer': {
+          '1.0.0': {
+            api: '0.12',
+            targets: linux,
+            layerDiffID: diffId('test/env-consumer'),
+            name: 'Fixture test/env-consumer',
+          },
+        },
+        'test/env-provider': {
+          '1.0.0': {
+            api: '0.12',
+            targets: linux,
+            layerDiffID: universe[`${arch} test/env-provider`]?.layerDiffID,
+            name: 'Fixture test/env-provider',
+          },
+        },
+        'test/processes': {
+          '1.0.0': {
+            api: '0.12',
+            targets: linux,
+            layerDiffID: universe[`${arch} test/processes`]?.layerDiffID,
+            name: 'Fixture test/processes',
+          },
+        },
+        'test/universe': {
+          '1.0.0': {
+            api: '0.12',
+            order: [
+              {
+                group: [
+                  { id: 'test/processes', version: '1.0.0' },
+                  { id: 'test/env-provider', version: '1.0.0' },
+                ],
+              },
+            ],
+            layerDiffID: universe[`${arch} test/universe`]?.layerDiffID,
+            homepage: 'https://example.com/universe',
+            name: 'Universe',
+          },
+        },
+      };
+      expect(layersText).toBe(JSON.stringify(expectedLayers));
+      // Each buildpack's layer is one of the image's layers, right after the base and the dirs layer, sorted
+      // by id; the buildpackage's are its own layers, unchanged.
       const bpDiffIds = Object.values(layers).flatMap((v) => Object.values(v).map((i) => i.layerDiffID));
-      expect(diffIds.slice(baseLayers[arch] + 1, baseLayers[arch] + 5)).toEqual(bpDiffIds);
-      for (const v of Object.values(layers)) for (const i of Object.values(v)) expect(i.api).toBe('0.12');
+      expect(new Set(bpDiffIds).size).toBe(8);
+      expect(diffIds.slice(baseLayers[arch] + 1, baseLayers[arch] + 9)).toEqual(bpDiffIds);
     }
   });
 
@@ -242,11 +479,12 @@ describe('packfarm builder create', () => {
     };
     expect(info.digest).toBe(indexDigest);
     expect(info.platforms.map((p) => p.platform)).toEqual(['linux/amd64', 'linux/arm64']);
-    expect(info.platforms[1]?.order).toHaveLength(2);
+    expect(info.platforms[1]?.order).toHaveLength(4);
+    expect(info.platforms[1]?.order[0]).toEqual({ group: [{ id: 'packfarm/procfile', optional: false }] });
     expect(info.platforms[1]?.runImages).toEqual([
       { image: runImage, mirrors: ['mirror.example/base/run:t'] },
     ]);
-    expect(info.platforms[0]?.buildpacks.map((b) => b.id)).toContain('test/dep-provider');
+    expect(info.platforms[0]?.buildpacks.map((b) => b.id)).toContain('test/universe');
     const human = await packfarm([
       'builder',
       'inspect',
@@ -326,6 +564,27 @@ describe('packfarm builder create: bad input', () => {
   it('names a buildpack entry without uri', async () => {
     const { file, stderr } = await failing(builderToml().replace('uri = "bp/env-consumer"', 'id = "x/y"'));
     expect(stderr).toContain(`${file}: invalid content: buildpacks[2].uri:`);
+  });
+
+  it('refuses a target on which no order group can pass detection', async () => {
+    const { file, stderr } = await failing(
+      `[[buildpacks]]
+id = "test/amd64-only"
+version = "1.0.0"
+uri = "bp/amd64-only"
+[[order]]
+[[order.group]]
+id = "test/amd64-only"
+[build]
+image = "${buildImage}"
+[[run.images]]
+image = "${runImage}"
+`,
+      ['--target', 'linux/arm64'],
+    );
+    expect(stderr).toContain(
+      `${file}: no order group can run on linux/arm64: test/amd64-only@1.0.0 (linux/amd64) does not support it`,
+    );
   });
 
   it('refuses a target the base lacks', async () => {

@@ -96,7 +96,8 @@ describe('packfarm buildpack package', () => {
       id: 'test/env-consumer',
       name: 'Fixture test/env-consumer',
       version: '1.0.0',
-      stacks: [],
+      // pack's resolved stacks: a buildpack with neither stacks nor an order runs on any.
+      stacks: [{ id: '*' }],
     });
     const layers = JSON.parse(labels['io.buildpacks.buildpack.layers']!) as Record<
       string,
@@ -106,7 +107,7 @@ describe('packfarm buildpack package', () => {
       'test/env-consumer': {
         '1.0.0': {
           api: '0.12',
-          targets: [{ os: 'linux' }],
+          targets: [{ os: 'linux', arch: '' }],
           layerDiffID: (cfg.rootfs as { diff_ids: string[] }).diff_ids[0],
           name: 'Fixture test/env-consumer',
         },
@@ -135,7 +136,13 @@ describe('packfarm buildpack package', () => {
     ]);
     const cfg = await skopeoJson('--config', '--override-arch', 'amd64', `docker://${ref}`);
     const labels = (cfg.config as { Labels: Record<string, string> }).Labels;
-    expect(JSON.parse(labels['io.buildpacks.buildpackage.metadata']!).id).toBe('test/composite');
+    // A composite has no stacks of its own; its child's `*` is what the package can run on.
+    expect(JSON.parse(labels['io.buildpacks.buildpackage.metadata']!)).toEqual({
+      id: 'test/composite',
+      name: 'Fixture composite (only valid in orders, never in group.toml)',
+      version: '1.0.0',
+      stacks: [{ id: '*' }],
+    });
     const layers = JSON.parse(labels['io.buildpacks.buildpack.layers']!) as Record<
       string,
       Record<string, { order?: unknown; layerDiffID: string }>

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { writeLayerFromEntries } from '../../archive/index.js';
-import { buildIndex } from '../../image/index-list.js';
+import { publishIndex } from '../../image/publish-index.js';
 import { packfarmDataDir } from '../../image/data-dir.js';
 import type { RegistryOptions } from '../../image/registry-store.js';
 import type { ImageStore } from '../../image/store.js';
@@ -147,19 +147,12 @@ export async function createBaseImages(opts: CreateBaseImagesOptions): Promise<B
     }
     const result = {} as BaseImagesResult;
     for (const kind of ['build', 'run'] as const) {
-      const index = buildIndex(
-        images[kind].map((i) => ({
-          mediaType: MediaType.ociManifest,
-          digest: i.digest,
-          size: i.size,
-          platform: platformToSpec(i.platform),
-        })),
-      );
+      // Always an index, even over one architecture: a base names its platforms.
       const target = dest[kind];
-      const digest = await target.store.putManifest({
-        bytes: index.bytes,
-        mediaType: index.mediaType,
-        ...(target.tag !== undefined ? { tag: target.tag } : {}),
+      const { digest } = await publishIndex({
+        store: target.store,
+        images: images[kind].map((i) => i.digest),
+        tags: target.tag !== undefined ? [target.tag] : [],
       });
       emit({ type: 'index', kind, reference: target.display, digest });
       result[kind] = { reference: target.display, digest, images: images[kind] };
