@@ -266,7 +266,7 @@ const localOnly = () =>
 const show = (report) => {
   for (const t of report.targets)
     console.log(
-      `   ${t.platform} on ${t.farm.node}: sent ${fmtMB(t.farm.bytesSent)} (${t.farm.blobsSent} blob(s)), received ${fmtMB(t.farm.bytesReceived)} (${t.farm.blobsReceived} blob(s))`,
+      `   ${t.platform} on ${t.farm.node}: sent ${(t.farm.bytesSent / 1024).toFixed(1)} KB (${t.farm.blobsSent} blob(s)), received ${fmtMB(t.farm.bytesReceived)} (${t.farm.blobsReceived} blob(s))`,
     );
 };
 console.log('3. --run-image oci:… and --cache-dir that only the coordinator has, first farm build:');
