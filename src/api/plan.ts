@@ -48,7 +48,7 @@ import { createRegistryClientPool } from '../registry/pool.js';
 import { parseWith } from '../util/validate.js';
 import { NetworkSchema, PullPolicySchema, VolumeSchema, pulledImageName } from './build-flags.js';
 import { checkExecutorOptions, checkTagDestination } from './build-terms.js';
-import { collectBuildpacks, resolveBuildpacks } from './buildpacks.js';
+import { buildpacksVaryByPlatform, collectBuildpacks, resolveBuildpacks } from './buildpacks.js';
 import { type BuildEventListener, eventLogger } from './events.js';
 import {
   type MachinePlatforms,
@@ -257,13 +257,15 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
       return b;
     };
 
+    // A builder.toml naming buildpackages reads them for one platform: the first requested one, if any.
+    const dirPlatform = requested[0] ?? hostPlatform();
     const { builderImage, dirBuilder, buildImage } = await openBuildImages(
       opts,
       builderName,
       builderSource,
       cwd,
       access,
-      resolveOne,
+      (spec) => resolveOne(spec, dirPlatform),
     );
     const isolated = builderImage ?? buildImage;
     if (opts.executor === 'oci' && !isolated)
@@ -281,6 +283,9 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
         `no builder or build image: buildpacks run on this machine (host executor), so only its own platform (${formatPlatform(hostPlatform())}) can be built`,
       );
 
+    // Buildpackages (--buildpack, project.toml, builder.toml) give each platform its own buildpacks.
+    const perPlatform =
+      buildpacksVaryByPlatform(opts.buildpacks, project) || (dirBuilder?.perPlatform ?? false);
     const byBuildChild = new Map<string, SharedBuild>();
     const planned: TargetPlan[] = [];
     for (const platform of targets) {
@@ -290,11 +295,19 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
         ? pickBuildChild(isolated, platform, name, builderImage !== undefined)
         : undefined;
 
-      const key = builderImage && buildChild ? buildChild.digest : '';
+      const key = `${builderImage && buildChild ? buildChild.digest : ''} ${perPlatform ? name : ''}`;
       let shared = byBuildChild.get(key);
       if (!shared) {
-        const builder = builderImage ? await resolveOne(builderImage.name, platform) : dirBuilder;
-        shared = await gatherBuildpacks(opts, project, builder, cwd, executorKind, nextScratch);
+        let builder = builderImage ? await resolveOne(builderImage.name, platform) : dirBuilder;
+        if (dirBuilder?.perPlatform && !platformsEqual(platform, dirPlatform))
+          builder = await resolveOne(builderSource ?? builderName ?? '', platform);
+        shared = await gatherBuildpacks(opts, project, builder, {
+          cwd,
+          executorKind,
+          nextScratch,
+          platform,
+          access,
+        });
         byBuildChild.set(key, shared);
       }
 
@@ -541,16 +554,24 @@ async function gatherBuildpacks(
   opts: ParsedBuildOptions,
   project: ProjectDescriptor | undefined,
   builder: ResolvedBuilder | undefined,
-  cwd: string,
-  executorKind: ExecutorKind,
-  nextScratch: () => string,
+  ctx: {
+    cwd: string;
+    executorKind: ExecutorKind;
+    nextScratch: () => string;
+    platform: Platform;
+    access: OpenImageOptions;
+  },
 ): Promise<SharedBuild> {
+  const { executorKind, nextScratch } = ctx;
   const resolved = await resolveBuildpacks({
     flags: opts.buildpacks,
     project,
     builder,
-    cwd,
+    cwd: ctx.cwd,
     scratchDir: nextScratch(),
+    platform: ctx.platform,
+    ...(ctx.access.insecureRegistries ? { insecureRegistries: ctx.access.insecureRegistries } : {}),
+    ...(ctx.access.registry ? { registry: ctx.access.registry } : {}),
   });
   // In a container the buildpacks are one mounted dir: gather them there.
   const buildpacks =

@@ -107,7 +107,7 @@ function withBuildOptions(cmd: Command): Command {
     )
     .option(
       '-b, --buildpack <buildpack>',
-      'a buildpack directory, .tgz/.tar archive, or ID@VERSION of a builder buildpack (repeatable; one group in flag order)',
+      'a buildpack directory, .tgz/.tar archive, buildpackage (docker://REF, oci:DIR[:TAG], FILE.cnb; read per target platform), or ID@VERSION of a builder buildpack (repeatable; one group in flag order)',
       collect,
       [],
     )

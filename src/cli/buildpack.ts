@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { buildpackagePlatforms, readBuildpackage } from '../builder/modules.js';
+import { buildpackagePlatforms, readBuildpackage } from '../builder/buildpackage.js';
 import { newBuildpack } from '../builder/new-buildpack.js';
 import { packageBuildpack } from '../builder/package.js';
 import { formatPlatform } from '../oci/platform.js';

@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { cpus, hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { BuildEvent, BuildEventListener } from '../api/events.js';
+import { localBuildpackages } from '../api/buildpacks.js';
 import type { BuildPlan, TargetPlan } from '../api/plan.js';
 import { type RunTargetHooks, type TargetReport, runTarget } from '../api/run-target.js';
 import type { MachinePlatforms } from '../api/targets.js';
@@ -458,6 +459,15 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
 /** What every node of a build gets once: the app as a tar cut into pieces (app-pieces.ts), the buildpacks as blobs. */
 async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<PreparedPlan> {
   const opts = plan.options;
+  const local = localBuildpackages(opts.buildpacks, plan.project);
+  if (local.length > 0)
+    throw new PackfarmError(
+      'FARM_UNSUPPORTED',
+      `${local.join(', ')}: a buildpackage on this machine's disk cannot be used by farm nodes yet`,
+      {
+        hint: 'push it to a registry the nodes can reach (packfarm buildpack package REF --publish) and name it docker://REF',
+      },
+    );
   const dir = await mkdtemp(join(tmp ?? tmpdir(), 'packfarm-farm-'));
   try {
     // The app, as the node will see it: project.toml's include/exclude applied, project.toml itself kept.
