@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BuildOptions, type BuildReport, build } from '../../src/api/build.js';
 import type { BuildEvent } from '../../src/api/events.js';
-import { defaultBuilderLocation } from '../../src/builder/default-builder.js';
+import { defaultBuilderLocation, platformSlug } from '../../src/builder/default-builder.js';
 import { buildOnFarm } from '../../src/farm/build.js';
 import type { FarmNodeConfig } from '../../src/farm/config.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
@@ -179,26 +179,28 @@ describe('an oci: builder that only the coordinator has', () => {
 
 describe('the default builder', () => {
   it('nothing names buildpacks: the node builds with the coordinator’s default builder, sent from here', async () => {
-    // The coordinator's default builder, made ahead as packfarm would (a builder index + the ready marker),
+    // The coordinator's default builder for linux/amd64, made ahead as packfarm would (that platform's tag in
+    // the builder layout + its ready marker),
     // from the small test builder instead of builders/default (whose first build takes minutes).
     const where = await defaultBuilderLocation({ env: process.env });
     await writeBuilderIndex({
-      builder: await openLayoutStore(join(where.home, 'builder'), { create: true }),
+      builder: await openLayoutStore(where.builderLayout, { create: true }),
       run: store('run-d'),
-      runRef: `${registry.host}/run-d:latest`,
-      tag: 'latest',
+      runRef: `${registry.host}/run-d:${platformSlug(AMD64)}`,
+      tag: platformSlug(AMD64),
       platforms: [AMD64],
       buildpack: { dir: probeBp, id: 'farm/probe', version: '1.0.0' },
       workDir: join(root, 'default-work'),
     });
-    await writeFile(join(where.home, 'ready'), 'test\n');
+    await writeFile(join(where.home, `ready-${platformSlug(AMD64)}`), 'test\n');
+    const reference = `oci:${where.builderLayout}:${platformSlug(AMD64)}`;
     const app = await makeApp('default-builder', { 'app.txt': 'default\n' });
     const { report } = await farmBuild(
       { image: `${registry.host}/d-app:latest`, path: app, platform: 'linux/amd64' },
       [node(1)],
     );
     const t = report.targets[0]!;
-    expect([t.farm?.node, t.executor, t.buildImage?.reference]).toEqual(['node2', 'oci', where.reference]);
+    expect([t.farm?.node, t.executor, t.buildImage?.reference]).toEqual(['node2', 'oci', reference]);
     // app + the builder child's manifest and config at least (its layers may be on node2 from other builds)
     expect(t.farm?.blobsSent).toBeGreaterThanOrEqual(3);
     const images = await readdir(join(ssh.nodes[1]!.dataDir, 'farm', 'images'));
