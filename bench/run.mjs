@@ -16,6 +16,7 @@ for (const name of [
   'multiarch.mjs',
   'farm.mjs',
   'base.mjs',
+  'default-builder.mjs',
 ]) {
   console.log(`\n=== ${name} ===`);
   const r = spawnSync(process.execPath, [join(here, name)], { stdio: 'inherit' });

@@ -1,4 +1,4 @@
-import { chmod, cp, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, stat, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import {
   type BuildpackStore,
@@ -9,13 +9,17 @@ import {
 } from '../buildpack/descriptor.js';
 import { platformOrderFromFile } from '../platform/order.js';
 import { layeredBuildpackStore, type StagedBuildpack, stageBuildpack } from '../buildpack/source.js';
+import { isPackageUri, stageBuildpackage } from '../builder/buildpackage.js';
 import type { ResolvedBuilder } from '../builder/resolve.js';
+import type { RegistryOptions } from '../image/registry-store.js';
+import type { Platform } from '../oci/platform.js';
 import {
+  type BuildpackSource,
   type ProjectBuildpack,
   type ProjectDescriptor,
   resolveProjectBuildpack,
 } from '../platform/project.js';
-import { PackfarmError } from '../util/errors.js';
+import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 
 interface ResolveBuildpacksInput {
@@ -24,11 +28,47 @@ interface ResolveBuildpacksInput {
   builder: ResolvedBuilder | undefined;
   cwd: string;
   scratchDir: string;
+  /** The target: a buildpackage (docker://, oci:, .cnb) is read for its platform. */
+  platform: Platform;
+  insecureRegistries?: string[];
+  registry?: Partial<RegistryOptions>;
+}
+
+/**
+ * Whether the buildpacks named by `--buildpack` or project.toml depend on the target's platform: a
+ * buildpackage gives each platform its own child (its own layers), so such buildpacks are resolved per target.
+ */
+export function buildpacksVaryByPlatform(
+  flags: readonly string[],
+  project: ProjectDescriptor | undefined,
+): boolean {
+  if (flags.some((f) => isPackageUri(f))) return true;
+  if (!project) return false;
+  return [...project.group, ...project.pre, ...project.post].some(
+    (b) => b.uri !== undefined && !b.script && isPackageUri(b.uri),
+  );
+}
+
+/**
+ * The buildpackages that `--buildpack` or project.toml name on this machine's disk (`oci:` layouts, `.cnb`
+ * files): a farm node cannot read them (it gets registry references, and blobs of directories and archives).
+ */
+export function localBuildpackages(
+  flags: readonly string[],
+  project: ProjectDescriptor | undefined,
+): string[] {
+  const local = (uri: string) => isPackageUri(uri) && !uri.startsWith('docker://');
+  const out = flags.filter(local).map((f) => `--buildpack ${f}`);
+  for (const b of [...(project?.group ?? []), ...(project?.pre ?? []), ...(project?.post ?? [])])
+    if (b.uri !== undefined && !b.script && local(b.uri)) out.push(`${project?.source} uri ${b.uri}`);
+  return out;
 }
 
 /**
  * The order to detect: one group from `--buildpack` flags (in flag order), else from project.toml's group,
- * else the builder's order; project.toml pre/post groups wrap every group either way.
+ * else the builder's order; project.toml pre/post groups wrap every group either way. A buildpackage
+ * (`docker://REF`, `oci:DIR[:TAG]`, a `.cnb` file) is read for `input.platform` and all its buildpacks
+ * (a composite's children too) are staged; its entry buildpack goes into the group.
  */
 export async function resolveBuildpacks(
   input: ResolveBuildpacksInput,
@@ -40,12 +80,18 @@ export async function resolveBuildpacks(
     await mkdir(d, { recursive: true });
     return d;
   };
-  const fromBuilder = (id: string, version: string | undefined, what: string): OrderElement => {
+  const fromBuilder = async (
+    id: string,
+    version: string | undefined,
+    what: string,
+  ): Promise<OrderElement> => {
     if (!input.builder)
       throw new PackfarmError(
         'BUILDPACK_NOT_FOUND',
         `${what}: ${id}${version ? `@${version}` : ''} names a buildpack of the builder, but no builder was given`,
-        { hint: 'pass --builder, or give the buildpack as a directory or .tgz archive' },
+        {
+          hint: 'pass --builder, or give the buildpack as a directory, .tgz archive or buildpackage (docker://, oci:, .cnb)',
+        },
       );
     const v = version ?? builderVersionOf(input.builder, id);
     if (!v)
@@ -53,12 +99,44 @@ export async function resolveBuildpacks(
         'BUILDPACK_NOT_FOUND',
         `${what}: buildpack ${id} is not in builder ${input.builder.name}'s order; give its version as ${id}@VERSION`,
       );
+    // Checked here so the error names the flag or file, not a detect failure later.
+    await input.builder.store.lookup(id, v).catch((err: unknown) => {
+      if (!isPackfarmError(err)) throw err;
+      throw new PackfarmError(
+        'BUILDPACK_NOT_FOUND',
+        `${what}: builder ${input.builder?.name} has no buildpack ${id}@${v}`,
+        { cause: err, hint: 'run packfarm builder inspect on the builder to see its buildpacks' },
+      );
+    });
     return { id, version: v, optional: false };
+  };
+  const fromPackage = async (uri: string, cwd: string, what: string): Promise<OrderElement> => {
+    const pkg = await stageBuildpackage(uri, {
+      cwd,
+      scratch: await scratch(),
+      platform: input.platform,
+      source: what,
+      ...(input.insecureRegistries ? { insecureRegistries: input.insecureRegistries } : {}),
+      ...(input.registry ? { registry: input.registry } : {}),
+    });
+    staged.push(...pkg.staged);
+    return { id: pkg.entry.id, version: pkg.entry.version, optional: false };
   };
   const element = (s: StagedBuildpack): OrderElement => ({ id: s.id, version: s.version, optional: false });
 
   const fromFlag = async (flag: string): Promise<OrderElement> => {
+    const what = `--buildpack ${flag}`;
+    if (flag.startsWith('docker://') || flag.startsWith('oci:')) return fromPackage(flag, input.cwd, what);
+    if (flag.startsWith('urn:cnb:registry:'))
+      throw new PackfarmError(
+        'BUILDPACK_SOURCE_UNSUPPORTED',
+        `${what}: the buildpack registry (urn:cnb:registry:) is not supported`,
+        {
+          hint: 'give the buildpackage image instead (docker://REF), or a buildpack directory, archive or .cnb file',
+        },
+      );
     const path = isAbsolute(flag) ? flag : resolve(input.cwd, flag);
+    if (isPackageUri(flag) && !(await isDirectory(path))) return fromPackage(flag, input.cwd, what);
     if (await pathExists(path)) {
       const s = await stageBuildpack(path, { cwd: input.cwd, scratchDir: await scratch() });
       staged.push(s);
@@ -66,16 +144,36 @@ export async function resolveBuildpacks(
     }
     const m = /^(?:urn:cnb:builder:)?([^@\s/][^@\s]*)(?:@(.+))?$/.exec(flag);
     if (m && !flag.includes('://') && !flag.endsWith('.tgz') && !flag.startsWith('.'))
-      return fromBuilder(m[1] as string, m[2], `--buildpack ${flag}`);
-    throw new PackfarmError('BUILDPACK_NOT_FOUND', `--buildpack ${flag}: no such directory or archive`, {
-      hint: 'give a buildpack directory, a .tgz/.tar archive of one, or ID@VERSION of a builder buildpack',
+      return fromBuilder(m[1] as string, m[2], what);
+    throw new PackfarmError('BUILDPACK_NOT_FOUND', `${what}: no such directory or archive`, {
+      hint: 'give a buildpack directory, a .tgz/.tar archive of one, a buildpackage (docker://REF, oci:DIR[:TAG], a .cnb file), or ID@VERSION of a builder buildpack',
     });
   };
 
   const fromProject = async (bp: ProjectBuildpack, project: ProjectDescriptor): Promise<OrderElement> => {
-    const where = `${project.source} buildpack ${bp.id ?? bp.uri ?? ''}`.trim();
-    const src = resolveProjectBuildpack(bp, dirname(project.source));
+    const where = `${project.source} buildpack ${bp.uri ?? bp.id ?? ''}`.trim();
+    let src: BuildpackSource;
+    try {
+      src = resolveProjectBuildpack(bp, dirname(project.source));
+    } catch (err) {
+      if (!isPackfarmError(err)) throw err;
+      throw new PackfarmError(err.code, `${project.source}: ${err.message}`, {
+        cause: err,
+        ...(err.hint ? { hint: err.hint } : {}),
+      });
+    }
     switch (src.kind) {
+      case 'package': {
+        const e = await fromPackage(src.uri, dirname(project.source), where);
+        for (const key of ['id', 'version'] as const)
+          if (bp[key] !== undefined && bp[key] !== e[key])
+            throw new PackfarmError(
+              'INVALID_PROJECT_DESCRIPTOR',
+              `${where}: ${key} "${bp[key]}", but the buildpackage holds ${e.id}@${e.version}`,
+              { hint: `drop ${key}, or point uri at the buildpackage of that buildpack` },
+            );
+        return e;
+      }
       case 'path': {
         const s = await stageBuildpack(src.path, {
           cwd: dirname(project.source),
@@ -95,7 +193,9 @@ export async function resolveBuildpacks(
         throw new PackfarmError(
           'BUILDPACK_SOURCE_UNSUPPORTED',
           `${where}: ${src.kind} buildpack sources are not supported yet`,
-          { hint: 'use a relative directory uri, an inline script, or a buildpack of the builder' },
+          {
+            hint: 'use a directory or archive uri, a buildpackage (docker://, oci:, .cnb), an inline script, or a buildpack of the builder',
+          },
         );
     }
   };
@@ -118,6 +218,10 @@ export async function resolveBuildpacks(
   const order = groups.map((g) => ({ group: [...pre, ...g.group, ...post] }));
   const store = layeredBuildpackStore(staged, input.builder?.store);
   return { store, order };
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isDirectory() ?? false;
 }
 
 function builderVersionOf(builder: ResolvedBuilder, id: string): string | undefined {

@@ -40,7 +40,12 @@ import { appFileFilter } from '../platform/app-files.js';
 import { collectUserEnv } from '../platform/env-files.js';
 import { type ProjectDescriptor, readProjectDescriptor } from '../platform/project.js';
 import { type ExportOutput, addExportOutput } from '../phase/export.js';
-import { EXTRA_CA_ENV, defaultBuilder, localCaCertificates } from '../builder/default-builder.js';
+import {
+  EXTRA_CA_ENV,
+  defaultBuilder,
+  defaultBuilderLocation,
+  localCaCertificates,
+} from '../builder/default-builder.js';
 import { PackfarmError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 import { resolveCreationTime } from '../util/time.js';
@@ -48,11 +53,12 @@ import { createRegistryClientPool } from '../registry/pool.js';
 import { parseWith } from '../util/validate.js';
 import { NetworkSchema, PullPolicySchema, VolumeSchema, pulledImageName } from './build-flags.js';
 import { checkExecutorOptions, checkTagDestination } from './build-terms.js';
-import { collectBuildpacks, resolveBuildpacks } from './buildpacks.js';
+import { buildpacksVaryByPlatform, collectBuildpacks, resolveBuildpacks } from './buildpacks.js';
 import { type BuildEventListener, eventLogger } from './events.js';
 import {
   type MachinePlatforms,
   type Runs,
+  defaultBuilderTargets,
   defaultTargets,
   describeMachine,
   howRunnable,
@@ -242,7 +248,11 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
   };
   try {
     const notes: string[] = [];
-    const { builderName, builderSource } = await chooseBuilder(opts, project, userEnv, ctx, log);
+    const { builderName, builderSource } = await chooseBuilder(opts, project, userEnv, ctx, log, {
+      requested,
+      machine,
+      notes,
+    });
     let scratchN = 0;
     const nextScratch = () => join(scratch, String(scratchN++));
     const resolveOne = async (spec: string, platform?: Platform) => {
@@ -260,13 +270,15 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
       return b;
     };
 
+    // A builder.toml naming buildpackages reads them for one platform: the first requested one, if any.
+    const dirPlatform = requested[0] ?? hostPlatform();
     const { builderImage, dirBuilder, buildImage } = await openBuildImages(
       opts,
       builderName,
       builderSource,
       cwd,
       access,
-      resolveOne,
+      (spec) => resolveOne(spec, dirPlatform),
     );
     const isolated = builderImage ?? buildImage;
     if (opts.executor === 'oci' && !isolated)
@@ -284,6 +296,9 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
         `no builder or build image: buildpacks run on this machine (host executor), so only its own platform (${formatPlatform(hostPlatform())}) can be built`,
       );
 
+    // Buildpackages (--buildpack, project.toml, builder.toml) give each platform its own buildpacks.
+    const perPlatform =
+      buildpacksVaryByPlatform(opts.buildpacks, project) || (dirBuilder?.perPlatform ?? false);
     const byBuildChild = new Map<string, SharedBuild>();
     const planned: TargetPlan[] = [];
     for (const platform of targets) {
@@ -293,11 +308,19 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
         ? pickBuildChild(isolated, platform, name, builderImage !== undefined)
         : undefined;
 
-      const key = builderImage && buildChild ? buildChild.digest : '';
+      const key = `${builderImage && buildChild ? buildChild.digest : ''} ${perPlatform ? name : ''}`;
       let shared = byBuildChild.get(key);
       if (!shared) {
-        const builder = builderImage ? await resolveOne(builderImage.name, platform) : dirBuilder;
-        shared = await gatherBuildpacks(opts, project, builder, cwd, executorKind, nextScratch);
+        let builder = builderImage ? await resolveOne(builderImage.name, platform) : dirBuilder;
+        if (dirBuilder?.perPlatform && !platformsEqual(platform, dirPlatform))
+          builder = await resolveOne(builderSource ?? builderName ?? '', platform);
+        shared = await gatherBuildpacks(opts, project, builder, {
+          cwd,
+          executorKind,
+          nextScratch,
+          platform,
+          access,
+        });
         byBuildChild.set(key, shared);
       }
 
@@ -395,6 +418,7 @@ async function chooseBuilder(
   userEnv: Map<string, string>,
   ctx: PlanContext,
   log: PlanLogger,
+  wanted: { requested: Platform[]; machine: MachinePlatforms; notes: string[] },
 ): Promise<{ builderName: string | undefined; builderSource: string | undefined }> {
   const { env, cwd, insecure } = ctx;
   // Nothing names buildpacks: the default builder (builders/default), made on first use and cached.
@@ -407,9 +431,14 @@ async function chooseBuilder(
   let builderName = opts.builder ?? project?.builder;
   let builderSource = builderName;
   if (!namesBuildpacks) {
-    // An oci: layout under the data dir: there is nothing to pull.
+    // An oci: layout under the data dir (nothing to pull), made for exactly the platforms this build needs.
     builderName = (
-      await defaultBuilder({ env, insecureRegistries: insecure, onProgress: (m) => log.info(m) })
+      await defaultBuilder({
+        env,
+        insecureRegistries: insecure,
+        platforms: await defaultBuilderPlatforms(env, wanted),
+        onProgress: (m) => log.info(m),
+      })
     ).reference;
     builderSource = builderName;
     // The shipped buildpacks download over HTTPS: they trust what this machine trusts locally too (a
@@ -424,6 +453,20 @@ async function chooseBuilder(
     });
   }
   return { builderName, builderSource };
+}
+
+/** The platforms to make the default builder for: those requested, else those it has that this machine runs natively. */
+async function defaultBuilderPlatforms(
+  env: NodeJS.ProcessEnv,
+  wanted: { requested: Platform[]; machine: MachinePlatforms; notes: string[] },
+): Promise<Platform[]> {
+  if (wanted.requested.length > 0) return wanted.requested;
+  const { targets, note } = defaultBuilderTargets(
+    (await defaultBuilderLocation({ env })).targets,
+    wanted.machine,
+  );
+  if (note) wanted.notes.push(note);
+  return targets;
 }
 
 /** What the builder (or build image) offers: the platforms of a builder image, or builder.toml [[targets]]. */
@@ -544,16 +587,24 @@ async function gatherBuildpacks(
   opts: ParsedBuildOptions,
   project: ProjectDescriptor | undefined,
   builder: ResolvedBuilder | undefined,
-  cwd: string,
-  executorKind: ExecutorKind,
-  nextScratch: () => string,
+  ctx: {
+    cwd: string;
+    executorKind: ExecutorKind;
+    nextScratch: () => string;
+    platform: Platform;
+    access: OpenImageOptions;
+  },
 ): Promise<SharedBuild> {
+  const { executorKind, nextScratch } = ctx;
   const resolved = await resolveBuildpacks({
     flags: opts.buildpacks,
     project,
     builder,
-    cwd,
+    cwd: ctx.cwd,
     scratchDir: nextScratch(),
+    platform: ctx.platform,
+    ...(ctx.access.insecureRegistries ? { insecureRegistries: ctx.access.insecureRegistries } : {}),
+    ...(ctx.access.registry ? { registry: ctx.access.registry } : {}),
   });
   // In a container the buildpacks are one mounted dir: gather them there.
   const buildpacks =

@@ -32,13 +32,12 @@ import {
   type BuildpackModule,
   checkCompositeChildren,
   compareIdThenVersion,
-  isPackageUri,
   layersLabel,
   moduleInfoJson,
   moduleFromSource,
-  readBuildpackage,
   uniqueModules,
 } from './modules.js';
+import { isPackageUri, readBuildpackage } from './buildpackage.js';
 import { BUILDER_METADATA_LABEL, BUILDPACK_LAYERS_LABEL, resolveTomlOrder } from './resolve.js';
 
 /**

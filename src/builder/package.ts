@@ -30,13 +30,12 @@ import {
   type BuildpackModule,
   checkCompositeChildren,
   checkModuleTargets,
-  isPackageUri,
   layersLabel,
   moduleInfoJson,
   moduleFromSource,
-  readBuildpackage,
   uniqueModules,
 } from './modules.js';
+import { isPackageUri, readBuildpackage } from './buildpackage.js';
 
 /**
  * `packfarm buildpack package`: pack's package.toml → a buildpackage, one image per target (an index for

@@ -21,7 +21,7 @@ import { pathExists } from '../util/fs.js';
 import { type Logger, silentLogger } from '../util/log.js';
 import { parseToml } from '../util/toml.js';
 import { type BuilderToml, readBuilderToml } from './builder-toml.js';
-import { isPackageUri, stageBuildpackage } from './modules.js';
+import { isPackageUri, stageBuildpackage } from './buildpackage.js';
 
 /**
  * `--builder DIR|REF`: where the builder's buildpacks, order and run image come from. Three shapes:
@@ -49,6 +49,11 @@ export interface ResolvedBuilder {
   buildImage?: string;
   /** For a builder image: the image manifest read (the platform's child of an index) and its platform. */
   image?: { digest: Digest; platform: Platform };
+  /**
+   * A builder.toml naming buildpackages (docker://, oci:, .cnb): its buildpacks were read for one platform
+   * (`ResolveBuilderOptions.platform`), so another target resolves it again for its own.
+   */
+  perPlatform?: boolean;
   /** Removes what was extracted. */
   cleanup(): Promise<void>;
 }
@@ -187,6 +192,7 @@ async function fromBuilderToml(
       runImages: toml.runImages,
       targets: toml.targets,
       ...(toml.buildImage ? { buildImage: toml.buildImage } : {}),
+      ...(toml.buildpacks.some((b) => isPackageUri(b.uri)) ? { perPlatform: true } : {}),
       cleanup,
     };
   } catch (err) {
@@ -213,6 +219,7 @@ async function stageBuilderBuildpacks(
         platform: opts.platform ?? hostPlatform(),
         source: `${path}: ${field}`,
         ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
+        ...(opts.registry ? { registry: opts.registry } : {}),
       });
       for (const key of ['id', 'version'] as const) {
         const want = b[key];

@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import type { Command } from 'commander';
-import { buildpackagePlatforms, readBuildpackage } from '../builder/modules.js';
+import { buildpackagePlatforms, readBuildpackage } from '../builder/buildpackage.js';
 import { newBuildpack } from '../builder/new-buildpack.js';
 import { packageBuildpack } from '../builder/package.js';
 import { formatPlatform } from '../oci/platform.js';

@@ -8,12 +8,13 @@ import {
   encodeMessage,
   type Frame,
   MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
   openChannel,
   parseFromNode,
   parseToNode,
 } from './protocol.js';
 
-const hello = { type: 'hello', protocol: 1, packfarm: '0.1.0' };
+const hello = { type: 'hello', protocol: PROTOCOL_VERSION, packfarm: '0.1.0' };
 const digest = sha256Digest('some blob');
 
 function decodeAll(chunks: Buffer[]): Frame[] {
@@ -96,13 +97,62 @@ describe('messages', () => {
     const ok = parseFromNode(
       {
         type: 'hello',
-        protocol: 1,
+        protocol: PROTOCOL_VERSION,
         packfarm: '0.1.0',
         node: { native: ['linux/amd64'], emulated: [], cpus: 2, maxJobs: 1, runningJobs: 0, hostname: 'h' },
       },
       'node a',
     );
     expect(ok.type).toBe('hello');
+  });
+
+  it('protocol 3: local images, a builder dir and a cache dir in the job; cache blobs and state back', () => {
+    const d = (c: string) => `sha256:${c.repeat(64)}`;
+    const job = {
+      type: 'run-target',
+      job: 'linux/amd64#1',
+      node: 'n',
+      target: 'linux/amd64',
+      credentials: [],
+      spec: {
+        platform: 'linux/amd64',
+        app: { digest: d('a'), size: 1 },
+        buildpacks: [],
+        output: { kind: 'registry', image: 'r.example/app:latest' },
+        untagged: false,
+        env: [],
+        insecureRegistries: [],
+        clearCache: false,
+        platformApi: '0.14',
+        images: [
+          {
+            role: 'run',
+            name: 'oci:/here/run:1',
+            manifest: { digest: d('b'), size: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json' },
+            config: { digest: d('c'), size: 3 },
+            layers: [{ digest: d('d'), size: 4 }],
+          },
+        ],
+        builderDir: { digest: d('e'), size: 5, name: './builder' },
+        cacheDir: { metadata: '{}', layers: [{ digest: d('f'), size: 6 }] },
+      },
+    };
+    expect(parseToNode(job, 'c').type).toBe('run-target');
+    const badRole = structuredClone(job);
+    (badRole.spec.images[0] as { role: string }).role = 'launcher';
+    expect(() => parseToNode(badRole, 'c')).toThrow(/spec\.images\[0\]\.role/);
+    expect(
+      parseFromNode({ type: 'have', id: 'x', job: 'j', digests: [d('f')], kind: 'cache' }, 'n').type,
+    ).toBe('have');
+    expect(() =>
+      parseFromNode({ type: 'have', id: 'x', job: 'j', digests: [], kind: 'secrets' }, 'n'),
+    ).toThrow(/kind/);
+    const result = {
+      type: 'result',
+      job: 'j',
+      result: { digest: d('1'), size: 1, mediaType: 'm', report: {}, cache: { metadata: '{}', layers: [] } },
+    };
+    expect(parseFromNode(result, 'n').type).toBe('result');
   });
 });
 
@@ -124,7 +174,7 @@ describe('channel', () => {
     });
     const big = Buffer.alloc(700_000, 7);
     const bigDigest = sha256Digest(big);
-    await a.send({ type: 'hello', protocol: 1, packfarm: 'x' });
+    await a.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: 'x' });
     const sent = await a.sendBlob(bigDigest, PassThrough.from([big]));
     expect(sent).toBe(big.length);
     a.close();

@@ -3,26 +3,29 @@ import { readFile, rm, stat } from 'node:fs/promises';
 import { cpus, hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { BuildEvent, BuildEventListener } from '../api/events.js';
+import { localBuildpackages } from '../api/buildpacks.js';
 import type { BuildPlan, TargetPlan } from '../api/plan.js';
 import { type RunTargetHooks, type TargetReport, runTarget } from '../api/run-target.js';
 import type { MachinePlatforms } from '../api/targets.js';
 import { digestFile, writeLayer } from '../archive/index.js';
-import { parseImageLocation } from '../image/transport.js';
 import type { ImageStore } from '../image/store.js';
 import type { Digest } from '../oci/digest.js';
 import { type Platform, parsePlatform, platformsEqual } from '../oci/platform.js';
 import { ImageManifestSchema } from '../oci/schemas.js';
-import { createKeychain } from '../registry/credentials.js';
 import { isErrorCode } from '../util/error-codes.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import { parseJson, parseWith } from '../util/validate.js';
+import { type AppPieces, sendApp, splitAppTar } from './app-pieces.js';
 import { type BlobCache, openBlobCache } from './blob-cache.js';
 import { type BlobSource, type NodeConnection, connectNode, messageBytes } from './client.js';
+import { type LocalInputs, prepareLocalInputs, startCacheReturn } from './local-inputs.js';
 import { type FarmNodeConfig, LOCAL_NODE } from './config.js';
+import { scopedJobCredentials } from './credentials.js';
 import { isNodeFault } from './job.js';
+import { copyToOtherOutputs, tagOutputs } from './outputs.js';
 import { PACKFARM_VERSION, localPackfarmCommand } from './manage.js';
 import { nodePlatforms } from './platforms.js';
-import type { ErrorBody, JobCredential, TargetJob } from './protocol.js';
+import type { ErrorBody, TargetJob } from './protocol.js';
 import {
   type Assignment,
   type NodeCapacity,
@@ -73,10 +76,13 @@ interface FarmNode {
 interface PreparedPlan {
   dir: string;
   app: BlobSource;
+  /** The app tar cut into content-addressed pieces (app-pieces.ts). */
+  appPieces: AppPieces;
   buildpacks: Array<(BlobSource & { name: string }) | { ref: string }>;
-  credentials: JobCredential[];
   /** Blobs a node sends back for an oci output land here before going into the layout. */
   received: BlobCache;
+  /** Images, a builder dir and a --cache-dir that only this machine has (sent as blobs). */
+  local: LocalInputs;
 }
 
 export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
@@ -346,21 +352,25 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
   ): Promise<{ ok: true; report: TargetReport } | { ok: false; error: ErrorBody }> => {
     let prep = prepared.get(plan);
     if (!prep) {
-      prep = preparePlan(plan, opts.tmpDir, opts.env).then((p) => {
+      prep = preparePlan(plan, opts.tmpDir).then((p) => {
         tempDirs.push(p.dir);
         return p;
       });
       prepared.set(plan, prep);
     }
     const p = await prep;
-    const spec = targetJob(plan, target, p);
+    const local = await p.local.forTarget(target);
+    const spec: TargetJob = { ...targetJob(plan, target, p), ...local.spec };
     const blobs: BlobSource[] = [
-      p.app,
       ...p.buildpacks.filter((b): b is BlobSource & { name: string } => 'digest' in b),
+      ...local.blobs,
     ];
     let sent: { sent: Digest[]; bytes: number };
     try {
-      sent = await conn.ensureBlobs(blobs);
+      // The app as pieces (only those the node lacks), then the buildpacks.
+      const app = await sendApp(conn, p.app, p.appPieces);
+      const rest = await conn.ensureBlobs(blobs);
+      sent = { sent: [...app.sent, ...rest.sent], bytes: app.bytes + rest.bytes };
     } catch (err) {
       return {
         ok: false,
@@ -369,53 +379,69 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     }
     const output = plan.outputs[0]!;
     const job = `${target.name}#${attempts.length + 1}`;
+    // Per job, so a token's lifetime starts when the job does.
+    const credentials = await scopedJobCredentials(plan, target, {
+      env: opts.env,
+      insecureRegistries: plan.insecureRegistries,
+    });
     const msg = {
       type: 'run-target',
       job,
       node: conn.name,
       target: target.name,
       spec,
-      credentials: p.credentials,
+      credentials,
     };
     // build() aborts the other targets when one fails: cancel this one's remote job then.
     const onAbort = () => conn.cancel(job);
     hooks.signal?.addEventListener('abort', onAbort, { once: true });
-    const outcome = await conn.runTarget({
-      job,
-      target: target.name,
-      spec,
-      credentials: p.credentials,
-      onEvent: (e) => hooks.onEvent?.(e.event as unknown as BuildEvent),
-      ...(spec.output.kind === 'oci'
-        ? {
-            hasBlob: async (d: Digest) => (await output.store.hasBlob(d)) || (await p.received.has(d)),
-            receiveBlob: (d: Digest) => p.received.receive(d),
-          }
-        : {}),
-    });
+    // --cache-dir: the node's new cache comes back into this cache dir (committed once the target succeeded).
+    const cacheBack = plan.options.cacheDir
+      ? await startCacheReturn(plan.options.cacheDir, target)
+      : undefined;
+    const outcome = await conn
+      .runTarget({
+        job,
+        target: target.name,
+        spec,
+        credentials,
+        onEvent: (e) => hooks.onEvent?.(e.event as unknown as BuildEvent),
+        ...(spec.output.kind === 'oci'
+          ? {
+              hasBlob: async (d: Digest) => (await output.store.hasBlob(d)) || (await p.received.has(d)),
+              receiveBlob: (d: Digest) => p.received.receive(d),
+            }
+          : {}),
+        ...(cacheBack ? { hasCacheBlob: cacheBack.has, receiveCacheBlob: cacheBack.receive } : {}),
+      })
+      .catch(async (err: unknown) => {
+        await cacheBack?.abort();
+        throw err;
+      });
     hooks.signal?.removeEventListener('abort', onAbort);
-    if (!outcome.ok) return { ok: false, error: outcome.error };
+    if (!outcome.ok) {
+      await cacheBack?.abort();
+      return { ok: false, error: outcome.error };
+    }
     const result = outcome.result;
+    if (cacheBack) {
+      if (result.cache) await cacheBack.commit(result.cache);
+      else await cacheBack.abort();
+    }
     const digest = result.digest;
     if (spec.output.kind === 'oci')
       await storeReceivedImage(output.store, p.received, digest, result.mediaType);
+    // --tag in other repositories: the coordinator copies the image there (the node could not push there).
+    const copied = await copyToOtherOutputs(plan, digest, hooks.signal);
     // One target (no index): the image itself gets the tags, as a local build would have written them.
-    if (!plan.index) {
-      const m = await output.store.getManifest(digest);
-      for (const tag of output.tags) {
-        const current = await output.store.resolve(tag);
-        if (current?.digest !== digest)
-          await output.store.putManifest({ bytes: m.bytes, mediaType: m.mediaType, tag });
-      }
-    }
+    const tags = plan.index ? undefined : await tagOutputs(plan, digest);
     const report = result.report as unknown as TargetReport;
     return {
       ok: true,
       report: {
         ...report,
-        ...(plan.index
-          ? {}
-          : { tags: output.tags.map((t, i) => output.names?.[i] ?? `${output.store.description}:${t}`) }),
+        bytesUploaded: (report.bytesUploaded ?? 0) + copied,
+        ...(tags ? { tags } : {}),
         farm: {
           node: conn.name,
           attempts: [...attempts],
@@ -431,48 +457,16 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
   return runner;
 }
 
-/** What every node of a build gets once: the app as a tar blob, the buildpacks as blobs, the credentials. */
-async function preparePlan(
-  plan: BuildPlan,
-  tmp: string | undefined,
-  env: NodeJS.ProcessEnv,
-): Promise<PreparedPlan> {
+/** What every node of a build gets once: the app as a tar cut into pieces (app-pieces.ts), the buildpacks as blobs. */
+async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<PreparedPlan> {
   const opts = plan.options;
-  if (plan.outputs.length > 1)
+  const local = localBuildpackages(opts.buildpacks, plan.project);
+  if (local.length > 0)
     throw new PackfarmError(
       'FARM_UNSUPPORTED',
-      '--tag in another repository is not supported on a farm yet',
+      `${local.join(', ')}: a buildpackage on this machine's disk cannot be used by farm nodes yet`,
       {
-        hint: 'tag within the same repository, or copy the index afterwards with `packfarm image copy --all`',
-      },
-    );
-  for (const [flag, value] of [
-    ['--builder', opts.builder ?? plan.project?.builder],
-    ['--run-image', opts.runImage],
-    ['--build-image', opts.buildImage],
-  ] as const) {
-    if (!value) continue;
-    if (
-      value.startsWith('oci:') ||
-      (await stat(resolve(plan.cwd, value)).then(
-        () => true,
-        () => false,
-      ))
-    )
-      throw new PackfarmError(
-        'FARM_UNSUPPORTED',
-        `${flag} ${value}: a local ${flag.slice(2)} cannot be used by farm nodes yet`,
-        {
-          hint: 'push it to a registry the nodes can reach and pass its reference',
-        },
-      );
-  }
-  if (opts.cacheDir)
-    throw new PackfarmError(
-      'FARM_UNSUPPORTED',
-      '--cache-dir is a directory on this machine; farm nodes keep their own caches',
-      {
-        hint: 'drop --cache-dir (each node caches per image under its data dir), or use --cache-image REF',
+        hint: 'push it to a registry the nodes can reach (packfarm buildpack package REF --publish) and name it docker://REF',
       },
     );
   const dir = await makeTempDir(tmp ?? tmpdir(), 'farm');
@@ -485,10 +479,12 @@ async function preparePlan(
         `--descriptor ${descriptor}: on a farm it must be inside the app dir ${plan.appPath}`,
       );
     const filter = plan.appFilter;
-    const appFile = join(dir, 'app.tar.gz');
+    // Uncompressed: the node rebuilds these exact bytes from pieces (app-pieces.ts), each sent compressed.
+    const appFile = join(dir, 'app.tar');
     const app = await writeLayer({
       dir: plan.appPath,
       out: appFile,
+      compression: 'none',
       ...(filter
         ? {
             filter: (rel: string, st) =>
@@ -517,9 +513,10 @@ async function preparePlan(
     return {
       dir,
       app: { digest: app.digest, size: app.size, open: () => createReadStream(appFile) },
+      appPieces: await splitAppTar(appFile, { digest: app.digest, size: app.size }, dir),
       buildpacks,
-      credentials: await jobCredentials(plan, env),
       received: openBlobCache(join(dir, 'received')),
+      local: await prepareLocalInputs(plan, dir),
     };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
@@ -533,7 +530,11 @@ function targetJob(plan: BuildPlan, target: TargetPlan, p: PreparedPlan): Target
   const descriptor = o.descriptor ? relative(plan.appPath, resolve(plan.cwd, o.descriptor)) : undefined;
   return {
     platform: target.name,
-    app: { digest: p.app.digest, size: p.app.size },
+    app: {
+      digest: p.app.digest,
+      size: p.app.size,
+      index: { digest: p.appPieces.index.digest, size: p.appPieces.index.size },
+    },
     buildpacks: p.buildpacks.map((b) =>
       'ref' in b ? { ref: b.ref } : { digest: b.digest, size: b.size, name: b.name },
     ),
@@ -558,37 +559,6 @@ function targetJob(plan: BuildPlan, target: TargetPlan, p: PreparedPlan): Target
     ...(descriptor ? { descriptor } : {}),
     platformApi: o.platformApi,
   };
-}
-
-/**
- * Registry credentials for the job, scoped to the registries it touches (output, run, build and builder
- * images, cache and previous image): nothing else of the user's keychain leaves this machine.
- */
-async function jobCredentials(plan: BuildPlan, env: NodeJS.ProcessEnv): Promise<JobCredential[]> {
-  const o = plan.options;
-  const registries = new Set<string>();
-  const add = (ref: string | undefined) => {
-    if (!ref) return;
-    try {
-      const loc = parseImageLocation(ref);
-      if (loc.transport === 'docker') registries.add(loc.reference.registry);
-    } catch {
-      // not an image reference (planning already checked what it had to)
-    }
-  };
-  if (plan.outputLocation.transport === 'docker') registries.add(plan.outputLocation.reference.registry);
-  for (const t of plan.targets) add(t.runImage.name);
-  for (const r of [o.builder, o.buildImage, o.cacheImage, o.previousImage]) add(r);
-  const keychain = createKeychain({ env });
-  const out: JobCredential[] = [];
-  for (const registry of [...registries].sort()) {
-    const c = await keychain(registry).catch(() => undefined);
-    if (!c) continue;
-    if ('registryToken' in c) out.push({ registry, registryToken: c.registryToken });
-    else if ('password' in c) out.push({ registry, username: c.username, password: c.password });
-    else out.push({ registry, identityToken: c.identityToken });
-  }
-  return out;
 }
 
 /** oci output: the blobs a node sent back go into the layout, then the manifest (untagged). */

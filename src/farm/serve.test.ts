@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { sha256Digest } from '../oci/digest.js';
-import { type FromNode, type TargetJob, openChannel, parseFromNode } from './protocol.js';
+import { type FromNode, PROTOCOL_VERSION, type TargetJob, openChannel, parseFromNode } from './protocol.js';
 import { serveNode } from './serve.js';
 
 /**
@@ -86,7 +86,7 @@ describe('node serve', () => {
       ].join('\n'),
     );
     const { ch, waitFor, served } = await start(worker);
-    await ch.send({ type: 'hello', protocol: 1, packfarm: '9.9.9' });
+    await ch.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: '9.9.9' });
     const hello = await waitFor('hello');
     expect(hello.node).toMatchObject({
       native: ['linux/amd64'],
@@ -131,14 +131,14 @@ describe('node serve', () => {
     const err = await waitFor('error');
     expect(err.error.code).toBe('PROTOCOL_VERSION');
     expect(err.error.message).toBe(
-      'this node speaks packfarm node protocol 1 (packfarm 9.9.9); the coordinator speaks 99 (packfarm 0.0.1)',
+      `this node speaks packfarm node protocol ${PROTOCOL_VERSION} (packfarm 9.9.9); the coordinator speaks 99 (packfarm 0.0.1)`,
     );
     await served;
   });
 
   it('a job without its blob fails as a node fault', async () => {
     const { ch, waitFor, served } = await start(join(dir, 'none.sh'));
-    await ch.send({ type: 'hello', protocol: 1, packfarm: '9.9.9' });
+    await ch.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: '9.9.9' });
     await waitFor('hello');
     await ch.send({
       type: 'run-target',
@@ -160,7 +160,7 @@ describe('node serve', () => {
     await writeFile(worker, `cat > /dev/null\nsleep 60 &\necho $! > ${pidFile}\nwait\n`);
     await chmod(worker, 0o755);
     const { ch, waitFor, served } = await start(worker);
-    await ch.send({ type: 'hello', protocol: 1, packfarm: '9.9.9' });
+    await ch.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: '9.9.9' });
     await waitFor('hello');
     await ch.send({ type: 'have', id: 'h', digests: [appDigest] });
     await waitFor('want');

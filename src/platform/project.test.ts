@@ -181,8 +181,21 @@ describe('resolveProjectBuildpack', () => {
   const none = { id: undefined, version: undefined, uri: undefined, script: undefined };
   it('knows the URI forms', () => {
     expect(resolveProjectBuildpack({ ...none, uri: 'docker://r/bp:1' }, '/p')).toEqual({
-      kind: 'image',
-      reference: 'r/bp:1',
+      kind: 'package',
+      uri: 'docker://r/bp:1',
+    });
+    // Buildpackages in a layout or a .cnb file: relative to project.toml's directory, as directories are.
+    expect(resolveProjectBuildpack({ ...none, uri: 'oci:pkgs/bp:1' }, '/p')).toEqual({
+      kind: 'package',
+      uri: 'oci:/p/pkgs/bp:1',
+    });
+    expect(resolveProjectBuildpack({ ...none, uri: 'oci:/abs/layout' }, '/p')).toEqual({
+      kind: 'package',
+      uri: 'oci:/abs/layout',
+    });
+    expect(resolveProjectBuildpack({ ...none, uri: 'bp.cnb' }, '/p')).toEqual({
+      kind: 'package',
+      uri: '/p/bp.cnb',
     });
     expect(resolveProjectBuildpack({ ...none, uri: 'https://x/bp.tgz' }, '/p')).toEqual({
       kind: 'url',

@@ -188,15 +188,16 @@ export async function readProjectDescriptor(
 export type BuildpackSource =
   | { kind: 'path'; path: string }
   | { kind: 'url'; url: string }
-  | { kind: 'image'; reference: string }
+  /** A buildpackage: `docker://REF`, `oci:<absolute dir>[:TAG]`, or an absolute `.cnb` file path. */
+  | { kind: 'package'; uri: string }
   | { kind: 'registry'; id: string; version: string | undefined }
   | { kind: 'builder'; id: string; version: string | undefined }
   | { kind: 'inline'; id: string; api: string; shell: string; inline: string };
 
 /**
  * Resolve a buildpack reference of a project descriptor. A `uri` without scheme (or `file://`) is a path
- * relative to the directory of project.toml; `docker://` names an image; `urn:cnb:registry:` the buildpack
- * registry; `http(s)://` an archive; a bare id (or `urn:buildpack:<id>`) a buildpack of the builder.
+ * relative to the directory of project.toml; `docker://`, `oci:DIR[:TAG]` (DIR relative to it too) and a
+ * `.cnb` file name a buildpackage; `urn:cnb:registry:` the buildpack registry; `http(s)://` an archive; a bare id (or `urn:buildpack:<id>`) a buildpack of the builder.
  */
 export function resolveProjectBuildpack(bp: ProjectBuildpack, projectDir: string): BuildpackSource {
   if (bp.script) {
@@ -210,10 +211,16 @@ export function resolveProjectBuildpack(bp: ProjectBuildpack, projectDir: string
   }
   const uri = bp.uri;
   if (uri === undefined || uri === '') return { kind: 'builder', id: bp.id ?? '', version: bp.version };
-  if (uri.startsWith('docker://')) return { kind: 'image', reference: uri.slice('docker://'.length) };
+  if (uri.startsWith('docker://')) return { kind: 'package', uri };
+  if (uri.startsWith('oci:')) {
+    const rest = uri.slice('oci:'.length);
+    return { kind: 'package', uri: isAbsolute(rest) ? uri : `oci:${join(projectDir, rest)}` };
+  }
   if (uri.startsWith('http://') || uri.startsWith('https://')) return { kind: 'url', url: uri };
-  if (uri.startsWith('file://'))
-    return { kind: 'path', path: resolve(projectDir, decodeURI(new URL(uri).pathname)) };
+  if (uri.startsWith('file://')) {
+    const path = resolve(projectDir, decodeURI(new URL(uri).pathname));
+    return path.endsWith('.cnb') ? { kind: 'package', uri: path } : { kind: 'path', path };
+  }
   if (uri.startsWith('urn:cnb:registry:')) {
     const [id, version] = uri.slice('urn:cnb:registry:'.length).split('@');
     return { kind: 'registry', id: id ?? '', version };
@@ -231,7 +238,8 @@ export function resolveProjectBuildpack(bp: ProjectBuildpack, projectDir: string
       `buildpack uri ${JSON.stringify(uri)}: unsupported scheme`,
     );
   }
-  return { kind: 'path', path: isAbsolute(uri) ? uri : join(projectDir, uri) };
+  const path = isAbsolute(uri) ? uri : join(projectDir, uri);
+  return uri.endsWith('.cnb') ? { kind: 'package', uri: path } : { kind: 'path', path };
 }
 
 function fromV02(d: z.output<typeof v02Schema>, source: string): ProjectDescriptor {

@@ -40,6 +40,8 @@ interface CachedToken {
   token: string;
   /** Renew from this moment on (a little before the token expires). */
   renewAt: number;
+  /** When the token service says it expires. */
+  expiresAt: number;
 }
 
 const TokenResponseSchema = z.looseObject({
@@ -128,6 +130,26 @@ export class Authenticator {
     // claimed to cover this request so the retry fetches a new one.
     this.tokens = this.tokens.filter((t) => !scopesCover(t.scopes, scopes));
     return true;
+  }
+
+  /**
+   * A fresh token for exactly `scopes` (nothing merged in, nothing cached): what a farm coordinator hands a
+   * node instead of the password. Needs the Bearer scheme (ping first). `expiresAt` is when the token
+   * service says it stops being valid (milliseconds since the epoch, this machine's clock).
+   */
+  async issueToken(
+    scopes: readonly string[],
+  ): Promise<{ token: string; expiresAt: number; scopes: string[] }> {
+    const scheme = this.scheme;
+    if (scheme.kind !== 'bearer')
+      throw new PackfarmError(
+        'REGISTRY_ERROR',
+        `${this.opts.registry} does not use bearer tokens (${scheme.kind}): no scoped token can be issued`,
+      );
+    const want = mergeScopes(scopes);
+    const cred = await this.opts.credential();
+    const entry = await this.fetchToken(scheme, want, cred);
+    return { token: entry.token, expiresAt: entry.expiresAt, scopes: want };
   }
 
   private token(
@@ -252,6 +274,7 @@ export class Authenticator {
       scopes,
       token,
       renewAt: this.now() + lifetimeMs - margin,
+      expiresAt: this.now() + lifetimeMs,
     };
   }
 }

@@ -282,7 +282,7 @@ describe('builds on the farm', () => {
       expect(t.tags).toEqual([]);
       expect(t.farm?.attempts).toEqual([]);
       expect(t.farm?.bytesSent).toBeGreaterThan(0);
-      expect(t.farm?.blobsSent).toBe(2); // app + buildpack
+      expect(t.farm?.blobsSent).toBe(3); // the app as its index and one group (app.txt is small), the buildpack
       expect(t.farm?.bytesReceived).toBeGreaterThan(0);
     }
     const placed = first.events.filter((e) => e.type === 'placed');
@@ -333,9 +333,9 @@ describe('builds on the farm', () => {
       node(0, { max_jobs: 2 }),
     ]);
     expect(report.targets.map((t) => t.farm?.node)).toEqual(['node1', 'node1']);
-    // The buildpack is on node1 from earlier builds; the new app goes once, whichever target carried it
-    // (without the per-connection dedupe both targets' have/want would send it: 2).
-    expect(report.targets.reduce((a, t) => a + (t.farm?.blobsSent ?? 0), 0)).toBe(1);
+    // The buildpack is on node1 from earlier builds; the new app (its index and one group) goes once,
+    // whichever target carried it (without the per-connection dedupe both targets' have/want would send it: 4).
+    expect(report.targets.reduce((a, t) => a + (t.farm?.blobsSent ?? 0), 0)).toBe(2);
   }, 300_000);
 
   it('a file changed to the same size reaches the image', async () => {
@@ -343,7 +343,7 @@ describe('builds on the farm', () => {
     const nodes = [node(0, { platforms: ['linux/386'] }), node(1, { platforms: ['linux/amd64'] })];
     const changed = await farmBuild(`${registry.host}/app:latest`, app, nodes);
     expect(changed.report.digest).not.toBe(first.report.digest);
-    for (const t of changed.report.targets) expect(t.farm?.blobsSent).toBe(1); // the new app tar only
+    for (const t of changed.report.targets) expect(t.farm?.blobsSent).toBe(2); // the app's new group and index only
     const run = await podman.run(`${registry.host}/app:latest`, { flags: ['--arch', '386'] });
     expect(run.stdout).toContain('target=linux/386 app=two');
   }, 300_000);

@@ -1,0 +1,159 @@
+import type { BuildPlan, TargetPlan } from '../api/plan.js';
+import { parseImageLocation } from '../image/transport.js';
+import { RegistryClient } from '../registry/client.js';
+import { type Credential, createKeychain, normalizeRegistryKey } from '../registry/credentials.js';
+import { repositoryScope } from '../registry/scope.js';
+import { PackfarmError, isPackfarmError } from '../util/errors.js';
+import type { JobCredential } from './protocol.js';
+
+/**
+ * The registry credentials a node gets for one target: the narrowest that work.
+ *
+ * - A registry using bearer tokens: the coordinator asks the token service for one token per registry,
+ *   scoped to exactly the repositories and actions the target needs — pull and push on the output and cache
+ *   repositories, pull on the run image, build image, builder, previous image and registry buildpacks (pull on
+ *   a blob's source repository is also what a cross-repository mount into the output needs) — and sends that
+ *   token with its expiry. The password stays on this machine.
+ * - A registry with Basic auth only (htpasswd): a password cannot be scoped; it is sent for the registries
+ *   the target touches and no other. Likewise a bearer token the user configured as is (`registrytoken`).
+ * - A registry that needs no auth, or no credential for it here: nothing is sent.
+ */
+export type JobAccess = Map<string, Map<string, Set<'pull' | 'push'>>>;
+
+/** Registry → repository → actions: what one target's job does at which repository. */
+export function jobAccess(plan: BuildPlan, target: TargetPlan): JobAccess {
+  const access: JobAccess = new Map();
+  const grant = (registry: string, repository: string, actions: Array<'pull' | 'push'>) => {
+    const repos = access.get(registry) ?? new Map<string, Set<'pull' | 'push'>>();
+    const set = repos.get(repository) ?? new Set<'pull' | 'push'>();
+    for (const a of actions) set.add(a);
+    repos.set(repository, set);
+    access.set(registry, repos);
+  };
+  const byRef = (ref: string | undefined, actions: Array<'pull' | 'push'>) => {
+    if (!ref) return;
+    try {
+      const loc = parseImageLocation(ref);
+      if (loc.transport === 'docker') grant(loc.reference.registry, loc.reference.repository, actions);
+    } catch {
+      // not an image reference (planning already checked what it had to)
+    }
+  };
+  const byStore = (
+    store: { registryRepository?: { registry: string; repository: string } } | undefined,
+    actions: Array<'pull' | 'push'>,
+  ) => {
+    const r = store?.registryRepository;
+    if (r) grant(r.registry, r.repository, actions);
+  };
+  const o = plan.options;
+  // The node pushes its image to the first output only (the coordinator copies it to --tag repositories).
+  byStore(plan.outputs[0]?.store, ['pull', 'push']);
+  if (plan.cache?.location.kind === 'image') byStore(plan.cache.location.store, ['pull', 'push']);
+  byRef(o.cacheImage, ['pull', 'push']);
+  byStore(plan.previousImage?.store, ['pull']);
+  byRef(o.previousImage, ['pull']);
+  byRef(target.runImage.name, ['pull']);
+  byStore(target.runImage.store, ['pull']);
+  byStore(target.buildImage?.store, ['pull']);
+  byRef(o.buildImage, ['pull']);
+  byRef(target.builder ?? o.builder ?? plan.project?.builder, ['pull']);
+  for (const b of o.buildpacks) if (b.startsWith('docker://')) byRef(b.slice('docker://'.length), ['pull']);
+  return access;
+}
+
+/** The access as token scopes, per registry: `repository:NAME:pull,push`, sorted. */
+export function accessScopes(repos: Map<string, Set<'pull' | 'push'>>): string[] {
+  return [...repos.entries()].map(([repo, actions]) => repositoryScope(repo, [...actions].sort())).sort();
+}
+
+export interface ScopedCredentialOptions {
+  env: NodeJS.ProcessEnv;
+  insecureRegistries: readonly string[];
+  /** The user's credential per registry (default: the keychain of `env`). */
+  credential?: (registry: string) => Promise<Credential | undefined>;
+}
+
+/** The credentials to send with one target's job (see the module comment). */
+export async function scopedJobCredentials(
+  plan: BuildPlan,
+  target: TargetPlan,
+  opts: ScopedCredentialOptions,
+): Promise<JobCredential[]> {
+  const keychain = opts.credential ?? createKeychain({ env: opts.env });
+  const access = jobAccess(plan, target);
+  const out: JobCredential[] = [];
+  // One entry per registry host however it was spelled.
+  const registries = new Map<string, string>();
+  for (const r of access.keys())
+    if (!registries.has(normalizeRegistryKey(r))) registries.set(normalizeRegistryKey(r), r);
+  for (const registry of [...registries.values()].sort()) {
+    const repos = new Map<string, Set<'pull' | 'push'>>();
+    for (const [r, rs] of access)
+      if (normalizeRegistryKey(r) === normalizeRegistryKey(registry))
+        for (const [repo, actions] of rs) repos.set(repo, new Set([...(repos.get(repo) ?? []), ...actions]));
+    const cred = await keychain(registry).catch(() => undefined);
+    if (!cred) continue;
+    if ('registryToken' in cred) {
+      out.push({ registry, registryToken: cred.registryToken });
+      continue;
+    }
+    const client = new RegistryClient({
+      registry,
+      insecureRegistries: opts.insecureRegistries,
+      credentials: cred,
+      env: opts.env,
+    });
+    try {
+      const ping = await client.ping();
+      if (ping.auth === 'bearer') {
+        const t = await client.auth.issueToken(accessScopes(repos));
+        out.push({ registry, registryToken: t.token, expiresAt: t.expiresAt, scopes: t.scopes });
+      } else if (ping.auth === 'basic') {
+        if ('password' in cred) out.push({ registry, username: cred.username, password: cred.password });
+        // An identity token is a refresh token for a token service; a Basic-only registry has none.
+      }
+      // auth 'none': the registry is open, the node needs nothing.
+    } finally {
+      await client.close();
+    }
+  }
+  return out;
+}
+
+/**
+ * A registry refused the job (401/403): when the node held a scoped token for that registry, say so — expired
+ * (FARM_TOKEN_EXPIRED: the build outlived the token) or refused (the token covers only its scopes). Other
+ * errors pass through unchanged.
+ */
+export function explainCredentialError(
+  err: unknown,
+  credentials: readonly JobCredential[],
+  now: number = Date.now(),
+): unknown {
+  if (!isPackfarmError(err) || (err.code !== 'REGISTRY_UNAUTHORIZED' && err.code !== 'REGISTRY_DENIED'))
+    return err;
+  const tokens = credentials.filter((c) => c.registryToken !== undefined && c.expiresAt !== undefined);
+  const named = tokens.filter((c) => err.message.includes(c.registry));
+  const token = (named.length > 0 ? named : tokens.length === 1 ? tokens : [])[0];
+  if (!token || token.expiresAt === undefined) return err;
+  const scopes = (token.scopes ?? []).join(' ') || 'no repository';
+  const at = new Date(token.expiresAt).toISOString();
+  if (token.expiresAt <= now)
+    return new PackfarmError(
+      'FARM_TOKEN_EXPIRED',
+      `${token.registry}: the registry token the coordinator scoped for this job (${scopes}) expired at ${at}, ${Math.round((now - token.expiresAt) / 1000)} s ago: ${err.message}`,
+      {
+        hint: "the build outlived the token service's token lifetime: build again (each job gets a fresh token), or raise the lifetime on the token service",
+        cause: err,
+      },
+    );
+  return new PackfarmError(
+    err.code,
+    `${token.registry} refused the registry token the coordinator scoped for this job (${scopes}; expires ${at}): ${err.message}`,
+    {
+      hint: 'the node may only do what the target needs there: a repository outside these scopes, or an action the account lacks, is refused',
+      cause: err,
+    },
+  );
+}
