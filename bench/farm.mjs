@@ -7,6 +7,9 @@
 //    process per target, planning twice), not a speed-up from more hardware.
 // 2. Bytes moved per target on a farm rebuild after one app file changes: what went to each node and back,
 //    blobs sent, and what reached the registry.
+// 3. What exists only on the coordinator (protocol 3): a run image in an OCI layout and a --cache-dir. Bytes
+//    per target on the first farm build (run image child + cache layers go out, the new cache comes back) and
+//    on a rebuild after one app file changes (only the app and the changed cache layer should move).
 //   node bench/farm.mjs            BENCH_RUNS=3; BENCH_SCALE=1 is an app of ~20 MB in ~2000 files
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -22,6 +25,7 @@ const { publishIndex } = await load('image/publish-index.js');
 const { createRegistryStore } = await load('image/registry-store.js');
 const { parseReference } = await load('oci/reference.js');
 const { closeSharedRegistryClients } = await load('registry/index.js');
+const { openLayoutStore } = await load('image/layout-store.js');
 
 const repo = resolve(fileURLToPath(import.meta.url), '..', '..');
 process.env.PACKFARM_HOME = join(work, 'coordinator');
@@ -208,6 +212,69 @@ for (const t of rebuild.targets)
 console.log(
   `   registry: ${fmtMB(registry.counts.uploadedBytes - before.uploadedBytes)} uploaded in ${registry.counts.blobUploads - before.blobUploads} blob(s)`,
 );
+
+// --- 3. a run image and a cache dir that only the coordinator has ---------------------------------------
+const runLayout = join(work, 'run-layout');
+const localRun = await openLayoutStore(runLayout, { create: true });
+const localRunImages = [];
+for (const architecture of ['amd64', '386'])
+  localRunImages.push(
+    await writeBusyboxRunImage({
+      store: localRun,
+      tag: `1-${architecture}`,
+      platform: { os: 'linux', architecture },
+      busyboxPath: '/bin/busybox',
+      createdBy: 'bench (coordinator only)',
+    }),
+  );
+await publishIndex({ store: localRun, images: localRunImages.map((i) => i.digest), tags: ['1'] });
+// The same copy buildpack, its layer also cached.
+const cbp = join(work, 'buildpack-cache');
+mkdirSync(join(cbp, 'bin'), { recursive: true });
+writeFileSync(
+  join(cbp, 'buildpack.toml'),
+  'api = "0.12"\n[buildpack]\nid = "bench/cache-copy"\nversion = "1.0.0"\n',
+);
+writeFileSync(join(cbp, 'bin', 'detect'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+writeFileSync(
+  join(cbp, 'bin', 'build'),
+  [
+    '#!/bin/sh',
+    'set -eu',
+    'L="$CNB_LAYERS_DIR/deps"; rm -rf "$L"; mkdir -p "$L"',
+    'cp -r src "$L/src"',
+    'printf "[types]\\nlaunch = true\\ncache = true\\n" > "$L.toml"',
+    '',
+  ].join('\n'),
+  { mode: 0o755 },
+);
+const cacheDir = join(work, 'cache-dir');
+const localOnly = () =>
+  buildOnFarm(
+    {
+      image: `${registry.host}/app-local-inputs:latest`,
+      path: app,
+      buildpacks: [cbp],
+      runImage: `oci:${runLayout}:1`,
+      cacheDir,
+      insecureRegistries: [registry.host],
+      publish: true,
+      platforms: ['linux/amd64,linux/386'],
+    },
+    { nodes },
+  );
+const show = (report) => {
+  for (const t of report.targets)
+    console.log(
+      `   ${t.platform} on ${t.farm.node}: sent ${(t.farm.bytesSent / 1024).toFixed(1)} KB (${t.farm.blobsSent} blob(s)), received ${fmtMB(t.farm.bytesReceived)} (${t.farm.blobsReceived} blob(s))`,
+    );
+};
+console.log('3. --run-image oci:… and --cache-dir that only the coordinator has, first farm build:');
+show(await localOnly());
+writeFileSync(join(app, 'src', 'changed.txt'), `changed again ${Date.now()}\n`);
+console.log('   rebuild after one file changed:');
+show(await localOnly());
+
 await closeSharedRegistryClients?.();
 if (process.env.BENCH_DEBUG)
   for (const t of rebuild.targets)

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
@@ -14,7 +14,7 @@ import {
 } from '../builder/resolve.js';
 import type { CacheLocation } from '../cache/open.js';
 import { detectPlatforms } from '../exec/binfmt.js';
-import { packfarmDataDir } from '../image/data-dir.js';
+import { ensureDataDir, packfarmDataDir } from '../image/data-dir.js';
 import {
   type ImagePlatforms,
   describePlatforms,
@@ -40,7 +40,12 @@ import { appFileFilter } from '../platform/app-files.js';
 import { collectUserEnv } from '../platform/env-files.js';
 import { type ProjectDescriptor, readProjectDescriptor } from '../platform/project.js';
 import { type ExportOutput, addExportOutput } from '../phase/export.js';
-import { EXTRA_CA_ENV, defaultBuilder, localCaCertificates } from '../builder/default-builder.js';
+import {
+  EXTRA_CA_ENV,
+  defaultBuilder,
+  defaultBuilderLocation,
+  localCaCertificates,
+} from '../builder/default-builder.js';
 import { PackfarmError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 import { resolveCreationTime } from '../util/time.js';
@@ -53,11 +58,13 @@ import { type BuildEventListener, eventLogger } from './events.js';
 import {
   type MachinePlatforms,
   type Runs,
+  defaultBuilderTargets,
   defaultTargets,
   describeMachine,
   howRunnable,
   parsePlatformList,
 } from './targets.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /**
  * `packfarm build`, planned once before anything runs: the app files, the builder, the buildpacks, the user
@@ -190,6 +197,8 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
   await requireDir(appPath, '--path');
   if (opts.cacheDir && opts.cacheImage)
     throw new PackfarmError('INVALID_ARGS', '--cache-dir and --cache-image cannot be used together');
+  // Build dirs, caches and the default local layout live there: an unusable one is said so up front.
+  await ensureDataDir(env);
   const insecure = insecureRegistriesFrom(opts.insecureRegistries, env);
   // Registry clients of this build only (a node runs many builds): closed by the plan's cleanup.
   const pool = createRegistryClientPool();
@@ -230,7 +239,7 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
     hostEnv: env,
   });
 
-  const scratch = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'packfarm-plan-'));
+  const scratch = await makeTempDir(opts.tmpDir ?? tmpdir(), 'plan-scratch');
   const builders: ResolvedBuilder[] = [];
   const cleanup = async () => {
     for (const b of builders) await b.cleanup().catch(() => undefined);
@@ -239,7 +248,11 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
   };
   try {
     const notes: string[] = [];
-    const { builderName, builderSource } = await chooseBuilder(opts, project, userEnv, ctx, log);
+    const { builderName, builderSource } = await chooseBuilder(opts, project, userEnv, ctx, log, {
+      requested,
+      machine,
+      notes,
+    });
     let scratchN = 0;
     const nextScratch = () => join(scratch, String(scratchN++));
     const resolveOne = async (spec: string, platform?: Platform) => {
@@ -405,6 +418,7 @@ async function chooseBuilder(
   userEnv: Map<string, string>,
   ctx: PlanContext,
   log: PlanLogger,
+  wanted: { requested: Platform[]; machine: MachinePlatforms; notes: string[] },
 ): Promise<{ builderName: string | undefined; builderSource: string | undefined }> {
   const { env, cwd, insecure } = ctx;
   // Nothing names buildpacks: the default builder (builders/default), made on first use and cached.
@@ -417,9 +431,14 @@ async function chooseBuilder(
   let builderName = opts.builder ?? project?.builder;
   let builderSource = builderName;
   if (!namesBuildpacks) {
-    // An oci: layout under the data dir: there is nothing to pull.
+    // An oci: layout under the data dir (nothing to pull), made for exactly the platforms this build needs.
     builderName = (
-      await defaultBuilder({ env, insecureRegistries: insecure, onProgress: (m) => log.info(m) })
+      await defaultBuilder({
+        env,
+        insecureRegistries: insecure,
+        platforms: await defaultBuilderPlatforms(env, wanted),
+        onProgress: (m) => log.info(m),
+      })
     ).reference;
     builderSource = builderName;
     // The shipped buildpacks download over HTTPS: they trust what this machine trusts locally too (a
@@ -434,6 +453,20 @@ async function chooseBuilder(
     });
   }
   return { builderName, builderSource };
+}
+
+/** The platforms to make the default builder for: those requested, else those it has that this machine runs natively. */
+async function defaultBuilderPlatforms(
+  env: NodeJS.ProcessEnv,
+  wanted: { requested: Platform[]; machine: MachinePlatforms; notes: string[] },
+): Promise<Platform[]> {
+  if (wanted.requested.length > 0) return wanted.requested;
+  const { targets, note } = defaultBuilderTargets(
+    (await defaultBuilderLocation({ env })).targets,
+    wanted.machine,
+  );
+  if (note) wanted.notes.push(note);
+  return targets;
 }
 
 /** What the builder (or build image) offers: the platforms of a builder image, or builder.toml [[targets]]. */

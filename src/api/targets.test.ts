@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { isPackfarmError } from '../util/errors.js';
-import { defaultTargets, howRunnable, parsePlatformList } from './targets.js';
+import { defaultBuilderTargets, defaultTargets, howRunnable, parsePlatformList } from './targets.js';
 
 const p = (s: string): Platform => {
   const [os, architecture, variant] = s.split('/') as [string, string, string | undefined];
@@ -58,5 +58,23 @@ describe('defaultTargets', () => {
     expect(
       names(defaultTargets({ offered: [], machine, canEmulate: true, host: p('linux/amd64') }).targets),
     ).toEqual(['linux/amd64']);
+  });
+});
+
+describe('defaultBuilderTargets', () => {
+  it('keeps the platforms this machine runs natively and names the others in a note', () => {
+    const offered = [p('linux/amd64'), p('linux/arm64'), p('linux/ppc64le'), p('linux/s390x')];
+    const r = defaultBuilderTargets(offered, machine);
+    expect(names(r.targets)).toEqual(['linux/amd64']);
+    expect(r.note).toBe(
+      "the default builder: building linux/amd64 (this machine's own); pass --platform for linux/arm64, linux/ppc64le, linux/s390x",
+    );
+    expect(defaultBuilderTargets([p('linux/amd64')], machine).note).toBeUndefined();
+    expect(() => defaultBuilderTargets([p('linux/s390x')], machine)).toThrow(
+      expect.objectContaining({
+        code: 'NO_TARGETS',
+        message: expect.stringContaining('runs none of the default builder'),
+      }),
+    );
   });
 });

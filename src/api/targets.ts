@@ -102,3 +102,31 @@ export function defaultTargets(input: {
   }
   return { targets, leftOut };
 }
+
+/**
+ * The targets of a build with packfarm's default builder and no `--platform`: its platforms this machine runs
+ * natively. Emulated ones are built only when asked for: each costs a first-use build of its part of the
+ * default builder (spec/buildpacks.md), and every build under qemu is slow. The note names the others.
+ */
+export function defaultBuilderTargets(
+  offered: readonly Platform[],
+  machine: MachinePlatforms,
+): { targets: Platform[]; note: string | undefined } {
+  const targets = offered.filter((t) => howRunnable(machine, t) === 'native');
+  if (targets.length === 0)
+    throw new PackfarmError(
+      'NO_TARGETS',
+      `this machine (${describeMachine(machine)}) runs none of the default builder's platforms (${offered.map(formatPlatform).join(', ')}) natively`,
+      {
+        hint: 'name the platforms to build with --platform (emulated ones need qemu: packfarm node setup-emulation)',
+      },
+    );
+  const others = offered.filter((t) => !targets.includes(t));
+  return {
+    targets,
+    note:
+      others.length > 0
+        ? `the default builder: building ${targets.map(formatPlatform).join(', ')} (this machine's own); pass --platform for ${others.map(formatPlatform).join(', ')}`
+        : undefined,
+  };
+}

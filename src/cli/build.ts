@@ -121,7 +121,10 @@ function withBuildOptions(cmd: Command): Command {
     .option('--env-file <file>', 'file of NAME=VALUE lines (repeatable)', collect, [])
     .option('--publish', 'write IMAGE to its registry (without it a bare reference goes to the local layout)')
     .option(INSECURE_REGISTRY_FLAG, INSECURE_REGISTRY_HELP, collect, [])
-    .option('--cache-dir <dir>', 'directory build cache (default: one per image under the data dir)')
+    .option(
+      '--cache-dir <dir>',
+      'directory build cache (default: one per image under the data dir); with --farm, nodes build with it and their new cache is committed back here',
+    )
     .option('--cache-image <ref>', 'registry (or oci:) build cache image')
     .option('--clear-cache', 'start with an empty build cache')
     .option('--previous-image <ref>', 'image to reuse layers from (default: IMAGE itself)')
@@ -131,7 +134,7 @@ function withBuildOptions(cmd: Command): Command {
     .option('-t, --tag <ref>', 'additional tag (repeatable)', collect, [])
     .option(
       '--platform <os/arch[/variant],...>',
-      "target platforms, comma-separated, repeatable (default: the builder's platforms this machine can run, else the host's)",
+      "target platforms, comma-separated, repeatable (default: the builder's platforms this machine can run, else the host's; with the default builder, those it runs natively)",
       collect,
       [],
     )
@@ -148,7 +151,7 @@ function withBuildOptions(cmd: Command): Command {
     )
     .option(
       '--farm <name>',
-      'build each target on a node of this farm (see `packfarm farm --help`); without it, on this machine',
+      'build each target on a node of this farm (see `packfarm farm --help`); without it, on this machine. Builders, build and run images, builder dirs and --cache-dir that only this machine has are sent to the nodes by digest',
     )
     .option(
       '--cache <spec>',

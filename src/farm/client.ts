@@ -52,6 +52,9 @@ export interface RunTargetRequest {
   /** oci output: which of the image's blobs the coordinator already has, and where new ones go. */
   hasBlob?: (d: Digest) => Promise<boolean>;
   receiveBlob?: (d: Digest) => BlobReceiver;
+  /** --cache-dir: the same for the layers of the job's new cache (`have` kind `cache`). */
+  hasCacheBlob?: (d: Digest) => Promise<boolean>;
+  receiveCacheBlob?: (d: Digest) => BlobReceiver;
 }
 
 export type RunTargetOutcome =
@@ -295,7 +298,7 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
   return conn;
 }
 
-/** The node offers a finished oci image's blobs: ask for those we lack, route them to the job's receiver. */
+/** The node offers a finished job's blobs (oci image, or new cache): ask for those we lack, route them to the job. */
 async function wantImageBlobs(
   channel: Channel,
   job: PendingJob | undefined,
@@ -303,11 +306,13 @@ async function wantImageBlobs(
   blobJob: Map<Digest, { job: PendingJob; receiver: BlobReceiver; done?: Promise<void> }>,
 ): Promise<void> {
   const want: Digest[] = [];
-  if (job?.req.hasBlob && job.req.receiveBlob) {
+  const has = m.kind === 'cache' ? job?.req.hasCacheBlob : job?.req.hasBlob;
+  const receive = m.kind === 'cache' ? job?.req.receiveCacheBlob : job?.req.receiveBlob;
+  if (job && has && receive) {
     for (const d of m.digests as Digest[]) {
-      if (blobJob.has(d) || (await job.req.hasBlob(d))) continue;
+      if (blobJob.has(d) || (await has(d))) continue;
       want.push(d);
-      blobJob.set(d, { job, receiver: job.req.receiveBlob(d) });
+      blobJob.set(d, { job, receiver: receive(d) });
     }
   }
   await channel.send({ type: 'want', id: m.id, digests: want }).catch(() => {});

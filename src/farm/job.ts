@@ -9,6 +9,7 @@ import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import type { BuildEvent } from '../api/events.js';
 import { parseJson, parseWith } from '../util/validate.js';
 import { explainCredentialError } from './credentials.js';
+import { jobCacheCommitted, materializeInputs, useCoordinatorNames } from './node-inputs.js';
 import { type JobCredential, JobCredentialSchema, TargetJobSchema } from './protocol.js';
 
 /**
@@ -49,6 +50,8 @@ export const WorkerOutputSchema = z.discriminatedUnion('type', [
     report: z.record(z.string(), z.unknown()),
     /** oci output: the node-side layout holding the image, whose blobs go back to the coordinator. */
     layout: z.string().optional(),
+    /** --cache-dir: the committed dir of the cache the build wrote, sent back to the coordinator. */
+    cacheCommitted: z.string().optional(),
   }),
   z.object({
     type: z.literal('error'),
@@ -123,7 +126,16 @@ export async function runWorker(
     for (const e of await readdir(appDir, { recursive: true, withFileTypes: true }))
       if (e.isFile()) await utimes(join(e.parentPath, e.name), now, now);
     const buildpacks = spec.buildpacks.map((b) => ('ref' in b ? b.ref : blob(b.digest)));
-    parsePlatform(spec.platform, 'job platform');
+    const platform = parsePlatform(spec.platform, 'job platform');
+    // Images, a builder dir and a cache that only the coordinator has arrived as blobs: lay them out.
+    const local = await materializeInputs(
+      spec,
+      { dataDir: input.dataDir, jobDir: input.jobDir, platform },
+      blob,
+    );
+    const builder = local.builder ?? spec.builder;
+    const runImage = local.runImage ?? spec.runImage;
+    const buildImage = local.buildImage ?? spec.buildImage;
 
     let image: string;
     let layout: string | undefined;
@@ -146,9 +158,10 @@ export async function runWorker(
         image,
         path: appDir,
         buildpacks,
-        ...(spec.builder ? { builder: spec.builder } : {}),
-        ...(spec.runImage ? { runImage: spec.runImage } : {}),
-        ...(spec.buildImage ? { buildImage: spec.buildImage } : {}),
+        ...(builder ? { builder } : {}),
+        ...(runImage ? { runImage } : {}),
+        ...(buildImage ? { buildImage } : {}),
+        ...(local.cacheDir ? { cacheDir: local.cacheDir } : {}),
         ...(spec.executor ? { executor: spec.executor } : {}),
         ...(spec.network ? { network: spec.network } : {}),
         env: spec.env,
@@ -172,6 +185,7 @@ export async function runWorker(
       // A registry target of an index goes by digest only; the coordinator tags the index. An oci target keeps
       // a tag in the node's own layout, so the next build there finds its previous image.
       if (spec.output.kind === 'registry') plan.index = spec.untagged;
+      useCoordinatorNames(plan, spec);
       // Cancelling aborts the build: the executor stops the buildpack processes (each in its own group).
       const report = await runTarget(plan, target, { onEvent, ...(signal ? { signal } : {}) });
       emit({
@@ -181,6 +195,7 @@ export async function runWorker(
         mediaType: report.mediaType,
         report: report as unknown as Record<string, unknown>,
         ...(layout ? { layout } : {}),
+        ...(local.cacheDir ? { cacheCommitted: jobCacheCommitted(local.cacheDir, platform) } : {}),
       });
     } finally {
       await plan.cleanup();

@@ -105,6 +105,55 @@ describe('messages', () => {
     );
     expect(ok.type).toBe('hello');
   });
+
+  it('protocol 3: local images, a builder dir and a cache dir in the job; cache blobs and state back', () => {
+    const d = (c: string) => `sha256:${c.repeat(64)}`;
+    const job = {
+      type: 'run-target',
+      job: 'linux/amd64#1',
+      node: 'n',
+      target: 'linux/amd64',
+      credentials: [],
+      spec: {
+        platform: 'linux/amd64',
+        app: { digest: d('a'), size: 1 },
+        buildpacks: [],
+        output: { kind: 'registry', image: 'r.example/app:latest' },
+        untagged: false,
+        env: [],
+        insecureRegistries: [],
+        clearCache: false,
+        platformApi: '0.14',
+        images: [
+          {
+            role: 'run',
+            name: 'oci:/here/run:1',
+            manifest: { digest: d('b'), size: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json' },
+            config: { digest: d('c'), size: 3 },
+            layers: [{ digest: d('d'), size: 4 }],
+          },
+        ],
+        builderDir: { digest: d('e'), size: 5, name: './builder' },
+        cacheDir: { metadata: '{}', layers: [{ digest: d('f'), size: 6 }] },
+      },
+    };
+    expect(parseToNode(job, 'c').type).toBe('run-target');
+    const badRole = structuredClone(job);
+    (badRole.spec.images[0] as { role: string }).role = 'launcher';
+    expect(() => parseToNode(badRole, 'c')).toThrow(/spec\.images\[0\]\.role/);
+    expect(
+      parseFromNode({ type: 'have', id: 'x', job: 'j', digests: [d('f')], kind: 'cache' }, 'n').type,
+    ).toBe('have');
+    expect(() =>
+      parseFromNode({ type: 'have', id: 'x', job: 'j', digests: [], kind: 'secrets' }, 'n'),
+    ).toThrow(/kind/);
+    const result = {
+      type: 'result',
+      job: 'j',
+      result: { digest: d('1'), size: 1, mediaType: 'm', report: {}, cache: { metadata: '{}', layers: [] } },
+    };
+    expect(parseFromNode(result, 'n').type).toBe('result');
+  });
 });
 
 describe('channel', () => {

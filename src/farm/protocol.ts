@@ -15,10 +15,11 @@ import { parseWith } from '../util/validate.js';
  * Blob chunks carry their digest so several blobs (of several jobs) can interleave on one connection.
  */
 /**
- * 2: credentials carry scoped tokens with their expiry; the app travels as pieces (`app.index`). See
- * spec/node-protocol.md, "Versions".
+ * 2: credentials carry scoped tokens with their expiry; the app travels as pieces (`app.index`).
+ * 3: images, a builder dir and a --cache-dir that exist only on the coordinator travel as blobs.
+ * See spec/node-protocol.md, "Versions".
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 export const FRAME_JSON = 1;
 export const FRAME_BLOB = 2;
@@ -57,6 +58,31 @@ export const JobCredentialSchema = z.object({
   scopes: z.array(z.string()).optional(),
 });
 export type JobCredential = z.infer<typeof JobCredentialSchema>;
+
+const BlobRefSchema = z.object({ digest: DigestSchema, size: z.number().int().nonnegative() });
+
+/**
+ * An image that exists only on the coordinator (an `oci:` layout, or the default builder it made), narrowed to
+ * the target's platform: its image manifest, config and layers all travel as blobs. The node lays them out as
+ * an OCI layout of its own and builds with that, recording `name` (the coordinator's reference) in labels.
+ */
+export const LocalImageSchema = z.object({
+  /** builder: the builder image; build: the build image; run: the run image. */
+  role: z.enum(['builder', 'build', 'run']),
+  /** The reference on the coordinator, as planning named it (labels, report). */
+  name: z.string().min(1),
+  manifest: z.object({ digest: DigestSchema, size: z.number().int().nonnegative(), mediaType: z.string() }),
+  config: BlobRefSchema,
+  layers: z.array(BlobRefSchema),
+});
+export type LocalImage = z.infer<typeof LocalImageSchema>;
+
+/** A dir cache's committed state for one platform: its metadata (JSON text) and its layer tars (diffID = digest). */
+export const DirCacheStateSchema = z.object({
+  metadata: z.string().max(1024 * 1024),
+  layers: z.array(BlobRefSchema),
+});
+export type DirCacheState = z.infer<typeof DirCacheStateSchema>;
 
 /**
  * What a node needs to build one target: the build options of the coordinator's plan narrowed to that target,
@@ -107,6 +133,17 @@ export const TargetJobSchema = z.object({
   /** project.toml relative to the app dir, when not the default. */
   descriptor: z.string().min(1).optional(),
   platformApi: z.string().min(1),
+  /** Images only the coordinator has (protocol 3): the node uses them instead of `builder`/`buildImage`/`runImage`. */
+  images: z.array(LocalImageSchema).optional(),
+  /**
+   * A builder directory of the coordinator (builder.toml, or a /cnb-like dir), resolved there and sent as a
+   * tar of a /cnb-like dir (order.toml, run.toml, buildpacks/); `name` is what the user named.
+   */
+  builderDir: z
+    .object({ digest: DigestSchema, size: z.number().int().nonnegative(), name: z.string() })
+    .optional(),
+  /** --cache-dir: the coordinator's cache for this platform (layers sent as blobs); the new one comes back. */
+  cacheDir: DirCacheStateSchema.optional(),
 });
 export type TargetJob = z.infer<typeof TargetJobSchema>;
 
@@ -152,6 +189,8 @@ export const JobResultSchema = z.object({
   mediaType: z.string(),
   /** The per-target build report (api BuildReport shape), kept opaque here. */
   report: z.record(z.string(), z.unknown()),
+  /** --cache-dir: the cache the build committed (its new layers were offered with `have` kind `cache` first). */
+  cache: DirCacheStateSchema.optional(),
 });
 export type JobResult = z.infer<typeof JobResultSchema>;
 
@@ -164,8 +203,14 @@ export const FromNodeSchema = z.discriminatedUnion('type', [
     node: NodeInfoSchema,
   }),
   z.object({ type: z.literal('want'), id: z.string(), digests: z.array(DigestSchema) }),
-  /** oci output: blobs of a job's image; the coordinator answers `want`. */
-  z.object({ type: z.literal('have'), id: z.string(), job: JobId, digests: z.array(DigestSchema) }),
+  /** oci output: blobs of a job's image (kind `image`, the default) or its new cache (kind `cache`). */
+  z.object({
+    type: z.literal('have'),
+    id: z.string(),
+    job: JobId,
+    digests: z.array(DigestSchema),
+    kind: z.enum(['image', 'cache']).optional(),
+  }),
   z.object({
     type: z.literal('event'),
     job: JobId,

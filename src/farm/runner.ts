@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { cpus, hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { BuildEvent, BuildEventListener } from '../api/events.js';
@@ -18,6 +18,7 @@ import { parseJson, parseWith } from '../util/validate.js';
 import { type AppPieces, sendApp, splitAppTar } from './app-pieces.js';
 import { type BlobCache, openBlobCache } from './blob-cache.js';
 import { type BlobSource, type NodeConnection, connectNode, messageBytes } from './client.js';
+import { type LocalInputs, prepareLocalInputs, startCacheReturn } from './local-inputs.js';
 import { type FarmNodeConfig, LOCAL_NODE } from './config.js';
 import { scopedJobCredentials } from './credentials.js';
 import { isNodeFault } from './job.js';
@@ -34,6 +35,7 @@ import {
   checkPlacement,
   hasCandidate,
 } from './schedule.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /**
  * The farm as a target runner for build(): every target of a plan goes to a node the scheduler picks (native
@@ -79,6 +81,8 @@ interface PreparedPlan {
   buildpacks: Array<(BlobSource & { name: string }) | { ref: string }>;
   /** Blobs a node sends back for an oci output land here before going into the layout. */
   received: BlobCache;
+  /** Images, a builder dir and a --cache-dir that only this machine has (sent as blobs). */
+  local: LocalInputs;
 }
 
 export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
@@ -355,8 +359,12 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
       prepared.set(plan, prep);
     }
     const p = await prep;
-    const spec = targetJob(plan, target, p);
-    const blobs: BlobSource[] = p.buildpacks.filter((b): b is BlobSource & { name: string } => 'digest' in b);
+    const local = await p.local.forTarget(target);
+    const spec: TargetJob = { ...targetJob(plan, target, p), ...local.spec };
+    const blobs: BlobSource[] = [
+      ...p.buildpacks.filter((b): b is BlobSource & { name: string } => 'digest' in b),
+      ...local.blobs,
+    ];
     let sent: { sent: Digest[]; bytes: number };
     try {
       // The app as pieces (only those the node lacks), then the buildpacks.
@@ -387,22 +395,39 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     // build() aborts the other targets when one fails: cancel this one's remote job then.
     const onAbort = () => conn.cancel(job);
     hooks.signal?.addEventListener('abort', onAbort, { once: true });
-    const outcome = await conn.runTarget({
-      job,
-      target: target.name,
-      spec,
-      credentials,
-      onEvent: (e) => hooks.onEvent?.(e.event as unknown as BuildEvent),
-      ...(spec.output.kind === 'oci'
-        ? {
-            hasBlob: async (d: Digest) => (await output.store.hasBlob(d)) || (await p.received.has(d)),
-            receiveBlob: (d: Digest) => p.received.receive(d),
-          }
-        : {}),
-    });
+    // --cache-dir: the node's new cache comes back into this cache dir (committed once the target succeeded).
+    const cacheBack = plan.options.cacheDir
+      ? await startCacheReturn(plan.options.cacheDir, target)
+      : undefined;
+    const outcome = await conn
+      .runTarget({
+        job,
+        target: target.name,
+        spec,
+        credentials,
+        onEvent: (e) => hooks.onEvent?.(e.event as unknown as BuildEvent),
+        ...(spec.output.kind === 'oci'
+          ? {
+              hasBlob: async (d: Digest) => (await output.store.hasBlob(d)) || (await p.received.has(d)),
+              receiveBlob: (d: Digest) => p.received.receive(d),
+            }
+          : {}),
+        ...(cacheBack ? { hasCacheBlob: cacheBack.has, receiveCacheBlob: cacheBack.receive } : {}),
+      })
+      .catch(async (err: unknown) => {
+        await cacheBack?.abort();
+        throw err;
+      });
     hooks.signal?.removeEventListener('abort', onAbort);
-    if (!outcome.ok) return { ok: false, error: outcome.error };
+    if (!outcome.ok) {
+      await cacheBack?.abort();
+      return { ok: false, error: outcome.error };
+    }
     const result = outcome.result;
+    if (cacheBack) {
+      if (result.cache) await cacheBack.commit(result.cache);
+      else await cacheBack.abort();
+    }
     const digest = result.digest;
     if (spec.output.kind === 'oci')
       await storeReceivedImage(output.store, p.received, digest, result.mediaType);
@@ -435,27 +460,6 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
 /** What every node of a build gets once: the app as a tar cut into pieces (app-pieces.ts), the buildpacks as blobs. */
 async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<PreparedPlan> {
   const opts = plan.options;
-  for (const [flag, value] of [
-    ['--builder', opts.builder ?? plan.project?.builder],
-    ['--run-image', opts.runImage],
-    ['--build-image', opts.buildImage],
-  ] as const) {
-    if (!value) continue;
-    if (
-      value.startsWith('oci:') ||
-      (await stat(resolve(plan.cwd, value)).then(
-        () => true,
-        () => false,
-      ))
-    )
-      throw new PackfarmError(
-        'FARM_UNSUPPORTED',
-        `${flag} ${value}: a local ${flag.slice(2)} cannot be used by farm nodes yet`,
-        {
-          hint: 'push it to a registry the nodes can reach and pass its reference',
-        },
-      );
-  }
   const local = localBuildpackages(opts.buildpacks, plan.project);
   if (local.length > 0)
     throw new PackfarmError(
@@ -465,15 +469,7 @@ async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<Pr
         hint: 'push it to a registry the nodes can reach (packfarm buildpack package REF --publish) and name it docker://REF',
       },
     );
-  if (opts.cacheDir)
-    throw new PackfarmError(
-      'FARM_UNSUPPORTED',
-      '--cache-dir is a directory on this machine; farm nodes keep their own caches',
-      {
-        hint: 'drop --cache-dir (each node caches per image under its data dir), or use --cache-image REF',
-      },
-    );
-  const dir = await mkdtemp(join(tmp ?? tmpdir(), 'packfarm-farm-'));
+  const dir = await makeTempDir(tmp ?? tmpdir(), 'farm');
   try {
     // The app, as the node will see it: project.toml's include/exclude applied, project.toml itself kept.
     const descriptor = opts.descriptor ? resolve(plan.cwd, opts.descriptor) : undefined;
@@ -520,6 +516,7 @@ async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<Pr
       appPieces: await splitAppTar(appFile, { digest: app.digest, size: app.size }, dir),
       buildpacks,
       received: openBlobCache(join(dir, 'received')),
+      local: await prepareLocalInputs(plan, dir),
     };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });

@@ -14,8 +14,11 @@ import { ImageManifestSchema } from '../oci/schemas.js';
 import { assembleApp } from './app-pieces.js';
 import { type BlobCache, type BlobReceiver, openBlobCache } from './blob-cache.js';
 import { type WorkerInput, type WorkerOutput, WorkerOutputSchema } from './job.js';
+import { extraBlobDigests } from './node-inputs.js';
+import { offerCacheBlobs } from './node-cache.js';
 import {
   type Channel,
+  type DirCacheState,
   type ErrorBody,
   type FromNode,
   type NodeInfo,
@@ -162,7 +165,13 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
     const out = readWorkerOutput(child, m, send, log);
     const exit = await waitForExit(child, m.job, log);
     try {
-      await reportOutcome(m.job, job.cancelled, out, exit, { send, sendError, sendImageBlobs });
+      await reportOutcome(m.job, job.cancelled, out, exit, {
+        send,
+        sendError,
+        sendImageBlobs,
+        sendCacheBlobs: (jobId, committed) =>
+          offerCacheBlobs({ channel, wants, send, closed, cache }, jobId, committed),
+      });
     } catch (err) {
       await sendError(
         { code: 'TRANSFER_FAILED', message: (err as Error).message, phase: 'transfer', nodeFault: true },
@@ -338,7 +347,11 @@ async function jobBlobs(
       return undefined;
     }
   }
-  const digests = [app.digest, ...m.spec.buildpacks.flatMap((b) => ('digest' in b ? [b.digest] : []))];
+  const digests = [
+    app.digest,
+    ...m.spec.buildpacks.flatMap((b) => ('digest' in b ? [b.digest] : [])),
+    ...extraBlobDigests(m.spec),
+  ];
   const blobs: Record<string, string> = {};
   for (const d of digests) {
     await received.get(d)?.catch(() => undefined);
@@ -369,9 +382,11 @@ async function reportOutcome(
     send: (msg: FromNode) => Promise<unknown>;
     sendError: (error: ErrorBody, job?: string) => Promise<unknown>;
     sendImageBlobs: (job: string, layoutDir: string, manifestDigest: Digest) => Promise<void>;
+    /** --cache-dir: offer the new cache's layers; its state goes into the result. */
+    sendCacheBlobs: (job: string, committed: string) => Promise<DirCacheState | undefined>;
   },
 ): Promise<void> {
-  const { send, sendError, sendImageBlobs } = io;
+  const { send, sendError, sendImageBlobs, sendCacheBlobs } = io;
   if (cancelled) {
     await sendError(
       {
@@ -383,6 +398,9 @@ async function reportOutcome(
     );
   } else if (out.outcome?.type === 'result') {
     if (out.outcome.layout) await sendImageBlobs(job, out.outcome.layout, out.outcome.digest as Digest);
+    const cache = out.outcome.cacheCommitted
+      ? await sendCacheBlobs(job, out.outcome.cacheCommitted)
+      : undefined;
     await send({
       type: 'result',
       job,
@@ -391,6 +409,7 @@ async function reportOutcome(
         size: out.outcome.size,
         mediaType: out.outcome.mediaType,
         report: out.outcome.report,
+        ...(cache ? { cache } : {}),
       },
     });
   } else if (out.outcome?.type === 'error') {

