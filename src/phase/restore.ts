@@ -227,11 +227,17 @@ async function keptLayers(opts: RestoreOptions, plans: Plan[], logger: Logger): 
     if (!opts.keep.candidates.includes(key)) continue;
     const dir = join(buildpackLayersDir(opts.layersDir, p.bp.id), p.name);
     const recorded = await opts.keep.recorded(key, dir);
-    if (recorded === p.meta.sha) kept.add(key);
-    else
-      logger.debug(
-        `layer ${key}: ${recorded === undefined ? 'changed since the last build' : `was ${recorded}, the cache has ${p.meta.sha}`}; extracting it`,
-      );
+    const why =
+      recorded === undefined
+        ? 'changed since the last build'
+        : recorded !== p.meta.sha
+          ? `was ${recorded}, the cache has ${p.meta.sha}`
+          : // As for an extracted layer, the cache must still hold it: a layer it lost is not restored.
+            !(await opts.cache?.hasLayer(p.meta.sha as Digest))
+            ? 'the cache no longer holds it'
+            : undefined;
+    if (why === undefined) kept.add(key);
+    else logger.debug(`layer ${key}: ${why}; not kept`);
   }
   for (const key of opts.keep.candidates) {
     if (kept.has(key)) continue;

@@ -187,4 +187,64 @@ describe('restore', () => {
     const content = await stat(join(bp, 'lc', 'file'));
     expect([content.uid, content.gid]).toEqual([1000, 1000]);
   });
+
+  it('keep: a candidate dir with the cached diffID recorded stays; any other candidate is removed', async () => {
+    const { location, sha } = await cacheWithLaunchLayers();
+    const layers = join(root, `restored-${++n}`);
+    const bp = join(layers, 'example_node');
+    // What a previous build left: `lc` unchanged (recorded with the cached diffID), `lc-changed` recorded with
+    // another diffID, `runtime` (launch-only: restored as metadata only) and one of a buildpack not in the group.
+    for (const name of ['lc', 'lc-changed', 'runtime']) {
+      await mkdir(join(bp, name), { recursive: true });
+      await writeFile(join(bp, name, 'left'), 'from the last build\n');
+    }
+    await mkdir(join(layers, 'example_gone', 'old'), { recursive: true });
+    const recordedSha: Record<string, string> = {
+      'example/node:lc': sha.lc!,
+      'example/node:lc-changed': FAKE_SHA,
+      'example/node:runtime': FAKE_SHA,
+      'example/gone:old': FAKE_SHA,
+    };
+    const asked: string[] = [];
+    const result = await restore({
+      layersDir: layers,
+      group: GROUP,
+      previousMetadata: previousMetadata(sha),
+      cache: await openCache(location, AMD64),
+      platformApi: '0.14',
+      keep: {
+        candidates: Object.keys(recordedSha),
+        recorded: async (key) => {
+          asked.push(key);
+          return recordedSha[key];
+        },
+      },
+    });
+    expect(result.layers.map((l) => [l.layer, l.restored])).toEqual([
+      ['lc', 'kept'],
+      ['lc-new', 'content'],
+      ['runtime', 'metadata'],
+    ]);
+    // Kept: not extracted (the file the last build left is there, the cached one is not).
+    expect(await readdir(join(bp, 'lc'))).toEqual(['left']);
+    expect(await readFile(join(bp, 'lc.sha'), 'utf8')).toBe(sha.lc);
+    expect(await stat(join(bp, 'lc-changed')).catch(() => undefined)).toBeUndefined();
+    expect(await stat(join(bp, 'runtime')).catch(() => undefined)).toBeUndefined();
+    expect(await stat(join(layers, 'example_gone', 'old')).catch(() => undefined)).toBeUndefined();
+    // Only cache layers to restore are looked at.
+    expect(asked.sort()).toEqual(['example/node:lc']);
+
+    // The same record, but the cache lost the layer: not kept, and the dir is gone.
+    await rm(join(dirCachePaths((location as { dir: string }).dir, AMD64).committed, `${sha.lc}.tar`));
+    const lost = await restore({
+      layersDir: layers,
+      group: GROUP,
+      previousMetadata: previousMetadata(sha),
+      cache: await openCache(location, AMD64),
+      platformApi: '0.14',
+      keep: { candidates: ['example/node:lc'], recorded: async (key) => recordedSha[key] },
+    });
+    expect(lost.layers.find((l) => l.layer === 'lc')).toBeUndefined();
+    expect(await stat(join(bp, 'lc')).catch(() => undefined)).toBeUndefined();
+  });
 });
