@@ -49,6 +49,7 @@ import {
 import { PackfarmError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 import { resolveCreationTime } from '../util/time.js';
+import type { CredentialResolver } from '../registry/credentials.js';
 import { createRegistryClientPool } from '../registry/pool.js';
 import { parseWith } from '../util/validate.js';
 import { NetworkSchema, PullPolicySchema, VolumeSchema, pulledImageName } from './build-flags.js';
@@ -138,6 +139,11 @@ export interface PlanHooks {
   machine?: MachinePlatforms;
   /** Warnings and information found while planning arrive here (target '', phase 'plan'). */
   onEvent?: BuildEventListener;
+  /**
+   * Registry credentials for every store the build opens (default: the keychain of `env`). A farm job passes
+   * its scoped tokens this way, renewed while it runs.
+   */
+  credentials?: CredentialResolver;
 }
 
 export interface TargetPlan {
@@ -223,7 +229,10 @@ type SharedBuild = { builder: ResolvedBuilder | undefined; buildpacks: TargetPla
 
 async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanContext): Promise<BuildPlan> {
   const { env, cwd, insecure, pool } = ctx;
-  const access: OpenImageOptions = { insecureRegistries: insecure, registry: { pool } };
+  const access: OpenImageOptions = {
+    insecureRegistries: insecure,
+    registry: { pool, ...(hooks.credentials ? { credentials: hooks.credentials } : {}) },
+  };
   const createdAt = resolveCreationTime(opts.creationTime, env);
   const machine = hooks.machine ?? (await localMachine());
   const requested = parsePlatformList([...opts.platforms, ...(opts.platform ? [opts.platform] : [])]);

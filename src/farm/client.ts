@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { isErrorCode } from '../util/error-codes.js';
-import { PackfarmError } from '../util/errors.js';
+import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import type { BlobReceiver } from './blob-cache.js';
 import { type FarmNodeConfig, parseNodeUri } from './config.js';
 import {
@@ -15,6 +15,7 @@ import {
   type NodeInfo,
   PROTOCOL_VERSION,
   type TargetJob,
+  type ToNode,
   encodeMessage,
   openChannel,
   parseFromNode,
@@ -49,6 +50,11 @@ export interface RunTargetRequest {
   spec: TargetJob;
   credentials: JobCredential[];
   onEvent?: (e: NodeEvent) => void;
+  /**
+   * The job asks for a fresh token for a registry (protocol 4): the coordinator issues one for the same scopes.
+   * Without it, requests are answered with an error (the job keeps its token until it expires).
+   */
+  renewToken?: (registry: string) => Promise<JobCredential>;
   /** oci output: which of the image's blobs the coordinator already has, and where new ones go. */
   hasBlob?: (d: Digest) => Promise<boolean>;
   receiveBlob?: (d: Digest) => BlobReceiver;
@@ -140,6 +146,10 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
         return;
       case 'have': {
         void wantImageBlobs(channel, job, m, blobJob);
+        return;
+      }
+      case 'token-request': {
+        if (job) void answerTokenRequest(channel, job, m);
         return;
       }
       case 'result': {
@@ -316,6 +326,32 @@ async function wantImageBlobs(
     }
   }
   await channel.send({ type: 'want', id: m.id, digests: want }).catch(() => {});
+}
+
+/** A running job wants a fresh token: issue it (runner: same registry, same scopes) and send it, or the error. */
+async function answerTokenRequest(
+  channel: Channel,
+  job: PendingJob,
+  m: Extract<FromNode, { type: 'token-request' }>,
+): Promise<void> {
+  let answer: Extract<ToNode, { type: 'token' }>;
+  try {
+    if (!job.req.renewToken) throw new PackfarmError('FARM_UNSUPPORTED', 'this coordinator renews no tokens');
+    const credential = await job.req.renewToken(m.registry);
+    answer = { type: 'token', job: m.job, id: m.id, credential };
+  } catch (err) {
+    answer = {
+      type: 'token',
+      job: m.job,
+      id: m.id,
+      error: {
+        code: isPackfarmError(err) ? err.code : 'INTERNAL',
+        message: (err as Error)?.message ?? String(err),
+        ...(isPackfarmError(err) && err.hint ? { hint: err.hint } : {}),
+      },
+    };
+  }
+  await channel.send(answer).catch(() => {});
 }
 
 /** The serve process's exit, and the tail of its stderr (for the message when it is lost). */

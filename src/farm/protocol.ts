@@ -17,9 +17,10 @@ import { parseWith } from '../util/validate.js';
 /**
  * 2: credentials carry scoped tokens with their expiry; the app travels as pieces (`app.index`).
  * 3: images, a builder dir and a --cache-dir that exist only on the coordinator travel as blobs.
+ * 4: a job renews its scoped tokens (`token-request` from the node, `token` from the coordinator).
  * See spec/node-protocol.md, "Versions".
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 export const FRAME_JSON = 1;
 export const FRAME_BLOB = 2;
@@ -56,6 +57,8 @@ export const JobCredentialSchema = z.object({
   expiresAt: z.number().int().optional(),
   /** … and the scopes it was asked for (`repository:NAME:pull,push`). */
   scopes: z.array(z.string()).optional(),
+  /** … and when it was issued (coordinator clock): `expiresAt - issuedAt` is its lifetime (protocol 4). */
+  issuedAt: z.number().int().optional(),
 });
 export type JobCredential = z.infer<typeof JobCredentialSchema>;
 
@@ -180,6 +183,21 @@ export const ToNodeSchema = z.discriminatedUnion('type', [
     credentials: z.array(JobCredentialSchema),
   }),
   z.object({ type: z.literal('cancel'), job: JobId }),
+  /**
+   * Answer to the node's `token-request` (same `job` and `id`): a fresh token for the same registry and the
+   * same scopes as the job's, or why there is none.
+   */
+  z
+    .object({
+      type: z.literal('token'),
+      job: JobId,
+      id: z.string().min(1).max(100),
+      credential: JobCredentialSchema.optional(),
+      error: ErrorBodySchema.optional(),
+    })
+    .refine((m) => (m.credential === undefined) !== (m.error === undefined), {
+      message: 'expected exactly one of credential and error',
+    }),
 ]);
 export type ToNode = z.infer<typeof ToNodeSchema>;
 
@@ -221,6 +239,13 @@ export const FromNodeSchema = z.discriminatedUnion('type', [
   }),
   z.object({ type: z.literal('result'), job: JobId, result: JobResultSchema }),
   z.object({ type: z.literal('error'), job: JobId.optional(), error: ErrorBodySchema }),
+  /** A running job's scoped token for `registry` is about to expire (or was refused): ask for a fresh one. */
+  z.object({
+    type: z.literal('token-request'),
+    job: JobId,
+    id: z.string().min(1).max(100),
+    registry: z.string().min(1),
+  }),
 ]);
 export type FromNode = z.infer<typeof FromNodeSchema>;
 

@@ -20,7 +20,7 @@ import { type BlobCache, openBlobCache } from './blob-cache.js';
 import { type BlobSource, type NodeConnection, connectNode, messageBytes } from './client.js';
 import { type LocalInputs, prepareLocalInputs, startCacheReturn } from './local-inputs.js';
 import { type FarmNodeConfig, LOCAL_NODE } from './config.js';
-import { scopedJobCredentials } from './credentials.js';
+import { renewJobCredential, scopedJobCredentials } from './credentials.js';
 import { isNodeFault } from './job.js';
 import { copyToOtherOutputs, tagOutputs } from './outputs.js';
 import { PACKFARM_VERSION, localPackfarmCommand } from './manage.js';
@@ -404,6 +404,12 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
         target: target.name,
         spec,
         credentials,
+        // A job that outlives its tokens asks for fresh ones: the same registry and scopes, newly issued.
+        renewToken: (registry) =>
+          renewJobCredential(credentials, registry, {
+            env: opts.env,
+            insecureRegistries: plan.insecureRegistries,
+          }),
         onEvent: (e) => hooks.onEvent?.(e.event as unknown as BuildEvent),
         ...(spec.output.kind === 'oci'
           ? {

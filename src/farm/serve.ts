@@ -125,6 +125,13 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
       case 'run-target':
         await runJob(m);
         return;
+      case 'token': {
+        // A renewed token for a running job: down its stdin pipe, like the first ones (never a file).
+        const j = jobs.get(m.job);
+        const line = { type: 'token', id: m.id, credential: m.credential, error: m.error };
+        if (j?.child.stdin?.writable) j.child.stdin.write(`${JSON.stringify(line)}\n`);
+        return;
+      }
     }
   };
 
@@ -158,9 +165,10 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
     });
     const job: RunningJob = { child, dir, marker, cancelled: false };
     jobs.set(m.job, job);
-    // The credentials travel through this pipe only: never a file, never an argument or variable.
+    // The credentials travel through this pipe only: never a file, never an argument or variable. It stays
+    // open for renewed tokens (one JSON line each) until the job exits.
     child.stdin?.on('error', () => {});
-    child.stdin?.end(JSON.stringify(input));
+    child.stdin?.write(`${JSON.stringify(input)}\n`);
     child.stderr?.on('data', (c: Buffer) => log(`job ${m.job}: ${c.toString().trimEnd()}`));
     const out = readWorkerOutput(child, m, send, log);
     const exit = await waitForExit(child, m.job, log);
@@ -293,6 +301,8 @@ function readWorkerOutput(
         ...(msg.phase ? { phase: msg.phase } : {}),
         event: msg.event,
       });
+    } else if (msg.type === 'token-request') {
+      void send({ type: 'token-request', job: m.job, id: msg.id, registry: msg.registry });
     } else if (msg.type === 'log') {
       void send({
         type: 'event',

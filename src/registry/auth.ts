@@ -115,7 +115,8 @@ export class Authenticator {
    */
   async unauthorized(header: string | string[] | undefined, scopes: readonly string[]): Promise<boolean> {
     const cred = await this.opts.credential();
-    if (cred && 'registryToken' in cred) return false;
+    // A fixed token cannot do better; a renewable one (a farm job's) may have been replaced meanwhile.
+    if (cred && 'registryToken' in cred) return cred.renew ? cred.renew() : false;
     const challenges = parseWwwAuthenticate(header);
     const next = schemeFromChallenges(challenges);
     if (!next) return false;
