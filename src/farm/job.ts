@@ -12,7 +12,12 @@ import { parseJson, parseWith } from '../util/validate.js';
 import { createKeychain } from '../registry/credentials.js';
 import { explainCredentialError } from './credentials.js';
 import { type JobTokens, createJobTokens } from './job-tokens.js';
-import { jobCacheCommitted, materializeInputs, useCoordinatorNames } from './node-inputs.js';
+import {
+  jobCacheCommitted,
+  materializeImage,
+  materializeInputs,
+  useCoordinatorNames,
+} from './node-inputs.js';
 import { ErrorBodySchema, type JobCredential, JobCredentialSchema, TargetJobSchema } from './protocol.js';
 
 /**
@@ -166,7 +171,16 @@ export async function runWorker(
     const now = new Date();
     for (const e of await readdir(appDir, { recursive: true, withFileTypes: true }))
       if (e.isFile()) await utimes(join(e.parentPath, e.name), now, now);
-    const buildpacks = spec.buildpacks.map((b) => ('ref' in b ? b.ref : blob(b.digest)));
+    const buildpacks: string[] = [];
+    for (const b of spec.buildpacks)
+      buildpacks.push(
+        'ref' in b
+          ? b.ref
+          : 'package' in b
+            ? // A buildpackage only the coordinator has: laid out here once, read as `oci:` like any other.
+              await materializeImage(input.dataDir, b.package, blob)
+            : blob(b.digest),
+      );
     const platform = parsePlatform(spec.platform, 'job platform');
     // Images, a builder dir and a cache that only the coordinator has arrived as blobs: lay them out.
     const local = await materializeInputs(

@@ -70,8 +70,8 @@ const BlobRefSchema = z.object({ digest: DigestSchema, size: z.number().int().no
  * an OCI layout of its own and builds with that, recording `name` (the coordinator's reference) in labels.
  */
 export const LocalImageSchema = z.object({
-  /** builder: the builder image; build: the build image; run: the run image. */
-  role: z.enum(['builder', 'build', 'run']),
+  /** builder: the builder image; build: the build image; run: the run image; buildpackage: a `--buildpack`. */
+  role: z.enum(['builder', 'build', 'run', 'buildpackage']),
   /** The reference on the coordinator, as planning named it (labels, report). */
   name: z.string().min(1),
   manifest: z.object({ digest: DigestSchema, size: z.number().int().nonnegative(), mediaType: z.string() }),
@@ -102,11 +102,16 @@ export const TargetJobSchema = z.object({
     /** … which, when the node lacks it, it rebuilds from the pieces this index names (app-pieces.ts). */
     index: z.object({ digest: DigestSchema, size: z.number().int().nonnegative() }).optional(),
   }),
-  /** `--buildpack` values: a blob (a tar of a buildpack dir, or the archive as given) or a builder ID@VERSION. */
+  /**
+   * `--buildpack` values: a blob (a tar of a buildpack dir, or the archive as given), a builder ID@VERSION, or
+   * (protocol 4) a buildpackage only the coordinator has (`oci:DIR[:TAG]`, a `.cnb` file): its image for the
+   * target's platform, sent as blobs like `images`; `name` is what the user gave.
+   */
   buildpacks: z.array(
     z.union([
       z.object({ digest: DigestSchema, size: z.number().int().nonnegative(), name: z.string() }),
       z.object({ ref: z.string().min(1) }),
+      z.object({ package: LocalImageSchema, name: z.string() }),
     ]),
   ),
   /** Registry references only: nodes pull them themselves. */

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { cpus, hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { BuildEvent, BuildEventListener } from '../api/events.js';
@@ -8,6 +8,10 @@ import type { BuildPlan, TargetPlan } from '../api/plan.js';
 import { type RunTargetHooks, type TargetReport, runTarget } from '../api/run-target.js';
 import type { MachinePlatforms } from '../api/targets.js';
 import { digestFile, writeLayer } from '../archive/index.js';
+import { extractLayer } from '../archive/extract.js';
+import { isPackageUri } from '../builder/buildpackage.js';
+import { readBaseImage } from '../image/read.js';
+import { openImage } from '../image/transport.js';
 import type { ImageStore } from '../image/store.js';
 import type { Digest } from '../oci/digest.js';
 import { type Platform, parsePlatform, platformsEqual } from '../oci/platform.js';
@@ -18,14 +22,14 @@ import { parseJson, parseWith } from '../util/validate.js';
 import { type AppPieces, sendApp, splitAppTar } from './app-pieces.js';
 import { type BlobCache, openBlobCache } from './blob-cache.js';
 import { type BlobSource, type NodeConnection, connectNode, messageBytes } from './client.js';
-import { type LocalInputs, prepareLocalInputs, startCacheReturn } from './local-inputs.js';
+import { type LocalInputs, localImage, prepareLocalInputs, startCacheReturn } from './local-inputs.js';
 import { type FarmNodeConfig, LOCAL_NODE } from './config.js';
 import { renewJobCredential, scopedJobCredentials } from './credentials.js';
 import { isNodeFault } from './job.js';
 import { copyToOtherOutputs, tagOutputs } from './outputs.js';
 import { PACKFARM_VERSION, localPackfarmCommand } from './manage.js';
 import { nodePlatforms } from './platforms.js';
-import type { ErrorBody, TargetJob } from './protocol.js';
+import type { ErrorBody, LocalImage, TargetJob } from './protocol.js';
 import {
   type Assignment,
   type NodeCapacity,
@@ -72,12 +76,21 @@ interface FarmNode {
   foreign: number;
 }
 
+/** A buildpackage on this machine's disk (`oci:DIR[:TAG]`, a `.cnb` file unpacked): sent per target platform. */
+interface LocalPackage {
+  name: string;
+  /** `oci:<absolute dir>[:TAG]`. */
+  location: string;
+  /** Per platform: the job's description of its image for that platform, and the blobs. */
+  forPlatform: Map<string, Promise<{ image: LocalImage; blobs: BlobSource[] }>>;
+}
+
 interface PreparedPlan {
   dir: string;
   app: BlobSource;
   /** The app tar cut into content-addressed pieces (app-pieces.ts). */
   appPieces: AppPieces;
-  buildpacks: Array<(BlobSource & { name: string }) | { ref: string }>;
+  buildpacks: Array<(BlobSource & { name: string }) | { ref: string } | LocalPackage>;
   /** Blobs a node sends back for an oci output land here before going into the layout. */
   received: BlobCache;
   /** Images, a builder dir and a --cache-dir that only this machine has (sent as blobs). */
@@ -359,11 +372,9 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     }
     const p = await prep;
     const local = await p.local.forTarget(target);
-    const spec: TargetJob = { ...targetJob(plan, target, p), ...local.spec };
-    const blobs: BlobSource[] = [
-      ...p.buildpacks.filter((b): b is BlobSource & { name: string } => 'digest' in b),
-      ...local.blobs,
-    ];
+    const bps = await targetBuildpacks(p, target);
+    const spec: TargetJob = { ...targetJob(plan, target, p, bps.spec), ...local.spec };
+    const blobs: BlobSource[] = [...bps.blobs, ...local.blobs];
     let sent: { sent: Digest[]; bytes: number };
     try {
       // The app as pieces (only those the node lacks), then the buildpacks.
@@ -465,13 +476,17 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
 /** What every node of a build gets once: the app as a tar cut into pieces (app-pieces.ts), the buildpacks as blobs. */
 async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<PreparedPlan> {
   const opts = plan.options;
-  const local = localBuildpackages(opts.buildpacks, plan.project);
+  // --buildpack oci:/.cnb travel as blobs (below); project.toml's uris are read on the node, where the path
+  // does not exist.
+  const local = localBuildpackages(opts.buildpacks, plan.project).filter(
+    (l) => !l.startsWith('--buildpack '),
+  );
   if (local.length > 0)
     throw new PackfarmError(
       'FARM_UNSUPPORTED',
       `${local.join(', ')}: a buildpackage on this machine's disk cannot be used by farm nodes yet`,
       {
-        hint: 'push it to a registry the nodes can reach (packfarm buildpack package REF --publish) and name it docker://REF',
+        hint: 'name it with --buildpack instead (sent to the nodes from here), or push it to a registry the nodes can reach (packfarm buildpack package REF --publish) and name it docker://REF',
       },
     );
   const dir = await mkdtemp(join(tmp ?? tmpdir(), 'packfarm-farm-'));
@@ -503,6 +518,10 @@ async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<Pr
     for (const [i, flag] of opts.buildpacks.entries()) {
       const path = isAbsolute(flag) ? flag : resolve(plan.cwd, flag);
       const st = await stat(path).catch(() => undefined);
+      if (isPackageUri(flag) && !flag.startsWith('docker://') && !st?.isDirectory()) {
+        buildpacks.push(await localPackage(flag, plan.cwd, join(dir, `buildpackage-${i}`)));
+        continue;
+      }
       if (!st) {
         buildpacks.push({ ref: flag });
         continue;
@@ -529,7 +548,77 @@ async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<Pr
   }
 }
 
-function targetJob(plan: BuildPlan, target: TargetPlan, p: PreparedPlan): TargetJob {
+/**
+ * The job's buildpacks for one target: blobs by digest, builder refs, and buildpackages of this machine as
+ * their image for the target's platform (only that child of an index is sent).
+ */
+async function targetBuildpacks(
+  p: PreparedPlan,
+  target: TargetPlan,
+): Promise<{ spec: TargetJob['buildpacks']; blobs: BlobSource[] }> {
+  const spec: TargetJob['buildpacks'] = [];
+  const blobs: BlobSource[] = [];
+  for (const b of p.buildpacks) {
+    if ('ref' in b) spec.push({ ref: b.ref });
+    else if ('location' in b) {
+      let got = b.forPlatform.get(target.name);
+      if (!got) {
+        got = packageImage(b, target);
+        b.forPlatform.set(target.name, got);
+      }
+      const { image, blobs: more } = await got;
+      spec.push({ package: image, name: b.name });
+      blobs.push(...more);
+    } else {
+      spec.push({ digest: b.digest, size: b.size, name: b.name });
+      blobs.push(b);
+    }
+  }
+  return { spec, blobs };
+}
+
+async function localPackage(flag: string, cwd: string, scratch: string): Promise<LocalPackage> {
+  let location: string;
+  if (flag.startsWith('oci:')) location = `oci:${resolve(cwd, flag.slice(4))}`;
+  else {
+    // A .cnb file is an OCI layout in a tar: unpacked here once, sent as the layout's image.
+    const file = resolve(cwd, flag.startsWith('file://') ? flag.slice(7) : flag);
+    await mkdir(scratch, { recursive: true });
+    await extractLayer({ source: createReadStream(file), dest: scratch, name: `buildpackage ${file}` }).catch(
+      (err: unknown) => {
+        throw new PackfarmError(
+          'BUILDPACKAGE_INVALID',
+          `--buildpack ${flag}: ${file} is not a readable .cnb file: ${(err as Error).message}`,
+          { hint: 'a .cnb file is an OCI image layout in a tar (packfarm buildpack package --format file)' },
+        );
+      },
+    );
+    location = `oci:${scratch}`;
+  }
+  return { name: flag, location, forPlatform: new Map() };
+}
+
+async function packageImage(
+  b: LocalPackage,
+  target: TargetPlan,
+): Promise<{ image: LocalImage; blobs: BlobSource[] }> {
+  const opened = await openImage(b.location);
+  const base = await readBaseImage(opened.store, opened.target, target.platform).catch((err: unknown) => {
+    if (!isPackfarmError(err)) throw err;
+    throw new PackfarmError(err.code, `--buildpack ${b.name}: ${err.message}`, {
+      cause: err,
+      hint: err.hint ?? `the buildpackage must exist for ${target.name}`,
+    });
+  });
+  return localImage('buildpackage', b.name, opened.store, base.digest);
+}
+
+function targetJob(
+  plan: BuildPlan,
+  target: TargetPlan,
+  p: PreparedPlan,
+  buildpacks: TargetJob['buildpacks'],
+): TargetJob {
   const o = plan.options;
   const out = plan.outputLocation;
   const descriptor = o.descriptor ? relative(plan.appPath, resolve(plan.cwd, o.descriptor)) : undefined;
@@ -540,9 +629,7 @@ function targetJob(plan: BuildPlan, target: TargetPlan, p: PreparedPlan): Target
       size: p.app.size,
       index: { digest: p.appPieces.index.digest, size: p.appPieces.index.size },
     },
-    buildpacks: p.buildpacks.map((b) =>
-      'ref' in b ? { ref: b.ref } : { digest: b.digest, size: b.size, name: b.name },
-    ),
+    buildpacks,
     ...(o.builder ? { builder: o.builder } : {}),
     // The run image planning chose for this target (a mirror on the output's registry first).
     runImage: target.runImage.name,
