@@ -58,7 +58,16 @@ export function jobAccess(plan: BuildPlan, target: TargetPlan): JobAccess {
   byStore(target.buildImage?.store, ['pull']);
   byRef(o.buildImage, ['pull']);
   byRef(target.builder ?? o.builder ?? plan.project?.builder, ['pull']);
-  for (const b of o.buildpacks) if (b.startsWith('docker://')) byRef(b.slice('docker://'.length), ['pull']);
+  // Registry buildpackages the node pulls: --buildpack docker://…, and project.toml's uris — its group only
+  // when no --buildpack replaces it (as the build orders them), its pre/post groups always.
+  const project = plan.project;
+  const uris = [
+    ...o.buildpacks,
+    ...(o.buildpacks.length === 0 ? (project?.group ?? []) : []),
+    ...(project?.pre ?? []),
+    ...(project?.post ?? []),
+  ].map((b) => (typeof b === 'string' ? b : b.script ? undefined : b.uri));
+  for (const u of uris) if (u?.startsWith('docker://')) byRef(u.slice('docker://'.length), ['pull']);
   return access;
 }
 
