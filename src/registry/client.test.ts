@@ -362,6 +362,23 @@ describe('a renewable registry token (a farm job’s)', () => {
     await getManifest(c, 'app', 'v1');
     expect(renewals).toBe(1);
     expect(reg.seen.slice(-2).map((r) => r.headers.authorization)).toEqual(['Bearer stale', 'Bearer fresh']);
+    // A token lacking a scope is not renewed (a new one would have the same scopes).
+    current = 'other';
+    const lacking = await fake((req, res) => {
+      if (req.url === '/v2/') return json(res, 200, {});
+      json(
+        res,
+        401,
+        { errors: [{ code: 'UNAUTHORIZED', message: 'scope' }] },
+        {
+          'www-authenticate':
+            'Bearer realm="http://127.0.0.1:1/token",service="s",error="insufficient_scope"',
+        },
+      );
+    });
+    const c2 = client(lacking.host, { credentials: async () => cred });
+    expect((await getManifest(c2, 'app', 'v1').catch((e) => e)).code).toBe('REGISTRY_DENIED');
+    expect(renewals).toBe(1);
     // A token that cannot be renewed fails at the first 401, as before.
     current = 'stale';
     const fixed = client(reg.host, { credentials: { registryToken: 'stale' } });

@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildEvent } from '../../src/api/events.js';
 import { explainCredentialError } from '../../src/farm/credentials.js';
+import { packageBuildpack } from '../../src/builder/package.js';
 import { buildOnFarm } from '../../src/farm/build.js';
 import type { FarmNodeConfig } from '../../src/farm/config.js';
 import { type JobCredential, type ToNode, createFrameDecoder, parseToNode } from '../../src/farm/protocol.js';
@@ -227,6 +228,55 @@ describe('registry credentials scoped per repository', () => {
     const envLines = events.filter((e) => e.type === 'output' && e.line.startsWith('probe-env: '));
     expect(envLines.length).toBeGreaterThan(10);
     for (const e of envLines) expect((e as { line: string }).line).not.toContain(cred.registryToken!);
+  }, 300_000);
+});
+
+describe('a registry buildpackage named in project.toml', () => {
+  it('the job’s token may pull it (and nothing more); the node builds with it', async () => {
+    const wire = join(root, 'wire-project-bp.bin');
+    const config = join(root, 'probe-package.toml');
+    await writeFile(config, `[buildpack]\nuri = "${probeBp}"\n`);
+    const scratchDir = join(root, 'pkg-scratch');
+    await mkdir(scratchDir, { recursive: true });
+    await packageBuildpack({
+      name: `${registry.host}/buildpacks/probe:1`,
+      config,
+      format: 'image',
+      targets: ['linux/amd64'],
+      insecureRegistries: [registry.host],
+      registry: { credentials: { username: USER.name, password: USER.password } },
+      scratchDir,
+    });
+    const app = await makeApp('project-bp', {
+      'app.txt': 'project-bp\n',
+      'project.toml': `[_]\nschema-version = "0.2"\n[[io.buildpacks.group]]\nuri = "docker://${registry.host}/buildpacks/probe:1"\n`,
+    });
+    const events: BuildEvent[] = [];
+    const report = await buildOnFarm(
+      {
+        image: `${registry.host}/project-bp:latest`,
+        path: app,
+        runImage: `${registry.host}/run:v1`,
+        insecureRegistries: [registry.host],
+        publish: true,
+        platforms: ['linux/amd64'],
+      },
+      {
+        nodes: [tappedNode(1, wire)],
+        env: { ...process.env, DOCKER_CONFIG: dockerDir },
+        onEvent: (e) => events.push(e),
+      },
+    );
+    expect((await store('project-bp').resolve('latest'))?.digest).toBe(report.digest);
+    expect(
+      events.some((e) => e.type === 'output' && e.line === 'probe: building for linux/amd64 app=project-bp'),
+    ).toBe(true);
+    const runs = (await messagesOn(wire)).filter(
+      (m): m is Extract<ToNode, { type: 'run-target' }> => m.type === 'run-target',
+    );
+    expect(runs.map((r) => r.credentials.map((c) => c.scopes))).toEqual([
+      [['repository:buildpacks/probe:pull', 'repository:project-bp:pull,push', 'repository:run:pull']],
+    ]);
   }, 300_000);
 });
 
