@@ -181,6 +181,10 @@ export async function runWorker(
               await materializeImage(input.dataDir, b.package, blob)
             : blob(b.digest),
       );
+    // project.toml's local buildpackages: the coordinator's paths stay in the file; the node reads its layouts.
+    const projectUris = new Map<string, string>();
+    for (const b of spec.projectBuildpacks ?? [])
+      projectUris.set(b.uri, await materializeImage(input.dataDir, b.package, blob));
     const platform = parsePlatform(spec.platform, 'job platform');
     // Images, a builder dir and a cache that only the coordinator has arrived as blobs: lay them out.
     const local = await materializeInputs(
@@ -232,7 +236,12 @@ export async function runWorker(
         platformApi: spec.platformApi,
         jobs: 1,
       },
-      { env: buildEnv, onEvent, credentials: registryCredentials },
+      {
+        env: buildEnv,
+        onEvent,
+        credentials: registryCredentials,
+        ...(projectUris.size > 0 ? { projectBuildpackUris: projectUris } : {}),
+      },
     );
     try {
       const target = plan.targets[0];

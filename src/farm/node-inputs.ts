@@ -34,6 +34,7 @@ export function extraBlobDigests(spec: TargetJob): Digest[] {
   for (const i of [
     ...(spec.images ?? []),
     ...spec.buildpacks.flatMap((b) => ('package' in b ? [b.package] : [])),
+    ...(spec.projectBuildpacks ?? []).map((b) => b.package),
   ])
     out.push(i.manifest.digest, i.config.digest, ...i.layers.map((l) => l.digest));
   if (spec.builderDir) out.push(spec.builderDir.digest);

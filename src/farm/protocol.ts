@@ -152,6 +152,11 @@ export const TargetJobSchema = z.object({
     .optional(),
   /** --cache-dir: the coordinator's cache for this platform (layers sent as blobs); the new one comes back. */
   cacheDir: DirCacheStateSchema.optional(),
+  /**
+   * Buildpackages on the coordinator's disk named in project.toml (protocol 4): per `uri` as written there,
+   * its image for the target's platform (blobs); the node builds with its own layout in that uri's place.
+   */
+  projectBuildpacks: z.array(z.object({ uri: z.string().min(1), package: LocalImageSchema })).optional(),
 });
 export type TargetJob = z.infer<typeof TargetJobSchema>;
 

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { cpus, hostname, tmpdir } from 'node:os';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { BuildEvent, BuildEventListener } from '../api/events.js';
 import { localBuildpackages } from '../api/buildpacks.js';
 import type { BuildPlan, TargetPlan } from '../api/plan.js';
@@ -11,6 +11,7 @@ import { digestFile, writeLayer } from '../archive/index.js';
 import { extractLayer } from '../archive/extract.js';
 import { isPackageUri } from '../builder/buildpackage.js';
 import { readBaseImage } from '../image/read.js';
+import { resolveProjectBuildpack } from '../platform/project.js';
 import { openImage } from '../image/transport.js';
 import type { ImageStore } from '../image/store.js';
 import type { Digest } from '../oci/digest.js';
@@ -95,6 +96,8 @@ interface PreparedPlan {
   received: BlobCache;
   /** Images, a builder dir and a --cache-dir that only this machine has (sent as blobs). */
   local: LocalInputs;
+  /** project.toml's buildpackages on this machine's disk, by their uri as written there. */
+  projectPackages: Array<{ uri: string; pkg: LocalPackage }>;
 }
 
 export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
@@ -373,7 +376,11 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     const p = await prep;
     const local = await p.local.forTarget(target);
     const bps = await targetBuildpacks(p, target);
-    const spec: TargetJob = { ...targetJob(plan, target, p, bps.spec), ...local.spec };
+    const spec: TargetJob = {
+      ...targetJob(plan, target, p, bps.spec),
+      ...local.spec,
+      ...(bps.project ? { projectBuildpacks: bps.project } : {}),
+    };
     const blobs: BlobSource[] = [...bps.blobs, ...local.blobs];
     let sent: { sent: Digest[]; bytes: number };
     try {
@@ -476,19 +483,6 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
 /** What every node of a build gets once: the app as a tar cut into pieces (app-pieces.ts), the buildpacks as blobs. */
 async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<PreparedPlan> {
   const opts = plan.options;
-  // --buildpack oci:/.cnb travel as blobs (below); project.toml's uris are read on the node, where the path
-  // does not exist.
-  const local = localBuildpackages(opts.buildpacks, plan.project).filter(
-    (l) => !l.startsWith('--buildpack '),
-  );
-  if (local.length > 0)
-    throw new PackfarmError(
-      'FARM_UNSUPPORTED',
-      `${local.join(', ')}: a buildpackage on this machine's disk cannot be used by farm nodes yet`,
-      {
-        hint: 'name it with --buildpack instead (sent to the nodes from here), or push it to a registry the nodes can reach (packfarm buildpack package REF --publish) and name it docker://REF',
-      },
-    );
   const dir = await mkdtemp(join(tmp ?? tmpdir(), 'packfarm-farm-'));
   try {
     // The app, as the node will see it: project.toml's include/exclude applied, project.toml itself kept.
@@ -534,8 +528,26 @@ async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<Pr
       const d = await digestFile(file);
       buildpacks.push({ digest: d.digest, size: d.size, name: flag, open: () => createReadStream(file) });
     }
+    // project.toml's: the group only when no --buildpack replaces it (as the build orders them), pre/post always.
+    const project = plan.project;
+    const projectPackages: PreparedPlan['projectPackages'] = [];
+    const named = [
+      ...(opts.buildpacks.length === 0 ? (project?.group ?? []) : []),
+      ...(project?.pre ?? []),
+      ...(project?.post ?? []),
+    ];
+    for (const [i, b] of named.entries()) {
+      if (!project || b.script || b.uri === undefined || projectPackages.some((p) => p.uri === b.uri))
+        continue;
+      if (localBuildpackages([], { ...project, group: [b], pre: [], post: [] }).length === 0) continue;
+      const src = resolveProjectBuildpack(b, dirname(project.source));
+      if (src.kind !== 'package') continue;
+      const pkg = await localPackage(src.uri, plan.cwd, join(dir, `project-buildpackage-${i}`));
+      projectPackages.push({ uri: b.uri, pkg: { ...pkg, name: `${project.source} uri ${b.uri}` } });
+    }
     return {
       dir,
+      projectPackages,
       app: { digest: app.digest, size: app.size, open: () => createReadStream(appFile) },
       appPieces: await splitAppTar(appFile, { digest: app.digest, size: app.size }, dir),
       buildpacks,
@@ -555,26 +567,43 @@ async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<Pr
 async function targetBuildpacks(
   p: PreparedPlan,
   target: TargetPlan,
-): Promise<{ spec: TargetJob['buildpacks']; blobs: BlobSource[] }> {
+): Promise<{
+  spec: TargetJob['buildpacks'];
+  blobs: BlobSource[];
+  project?: NonNullable<TargetJob['projectBuildpacks']>;
+}> {
   const spec: TargetJob['buildpacks'] = [];
   const blobs: BlobSource[] = [];
   for (const b of p.buildpacks) {
     if ('ref' in b) spec.push({ ref: b.ref });
     else if ('location' in b) {
-      let got = b.forPlatform.get(target.name);
-      if (!got) {
-        got = packageImage(b, target);
-        b.forPlatform.set(target.name, got);
-      }
-      const { image, blobs: more } = await got;
-      spec.push({ package: image, name: b.name });
+      const { image, blobs: more } = await packageFor(b, target);
+      spec.push({ package: image, name: b.name.replace(/^--buildpack /, '') });
       blobs.push(...more);
     } else {
       spec.push({ digest: b.digest, size: b.size, name: b.name });
       blobs.push(b);
     }
   }
-  return { spec, blobs };
+  const project: NonNullable<TargetJob['projectBuildpacks']> = [];
+  for (const { uri, pkg } of p.projectPackages) {
+    const { image, blobs: more } = await packageFor(pkg, target);
+    project.push({ uri, package: image });
+    blobs.push(...more);
+  }
+  return { spec, blobs, ...(project.length > 0 ? { project } : {}) };
+}
+
+function packageFor(
+  b: LocalPackage,
+  target: TargetPlan,
+): Promise<{ image: LocalImage; blobs: BlobSource[] }> {
+  let got = b.forPlatform.get(target.name);
+  if (!got) {
+    got = packageImage(b, target);
+    b.forPlatform.set(target.name, got);
+  }
+  return got;
 }
 
 async function localPackage(flag: string, cwd: string, scratch: string): Promise<LocalPackage> {
@@ -595,7 +624,7 @@ async function localPackage(flag: string, cwd: string, scratch: string): Promise
     );
     location = `oci:${scratch}`;
   }
-  return { name: flag, location, forPlatform: new Map() };
+  return { name: `--buildpack ${flag}`, location, forPlatform: new Map() };
 }
 
 async function packageImage(
@@ -605,7 +634,7 @@ async function packageImage(
   const opened = await openImage(b.location);
   const base = await readBaseImage(opened.store, opened.target, target.platform).catch((err: unknown) => {
     if (!isPackfarmError(err)) throw err;
-    throw new PackfarmError(err.code, `--buildpack ${b.name}: ${err.message}`, {
+    throw new PackfarmError(err.code, `${b.name}: ${err.message}`, {
       cause: err,
       hint: err.hint ?? `the buildpackage must exist for ${target.name}`,
     });

@@ -1,6 +1,6 @@
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BuildOptions, type BuildReport, build } from '../../src/api/build.js';
@@ -440,6 +440,30 @@ describe('buildpackages on the coordinator’s disk (--buildpack oci:…, FILE.c
     const again = await farmBuild({ ...options, image: `${registry.host}/bp-oci-again:latest` }, [node(0)]);
     expect(again.report.digest).toBe(report.digest);
     expect(again.report.targets[0]?.farm?.blobsSent).toBe(0);
+  }, 600_000);
+
+  it('project.toml uri = "oci:…" (relative) and a .cnb: sent from here, the file in the app unchanged', async () => {
+    const app = await makeApp('bp-project', { 'app.txt': 'bp-project\n' });
+    const rel = relative(app, pkgDir);
+    for (const uri of [`oci:${rel}:1`, relative(app, cnb)]) {
+      await writeFile(
+        join(app, 'project.toml'),
+        `[_]\nschema-version = "0.2"\n[[io.buildpacks.group]]\nuri = "${uri}"\n`,
+      );
+      const options = {
+        image: `${registry.host}/bp-project:latest`,
+        path: app,
+        runImage: runRef,
+        platforms: ['linux/amd64'],
+      };
+      const { report, events } = await farmBuild(options, [node(0)]);
+      expect(report.targets[0]?.farm?.node).toBe('node1');
+      expect(output(events, 'linux/amd64')).toContain('probe: building for linux/amd64 app=bp-project');
+      const local = await farmBuild({ ...options, image: `${registry.host}/bp-project-local:latest` }, [
+        { name: 'local', uri: 'local' },
+      ]);
+      expect(local.report.digest, uri).toBe(report.digest);
+    }
   }, 600_000);
 
   it('--buildpack FILE.cnb: unpacked here, sent as its image, built on the node', async () => {
