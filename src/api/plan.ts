@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
@@ -14,7 +14,7 @@ import {
 } from '../builder/resolve.js';
 import type { CacheLocation } from '../cache/open.js';
 import { detectPlatforms } from '../exec/binfmt.js';
-import { packfarmDataDir } from '../image/data-dir.js';
+import { ensureDataDir, packfarmDataDir } from '../image/data-dir.js';
 import {
   type ImagePlatforms,
   describePlatforms,
@@ -65,6 +65,7 @@ import {
   howRunnable,
   parsePlatformList,
 } from './targets.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /**
  * `packfarm build`, planned once before anything runs: the app files, the builder, the buildpacks, the user
@@ -207,6 +208,8 @@ export async function planBuild(input: BuildOptions, hooks: PlanHooks = {}): Pro
   await requireDir(appPath, '--path');
   if (opts.cacheDir && opts.cacheImage)
     throw new PackfarmError('INVALID_ARGS', '--cache-dir and --cache-image cannot be used together');
+  // Build dirs, caches and the default local layout live there: an unusable one is said so up front.
+  await ensureDataDir(env);
   const insecure = insecureRegistriesFrom(opts.insecureRegistries, env);
   // Registry clients of this build only (a node runs many builds): closed by the plan's cleanup.
   const pool = createRegistryClientPool();
@@ -252,7 +255,7 @@ async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanCon
     hostEnv: env,
   });
 
-  const scratch = await mkdtemp(join(opts.tmpDir ?? tmpdir(), 'packfarm-plan-'));
+  const scratch = await makeTempDir(opts.tmpDir ?? tmpdir(), 'plan-scratch');
   const builders: ResolvedBuilder[] = [];
   const cleanup = async () => {
     for (const b of builders) await b.cleanup().catch(() => undefined);

@@ -86,6 +86,16 @@ describe('prune', () => {
     ]);
   });
 
+  it('a lock naming no possible process (pid -1, a corrupt file) does not keep its entry forever', async () => {
+    // kill(-1, 0) signals every process there is: a copy of "is it alive" without processAlive's pid check
+    // took such a lock as held for ever.
+    const stuck = await entry('builds', 'stuck', 1000, 48 * HOUR);
+    await lock('builds', 'stuck', -1);
+    const r = await prune({ dataDir: dir, now });
+    expect(r.removed.map((e) => e.path)).toEqual([stuck]);
+    expect(await readdir(join(dir, 'builds'))).toEqual([]);
+  });
+
   it('parses ages and names the flag on a bad one', () => {
     expect(parseAge('90')).toBe(90_000);
     expect(parseAge('30m')).toBe(30 * 60_000);

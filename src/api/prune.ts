@@ -1,7 +1,7 @@
-import { lstat, readdir, readFile, rm, stat } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { lstat, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PackfarmError } from '../util/errors.js';
+import { lockHeldByLiveOwner } from '../util/lock.js';
 
 /**
  * `packfarm prune`: give back the disk space the data dir holds between builds.
@@ -91,41 +91,14 @@ export async function prune(opts: PruneOptions): Promise<PruneReport> {
   return report;
 }
 
-/** Names of entries in `dir` whose `<name>.lock` holds the pid of a live process. */
+/** Names of entries in `dir` whose `<name>.lock` is held by a live process (util/lock.ts decides). */
 async function lockedEntries(dir: string): Promise<Set<string>> {
   const out = new Set<string>();
   const names = await readdir(dir).catch(() => [] as string[]);
   for (const n of names.filter((x) => x.endsWith('.lock'))) {
-    const lock = join(dir, n);
-    const st = await lstat(lock).catch(() => undefined);
-    if (!st) continue;
-    let pid: number | undefined;
-    let host: string | undefined;
-    if (st.isDirectory()) {
-      pid = Number((await readFile(join(lock, 'pid'), 'utf8').catch(() => '')).trim()) || undefined;
-    } else {
-      try {
-        const owner = JSON.parse(await readFile(lock, 'utf8')) as { pid?: unknown; host?: unknown };
-        pid = typeof owner.pid === 'number' ? owner.pid : undefined;
-        host = typeof owner.host === 'string' ? owner.host : undefined;
-      } catch {
-        pid = undefined;
-      }
-    }
-    // A lock without an owner yet may be one being taken: in use. One of another host: cannot tell, in use.
-    const inUse = pid === undefined || (host !== undefined && host !== hostname()) || isAlive(pid);
-    if (inUse) out.add(n.slice(0, -'.lock'.length));
+    if (await lockHeldByLiveOwner(join(dir, n))) out.add(n.slice(0, -'.lock'.length));
   }
   return out;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as { code?: string }).code === 'EPERM';
-  }
 }
 
 async function lastUse(path: string, own: number): Promise<number> {

@@ -1,9 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Volume } from 'memfs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BinfmtFs } from '../exec/binfmt.js';
+import { findRuntime } from '../exec/runtime.js';
 import { environmentReport } from './report.js';
 
 let root: string;
@@ -65,5 +66,24 @@ magic 6f0d0d0a
     });
     const none = await environmentReport({ version: '0.0.0', env, binfmt: { dir: '/absent', fs } });
     expect(none.binfmt).toEqual({ available: false, enabled: false, entries: [] });
+  });
+});
+
+describe('environmentReport runc', () => {
+  it('names the runtime the oci executor runs (findRuntime), not the first runc on PATH', async () => {
+    // A different runc earlier on PATH: builds run /usr/sbin/runc, so the report must say that one.
+    const bin = join(root, 'other-bin');
+    await mkdir(bin, { recursive: true });
+    await writeFile(join(bin, 'runc'), '#!/bin/sh\necho "runc version 0.0.0-elsewhere"\n', { mode: 0o755 });
+    const env = {
+      PATH: `${bin}:/usr/sbin:/usr/bin`,
+      HOME: join(root, 'home'),
+      PACKFARM_HOME: join(root, 'data'),
+    };
+    const r = await environmentReport({ version: '0.0.0', env, binfmt: { dir: join(root, 'no-binfmt') } });
+    const runtime = await findRuntime(env);
+    expect(runtime).toBe('/usr/sbin/runc');
+    expect(r.runc.path).toBe(runtime);
+    expect(r.runc.version).not.toContain('elsewhere');
   });
 });

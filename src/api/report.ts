@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { SUPPORTED_BUILDPACK_APIS } from '../buildpack/api.js';
 import { BINFMT_DIR, type BinfmtFs, readBinfmt } from '../exec/binfmt.js';
+import { findRuntime } from '../exec/runtime.js';
 import { SUPPORTED_PLATFORM_APIS } from '../platform/api.js';
 import { packfarmDataDir } from '../image/data-dir.js';
 import { formatPlatform, hostPlatform } from '../oci/platform.js';
@@ -42,7 +43,8 @@ export async function environmentReport(opts: {
 }): Promise<EnvironmentReport> {
   const env = opts.env ?? process.env;
   const dataDir = packfarmDataDir(env);
-  const runcPath = (await which('runc', env)) ?? ((await isFile('/usr/sbin/runc')) ? '/usr/sbin/runc' : null);
+  // The runtime builds run (the oci executor's own resolution), not merely the first runc on PATH.
+  const runcPath = (await findRuntime(env)) ?? null;
   const tools: Record<string, string | null> = {};
   for (const t of ['podman', 'skopeo', 'umoci']) {
     const p = await which(t, env);

@@ -1,6 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { type BuilderEvent, createBuilder } from '../builder/create.js';
 import { inspectBuilder } from '../builder/inspect.js';
@@ -12,6 +11,7 @@ import {
 } from '../image/transport.js';
 import { resolveCreationTime } from '../util/time.js';
 import { type CliIO, collect } from './output.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /** `packfarm builder create|inspect`: pack-compatible builder images, one per target (an index for several). */
 export function registerBuilderCommands(program: Command, io: CliIO): void {
@@ -55,7 +55,7 @@ export function registerBuilderCommands(program: Command, io: CliIO): void {
           json?: boolean;
         },
       ) => {
-        const scratch = await mkdtemp(join(tmpdir(), 'packfarm-builder-'));
+        const scratch = await makeTempDir(tmpdir(), 'builder');
         const onEvent = (e: BuilderEvent) => {
           if (o.json) return io.err(JSON.stringify(e));
           if (e.type === 'note') io.err(`note: ${e.message}`);

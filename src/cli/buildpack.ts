@@ -1,6 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { buildpackagePlatforms, readBuildpackage } from '../builder/buildpackage.js';
 import { newBuildpack } from '../builder/new-buildpack.js';
@@ -10,6 +9,7 @@ import { appImageLocation, formatImageLocation, insecureRegistriesFrom } from '.
 import { PackfarmError } from '../util/errors.js';
 import { resolveCreationTime } from '../util/time.js';
 import { type CliIO, collect } from './output.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /** `packfarm buildpack package`: buildpackages (images or .cnb files) from pack's package.toml. */
 export function registerBuildpackCommands(program: Command, io: CliIO): void {
@@ -52,7 +52,7 @@ export function registerBuildpackCommands(program: Command, io: CliIO): void {
       ) => {
         if (o.format !== 'image' && o.format !== 'file')
           throw new PackfarmError('INVALID_ARGS', `--format: "${o.format}" is not image or file`);
-        const scratch = await mkdtemp(join(tmpdir(), 'packfarm-package-'));
+        const scratch = await makeTempDir(tmpdir(), 'package');
         try {
           const result = await packageBuildpack({
             name:
@@ -93,7 +93,7 @@ export function registerBuildpackCommands(program: Command, io: CliIO): void {
           ? name
           : `docker://${name}`;
       const insecureRegistries = insecureRegistriesFrom(o.insecureRegistry ?? []);
-      const scratch = await mkdtemp(join(tmpdir(), 'packfarm-bp-inspect-'));
+      const scratch = await makeTempDir(tmpdir(), 'bp-inspect');
       try {
         const where = await buildpackagePlatforms(uri, { cwd: process.cwd(), scratch, insecureRegistries });
         const platforms = [];

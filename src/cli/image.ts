@@ -37,8 +37,10 @@ export function registerImageCommands(program: Command, io: CliIO): void {
         throw new PackfarmError('INVALID_ARGS', '--all and --platform exclude each other', {
           hint: 'use --all for every platform, or --platform to pick some',
         });
-      const src = await openImage(srcText, { insecureRegistries });
-      const dst = await openImage(dstText, { insecureRegistries, create: true });
+      // The interrupt signal reaches the registry clients too: a transfer in flight stops at once.
+      const registry = io.signal ? { signal: io.signal } : {};
+      const src = await openImage(srcText, { insecureRegistries, registry });
+      const dst = await openImage(dstText, { insecureRegistries, registry, create: true });
       const report = await copyImage({
         src: src.store,
         srcTarget: src.target,

@@ -183,6 +183,7 @@ function registerPushCommand(manifest: Command, io: CliIO, print: Printer): void
         purge: o.purge === true,
         concurrency: o.concurrency,
         insecureRegistries: insecureRegistriesFrom(o.insecureRegistry),
+        ...(io.signal ? { signal: io.signal } : {}),
         ...(o.json ? {} : { onProgress: (e: CopyEvent) => io.err(progressLine(e)) }),
       });
       if (!o.json) for (const w of report.warnings) io.err(`warning: ${w}`);

@@ -25,19 +25,17 @@ export function registerNodeServeCommands(program: Command, io: CliIO): void {
         throw new PackfarmError('INVALID_ARGS', 'node serve needs --stdio', {
           hint: 'the coordinator runs `packfarm node serve --stdio` over ssh; there is no listening mode',
         });
-      const [{ serveNode }, { nodePlatforms }, { packfarmDataDir }, { PACKFARM_VERSION }] = await Promise.all(
-        [
-          import('../farm/serve.js'),
-          import('../farm/platforms.js'),
-          import('../image/data-dir.js'),
-          import('../farm/manage.js'),
-        ],
-      );
+      const [{ serveNode }, { nodePlatforms }, { ensureDataDir }, { PACKFARM_VERSION }] = await Promise.all([
+        import('../farm/serve.js'),
+        import('../farm/platforms.js'),
+        import('../image/data-dir.js'),
+        import('../farm/manage.js'),
+      ]);
       const self = realpathSync(process.argv[1] as string);
       await serveNode({
         input: process.stdin,
         output: process.stdout,
-        dataDir: packfarmDataDir(process.env),
+        dataDir: await ensureDataDir(process.env),
         version: PACKFARM_VERSION,
         ...(o.maxJobs ? { maxJobs: o.maxJobs } : {}),
         platforms: nodePlatforms,

@@ -8,10 +8,12 @@ export function registerNodeCommands(program: Command, io: CliIO): void {
   node
     .command('info')
     .description('Print the native and emulated platforms, the OCI runtime (runc) version and the CPUs')
-    .option('--runtime <path>', 'the OCI runtime to ask', '/usr/sbin/runc')
+    .option('--runtime <path>', 'the OCI runtime to ask (default: /usr/sbin/runc, else runc on PATH)')
     .option('--json', 'print JSON')
-    .action(async (o: { runtime: string; json?: boolean }) => {
-      const info = await (await import('../exec/node-info.js')).nodeInfo({ runtime: o.runtime });
+    .action(async (o: { runtime?: string; json?: boolean }) => {
+      const info = await (await import('../exec/node-info.js')).nodeInfo(
+        o.runtime ? { runtime: o.runtime } : {},
+      );
       if (o.json) {
         io.out(
           JSON.stringify(

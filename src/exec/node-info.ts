@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { availableParallelism, hostname, totalmem } from 'node:os';
 import { promisify } from 'node:util';
 import { type MachinePlatforms, detectPlatforms } from './binfmt.js';
-import { DEFAULT_RUNTIME } from './oci.js';
+import { DEFAULT_RUNTIME, findRuntime } from './runtime.js';
 
 const execFileP = promisify(execFile);
 
@@ -25,7 +25,7 @@ export interface NodeInfo {
 }
 
 export async function nodeInfo(opts: { runtime?: string } = {}): Promise<NodeInfo> {
-  const path = opts.runtime ?? DEFAULT_RUNTIME;
+  const path = opts.runtime ?? (await findRuntime()) ?? DEFAULT_RUNTIME;
   const [platforms, runtime] = await Promise.all([detectPlatforms(), runtimeVersion(path)]);
   return {
     hostname: hostname(),

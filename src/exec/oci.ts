@@ -7,9 +7,9 @@ import {
   chown,
   lstat,
   mkdir,
-  mkdtemp,
   open,
   readFile,
+  readdir,
   readlink,
   rm,
   stat,
@@ -20,8 +20,10 @@ import { join, posix, resolve } from 'node:path';
 import { type Platform, formatPlatform } from '../oci/platform.js';
 import { chownTree } from '../util/chown.js';
 import { PackfarmError } from '../util/errors.js';
+import { makeTempDir, onSweep } from '../util/tempdir.js';
 import { type BinfmtState, detectPlatforms, elfRunnable, howToRun, readBinfmt } from './binfmt.js';
 import type { ExecDirs, ExecResult, ExecSpec, Executor } from './executor.js';
+import { DEFAULT_RUNTIME, findRuntime } from './runtime.js';
 import { abortedBeforeStart, signalName, signalNumber, superviseChild } from './supervise.js';
 
 /**
@@ -43,7 +45,7 @@ export const CONTAINER_PATHS: ExecDirs = {
   scratch: '/cnb/scratch',
 };
 
-export const DEFAULT_RUNTIME = '/usr/sbin/runc';
+export { DEFAULT_RUNTIME } from './runtime.js';
 
 /** Kept in the bounding set only; a non-root build user gets no effective, permitted or ambient capability. */
 const BOUNDING_CAPS = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
@@ -60,7 +62,7 @@ export interface OciExecutorOptions {
   env: Record<string, string>;
   /** Share the host's network (and its /etc/resolv.conf and /etc/hosts). Default true; false = no network. */
   network?: boolean;
-  /** The OCI runtime binary. Default /usr/sbin/runc. */
+  /** The OCI runtime binary. Default: /usr/sbin/runc, else runc on PATH (runtime.ts findRuntime). */
   runtime?: string;
   /** The target platform: checked against what this machine can run (native, or binfmt_misc with F). */
   platform?: Platform;
@@ -96,7 +98,7 @@ export interface OciExecutor extends Executor {
  * lifecycle does before dropping privileges), and return the executor. Call `close()` when done.
  */
 export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciExecutor> {
-  const runtime = opts.runtime ?? DEFAULT_RUNTIME;
+  const runtime = opts.runtime ?? (await findRuntime()) ?? DEFAULT_RUNTIME;
   await checkRuntime(runtime);
   const rootfs = resolve(opts.rootfs);
   const st = await stat(rootfs).catch(() => undefined);
@@ -115,10 +117,13 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
 
   const volumes = await checkVolumes(opts.volumes ?? []);
 
-  const state = await mkdtemp(join(opts.stateParent ?? tmpdir(), 'packfarm-oci-'));
+  // Named after this process, so that when it is killed the next packfarm stops its containers and removes
+  // the dir (sweepDeadOciState below).
+  const state = await makeTempDir(opts.stateParent ?? tmpdir(), 'oci');
   const runtimeRoot = join(state, 'runc');
   const bundles = join(state, 'bundles');
   const scratch = join(state, 'scratch');
+  await writeFile(join(state, RUNTIME_FILE), runtime);
   await mkdir(runtimeRoot, { mode: 0o700 });
   await mkdir(bundles, { mode: 0o700 });
   await mkdir(scratch, { mode: 0o755 });
@@ -178,6 +183,34 @@ export async function createOciExecutor(opts: OciExecutorOptions): Promise<OciEx
     },
   };
 }
+
+/** Which runtime a state dir's containers run under, for whoever sweeps it after a kill. */
+const RUNTIME_FILE = 'runtime';
+
+/**
+ * A killed packfarm's state dir: its containers may still run (`runc run` outlives its parent), writing into
+ * a build dir the next build reuses. Force-delete each (which kills it) before the dir is removed.
+ */
+export async function sweepDeadOciState(state: string): Promise<void> {
+  // The parent (/tmp) is shared: run only what a dir and file of our own user, writable by nobody else, name.
+  const ours = (st: Stats | undefined) =>
+    st !== undefined && st.uid === process.getuid?.() && (st.mode & 0o022) === 0;
+  const dir = await lstat(state).catch(() => undefined);
+  if (!dir?.isDirectory() || !ours(dir)) return;
+  const file = join(state, RUNTIME_FILE);
+  const fst = await lstat(file).catch(() => undefined);
+  const runtime = fst?.isFile() && ours(fst) ? (await readFile(file, 'utf8')).trim() : DEFAULT_RUNTIME;
+  const root = join(state, 'runc');
+  const ids = await readdir(root).catch(() => [] as string[]);
+  for (const id of ids) {
+    await new Promise<void>((done) => {
+      const p = spawn(runtime, ['--root', root, 'delete', '--force', id], { stdio: 'ignore', env: {} });
+      p.on('error', () => done());
+      p.on('close', () => done());
+    });
+  }
+}
+onSweep('oci', sweepDeadOciState);
 
 interface RunContext {
   runtime: string;

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { cpus, hostname, tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { BuildEvent, BuildEventListener } from '../api/events.js';
@@ -40,6 +40,7 @@ import {
   checkPlacement,
   hasCandidate,
 } from './schedule.js';
+import { makeTempDir } from '../util/tempdir.js';
 
 /**
  * The farm as a target runner for build(): every target of a plan goes to a node the scheduler picks (native
@@ -483,7 +484,7 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
 /** What every node of a build gets once: the app as a tar cut into pieces (app-pieces.ts), the buildpacks as blobs. */
 async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<PreparedPlan> {
   const opts = plan.options;
-  const dir = await mkdtemp(join(tmp ?? tmpdir(), 'packfarm-farm-'));
+  const dir = await makeTempDir(tmp ?? tmpdir(), 'farm');
   try {
     // The app, as the node will see it: project.toml's include/exclude applied, project.toml itself kept.
     const descriptor = opts.descriptor ? resolve(plan.cwd, opts.descriptor) : undefined;

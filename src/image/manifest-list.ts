@@ -28,7 +28,7 @@ import {
   normalizePlatformSpec,
 } from './index-list.js';
 import { type LayoutStore, openLayoutStore } from './layout-store.js';
-import { packfarmDataDir } from './data-dir.js';
+import { ensureDataDir, packfarmDataDir } from './data-dir.js';
 import { withFileLock } from '../util/lock.js';
 import type { ImageStore } from './store.js';
 import {
@@ -125,6 +125,12 @@ function listHandle(name: string, opts: LocalListOptions): ListHandle {
   const leaf = encoded.length <= 200 ? encoded : `sha256-${createHash('sha256').update(full).digest('hex')}`;
   const dir = join(opts.dataDir ?? manifestListsDir(opts.env), leaf);
   return { name: full, ref, dir, stateFile: join(dir, 'list.json') };
+}
+
+/** listHandle, after checking the data dir the lists live in (unless the caller names its own). */
+async function openListHandle(name: string, opts: LocalListOptions): Promise<ListHandle> {
+  if (opts.dataDir === undefined) await ensureDataDir(opts.env);
+  return listHandle(name, opts);
 }
 
 async function readState(h: ListHandle): Promise<LocalListState | undefined> {
@@ -384,7 +390,7 @@ export async function createManifestList(
   name: string,
   opts: CreateListOptions = {},
 ): Promise<ManifestListSummary> {
-  const h = listHandle(name, opts);
+  const h = await openListHandle(name, opts);
   if (!opts.amend && (await readState(h)))
     throw new PackfarmError('MANIFEST_LIST_EXISTS', `a local manifest list ${h.name} already exists`, {
       hint: 'use --amend to add to it, or `packfarm manifest remove` it first',
@@ -413,7 +419,7 @@ export async function addToManifestList(
   image: string,
   opts: ImageAccessOptions & AddImageOptions = {},
 ): Promise<{ list: ManifestListSummary; added: LocalListChild[] }> {
-  const h = listHandle(name, opts);
+  const h = await openListHandle(name, opts);
   await requireState(h);
   const added = await collectChildren(h, image, opts, opts);
   return updateState(h, async (current) => {
@@ -464,7 +470,7 @@ export async function annotateManifestList(
   image: string,
   opts: AnnotateOptions = {},
 ): Promise<{ list: ManifestListSummary; entry: LocalListChild }> {
-  const h = listHandle(name, opts);
+  const h = await openListHandle(name, opts);
   return updateState(h, async (current) => {
     const state = current ?? (await requireState(h));
     const hit = selectOne(state, image);
@@ -485,7 +491,7 @@ export async function removeFromManifestList(
   image: string,
   opts: LocalListOptions = {},
 ): Promise<{ list: ManifestListSummary; removed: LocalListChild[] }> {
-  const h = listHandle(name, opts);
+  const h = await openListHandle(name, opts);
   return updateState(h, async (current) => {
     const state = current ?? (await requireState(h));
     const removed = matchChildren(state, image);
@@ -501,7 +507,7 @@ export async function deleteManifestList(
   name: string,
   opts: LocalListOptions = {},
 ): Promise<{ name: string; dir: string }> {
-  const h = listHandle(name, opts);
+  const h = await openListHandle(name, opts);
   await requireState(h);
   await rm(h.dir, { recursive: true, force: true });
   return { name: h.name, dir: h.dir };
@@ -511,7 +517,7 @@ export async function getManifestList(
   name: string,
   opts: LocalListOptions = {},
 ): Promise<ManifestListSummary> {
-  const h = listHandle(name, opts);
+  const h = await openListHandle(name, opts);
   return summary(h, await requireState(h));
 }
 
@@ -520,7 +526,7 @@ export async function inspectManifestList(
   name: string,
   opts: LocalListOptions & { format?: IndexFormat } = {},
 ): Promise<BuiltIndex & { list: ManifestListSummary }> {
-  const h = listHandle(name, opts);
+  const h = await openListHandle(name, opts);
   const state = await requireState(h);
   return { ...renderFor(state, opts.format), list: summary(h, state) };
 }
@@ -534,6 +540,7 @@ function renderFor(state: LocalListState, format?: IndexFormat): BuiltIndex {
 
 /** Names of every local list. */
 export async function listManifestLists(opts: LocalListOptions = {}): Promise<string[]> {
+  if (opts.dataDir === undefined) await ensureDataDir(opts.env);
   const root = opts.dataDir ?? manifestListsDir(opts.env);
   let names: string[];
   try {
@@ -569,6 +576,11 @@ export interface PushListOptions extends ImageAccessOptions {
   purge?: boolean;
   concurrency?: number;
   onProgress?: (event: CopyEvent & { child?: Digest }) => void;
+  /**
+   * Stops the push (SIGINT/SIGTERM in the CLI): transfers in flight are cut, open upload sessions deleted,
+   * and the index is not written, so the destination tag is left as it was.
+   */
+  signal?: AbortSignal;
 }
 
 export interface PushListReport {
@@ -588,7 +600,7 @@ export interface PushListReport {
  * destination share a registry), children by digest, then the index under the destination's tag.
  */
 export async function pushManifestList(name: string, opts: PushListOptions = {}): Promise<PushListReport> {
-  const h = listHandle(name, opts);
+  const h = await openListHandle(name, opts);
   const state = await requireState(h);
   if (state.children.length === 0)
     throw new PackfarmError('MANIFEST_LIST_EMPTY', `${state.name} has no images to push`, {
@@ -597,7 +609,9 @@ export async function pushManifestList(name: string, opts: PushListOptions = {})
   const built = renderFor(state, opts.format);
   const access = {
     ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}),
-    ...(opts.registry ? { registry: opts.registry } : {}),
+    ...(opts.registry || opts.signal
+      ? { registry: { ...opts.registry, ...(opts.signal ? { signal: opts.signal } : {}) } }
+      : {}),
   };
   const destText = opts.destination ?? state.name;
   const dest = await openImage(destText, { ...access, create: true });
@@ -618,6 +632,7 @@ export async function pushManifestList(name: string, opts: PushListOptions = {})
       dst: dest.store,
       all: true,
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.onProgress
         ? { onProgress: (e) => opts.onProgress?.({ ...e, child: child.digest as Digest }) }
         : {}),
@@ -628,6 +643,7 @@ export async function pushManifestList(name: string, opts: PushListOptions = {})
       report,
     });
   }
+  opts.signal?.throwIfAborted();
   await dest.store.putManifest({ bytes: built.bytes, mediaType: built.mediaType, tag: dest.tag });
   let purged = false;
   if (opts.purge) {

@@ -24,6 +24,8 @@ export type RegistryOptions = {
   /** Environment for the default credential lookup (default process.env). */
   env?: NodeJS.ProcessEnv;
   logger?: Logger;
+  /** Stops the store's requests, waits and streamed bodies (an interrupted command); see RegistryClientOptions. */
+  signal?: AbortSignal;
   /** Use this client instead of one from the pool. */
   client?: RegistryClient;
   /**
@@ -54,6 +56,7 @@ export function createRegistryStore(ref: ImageReference, opts: RegistryOptions =
       ...(opts.retry ? { retry: opts.retry } : {}),
       ...(opts.env ? { env: opts.env } : {}),
       ...(opts.logger ? { logger: opts.logger } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
     });
   if (!sameRegistry(client.registry, registry)) {
     throw new Error(`createRegistryStore: client for ${client.registry} given for ${registry}`);

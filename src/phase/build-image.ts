@@ -1,4 +1,4 @@
-import { packfarmDataDir } from '../image/data-dir.js';
+import { ensureDataDir } from '../image/data-dir.js';
 import { withFileLock } from '../util/lock.js';
 import { readBaseImage } from '../image/read.js';
 import type { ImageStore } from '../image/store.js';
@@ -28,7 +28,7 @@ const UNPACK_LOCK = { timeoutMs: 30 * 60_000, staleMs: 6 * 60 * 60_000 };
 
 /** The build image's root filesystem for one target: unpacked on first use, reused (without the store) after. */
 export async function prepareBuildImageRootfs(opts: BuildImageRootfsOptions): Promise<BuildRootfs> {
-  const dataDir = opts.dataDir ?? packfarmDataDir();
+  const dataDir = opts.dataDir ?? (await ensureDataDir());
   if (isDigest(opts.image)) {
     const ready = await findRootfs(dataDir, opts.image);
     if (ready) return ready;

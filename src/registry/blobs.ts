@@ -12,7 +12,8 @@ import {
 import { displayUrl } from './errors.js';
 import { retryDelay } from './retry.js';
 import { repositoryScope } from './scope.js';
-import { firedTimeout } from './timeouts.js';
+
+export { getBlob } from './blob-download.js';
 
 export interface BlobUploadInput {
   /** Known digest (and size) let an existing blob be skipped, or mounted, without opening the source. */
@@ -124,43 +125,6 @@ export async function headBlob(
   return { size: Number.isFinite(size) ? size : undefined };
 }
 
-/**
- * GET a blob as a stream (redirects to storage followed, without our credentials); the stream errors with
- * DIGEST_MISMATCH when the bytes do not hash to `digest` (and SIZE_INVALID when `size` is given and wrong).
- */
-export async function getBlob(
-  client: RegistryClient,
-  repository: string,
-  digest: Digest,
-  opts: { size?: number } = {},
-): Promise<Readable> {
-  const res = await client.request({
-    method: 'GET',
-    path: blobPath(repository, digest),
-    scopes: [repositoryScope(repository, ['pull'])],
-    what: 'blob',
-    repository,
-    accept: [200],
-  });
-  const where = `${client.registry}/${repository}@${digest}`;
-  return measuringStream(res.body, {
-    digest,
-    ...(opts.size !== undefined ? { size: opts.size } : {}),
-    verify: true,
-    where,
-    sourceError: (err) =>
-      firedTimeout(err)
-        ? res.bodyError(err)
-        : new PackfarmError(
-            'REGISTRY_UNREACHABLE',
-            `${where}: the download was interrupted: ${err.message}`,
-            {
-              cause: err,
-            },
-          ),
-  }).stream;
-}
-
 function locationOf(res: RegistryResponse, what: string): URL {
   const loc = headerValue(res.headers.location);
   if (!loc) {
@@ -220,7 +184,7 @@ export function putBlob(
             error: (err as Error).message,
           },
         );
-        await policy.sleep(delay);
+        await client.wait(delay);
       }
     }
   });
@@ -345,6 +309,9 @@ async function putBlobOnce(
   }
 }
 
+/** How long deleting an abandoned upload session may take: it runs even after the client was aborted. */
+const CANCEL_UPLOAD_MS = 10_000;
+
 /** DELETE an upload session; failures are ignored (the session may already be gone). */
 async function cancelUpload(client: RegistryClient, session: URL, scopes: readonly string[]): Promise<void> {
   try {
@@ -354,6 +321,7 @@ async function cancelUpload(client: RegistryClient, session: URL, scopes: readon
       scopes,
       what: 'upload',
       accept: [200, 202, 204, 404],
+      signal: AbortSignal.timeout(CANCEL_UPLOAD_MS),
     });
     await res.body.dump().catch(() => {});
   } catch {

@@ -59,6 +59,11 @@ export interface RegistryClientOptions {
   /** Host name resolution for connections (default the system's; tests map a non-loopback name to 127.0.0.1). */
   lookup?: LookupFunction;
   logger?: Logger;
+  /**
+   * Stops every request of this client, its retry waits and the bodies it streams, with the signal's reason
+   * (the CLI's: an ABORTED PackfarmError on SIGINT/SIGTERM). A request may replace it (`RegistryRequest.signal`).
+   */
+  signal?: AbortSignal;
   /** Clock for token expiry (tests). */
   now?: () => number;
 }
@@ -90,6 +95,8 @@ export interface RegistryRequest {
   accept: readonly number[];
   /** Follow redirects (default: for GET and HEAD only; never forwarding Authorization to another origin). */
   followRedirects?: boolean;
+  /** Replaces the client's abort signal: clean-up after an abort (deleting an upload session) must still run. */
+  signal?: AbortSignal;
 }
 
 export interface RegistryResponse {
@@ -98,8 +105,11 @@ export interface RegistryResponse {
   body: Dispatcher.ResponseData['body'];
   /** The URL that answered (after redirects). */
   url: URL;
-  /** The PackfarmError for a failure while reading `body` (a timeout, a reset), naming the URL. */
-  bodyError(err: unknown): PackfarmError;
+  /**
+   * The PackfarmError for a failure while reading `body` (a timeout, a reset), naming the URL; `tries`
+   * replaces this response's own attempt count when the body was fetched several times (a resumed blob).
+   */
+  bodyError(err: unknown, tries?: { attempts: number; started: number; detail?: string }): PackfarmError;
 }
 
 const REDIRECT_STATUS = new Set([301, 302, 303, 307, 308]);
@@ -136,6 +146,7 @@ export class RegistryClient {
   readonly monolithicUploadMaxBytes: number;
   readonly auth: Authenticator;
   readonly timeouts: RegistryTimeouts;
+  readonly signal: AbortSignal | undefined;
 
   private readonly apiHost: string;
   private readonly insecureList: readonly string[];
@@ -158,6 +169,7 @@ export class RegistryClient {
     this.limit = pLimit(Math.max(1, opts.concurrency ?? 6));
     this.retry = resolveRetry(opts.retry);
     this.logger = opts.logger ?? silentLogger;
+    this.signal = opts.signal;
     this.monolithicUploadMaxBytes = opts.monolithicUploadMaxBytes ?? 32 * 1024 * 1024;
     this.userAgent = opts.userAgent ?? `packfarm (node ${process.version})`;
     this.maxRedirects = opts.maxRedirects ?? 5;
@@ -329,6 +341,7 @@ export class RegistryClient {
       url,
       ...(req.headers ? { headers: req.headers } : {}),
       ...(req.body !== undefined ? { body: req.body } : {}),
+      ...(req.signal ? { signal: req.signal } : {}),
       ctx,
       authorize: true,
       scopes: req.scopes,
@@ -376,7 +389,7 @@ export class RegistryClient {
         this.logger.debug(`retrying ${req.method} ${displayUrl(res.url)} in ${delay} ms`, {
           error: String((err as Error).message),
         });
-        await this.retry.sleep(delay);
+        await this.wait(delay, req.signal ?? this.signal);
       }
     }
   }
@@ -390,12 +403,15 @@ export class RegistryClient {
     url: URL;
     headers?: Record<string, string>;
     body?: Buffer | Readable;
+    signal?: AbortSignal;
     ctx: RequestContext;
     authorize: boolean;
     scopes?: readonly string[];
     accept: readonly number[] | 'any';
     followRedirects?: boolean;
   }): Promise<RegistryResponse> {
+    const abort = opts.signal ?? this.signal;
+    abort?.throwIfAborted();
     const resendable = !(opts.body instanceof Readable);
     const policy = this.retry;
     const started = Date.now();
@@ -407,6 +423,8 @@ export class RegistryClient {
       ? setTimeout(() => deadline.abort(new DeadlineError('deadline')), this.timeouts.deadlineMs)
       : undefined;
     timer?.unref();
+    const signals = [deadline?.signal, abort].filter((x): x is AbortSignal => x !== undefined);
+    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
     const disarm = () => clearTimeout(timer);
     const withinDeadline = (delay: number) =>
       Date.now() - started + delay < this.timeouts.deadlineMs && !deadline?.signal.aborted;
@@ -415,13 +433,21 @@ export class RegistryClient {
     const handBack = (res: Omit<RegistryResponse, 'bodyError'>, attempts: number): RegistryResponse => {
       if (opts.ctx.what === 'blob' && opts.method === 'GET') disarm();
       else res.body.once('close', disarm);
-      return { ...res, bodyError: (err) => fail(err, res.url, attempts) };
+      return {
+        ...res,
+        bodyError: (err, tries) =>
+          tries ? this.networkError({ ...opts.ctx, url: res.url }, err, tries) : fail(err, res.url, attempts),
+      };
     };
     for (let attempt = 1; ; attempt++) {
       let res: Omit<RegistryResponse, 'bodyError'>;
       try {
-        res = await this.sendOnce(opts, resendable, deadline?.signal);
+        res = await this.sendOnce(opts, resendable, signal);
       } catch (err) {
+        if (abort?.aborted) {
+          disarm();
+          throw abort.reason;
+        }
         if (err instanceof PackfarmError) {
           disarm();
           throw err;
@@ -432,7 +458,7 @@ export class RegistryClient {
           this.logger.debug(`retrying ${opts.method} ${displayUrl(opts.url)} in ${delay} ms`, {
             error: String((err as Error).message),
           });
-          await policy.sleep(delay);
+          await this.wait(delay, abort);
           continue;
         }
         disarm();
@@ -450,7 +476,7 @@ export class RegistryClient {
           const delay = retryDelay(attempt, policy, parseRetryAfter(headerValue(res.headers['retry-after'])));
           if (delay !== undefined && withinDeadline(delay)) {
             await res.body.dump().catch(() => {});
-            await policy.sleep(delay);
+            await this.wait(delay, abort);
             continue;
           }
         }
@@ -465,7 +491,7 @@ export class RegistryClient {
             `retrying ${opts.method} ${displayUrl(res.url)} after HTTP ${res.status} in ${delay} ms`,
           );
           await res.body.dump().catch(() => {});
-          await policy.sleep(delay);
+          await this.wait(delay, abort);
           continue;
         }
       }
@@ -499,6 +525,22 @@ export class RegistryClient {
     }
   }
 
+  /** A retry's wait, cut short (with the signal's reason) when the client or request is aborted. */
+  async wait(ms: number, signal: AbortSignal | undefined = this.signal): Promise<void> {
+    if (!signal) return this.retry.sleep(ms);
+    signal.throwIfAborted();
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      await Promise.race([this.retry.sleep(ms), aborted]);
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+    }
+  }
+
   /**
    * The error for a request that got no (complete) answer. A timeout says which one fired and how to raise
    * it (REGISTRY_TIMEOUT); anything else is errorFromNetwork's.
@@ -506,17 +548,27 @@ export class RegistryClient {
   private networkError(
     ctx: RequestContext,
     err: unknown,
-    tries: { attempts: number; started: number },
+    tries: { attempts: number; started: number; detail?: string },
   ): PackfarmError {
     if (err instanceof PackfarmError) return err;
-    const which = firedTimeout(err);
-    if (!which) return errorFromNetwork(ctx, err);
-    const { what, hint } = describeTimeout(which, this.timeouts);
     const took = Math.round((Date.now() - tries.started) / 100) / 10;
+    const count =
+      `${tries.attempts} attempt${tries.attempts === 1 ? '' : 's'} in ${took} s` +
+      (tries.detail ? `; ${tries.detail}` : '');
+    const which = firedTimeout(err);
+    if (!which) {
+      const e = errorFromNetwork(ctx, err);
+      // A single attempt says nothing more than the cause; several (a resumed body) are worth counting.
+      if (tries.attempts <= 1 && !tries.detail) return e;
+      return new PackfarmError(e.code, `${e.message} (${count})`, {
+        ...(e.hint !== undefined ? { hint: e.hint } : {}),
+        cause: err,
+      });
+    }
+    const { what, hint } = describeTimeout(which, this.timeouts);
     return new PackfarmError(
       'REGISTRY_TIMEOUT',
-      `${ctx.method} ${displayUrl(ctx.url)} failed: ${what}` +
-        ` (${tries.attempts} attempt${tries.attempts === 1 ? '' : 's'} in ${took} s)`,
+      `${ctx.method} ${displayUrl(ctx.url)} failed: ${what} (${count})`,
       { hint, cause: err },
     );
   }

@@ -61,6 +61,7 @@ function keyOf(opts: RegistryClientOptions): string {
     opts.timeouts ?? null,
     Object.values(REGISTRY_TIMEOUT_ENV).map((name) => env[name] ?? ''),
     idOf(opts.logger),
+    idOf(opts.signal),
     idOf(opts.now),
   ]);
 }

@@ -14,7 +14,7 @@ import { resolveRegistryTimeouts } from './timeouts.js';
  * a body. Every case must end in REGISTRY_TIMEOUT naming the URL and the timeout that fired, within the
  * retry budget and the overall deadline. Timeouts are small so the tests are quick; nothing asserts a time.
  */
-type Behaviour = (socket: Socket, requestLine: string) => void;
+type Behaviour = (socket: Socket, requestLine: string, head: string) => void;
 
 const servers: Server[] = [];
 const sockets = new Set<Socket>();
@@ -33,7 +33,8 @@ async function misbehaving(behaviour: Behaviour): Promise<{ host: string; reques
     sockets.add(socket);
     socket.on('error', () => {});
     socket.once('data', (chunk: Buffer) => {
-      const line = chunk.toString('latin1').split('\r\n')[0] ?? '';
+      const head = chunk.toString('latin1');
+      const line = head.split('\r\n')[0] ?? '';
       if (!/^[A-Z]+ \//.test(line)) return socket.destroy(); // TLS: the insecure ping falls back to HTTP
       if (line.startsWith('GET /v2/ ')) {
         socket.end(
@@ -42,7 +43,7 @@ async function misbehaving(behaviour: Behaviour): Promise<{ host: string; reques
         return;
       }
       requests.push(line);
-      behaviour(socket, line);
+      behaviour(socket, line, head);
     });
   });
   servers.push(server);
@@ -199,6 +200,146 @@ describe('registry timeouts', () => {
         message: expect.stringContaining('PACKFARM_REGISTRY_DEADLINE'),
       }),
     );
+  });
+});
+
+/** The `Range: bytes=N-` start a request asked for, if any. */
+function rangeStart(head: string): number | undefined {
+  const m = /\r\nrange: bytes=(\d+)-\r\n/i.exec(head);
+  return m ? Number(m[1]) : undefined;
+}
+
+describe('blob downloads that stall or break off', () => {
+  const blob = Buffer.from(Array.from({ length: 5000 }, (_, i) => i % 251));
+  const digest = sha256Digest(blob);
+  const full = (socket: Socket) => {
+    socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${blob.length}\r\nConnection: close\r\n\r\n`);
+    socket.end(blob);
+  };
+
+  it('resumes a body that stalled once with a Range request, and delivers the verified blob', async () => {
+    const heads: string[] = [];
+    const reg = await misbehaving((socket, _line, head) => {
+      heads.push(head);
+      if (heads.length === 1) {
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${blob.length}\r\n\r\n`);
+        socket.write(blob.subarray(0, 1200));
+        return;
+      }
+      const from = rangeStart(head) ?? 0;
+      socket.write(
+        `HTTP/1.1 206 Partial Content\r\nContent-Range: bytes ${from}-${blob.length - 1}/${blob.length}\r\n` +
+          `Content-Length: ${blob.length - from}\r\nConnection: close\r\n\r\n`,
+      );
+      socket.end(blob.subarray(from));
+    });
+    const stream = await getBlob(client(reg.host, { timeouts: { bodyIdleMs: 300 } }), 'app', digest);
+    const got = Buffer.concat(await stream.toArray());
+    expect(got.equals(blob)).toBe(true);
+    expect(reg.requests).toHaveLength(2);
+    expect(rangeStart(heads[1]!)).toBe(1200);
+  });
+
+  it('restarts a body that broke off when the registry ignores Range, checking the re-sent prefix', async () => {
+    let n = 0;
+    const reg = await misbehaving((socket) => {
+      if (++n === 1) {
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${blob.length}\r\n\r\n`);
+        socket.write(blob.subarray(0, 700));
+        setTimeout(() => socket.destroy(), 50); // closed mid-body
+        return;
+      }
+      full(socket);
+    });
+    const stream = await getBlob(client(reg.host), 'app', digest);
+    const got = Buffer.concat(await stream.toArray());
+    expect(got.equals(blob)).toBe(true);
+    expect(reg.requests).toHaveLength(2);
+  });
+
+  it('never splices different bytes: a retry whose prefix differs fails with DIGEST_MISMATCH', async () => {
+    let n = 0;
+    const other = Buffer.from(blob).fill(9, 0, 10);
+    const reg = await misbehaving((socket) => {
+      if (++n === 1) {
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${blob.length}\r\n\r\n`);
+        socket.write(blob.subarray(0, 700));
+        setTimeout(() => socket.destroy(), 50);
+        return;
+      }
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${other.length}\r\nConnection: close\r\n\r\n`);
+      socket.end(other);
+    });
+    const stream = await getBlob(client(reg.host), 'app', digest);
+    const received: Buffer[] = [];
+    stream.on('data', (c: Buffer) => received.push(c));
+    const err = await new Promise((resolve) => stream.on('error', resolve));
+    expect(err).toMatchObject({
+      code: 'DIGEST_MISMATCH',
+      message: expect.stringContaining('sent different bytes on a retry'),
+    });
+    expect(Buffer.concat(received).equals(blob.subarray(0, 700))).toBe(true);
+  });
+
+  it('a blob whose body always stalls fails naming the URL, the timeout and the attempts', async () => {
+    const reg = await misbehaving((socket, _line, head) => {
+      const from = rangeStart(head);
+      socket.write(
+        from === undefined
+          ? `HTTP/1.1 200 OK\r\nContent-Length: ${blob.length}\r\n\r\n`
+          : `HTTP/1.1 206 Partial Content\r\nContent-Range: bytes ${from}-${blob.length - 1}/${blob.length}\r\n` +
+              `Content-Length: ${blob.length - from}\r\n\r\n`,
+      );
+      socket.write(blob.subarray(from ?? 0, (from ?? 0) + 100));
+    });
+    const stream = await getBlob(client(reg.host, { timeouts: { bodyIdleMs: 300 } }), 'app', digest);
+    const err = await text(stream).catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: 'REGISTRY_TIMEOUT',
+      message: expect.stringMatching(
+        new RegExp(
+          `GET http://${reg.host}/v2/app/blobs/${digest} failed: the body idle timeout \\(0\\.3 s\\) fired \\(3 attempts in [\\d.]+ s; 300 of 5000 bytes received\\)`,
+        ),
+      ),
+      hint: expect.stringContaining('PACKFARM_REGISTRY_BODY_TIMEOUT'),
+    });
+    expect(reg.requests).toHaveLength(3);
+  });
+
+  it('stops retrying when the next attempt would pass the overall deadline', async () => {
+    const reg = await misbehaving((socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${blob.length}\r\n\r\n`);
+      socket.write(blob.subarray(0, 100));
+    });
+    const c = client(reg.host, {
+      timeouts: { bodyIdleMs: 300, deadlineMs: 1500 },
+      retry: { attempts: 10, baseDelayMs: 0, sleep: async () => {} },
+    });
+    const err = await text(await getBlob(c, 'app', digest)).catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: 'REGISTRY_TIMEOUT',
+      message: expect.stringContaining('the body idle timeout (0.3 s) fired ('),
+    });
+    // The budget allows 10 attempts; the deadline (counted from the last byte delivered) ends them sooner.
+    const attempts = Number(/fired \((\d+) attempts? in/.exec((err as Error).message)?.[1]);
+    expect(attempts).toBe(reg.requests.length);
+    expect(attempts).toBeLessThan(10);
+  });
+
+  it('a connection closed mid-body on every attempt fails naming the URL and the attempts', async () => {
+    const reg = await misbehaving((socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${blob.length}\r\n\r\n`);
+      socket.write(blob.subarray(0, 100));
+      setTimeout(() => socket.destroy(), 20);
+    });
+    const err = await text(await getBlob(client(reg.host), 'app', digest)).catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: 'REGISTRY_UNREACHABLE',
+      message: expect.stringMatching(
+        new RegExp(`GET http://${reg.host}/v2/app/blobs/${digest} failed: .*\\(3 attempts in [\\d.]+ s`),
+      ),
+    });
+    expect(reg.requests).toHaveLength(3);
   });
 });
 

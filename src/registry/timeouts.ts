@@ -9,7 +9,9 @@ import { PackfarmError } from '../util/errors.js';
  * - body idle: the longest pause between two chunks of a response body;
  * - deadline: everything one request may take across its retries and their waits, up to its response
  *   (and, for documents read whole such as manifests and tokens, their bodies). Streamed uploads and blob
- *   bodies are bounded by the idle and headers timeouts only: a large layer may rightly take long.
+ *   bodies are bounded by the idle and headers timeouts only: a large layer may rightly take long. A blob
+ *   download resumed after a stall is bounded by the deadline counted from its last delivered byte
+ *   (blob-download.ts).
  */
 export interface RegistryTimeouts {
   connectMs: number;

@@ -17,6 +17,7 @@ export const ERROR_CODES = [
   'LOCK_TIMEOUT',
   'ABORTED',
   'INVALID_ENV',
+  'DATA_DIR_UNUSABLE',
   // oci/: vocabulary.
   'INVALID_DIGEST',
   'INVALID_PLATFORM',

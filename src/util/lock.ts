@@ -194,6 +194,33 @@ async function readOwner(path: string): Promise<LockOwner | undefined> {
   return undefined;
 }
 
+/**
+ * Whether the lock at `lockPath` is held by a process that may still be working: one alive on this host, one
+ * on another host (which cannot be checked from here), or one whose owner is not readable yet (a lock being
+ * taken). False when there is no lock, or its owner on this host is gone. Reads what older packfarm versions
+ * wrote as well: a directory lock holding a `pid` file, and file locks without a token.
+ */
+export async function lockHeldByLiveOwner(lockPath: string): Promise<boolean> {
+  const st = await lstat(lockPath).catch(() => undefined);
+  if (!st) return false;
+  let holder: { pid: number; host?: string } | undefined;
+  if (st.isDirectory()) {
+    const pid = Number((await readFile(`${lockPath}/pid`, 'utf8').catch(() => '')).trim());
+    holder = pid ? { pid } : undefined;
+  } else {
+    try {
+      const v = JSON.parse(await readFile(lockPath, 'utf8')) as { pid?: unknown; host?: unknown };
+      if (typeof v.pid === 'number')
+        holder = { pid: v.pid, ...(typeof v.host === 'string' ? { host: v.host } : {}) };
+    } catch {
+      holder = undefined;
+    }
+  }
+  if (!holder) return true;
+  if (holder.host !== undefined && holder.host !== hostname()) return true;
+  return processAlive(holder.pid);
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

@@ -8,7 +8,24 @@ import { processAlive } from './process.js';
  * SIGKILL cannot clean up after itself; whoever next works in the same place removes what dead owners left
  * (`sweepDeadTemps`), and leaves alone what live processes are still writing.
  */
-const OWNED = /^packfarm-[a-z][a-z0-9-]*\.p(\d+)-/;
+const OWNED = /^packfarm-([a-z][a-z0-9-]*)\.p(\d+)-/;
+
+/**
+ * What must happen before a dead owner's dir of a kind is removed, beyond deleting files: e.g. the oci
+ * executor's state dir names containers a killed packfarm left running, which must be stopped first.
+ */
+const beforeRemove = new Map<string, (path: string) => Promise<void>>();
+
+/**
+ * Kinds whose leftovers must not be removed without their hook: a process that has not loaded the module
+ * registering it (a `packfarm builder create` never loads the oci executor) leaves them to one that has.
+ */
+const HOOKED_KINDS = new Set(['oci']);
+
+/** Register the clean-up a dead owner's `packfarm-<kind>.p<pid>-*` entry needs before it is removed. */
+export function onSweep(kind: string, fn: (path: string) => Promise<void>): void {
+  beforeRemove.set(kind, fn);
+}
 
 const swept = new Map<string, Promise<unknown>>();
 
@@ -36,7 +53,7 @@ export function tempFileName(kind: string): string {
 /** The pid a temp name records, if it is one of ours. */
 export function tempOwner(name: string): number | undefined {
   const m = OWNED.exec(name);
-  return m ? Number(m[1]) : undefined;
+  return m ? Number(m[2]) : undefined;
 }
 
 /**
@@ -56,6 +73,11 @@ export async function sweepDeadTemps(parent: string): Promise<string[]> {
   for (const name of names) {
     const pid = tempOwner(name);
     if (pid === undefined || pid === process.pid || processAlive(pid)) continue;
+    const kind = OWNED.exec(name)![1]!;
+    const hook = beforeRemove.get(kind);
+    if (!hook && HOOKED_KINDS.has(kind)) continue;
+    // A hook that fails (a runtime gone) must not keep the files: they are removed regardless.
+    if (hook) await hook(join(parent, name)).catch(() => {});
     await rm(join(parent, name), { recursive: true, force: true });
     removed.push(name);
   }

@@ -228,3 +228,128 @@ describe('hostile app dirs: a build or a clear error, never "internal error"', (
     }
   });
 });
+
+function runPackfarm(args: string[], env: NodeJS.ProcessEnv, asNobody: boolean): Promise<Run> {
+  const bin = join(repoRoot, 'bin', 'packfarm.js');
+  const argv = asNobody
+    ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', bin, ...args]
+    : [bin, ...args];
+  return new Promise((done, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), {
+      env: { PATH: `${dirname(process.execPath)}:/usr/bin:/bin`, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (c) => {
+      out += c;
+    });
+    child.stderr.on('data', (c) => {
+      out += c;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => done({ code, out }));
+  });
+}
+
+interface DataDirCase {
+  name: string;
+  /** The environment, made under `dir` (a fresh dir of the case). */
+  make(dir: string): Promise<NodeJS.ProcessEnv>;
+  asNobody?: boolean;
+  /** What the error must say: the path, the variable it came from and what was expected. */
+  error: (dir: string) => RegExp;
+}
+
+const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+const dataDirCases: DataDirCase[] = [
+  {
+    name: 'PACKFARM_HOME is a file',
+    make: async (dir) => {
+      await writeFile(join(dir, 'home'), 'x');
+      return { HOME: dir, PACKFARM_HOME: join(dir, 'home') };
+    },
+    error: (dir) =>
+      new RegExp(
+        `data dir ${esc(join(dir, 'home'))}, from \\$PACKFARM_HOME, cannot be made: ${esc(join(dir, 'home'))} is a file, where a directory was expected`,
+      ),
+  },
+  {
+    name: 'PACKFARM_HOME lies under a file',
+    make: async (dir) => {
+      await writeFile(join(dir, 'file'), 'x');
+      return { HOME: dir, PACKFARM_HOME: join(dir, 'file', 'a', 'b') };
+    },
+    error: (dir) =>
+      new RegExp(
+        `from \\$PACKFARM_HOME, cannot be made: ${esc(join(dir, 'file'))} is a file, where a directory`,
+      ),
+  },
+  {
+    name: 'PACKFARM_HOME is a directory the user cannot write',
+    make: async (dir) => {
+      await mkdir(join(dir, 'home'), { mode: 0o755 });
+      return { HOME: dir, PACKFARM_HOME: join(dir, 'home') };
+    },
+    asNobody: true,
+    error: (dir) =>
+      new RegExp(
+        `data dir ${esc(join(dir, 'home'))}, from \\$PACKFARM_HOME, is not writable by this user \\(uid ${NOBODY}\\), where a writable directory was expected`,
+      ),
+  },
+  {
+    name: 'PACKFARM_HOME cannot be created (parent not writable)',
+    make: async (dir) => ({ HOME: dir, PACKFARM_HOME: join(dir, 'new', 'home') }),
+    asNobody: true,
+    error: (dir) =>
+      new RegExp(
+        `from \\$PACKFARM_HOME, cannot be made: permission denied creating ${esc(join(dir, 'new'))}`,
+      ),
+  },
+  {
+    name: 'XDG_DATA_HOME is a file',
+    make: async (dir) => {
+      await writeFile(join(dir, 'xdg'), 'x');
+      return { HOME: dir, XDG_DATA_HOME: join(dir, 'xdg') };
+    },
+    error: (dir) =>
+      new RegExp(
+        `data dir ${esc(join(dir, 'xdg', 'packfarm'))}, from \\$XDG_DATA_HOME/packfarm \\(XDG_DATA_HOME=${esc(join(dir, 'xdg'))}\\), cannot be made: ${esc(join(dir, 'xdg'))} is a file`,
+      ),
+  },
+  {
+    name: '~/.local is a file (neither variable set)',
+    make: async (dir) => {
+      await writeFile(join(dir, '.local'), 'x');
+      return { HOME: dir };
+    },
+    error: (dir) =>
+      new RegExp(
+        `from ~/\\.local/share/packfarm \\(HOME=${esc(dir)}; neither PACKFARM_HOME nor XDG_DATA_HOME is set\\), cannot be made: ${esc(join(dir, '.local'))} is a file`,
+      ),
+  },
+];
+
+describe('an unusable data dir (PACKFARM_HOME, XDG_DATA_HOME, HOME): DATA_DIR_UNUSABLE naming it', () => {
+  it.each(dataDirCases.map((c) => [c.name, c] as const))('%s', async (_name, c) => {
+    const dir = join(root, 'data-dirs', c.name.replace(/\W+/g, '-'));
+    await mkdir(dir, { recursive: true });
+    const env = await c.make(dir);
+    const app = join(dir, 'app');
+    await mkdir(app);
+    await writeFile(join(app, 'hello.txt'), 'hi\n');
+    if (c.asNobody) await chown(app, NOBODY, NOBODY);
+    const commands = [
+      ['build', 'app', '--path', app, '--buildpack', buildpack, '--run-image', runImage],
+      ['manifest', 'create', 'registry.example/app:1'],
+      ['manifest', 'create', 'registry.example/app:1', '--json'],
+    ];
+    for (const args of commands) {
+      const r = await runPackfarm(args, env, c.asNobody === true);
+      expect(r.out).not.toMatch(/internal error/);
+      expect(r.code, r.out).toBe(1);
+      if (args.includes('--json')) expect(JSON.parse(r.out).error.code).toBe('DATA_DIR_UNUSABLE');
+      else expect(r.out).toMatch(c.error(dir));
+    }
+  });
+});

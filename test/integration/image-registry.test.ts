@@ -1,4 +1,6 @@
 import { mkdir, rm } from 'node:fs/promises';
+import { type IncomingHttpHeaders, type Server, createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -201,5 +203,84 @@ describe('image copy to and from a registry', () => {
       registry.host,
     );
     expect(missing.code).not.toBe(0);
+  });
+});
+
+/**
+ * A proxy in front of the real registry that cuts the first blob download after `keep` bytes (headers sent,
+ * then the connection closed), and passes everything else through; it records what each blob GET asked for.
+ */
+async function cuttingProxy(
+  target: string,
+  keep: number,
+): Promise<{ host: string; blobGets: Array<{ range?: string; status: number }>; close(): Promise<void> }> {
+  const blobGets: Array<{ range?: string; status: number }> = [];
+  let cut = false;
+  const server: Server = createServer((req, res) => {
+    const up = httpRequest(
+      {
+        host: '127.0.0.1',
+        port: Number(target.split(':')[1]),
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+      },
+      (answer) => {
+        const isBlob = req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '');
+        if (isBlob)
+          blobGets.push({
+            ...(req.headers.range ? { range: req.headers.range } : {}),
+            status: answer.statusCode ?? 0,
+          });
+        res.writeHead(answer.statusCode ?? 502, answer.headers as IncomingHttpHeaders);
+        if (isBlob && !cut && answer.statusCode === 200) {
+          cut = true;
+          answer.once('data', (chunk: Buffer) => {
+            res.write(chunk.subarray(0, keep));
+            setTimeout(() => res.socket?.destroy(), 50);
+            answer.destroy();
+          });
+          return;
+        }
+        answer.pipe(res);
+      },
+    );
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    blobGets,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+describe('a blob download that breaks off', () => {
+  it('is resumed with a Range request to the real registry and the copy is complete and verified', async () => {
+    const ref = `${registry.host}/resume/app:v1`;
+    expect((await runCli('image', 'copy', `oci:${srcDir}:amd64`, ref)).code).toBe(0);
+    const proxy = await cuttingProxy(registry.host, 20);
+    try {
+      const out = join(tmp, 'resumed');
+      const r = await runCli('image', 'copy', `${proxy.host}/resume/app:v1`, `oci:${out}:v1`, '--json');
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      // The first blob GET was cut after 20 bytes; the next asked for the rest and got 206 from distribution.
+      expect(proxy.blobGets.filter((g) => g.range)).toEqual([{ range: 'bytes=20-', status: 206 }]);
+      const layout = await openLayoutStore(out);
+      expect((await layout.getManifest('v1')).bytes.equals(amd.bytes)).toBe(true);
+      for (const l of amd.layers) {
+        const got = Buffer.concat(await (await layout.getBlob(l.digest)).toArray());
+        expect(sha256Digest(got)).toBe(l.digest);
+      }
+      await skopeo('inspect', '--raw', `oci:${out}:v1`);
+    } finally {
+      await proxy.close();
+    }
   });
 });

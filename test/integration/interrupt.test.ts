@@ -3,9 +3,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { type IncomingMessage, type Server, createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openLayoutStore } from '../../src/image/layout-store.js';
+import { writeTestImage } from '../helpers/images.js';
+import { startRegistry } from '../helpers/registry.js';
 import { createRunImage } from '../helpers/run-image.js';
 
 /**
@@ -162,4 +166,111 @@ describe('--env-file', () => {
     expect(proc.out()).toContain(`${join(root, 'MISSING')}: cannot read env file`);
     expect(result.code).toBe(1);
   });
+});
+
+/**
+ * A proxy in front of a registry that takes the first blob upload with a body, reads it, and never answers
+ * it (a registry gone slow mid-push); everything else passes through. `held` resolves once it holds one.
+ */
+async function holdingProxy(target: string) {
+  const seen: Array<{ method: string; path: string }> = [];
+  let hold: () => void = () => {};
+  const held = new Promise<void>((r) => {
+    hold = r;
+  });
+  let holding = false;
+  const server: Server = createServer((req: IncomingMessage, res) => {
+    seen.push({ method: req.method ?? '', path: req.url ?? '' });
+    const upload =
+      (req.method === 'PUT' || req.method === 'PATCH') && /\/blobs\/uploads\//.test(req.url ?? '');
+    if (upload && !holding && Number(req.headers['content-length'] ?? 1) > 0) {
+      holding = true;
+      req.resume();
+      req.on('end', hold);
+      return;
+    }
+    const [host, port] = target.split(':');
+    const up = httpRequest(
+      { host, port: Number(port), method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    seen,
+    held,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+describe('an interrupted manifest push', () => {
+  it.each([
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const)(
+    '%s mid-upload: stops at once, exits %i, deletes the upload session, writes no tag',
+    async (signal, code) => {
+      const registry = await startRegistry({ proxy: false });
+      const proxy = await holdingProxy(registry.directHost);
+      try {
+        const layout = join(root, `push-src-${signal}`);
+        const store = await openLayoutStore(layout, { create: true });
+        await writeTestImage(store, { platform: 'linux/amd64', tag: 'amd64', layers: [{ 'a.txt': 'a\n' }] });
+        await writeTestImage(store, { platform: 'linux/arm64', tag: 'arm64', layers: [{ 'b.txt': 'b\n' }] });
+        const list = `list-${signal.toLowerCase()}`;
+        const made = packfarm(['manifest', 'create', list, `oci:${layout}:amd64`, `oci:${layout}:arm64`]);
+        expect((await made.done).code, made.out()).toBe(0);
+
+        // A slow registry: the push waits on an upload it will never get an answer to (the headers timeout is
+        // far away), and the signal arrives then.
+        // One transfer at a time, so the held upload is the only request in flight when the signal comes.
+        const proc = packfarm(['manifest', 'push', list, `${proxy.host}/app:v1`, '--concurrency', '1'], {
+          PACKFARM_REGISTRY_HEADERS_TIMEOUT: '600',
+        });
+        await Promise.race([
+          proxy.held,
+          proc.done.then(() => {
+            throw new Error(`packfarm ended before the upload was held:\n${proc.out()}`);
+          }),
+        ]);
+        const before = proxy.seen.length;
+        proc.child.kill(signal);
+        const result = await proc.done;
+        expect(result.code, proc.out()).toBe(code);
+        expect(proc.out()).toContain(`interrupted by ${signal}`);
+        expect(proc.out()).not.toMatch(/internal error/);
+
+        // After the signal: nothing but deleting the open upload session (no retry, no other transfer).
+        const after = proxy.seen.slice(before);
+        expect(after.length, JSON.stringify(after)).toBeGreaterThan(0);
+        expect(
+          after.every((r) => r.method === 'DELETE' && r.path.includes('/blobs/uploads/')),
+          JSON.stringify(after),
+        ).toBe(true);
+        // The upload session was cancelled: the registry no longer knows it (distribution keeps only a
+        // stray hash state file of a cancelled session on disk), and no tag was written.
+        for (const r of after) {
+          const status = await fetch(`http://${registry.directHost}${r.path}`);
+          expect(status.status).toBe(404);
+        }
+        const tag = await fetch(`http://${registry.directHost}/v2/app/manifests/v1`, { method: 'HEAD' });
+        expect(tag.status).toBe(404);
+      } finally {
+        await proxy.close();
+        await registry.stop();
+      }
+    },
+    // Without a prompt stop the push would wait out the 600 s headers timeout.
+    60_000,
+  );
 });

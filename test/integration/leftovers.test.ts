@@ -1,12 +1,17 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { sweepDeadOciState } from '../../src/exec/oci.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
+import { prepareBuildImageRootfs } from '../../src/phase/build-image.js';
+import { processAlive } from '../../src/util/process.js';
 import { makeTempDir } from '../../src/util/tempdir.js';
+import { writeBusyboxBuildImage } from '../helpers/build-image.js';
 import { compileSrcForChildProcesses } from '../helpers/compiled-src.js';
 import { writeTestImage } from '../helpers/images.js';
 
@@ -97,5 +102,82 @@ describe('temp dirs of dead processes', () => {
         .filter((n) => n !== 'packfarm-build.p999999999-abcdef')
         .sort(),
     );
+  });
+});
+
+describe('the oci executor of a process killed with SIGKILL', () => {
+  it("leaves a state dir and a running container that the next packfarm stops and removes; a live process's stay", async () => {
+    // Importing the executor registers its sweep hook, as it is registered in every packfarm process.
+    expect(typeof sweepDeadOciState).toBe('function');
+    const store = await openLayoutStore(join(root, 'oci-image'), { create: true });
+    const img = await writeBusyboxBuildImage({
+      store,
+      tag: 'build',
+      platform: { os: 'linux', architecture: 'amd64' },
+    });
+    const rootfs = await prepareBuildImageRootfs({
+      store,
+      image: img.digest,
+      dataDir: join(root, 'oci-data'),
+    });
+    const ws = join(root, 'oci-ws');
+    const dirs = {
+      app: join(ws, 'app'),
+      layers: join(ws, 'layers'),
+      platform: join(ws, 'platform'),
+      buildpacks: join(ws, 'bp'),
+    };
+    for (const d of Object.values(dirs)) await mkdir(d, { recursive: true });
+    const stateParent = join(root, 'oci-state');
+    await mkdir(stateParent);
+
+    const script = `
+      const { createOciExecutor } = await import(${JSON.stringify(join(compiled.dir, 'exec', 'oci.js'))});
+      const exec = await createOciExecutor({
+        rootfs: ${JSON.stringify(rootfs.dir)}, dirs: ${JSON.stringify(dirs)},
+        uid: ${rootfs.config.uid}, gid: ${rootfs.config.gid}, env: {}, stateParent: ${JSON.stringify(stateParent)},
+      });
+      await exec.run({
+        argv: ['/bin/sh', '-c', 'echo started; while :; do date >> /layers/still-writing; sleep 1; done'],
+        cwd: '/workspace', env: { PATH: '/bin' },
+        onStdout: (c) => { if (String(c).includes('started')) console.log('ready'); },
+      });
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    expect((await lines.next()).value).toBe('ready');
+    const exited = new Promise((r) => child.on('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+
+    // Whatever the assertions say, the container must not outlive the test.
+    onTestFinished(() => {
+      for (const name of readdirSync(stateParent)) {
+        const rr = join(stateParent, name, 'runc');
+        for (const cid of existsSync(rr) ? readdirSync(rr) : [])
+          spawnSync('/usr/sbin/runc', ['--root', rr, 'delete', '--force', cid]);
+      }
+    });
+    const [dead, ...others] = await readdir(stateParent);
+    expect(others).toEqual([]);
+    expect(dead).toMatch(new RegExp(`^packfarm-oci\\.p${child.pid}-`));
+    const runcRoot = join(stateParent, dead!, 'runc');
+    const [id] = await readdir(runcRoot);
+    const state = JSON.parse((await execa('/usr/sbin/runc', ['--root', runcRoot, 'state', id!])).stdout);
+    // The container outlived its packfarm: it goes on writing into the build's layers dir.
+    expect(state.status).toBe('running');
+    expect(processAlive(state.pid)).toBe(true);
+
+    const live = join(stateParent, `packfarm-oci.p${process.pid}-live`);
+    await mkdir(join(live, 'runc'), { recursive: true });
+    const next = await makeTempDir(stateParent, 'oci');
+    expect((await readdir(stateParent)).sort()).toEqual(
+      [live, next].map((p) => p.slice(stateParent.length + 1)).sort(),
+    );
+    // Killed; its parent (the dead packfarm's `runc run`) reaps it as it exits.
+    for (let i = 0; i < 100 && processAlive(state.pid); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(processAlive(state.pid)).toBe(false);
   });
 });

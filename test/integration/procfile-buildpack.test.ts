@@ -85,6 +85,25 @@ describe.each(shells)('procfile buildpack under %s', (_name, shell) => {
     expect(r.stdout).toContain('process worker: echo "a\\b" | tr a b');
   });
 
+  it('needs nothing but the shell: with no sed, tr or cat on PATH the commands are written whole', async () => {
+    // A build image may have /bin/sh and little else: PATH points at an empty directory.
+    const ws = await workspace('web: echo "a\\b"\tdone\nworker: printf \'%s\' x\n');
+    const empty = join(root, 'empty-bin');
+    await mkdir(empty, { recursive: true });
+    const r = await execa(shell[0] as string, [...shell.slice(1), join(bp, 'bin', 'build')], {
+      cwd: ws.app,
+      env: { PATH: empty, CNB_LAYERS_DIR: ws.layers },
+      extendEnv: false,
+      reject: false,
+    });
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+    expect(await processes(ws.layers)).toEqual([
+      { type: 'web', command: ['sh', '-c', 'echo "a\\b"\tdone'], default: true },
+      { type: 'worker', command: ['sh', '-c', "printf '%s' x"], default: false },
+    ]);
+  });
+
   it('makes the first process the default when there is no web', async () => {
     const ws = await workspace('main: ./run\nhelper: ./help\n');
     expect((await phase('build', ws)).exitCode).toBe(0);
