@@ -43,6 +43,7 @@ export interface BlobSource {
 }
 
 export type NodeEvent = Extract<FromNode, { type: 'event' }>;
+type Hello = Extract<FromNode, { type: 'hello' }>;
 
 export interface RunTargetRequest {
   job: string;
@@ -211,37 +212,9 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
     },
   });
 
-  const timeout = opts.helloTimeoutMs ?? 120_000;
-  const greeting = await new Promise<Extract<FromNode, { type: 'hello' }> | PackfarmError>((resolve) => {
-    helloWaiter = resolve;
-    const t = setTimeout(
-      () =>
-        resolve(
-          new PackfarmError(
-            'NODE_UNREACHABLE',
-            `node ${node.name} (${node.uri}): no hello within ${timeout / 1000} s`,
-          ),
-        ),
-      timeout,
-    );
-    t.unref();
-    channel.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: opts.version }).catch(() => {});
+  const greeting = await greet(node, opts, channel, child, (w) => {
+    helloWaiter = w;
   });
-  helloWaiter = undefined;
-  if (greeting instanceof PackfarmError) {
-    channel.close();
-    child.kill('SIGTERM');
-    throw greeting;
-  }
-  if (greeting.protocol !== PROTOCOL_VERSION) {
-    channel.close();
-    throw new PackfarmError(
-      'PROTOCOL_VERSION',
-      `node ${node.name} speaks node protocol ${greeting.protocol} (packfarm ${greeting.packfarm}); this packfarm ${opts.version} speaks ${PROTOCOL_VERSION}`,
-      { hint: 'install the same packfarm version on the coordinator and the node' },
-    );
-  }
-
   let seq = 0;
   const offered = new Map<Digest, Promise<void>>();
   const conn: NodeConnection = {
@@ -306,6 +279,51 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
     },
   };
   return conn;
+}
+
+/**
+ * Say hello and wait for the node's: its greeting, or the error that ended the connection first (ssh failing,
+ * no hello in time); a node speaking another protocol version is refused.
+ */
+async function greet(
+  node: FarmNodeConfig,
+  opts: ConnectOptions,
+  channel: Channel,
+  child: ChildProcess,
+  setWaiter: (w: ((h: Hello | PackfarmError) => void) | undefined) => void,
+): Promise<Hello> {
+  const timeout = opts.helloTimeoutMs ?? 120_000;
+  const greeting = await new Promise<Hello | PackfarmError>((resolve) => {
+    setWaiter(resolve);
+    const t = setTimeout(
+      () =>
+        resolve(
+          new PackfarmError(
+            'NODE_UNREACHABLE',
+            `node ${node.name} (${node.uri}): no hello within ${timeout / 1000} s`,
+          ),
+        ),
+      timeout,
+    );
+    t.unref();
+    channel.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: opts.version }).catch(() => {});
+  });
+  setWaiter(undefined);
+  if (greeting instanceof PackfarmError) {
+    channel.close();
+    child.kill('SIGTERM');
+    throw greeting;
+  }
+  if (greeting.protocol !== PROTOCOL_VERSION) {
+    channel.close();
+    throw new PackfarmError(
+      'PROTOCOL_VERSION',
+      `node ${node.name} speaks node protocol ${greeting.protocol} (packfarm ${greeting.packfarm}); this packfarm ${opts.version} speaks ${PROTOCOL_VERSION}`,
+      { hint: 'install the same packfarm version on the coordinator and the node' },
+    );
+  }
+
+  return greeting;
 }
 
 /** The node offers a finished job's blobs (oci image, or new cache): ask for those we lack, route them to the job. */

@@ -102,6 +102,275 @@ interface PreparedPlan {
 }
 
 export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
+  const { nodes, unreachable } = await connectNodes(opts);
+  const machine = unionMachine(nodes.map((n) => n.capacity));
+  const { live, acquire, release, cancelWaiting } = createSlots(nodes, unreachable);
+  const checked = new WeakMap<BuildPlan, Promise<void>>();
+  const prepared = new WeakMap<BuildPlan, Promise<PreparedPlan>>();
+  const tempDirs: string[] = [];
+  let closed = false;
+
+  const runner: FarmRunner = {
+    machine,
+    slots: nodes.reduce((a, n) => a + n.capacity.maxJobs, 0),
+    nodes: [
+      ...nodes.map((n) => ({ name: n.config.name, reachable: true })),
+      ...unreachable.map((u) => ({ name: u.name, reachable: false, error: u.error })),
+    ],
+    check(targets) {
+      checkPlacement(
+        targets,
+        live().map((n) => n.capacity),
+        unreachable,
+      );
+    },
+    async runTarget(plan, target, hooks) {
+      if (closed) throw new PackfarmError('ABORTED', 'the farm was closed', { exitCode: 130 });
+      // A volume names a path on this machine; a node would build without it, so a farm with remote nodes refuses.
+      const vol = plan.options.volumes[0];
+      if (vol && nodes.some((n) => n.conn))
+        throw new PackfarmError(
+          'EXECUTOR_UNSUPPORTED',
+          `--volume ${vol.host}:${vol.target}: farm nodes cannot mount a path of this machine`,
+          {
+            hint: 'build without --farm to mount it, or give the buildpacks what they need through the app dir',
+          },
+        );
+      let check = checked.get(plan);
+      if (!check) {
+        check = Promise.resolve().then(() =>
+          checkPlacement(
+            plan.targets.map((t) => t.platform),
+            live().map((n) => n.capacity),
+            unreachable,
+          ),
+        );
+        checked.set(plan, check);
+      }
+      await check;
+      const attempts: Array<{ node: string; code: string; message: string }> = [];
+      const exclude = new Set<string>();
+      for (let attempt = 1; ; attempt++) {
+        const a = await acquire({ target: target.name, platform: target.platform, exclude }, hooks.signal);
+        const node = nodes.find((n) => n.config.name === a.node)!;
+        hooks.onEvent?.({
+          type: 'placed',
+          target: target.name,
+          phase: 'analyze',
+          node: a.node,
+          runs: a.mode,
+          attempt,
+        });
+        let failure: ErrorBody;
+        try {
+          const r = node.conn
+            ? await runRemote({ opts, prepared, tempDirs }, node.conn, plan, target, hooks, attempts)
+            : await runLocal(plan, target, hooks, attempts);
+          if (r.ok) return r.report;
+          failure = r.error;
+        } catch (err) {
+          if (hooks.signal?.aborted) throw err;
+          failure = {
+            code: isPackfarmError(err) ? err.code : 'INTERNAL',
+            message: (err as Error)?.message ?? String(err),
+            ...(isNodeFault(err) ? { nodeFault: true } : {}),
+          };
+        } finally {
+          release(a.node);
+        }
+        attempts.push({ node: a.node, code: failure.code, message: failure.message });
+        exclude.add(a.node);
+        const again = failure.nodeFault === true && attempt === 1 && !hooks.signal?.aborted;
+        if (
+          again &&
+          hasCandidate(
+            { target: target.name, platform: target.platform, exclude },
+            live().map((n) => n.capacity),
+          )
+        ) {
+          hooks.onEvent?.({
+            type: 'retry',
+            target: target.name,
+            phase: (failure.phase as BuildEvent['phase']) ?? 'analyze',
+            node: a.node,
+            message: `node ${a.node} failed: ${failure.message}; retrying on another node`,
+          });
+          continue;
+        }
+        const tried = attempts.map((t) => t.node).join(', then ');
+        throw new PackfarmError(
+          isErrorCode(failure.code) ? failure.code : 'NODE_JOB_FAILED',
+          `${failure.message} (on node ${tried}${failure.nodeFault && attempt > 1 ? '; retried once' : ''})`,
+          failure.hint ? { hint: failure.hint } : {},
+        );
+      }
+    },
+    async close() {
+      closed = true;
+      cancelWaiting();
+      await Promise.all(nodes.map((n) => n.conn?.close()));
+      for (const d of tempDirs) await rm(d, { recursive: true, force: true }).catch(() => {});
+    },
+  };
+
+  return runner;
+}
+
+/** What a remote target's run needs of its farm: options, the plans prepared so far, temp dirs to remove. */
+interface RemoteContext {
+  opts: FarmOptions;
+  prepared: WeakMap<BuildPlan, Promise<PreparedPlan>>;
+  tempDirs: string[];
+}
+
+/** The local node: the target runs in this process, as a local build runs it. */
+async function runLocal(
+  plan: BuildPlan,
+  target: TargetPlan,
+  hooks: RunTargetHooks,
+  attempts: Array<{ node: string; code: string; message: string }>,
+): Promise<{ ok: true; report: TargetReport }> {
+  const report = await runTarget(plan, target, hooks);
+  return {
+    ok: true,
+    report: {
+      ...report,
+      farm: {
+        node: LOCAL_NODE,
+        attempts: [...attempts],
+        bytesSent: 0,
+        bytesReceived: 0,
+        blobsSent: 0,
+        blobsReceived: 0,
+      },
+    },
+  };
+}
+
+/** A remote node: the app, buildpacks and local inputs by have/want, then the job; the image comes back or is pushed. */
+async function runRemote(
+  ctx: RemoteContext,
+  conn: NodeConnection,
+  plan: BuildPlan,
+  target: TargetPlan,
+  hooks: RunTargetHooks,
+  attempts: Array<{ node: string; code: string; message: string }>,
+): Promise<{ ok: true; report: TargetReport } | { ok: false; error: ErrorBody }> {
+  const { opts, prepared, tempDirs } = ctx;
+  let prep = prepared.get(plan);
+  if (!prep) {
+    prep = preparePlan(plan, opts.tmpDir).then((p) => {
+      tempDirs.push(p.dir);
+      return p;
+    });
+    prepared.set(plan, prep);
+  }
+  const p = await prep;
+  const local = await p.local.forTarget(target);
+  const bps = await targetBuildpacks(p, target);
+  const spec: TargetJob = {
+    ...targetJob(plan, target, p, bps.spec),
+    ...local.spec,
+    ...(bps.project ? { projectBuildpacks: bps.project } : {}),
+  };
+  const blobs: BlobSource[] = [...bps.blobs, ...local.blobs];
+  let sent: { sent: Digest[]; bytes: number };
+  try {
+    // The app as pieces (only those the node lacks), then the buildpacks.
+    const app = await sendApp(conn, p.app, p.appPieces);
+    const rest = await conn.ensureBlobs(blobs);
+    sent = { sent: [...app.sent, ...rest.sent], bytes: app.bytes + rest.bytes };
+  } catch (err) {
+    return {
+      ok: false,
+      error: { code: 'NODE_LOST', message: (err as Error).message, phase: 'transfer', nodeFault: true },
+    };
+  }
+  const output = plan.outputs[0]!;
+  const job = `${target.name}#${attempts.length + 1}`;
+  // Per job, so a token's lifetime starts when the job does.
+  const credentials = await scopedJobCredentials(plan, target, {
+    env: opts.env,
+    insecureRegistries: plan.insecureRegistries,
+  });
+  const msg = {
+    type: 'run-target',
+    job,
+    node: conn.name,
+    target: target.name,
+    spec,
+    credentials,
+  };
+  // build() aborts the other targets when one fails: cancel this one's remote job then.
+  const onAbort = () => conn.cancel(job);
+  hooks.signal?.addEventListener('abort', onAbort, { once: true });
+  // --cache-dir: the node's new cache comes back into this cache dir (committed once the target succeeded).
+  const cacheBack = plan.options.cacheDir ? await startCacheReturn(plan.options.cacheDir, target) : undefined;
+  const outcome = await conn
+    .runTarget({
+      job,
+      target: target.name,
+      spec,
+      credentials,
+      // A job that outlives its tokens asks for fresh ones: the same registry and scopes, newly issued.
+      renewToken: (registry) =>
+        renewJobCredential(credentials, registry, {
+          env: opts.env,
+          insecureRegistries: plan.insecureRegistries,
+        }),
+      onEvent: (e) => hooks.onEvent?.(e.event as unknown as BuildEvent),
+      ...(spec.output.kind === 'oci'
+        ? {
+            hasBlob: async (d: Digest) => (await output.store.hasBlob(d)) || (await p.received.has(d)),
+            receiveBlob: (d: Digest) => p.received.receive(d),
+          }
+        : {}),
+      ...(cacheBack ? { hasCacheBlob: cacheBack.has, receiveCacheBlob: cacheBack.receive } : {}),
+    })
+    .catch(async (err: unknown) => {
+      await cacheBack?.abort();
+      throw err;
+    });
+  hooks.signal?.removeEventListener('abort', onAbort);
+  if (!outcome.ok) {
+    await cacheBack?.abort();
+    return { ok: false, error: outcome.error };
+  }
+  const result = outcome.result;
+  if (cacheBack) {
+    if (result.cache) await cacheBack.commit(result.cache);
+    else await cacheBack.abort();
+  }
+  const digest = result.digest;
+  if (spec.output.kind === 'oci')
+    await storeReceivedImage(output.store, p.received, digest, result.mediaType);
+  // --tag in other repositories: the coordinator copies the image there (the node could not push there).
+  const copied = await copyToOtherOutputs(plan, digest, hooks.signal);
+  // One target (no index): the image itself gets the tags, as a local build would have written them.
+  const tags = plan.index ? undefined : await tagOutputs(plan, digest);
+  const report = result.report as unknown as TargetReport;
+  return {
+    ok: true,
+    report: {
+      ...report,
+      bytesUploaded: (report.bytesUploaded ?? 0) + copied,
+      ...(tags ? { tags } : {}),
+      farm: {
+        node: conn.name,
+        attempts: [...attempts],
+        bytesSent: sent.bytes + messageBytes(msg),
+        bytesReceived: outcome.bytesReceived,
+        blobsSent: sent.sent.length,
+        blobsReceived: outcome.blobsReceived.length,
+      },
+    },
+  };
+}
+
+/** Connect every node of the farm at once; the unreachable ones are listed (and warned about), not fatal. */
+async function connectNodes(
+  opts: FarmOptions,
+): Promise<{ nodes: FarmNode[]; unreachable: UnreachableNode[] }> {
   if (opts.nodes.length === 0)
     throw new PackfarmError('FARM_EMPTY', 'the farm has no nodes', {
       hint: 'add one with `packfarm farm node add FARM ssh://user@host` (or `local`)',
@@ -162,16 +431,18 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
       { hint: 'check the nodes with `packfarm farm ls`' },
     );
 
-  const machine = unionMachine(nodes.map((n) => n.capacity));
+  return { nodes, unreachable };
+}
+
+/**
+ * The farm's job slots: targets wait for a node the scheduler picks (schedule.ts), in target order; a node's
+ * slot is released when its target ends. Targets no live node can take fail with NO_NODE_FOR_PLATFORM.
+ */
+function createSlots(nodes: readonly FarmNode[], unreachable: readonly UnreachableNode[]) {
   const live = () => nodes.filter((n) => !n.conn?.lost);
   const load = new Map<string, number>();
   const waiters: Array<{ p: PendingTarget; resolve: (a: Assignment) => void; reject: (e: Error) => void }> =
     [];
-  const checked = new WeakMap<BuildPlan, Promise<void>>();
-  const prepared = new WeakMap<BuildPlan, Promise<PreparedPlan>>();
-  const tempDirs: string[] = [];
-  let closed = false;
-
   const running = () => {
     const m = new Map<string, number>();
     for (const n of nodes) m.set(n.config.name, (load.get(n.config.name) ?? 0) + n.foreign);
@@ -232,253 +503,12 @@ export async function openFarm(opts: FarmOptions): Promise<FarmRunner> {
     pump();
   };
 
-  const runner: FarmRunner = {
-    machine,
-    slots: nodes.reduce((a, n) => a + n.capacity.maxJobs, 0),
-    nodes: [
-      ...nodes.map((n) => ({ name: n.config.name, reachable: true })),
-      ...unreachable.map((u) => ({ name: u.name, reachable: false, error: u.error })),
-    ],
-    check(targets) {
-      checkPlacement(
-        targets,
-        live().map((n) => n.capacity),
-        unreachable,
-      );
-    },
-    async runTarget(plan, target, hooks) {
-      if (closed) throw new PackfarmError('ABORTED', 'the farm was closed', { exitCode: 130 });
-      // A volume names a path on this machine; a node would build without it, so a farm with remote nodes refuses.
-      const vol = plan.options.volumes[0];
-      if (vol && nodes.some((n) => n.conn))
-        throw new PackfarmError(
-          'EXECUTOR_UNSUPPORTED',
-          `--volume ${vol.host}:${vol.target}: farm nodes cannot mount a path of this machine`,
-          {
-            hint: 'build without --farm to mount it, or give the buildpacks what they need through the app dir',
-          },
-        );
-      let check = checked.get(plan);
-      if (!check) {
-        check = Promise.resolve().then(() =>
-          checkPlacement(
-            plan.targets.map((t) => t.platform),
-            live().map((n) => n.capacity),
-            unreachable,
-          ),
-        );
-        checked.set(plan, check);
-      }
-      await check;
-      const attempts: Array<{ node: string; code: string; message: string }> = [];
-      const exclude = new Set<string>();
-      for (let attempt = 1; ; attempt++) {
-        const a = await acquire({ target: target.name, platform: target.platform, exclude }, hooks.signal);
-        const node = nodes.find((n) => n.config.name === a.node)!;
-        hooks.onEvent?.({
-          type: 'placed',
-          target: target.name,
-          phase: 'analyze',
-          node: a.node,
-          runs: a.mode,
-          attempt,
-        });
-        let failure: ErrorBody;
-        try {
-          const r = node.conn
-            ? await runRemote(node.conn, plan, target, hooks, attempts)
-            : await runLocal(plan, target, hooks, attempts);
-          if (r.ok) return r.report;
-          failure = r.error;
-        } catch (err) {
-          if (hooks.signal?.aborted) throw err;
-          failure = {
-            code: isPackfarmError(err) ? err.code : 'INTERNAL',
-            message: (err as Error)?.message ?? String(err),
-            ...(isNodeFault(err) ? { nodeFault: true } : {}),
-          };
-        } finally {
-          release(a.node);
-        }
-        attempts.push({ node: a.node, code: failure.code, message: failure.message });
-        exclude.add(a.node);
-        const again = failure.nodeFault === true && attempt === 1 && !hooks.signal?.aborted;
-        if (
-          again &&
-          hasCandidate(
-            { target: target.name, platform: target.platform, exclude },
-            live().map((n) => n.capacity),
-          )
-        ) {
-          hooks.onEvent?.({
-            type: 'retry',
-            target: target.name,
-            phase: (failure.phase as BuildEvent['phase']) ?? 'analyze',
-            node: a.node,
-            message: `node ${a.node} failed: ${failure.message}; retrying on another node`,
-          });
-          continue;
-        }
-        const tried = attempts.map((t) => t.node).join(', then ');
-        throw new PackfarmError(
-          isErrorCode(failure.code) ? failure.code : 'NODE_JOB_FAILED',
-          `${failure.message} (on node ${tried}${failure.nodeFault && attempt > 1 ? '; retried once' : ''})`,
-          failure.hint ? { hint: failure.hint } : {},
-        );
-      }
-    },
-    async close() {
-      closed = true;
-      for (const w of waiters.splice(0))
-        w.reject(new PackfarmError('ABORTED', 'the farm was closed', { exitCode: 130 }));
-      await Promise.all(nodes.map((n) => n.conn?.close()));
-      for (const d of tempDirs) await rm(d, { recursive: true, force: true }).catch(() => {});
-    },
+  /** The farm is closed: every target still waiting for a slot fails. */
+  const cancelWaiting = () => {
+    for (const w of waiters.splice(0))
+      w.reject(new PackfarmError('ABORTED', 'the farm was closed', { exitCode: 130 }));
   };
-
-  const runLocal = async (
-    plan: BuildPlan,
-    target: TargetPlan,
-    hooks: RunTargetHooks,
-    attempts: Array<{ node: string; code: string; message: string }>,
-  ): Promise<{ ok: true; report: TargetReport }> => {
-    const report = await runTarget(plan, target, hooks);
-    return {
-      ok: true,
-      report: {
-        ...report,
-        farm: {
-          node: LOCAL_NODE,
-          attempts: [...attempts],
-          bytesSent: 0,
-          bytesReceived: 0,
-          blobsSent: 0,
-          blobsReceived: 0,
-        },
-      },
-    };
-  };
-
-  const runRemote = async (
-    conn: NodeConnection,
-    plan: BuildPlan,
-    target: TargetPlan,
-    hooks: RunTargetHooks,
-    attempts: Array<{ node: string; code: string; message: string }>,
-  ): Promise<{ ok: true; report: TargetReport } | { ok: false; error: ErrorBody }> => {
-    let prep = prepared.get(plan);
-    if (!prep) {
-      prep = preparePlan(plan, opts.tmpDir).then((p) => {
-        tempDirs.push(p.dir);
-        return p;
-      });
-      prepared.set(plan, prep);
-    }
-    const p = await prep;
-    const local = await p.local.forTarget(target);
-    const bps = await targetBuildpacks(p, target);
-    const spec: TargetJob = {
-      ...targetJob(plan, target, p, bps.spec),
-      ...local.spec,
-      ...(bps.project ? { projectBuildpacks: bps.project } : {}),
-    };
-    const blobs: BlobSource[] = [...bps.blobs, ...local.blobs];
-    let sent: { sent: Digest[]; bytes: number };
-    try {
-      // The app as pieces (only those the node lacks), then the buildpacks.
-      const app = await sendApp(conn, p.app, p.appPieces);
-      const rest = await conn.ensureBlobs(blobs);
-      sent = { sent: [...app.sent, ...rest.sent], bytes: app.bytes + rest.bytes };
-    } catch (err) {
-      return {
-        ok: false,
-        error: { code: 'NODE_LOST', message: (err as Error).message, phase: 'transfer', nodeFault: true },
-      };
-    }
-    const output = plan.outputs[0]!;
-    const job = `${target.name}#${attempts.length + 1}`;
-    // Per job, so a token's lifetime starts when the job does.
-    const credentials = await scopedJobCredentials(plan, target, {
-      env: opts.env,
-      insecureRegistries: plan.insecureRegistries,
-    });
-    const msg = {
-      type: 'run-target',
-      job,
-      node: conn.name,
-      target: target.name,
-      spec,
-      credentials,
-    };
-    // build() aborts the other targets when one fails: cancel this one's remote job then.
-    const onAbort = () => conn.cancel(job);
-    hooks.signal?.addEventListener('abort', onAbort, { once: true });
-    // --cache-dir: the node's new cache comes back into this cache dir (committed once the target succeeded).
-    const cacheBack = plan.options.cacheDir
-      ? await startCacheReturn(plan.options.cacheDir, target)
-      : undefined;
-    const outcome = await conn
-      .runTarget({
-        job,
-        target: target.name,
-        spec,
-        credentials,
-        // A job that outlives its tokens asks for fresh ones: the same registry and scopes, newly issued.
-        renewToken: (registry) =>
-          renewJobCredential(credentials, registry, {
-            env: opts.env,
-            insecureRegistries: plan.insecureRegistries,
-          }),
-        onEvent: (e) => hooks.onEvent?.(e.event as unknown as BuildEvent),
-        ...(spec.output.kind === 'oci'
-          ? {
-              hasBlob: async (d: Digest) => (await output.store.hasBlob(d)) || (await p.received.has(d)),
-              receiveBlob: (d: Digest) => p.received.receive(d),
-            }
-          : {}),
-        ...(cacheBack ? { hasCacheBlob: cacheBack.has, receiveCacheBlob: cacheBack.receive } : {}),
-      })
-      .catch(async (err: unknown) => {
-        await cacheBack?.abort();
-        throw err;
-      });
-    hooks.signal?.removeEventListener('abort', onAbort);
-    if (!outcome.ok) {
-      await cacheBack?.abort();
-      return { ok: false, error: outcome.error };
-    }
-    const result = outcome.result;
-    if (cacheBack) {
-      if (result.cache) await cacheBack.commit(result.cache);
-      else await cacheBack.abort();
-    }
-    const digest = result.digest;
-    if (spec.output.kind === 'oci')
-      await storeReceivedImage(output.store, p.received, digest, result.mediaType);
-    // --tag in other repositories: the coordinator copies the image there (the node could not push there).
-    const copied = await copyToOtherOutputs(plan, digest, hooks.signal);
-    // One target (no index): the image itself gets the tags, as a local build would have written them.
-    const tags = plan.index ? undefined : await tagOutputs(plan, digest);
-    const report = result.report as unknown as TargetReport;
-    return {
-      ok: true,
-      report: {
-        ...report,
-        bytesUploaded: (report.bytesUploaded ?? 0) + copied,
-        ...(tags ? { tags } : {}),
-        farm: {
-          node: conn.name,
-          attempts: [...attempts],
-          bytesSent: sent.bytes + messageBytes(msg),
-          bytesReceived: outcome.bytesReceived,
-          blobsSent: sent.sent.length,
-          blobsReceived: outcome.blobsReceived.length,
-        },
-      },
-    };
-  };
-
-  return runner;
+  return { live, acquire, release, cancelWaiting };
 }
 
 /** What every node of a build gets once: the app as a tar cut into pieces (app-pieces.ts), the buildpacks as blobs. */
