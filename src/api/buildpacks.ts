@@ -51,7 +51,7 @@ export function buildpacksVaryByPlatform(
 
 /**
  * The buildpackages that `--buildpack` or project.toml name on this machine's disk (`oci:` layouts, `.cnb`
- * files): a farm node cannot read them (it gets registry references, and blobs of directories and archives).
+ * files): a farm node cannot read them where they are, so the farm sends them as images (farm/runner.ts).
  */
 export function localBuildpackages(
   flags: readonly string[],

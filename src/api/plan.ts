@@ -49,6 +49,7 @@ import {
 import { PackfarmError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 import { resolveCreationTime } from '../util/time.js';
+import type { CredentialResolver } from '../registry/credentials.js';
 import { createRegistryClientPool } from '../registry/pool.js';
 import { parseWith } from '../util/validate.js';
 import { NetworkSchema, PullPolicySchema, VolumeSchema, pulledImageName } from './build-flags.js';
@@ -139,6 +140,16 @@ export interface PlanHooks {
   machine?: MachinePlatforms;
   /** Warnings and information found while planning arrive here (target '', phase 'plan'). */
   onEvent?: BuildEventListener;
+  /**
+   * Registry credentials for every store the build opens (default: the keychain of `env`). A farm job passes
+   * its scoped tokens this way, renewed while it runs.
+   */
+  credentials?: CredentialResolver;
+  /**
+   * project.toml buildpack `uri`s (as written there) read from elsewhere: a farm node gets the coordinator's
+   * local buildpackages as layouts of its own, while the app's project.toml still names the coordinator's paths.
+   */
+  projectBuildpackUris?: ReadonlyMap<string, string>;
 }
 
 export interface TargetPlan {
@@ -226,11 +237,16 @@ type SharedBuild = { builder: ResolvedBuilder | undefined; buildpacks: TargetPla
 
 async function planWith(opts: ParsedBuildOptions, hooks: PlanHooks, ctx: PlanContext): Promise<BuildPlan> {
   const { env, cwd, insecure, pool } = ctx;
-  const access: OpenImageOptions = { insecureRegistries: insecure, registry: { pool } };
+  const access: OpenImageOptions = {
+    insecureRegistries: insecure,
+    registry: { pool, ...(hooks.credentials ? { credentials: hooks.credentials } : {}) },
+  };
   const createdAt = resolveCreationTime(opts.creationTime, env);
   const machine = hooks.machine ?? (await localMachine());
   const requested = parsePlatformList([...opts.platforms, ...(opts.platform ? [opts.platform] : [])]);
-  const { log, project, appFilter } = await readProject(opts, hooks, ctx);
+  const read = await readProject(opts, hooks, ctx);
+  const { log, appFilter } = read;
+  const project = withBuildpackUris(read.project, hooks.projectBuildpackUris);
   const { outputLocation, output, outputs } = await openOutputs(opts, env, access);
   const userEnv = await collectUserEnv({
     project: project?.env ?? [],
@@ -581,6 +597,20 @@ function pickBuildChild(
       { hint: 'build only the platforms it has (--platform), or use an image with that platform' },
     );
   return { name: isolated.name, store: isolated.store, digest: child.digest };
+}
+
+/** project.toml with some buildpack uris replaced (the file itself, in the app, stays as it is). */
+function withBuildpackUris(
+  project: ProjectDescriptor | undefined,
+  uris: ReadonlyMap<string, string> | undefined,
+): ProjectDescriptor | undefined {
+  if (!project || !uris || uris.size === 0) return project;
+  const swap = (list: ProjectDescriptor['group']) =>
+    list.map((b) => {
+      const to = b.uri !== undefined ? uris.get(b.uri) : undefined;
+      return to === undefined ? b : { ...b, uri: to };
+    });
+  return { ...project, group: swap(project.group), pre: swap(project.pre), post: swap(project.post) };
 }
 
 async function gatherBuildpacks(

@@ -57,5 +57,7 @@ export function registerNodeServeCommands(program: Command, io: CliIO): void {
       // The outcome is the last JSON line (result or error); `node serve` reads that, not the exit code.
       await runWorker(process.stdin, (m) => io.out(JSON.stringify(m)), process.env, ac.signal);
       process.off('SIGTERM', abort);
+      // `node serve` keeps the pipe open for renewed tokens: let go of it so the job process can end.
+      process.stdin.destroy();
     });
 }

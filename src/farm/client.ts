@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { isErrorCode } from '../util/error-codes.js';
-import { PackfarmError } from '../util/errors.js';
+import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import type { BlobReceiver } from './blob-cache.js';
 import { type FarmNodeConfig, parseNodeUri } from './config.js';
 import {
@@ -15,6 +15,7 @@ import {
   type NodeInfo,
   PROTOCOL_VERSION,
   type TargetJob,
+  type ToNode,
   encodeMessage,
   openChannel,
   parseFromNode,
@@ -42,6 +43,7 @@ export interface BlobSource {
 }
 
 export type NodeEvent = Extract<FromNode, { type: 'event' }>;
+type Hello = Extract<FromNode, { type: 'hello' }>;
 
 export interface RunTargetRequest {
   job: string;
@@ -49,6 +51,11 @@ export interface RunTargetRequest {
   spec: TargetJob;
   credentials: JobCredential[];
   onEvent?: (e: NodeEvent) => void;
+  /**
+   * The job asks for a fresh token for a registry (protocol 4): the coordinator issues one for the same scopes.
+   * Without it, requests are answered with an error (the job keeps its token until it expires).
+   */
+  renewToken?: (registry: string) => Promise<JobCredential>;
   /** oci output: which of the image's blobs the coordinator already has, and where new ones go. */
   hasBlob?: (d: Digest) => Promise<boolean>;
   receiveBlob?: (d: Digest) => BlobReceiver;
@@ -142,6 +149,10 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
         void wantImageBlobs(channel, job, m, blobJob);
         return;
       }
+      case 'token-request': {
+        if (job) void answerTokenRequest(channel, job, m);
+        return;
+      }
       case 'result': {
         if (!job) return;
         jobs.delete(m.job);
@@ -201,37 +212,9 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
     },
   });
 
-  const timeout = opts.helloTimeoutMs ?? 120_000;
-  const greeting = await new Promise<Extract<FromNode, { type: 'hello' }> | PackfarmError>((resolve) => {
-    helloWaiter = resolve;
-    const t = setTimeout(
-      () =>
-        resolve(
-          new PackfarmError(
-            'NODE_UNREACHABLE',
-            `node ${node.name} (${node.uri}): no hello within ${timeout / 1000} s`,
-          ),
-        ),
-      timeout,
-    );
-    t.unref();
-    channel.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: opts.version }).catch(() => {});
+  const greeting = await greet(node, opts, channel, child, (w) => {
+    helloWaiter = w;
   });
-  helloWaiter = undefined;
-  if (greeting instanceof PackfarmError) {
-    channel.close();
-    child.kill('SIGTERM');
-    throw greeting;
-  }
-  if (greeting.protocol !== PROTOCOL_VERSION) {
-    channel.close();
-    throw new PackfarmError(
-      'PROTOCOL_VERSION',
-      `node ${node.name} speaks node protocol ${greeting.protocol} (packfarm ${greeting.packfarm}); this packfarm ${opts.version} speaks ${PROTOCOL_VERSION}`,
-      { hint: 'install the same packfarm version on the coordinator and the node' },
-    );
-  }
-
   let seq = 0;
   const offered = new Map<Digest, Promise<void>>();
   const conn: NodeConnection = {
@@ -298,6 +281,51 @@ export async function connectNode(node: FarmNodeConfig, opts: ConnectOptions): P
   return conn;
 }
 
+/**
+ * Say hello and wait for the node's: its greeting, or the error that ended the connection first (ssh failing,
+ * no hello in time); a node speaking another protocol version is refused.
+ */
+async function greet(
+  node: FarmNodeConfig,
+  opts: ConnectOptions,
+  channel: Channel,
+  child: ChildProcess,
+  setWaiter: (w: ((h: Hello | PackfarmError) => void) | undefined) => void,
+): Promise<Hello> {
+  const timeout = opts.helloTimeoutMs ?? 120_000;
+  const greeting = await new Promise<Hello | PackfarmError>((resolve) => {
+    setWaiter(resolve);
+    const t = setTimeout(
+      () =>
+        resolve(
+          new PackfarmError(
+            'NODE_UNREACHABLE',
+            `node ${node.name} (${node.uri}): no hello within ${timeout / 1000} s`,
+          ),
+        ),
+      timeout,
+    );
+    t.unref();
+    channel.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: opts.version }).catch(() => {});
+  });
+  setWaiter(undefined);
+  if (greeting instanceof PackfarmError) {
+    channel.close();
+    child.kill('SIGTERM');
+    throw greeting;
+  }
+  if (greeting.protocol !== PROTOCOL_VERSION) {
+    channel.close();
+    throw new PackfarmError(
+      'PROTOCOL_VERSION',
+      `node ${node.name} speaks node protocol ${greeting.protocol} (packfarm ${greeting.packfarm}); this packfarm ${opts.version} speaks ${PROTOCOL_VERSION}`,
+      { hint: 'install the same packfarm version on the coordinator and the node' },
+    );
+  }
+
+  return greeting;
+}
+
 /** The node offers a finished job's blobs (oci image, or new cache): ask for those we lack, route them to the job. */
 async function wantImageBlobs(
   channel: Channel,
@@ -316,6 +344,32 @@ async function wantImageBlobs(
     }
   }
   await channel.send({ type: 'want', id: m.id, digests: want }).catch(() => {});
+}
+
+/** A running job wants a fresh token: issue it (runner: same registry, same scopes) and send it, or the error. */
+async function answerTokenRequest(
+  channel: Channel,
+  job: PendingJob,
+  m: Extract<FromNode, { type: 'token-request' }>,
+): Promise<void> {
+  let answer: Extract<ToNode, { type: 'token' }>;
+  try {
+    if (!job.req.renewToken) throw new PackfarmError('FARM_UNSUPPORTED', 'this coordinator renews no tokens');
+    const credential = await job.req.renewToken(m.registry);
+    answer = { type: 'token', job: m.job, id: m.id, credential };
+  } catch (err) {
+    answer = {
+      type: 'token',
+      job: m.job,
+      id: m.id,
+      error: {
+        code: isPackfarmError(err) ? err.code : 'INTERNAL',
+        message: (err as Error)?.message ?? String(err),
+        ...(isPackfarmError(err) && err.hint ? { hint: err.hint } : {}),
+      },
+    };
+  }
+  await channel.send(answer).catch(() => {});
 }
 
 /** The serve process's exit, and the tail of its stderr (for the message when it is lost). */

@@ -37,6 +37,45 @@ describe('jobAccess', () => {
     expect(accessScopes(access.get('mirror.example')!)).toEqual(['repository:run:pull']);
     expect(accessScopes(access.get('bp.example')!)).toEqual(['repository:team/bp:pull']);
   });
+
+  it('pull on project.toml’s docker:// buildpackages: pre/post always, its group unless --buildpack replaces it', () => {
+    const project = {
+      source: '/app/project.toml',
+      group: [
+        { uri: 'docker://bp.example/team/group-bp:1' },
+        { uri: './local-bp' },
+        { id: 'inline', script: { api: '0.10', inline: 'true' } },
+      ],
+      pre: [{ uri: 'docker://reg.example/pre-bp@sha256:' + 'a'.repeat(64) }],
+      post: [{ uri: 'docker://bp.example/post-bp:2' }],
+    };
+    const base = {
+      outputs: [{ store: repo('reg.example', 'team/app'), tags: ['latest'] }],
+      previousImage: undefined,
+      cache: undefined,
+      project,
+    };
+    const target = {
+      runImage: { name: 'reg.example/run:1', store: repo('reg.example', 'run') },
+    } as unknown as TargetPlan;
+    const fromProject = jobAccess({ ...base, options: { buildpacks: [] } } as unknown as BuildPlan, target);
+    expect(accessScopes(fromProject.get('bp.example')!)).toEqual([
+      'repository:post-bp:pull',
+      'repository:team/group-bp:pull',
+    ]);
+    expect(accessScopes(fromProject.get('reg.example')!)).toEqual([
+      'repository:pre-bp:pull',
+      'repository:run:pull',
+      'repository:team/app:pull,push',
+    ]);
+    // --buildpack replaces the group (not pre/post): no scope for the group's buildpackage.
+    const flags = jobAccess(
+      { ...base, options: { buildpacks: ['docker://other.example/bp:1'] } } as unknown as BuildPlan,
+      target,
+    );
+    expect(accessScopes(flags.get('bp.example')!)).toEqual(['repository:post-bp:pull']);
+    expect(accessScopes(flags.get('other.example')!)).toEqual(['repository:bp:pull']);
+  });
 });
 
 describe('explainCredentialError', () => {

@@ -58,7 +58,16 @@ export function jobAccess(plan: BuildPlan, target: TargetPlan): JobAccess {
   byStore(target.buildImage?.store, ['pull']);
   byRef(o.buildImage, ['pull']);
   byRef(target.builder ?? o.builder ?? plan.project?.builder, ['pull']);
-  for (const b of o.buildpacks) if (b.startsWith('docker://')) byRef(b.slice('docker://'.length), ['pull']);
+  // Registry buildpackages the node pulls: --buildpack docker://…, and project.toml's uris — its group only
+  // when no --buildpack replaces it (as the build orders them), its pre/post groups always.
+  const project = plan.project;
+  const uris = [
+    ...o.buildpacks,
+    ...(o.buildpacks.length === 0 ? (project?.group ?? []) : []),
+    ...(project?.pre ?? []),
+    ...(project?.post ?? []),
+  ].map((b) => (typeof b === 'string' ? b : b.script ? undefined : b.uri));
+  for (const u of uris) if (u?.startsWith('docker://')) byRef(u.slice('docker://'.length), ['pull']);
   return access;
 }
 
@@ -98,32 +107,90 @@ export async function scopedJobCredentials(
       out.push({ registry, registryToken: cred.registryToken });
       continue;
     }
-    const client = new RegistryClient({
-      registry,
-      insecureRegistries: opts.insecureRegistries,
-      credentials: cred,
-      env: opts.env,
+    const got = await withRegistry(registry, cred, opts, async (client, auth) => {
+      if (auth === 'bearer') return issueScoped(client, registry, accessScopes(repos));
+      // An identity token is a refresh token for a token service; a Basic-only registry has none.
+      if (auth === 'basic' && 'password' in cred)
+        return { registry, username: cred.username, password: cred.password };
+      return undefined; // auth 'none': the registry is open, the node needs nothing.
     });
-    try {
-      const ping = await client.ping();
-      if (ping.auth === 'bearer') {
-        const t = await client.auth.issueToken(accessScopes(repos));
-        out.push({ registry, registryToken: t.token, expiresAt: t.expiresAt, scopes: t.scopes });
-      } else if (ping.auth === 'basic') {
-        if ('password' in cred) out.push({ registry, username: cred.username, password: cred.password });
-        // An identity token is a refresh token for a token service; a Basic-only registry has none.
-      }
-      // auth 'none': the registry is open, the node needs nothing.
-    } finally {
-      await client.close();
-    }
+    if (got) out.push(got);
   }
   return out;
 }
 
+async function withRegistry<T>(
+  registry: string,
+  cred: Credential,
+  opts: ScopedCredentialOptions,
+  use: (client: RegistryClient, auth: 'none' | 'basic' | 'bearer') => Promise<T>,
+): Promise<T> {
+  const client = new RegistryClient({
+    registry,
+    insecureRegistries: opts.insecureRegistries,
+    credentials: cred,
+    env: opts.env,
+  });
+  try {
+    return await use(client, (await client.ping()).auth);
+  } finally {
+    await client.close();
+  }
+}
+
+async function issueScoped(
+  client: RegistryClient,
+  registry: string,
+  scopes: string[],
+): Promise<JobCredential> {
+  const t = await client.auth.issueToken(scopes);
+  // Taken after the token service answered: `expiresAt - issuedAt` errs short, never long.
+  const issuedAt = Date.now();
+  return { registry, registryToken: t.token, expiresAt: t.expiresAt, scopes: t.scopes, issuedAt };
+}
+
+/**
+ * A running job asks for a fresh token (protocol 4): issued for exactly the scopes of the token the job was
+ * given for that registry — never wider, never the password. Only a scoped token the coordinator issued is
+ * renewed; a password or a raw token the user configured is not a token of ours (the job keeps what it has).
+ */
+export async function renewJobCredential(
+  granted: readonly JobCredential[],
+  registry: string,
+  opts: ScopedCredentialOptions,
+): Promise<JobCredential> {
+  const key = normalizeRegistryKey(registry);
+  const mine = granted.find(
+    (c) =>
+      normalizeRegistryKey(c.registry) === key && c.registryToken !== undefined && c.scopes !== undefined,
+  );
+  if (!mine?.scopes || mine.expiresAt === undefined)
+    throw new PackfarmError(
+      'PROTOCOL_ERROR',
+      `${registry}: this job was given no scoped token there, so there is none to renew`,
+    );
+  const scopes = mine.scopes;
+  const keychain = opts.credential ?? createKeychain({ env: opts.env });
+  const cred = await keychain(mine.registry);
+  if (!cred || 'registryToken' in cred)
+    throw new PackfarmError(
+      'REGISTRY_UNAUTHORIZED',
+      `${mine.registry}: the coordinator no longer has a credential to issue a token with`,
+      { hint: `log in to ${mine.registry} on the coordinator (packfarm login)` },
+    );
+  return withRegistry(mine.registry, cred, opts, async (client, auth) => {
+    if (auth !== 'bearer')
+      throw new PackfarmError(
+        'REGISTRY_ERROR',
+        `${mine.registry} no longer uses bearer tokens (${auth}): no token to renew`,
+      );
+    return issueScoped(client, mine.registry, scopes);
+  });
+}
+
 /**
  * A registry refused the job (401/403): when the node held a scoped token for that registry, say so — expired
- * (FARM_TOKEN_EXPIRED: the build outlived the token) or refused (the token covers only its scopes). Other
+ * (FARM_TOKEN_EXPIRED: the build outlived the token, and renewing it failed) or refused (the token covers only its scopes). Other
  * errors pass through unchanged.
  */
 export function explainCredentialError(
@@ -144,7 +211,7 @@ export function explainCredentialError(
       'FARM_TOKEN_EXPIRED',
       `${token.registry}: the registry token the coordinator scoped for this job (${scopes}) expired at ${at}, ${Math.round((now - token.expiresAt) / 1000)} s ago: ${err.message}`,
       {
-        hint: "the build outlived the token service's token lifetime: build again (each job gets a fresh token), or raise the lifetime on the token service",
+        hint: "the build outlived the token and the coordinator could not renew it (was the connection lost, or the coordinator's login removed?): build again, or raise the lifetime on the token service",
         cause: err,
       },
     );

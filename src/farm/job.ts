@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { createInterface } from 'node:readline';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -8,19 +9,28 @@ import { parsePlatform } from '../oci/platform.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import type { BuildEvent } from '../api/events.js';
 import { parseJson, parseWith } from '../util/validate.js';
+import { createKeychain } from '../registry/credentials.js';
 import { explainCredentialError } from './credentials.js';
-import { jobCacheCommitted, materializeInputs, useCoordinatorNames } from './node-inputs.js';
-import { type JobCredential, JobCredentialSchema, TargetJobSchema } from './protocol.js';
+import { type JobTokens, createJobTokens } from './job-tokens.js';
+import {
+  jobCacheCommitted,
+  materializeImage,
+  materializeInputs,
+  useCoordinatorNames,
+} from './node-inputs.js';
+import { ErrorBodySchema, type JobCredential, JobCredentialSchema, TargetJobSchema } from './protocol.js';
 
 /**
  * One target's build on a node, in its own process (`packfarm node run-job`), started by `node serve` in a
  * process group of its own: cancelling kills the group (this process and every buildpack process) at once.
  *
- * Input (stdin, one JSON document, then EOF): the job, where the cached blobs are, and the registry
- * credentials. Credentials live in this process's memory only: they are put into this process's environment
- * (CNB_REGISTRY_AUTH, which the registry client reads), never written to disk, and the environment the
- * build hands to buildpacks is a copy taken before, without them.
- * Output (stdout): JSON lines, `event` / `log` while running, then one `result` or `error`.
+ * Input (stdin, JSON lines): first the job, where the cached blobs are, and the registry credentials; then,
+ * while it runs, `token` lines answering its `token-request`s (renewed scoped tokens, job-tokens.ts). `node
+ * serve` keeps the pipe open until the job exits. Credentials live in this process's memory only: the build's
+ * registry clients read them from there (and CNB_REGISTRY_AUTH in this process's environment follows them),
+ * never written to disk, and the environment the build hands to buildpacks is a copy taken before, without
+ * them. Buildpack processes never get this stdin (the executors give them their own).
+ * Output (stdout): JSON lines, `event` / `log` / `token-request` while running, then one `result` or `error`.
  */
 export const WorkerInputSchema = z.object({
   job: z.string(),
@@ -35,6 +45,15 @@ export const WorkerInputSchema = z.object({
 });
 export type WorkerInput = z.infer<typeof WorkerInputSchema>;
 
+/** Later stdin lines: the coordinator's answer to a `token-request` (relayed by `node serve`). */
+export const WorkerTokenSchema = z.object({
+  type: z.literal('token'),
+  id: z.string(),
+  credential: JobCredentialSchema.optional(),
+  error: ErrorBodySchema.optional(),
+});
+export type WorkerToken = z.infer<typeof WorkerTokenSchema>;
+
 export const WorkerOutputSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('event'),
@@ -42,6 +61,8 @@ export const WorkerOutputSchema = z.discriminatedUnion('type', [
     event: z.record(z.string(), z.unknown()),
   }),
   z.object({ type: z.literal('log'), level: z.string(), message: z.string() }),
+  /** Ask the coordinator (through `node serve`) for a fresh token for `registry`; answered on stdin. */
+  z.object({ type: z.literal('token-request'), id: z.string(), registry: z.string() }),
   z.object({
     type: z.literal('result'),
     digest: z.string(),
@@ -91,22 +112,47 @@ export async function runWorker(
 ): Promise<number> {
   let phase: string | undefined = 'setup';
   let credentials: JobCredential[] = [];
+  let tokens: JobTokens | undefined;
+  const lines = createInterface({ input: stdin, crlfDelay: Number.POSITIVE_INFINITY });
   try {
-    const chunks: Buffer[] = [];
-    for await (const c of stdin as AsyncIterable<Buffer>) chunks.push(c);
-    const input = parseWith(
-      WorkerInputSchema,
-      parseJson(Buffer.concat(chunks).toString('utf8'), 'job input'),
-      'job input',
-      'PROTOCOL_ERROR',
-    );
+    const first = await readJobInput(lines, (t) => tokens?.answer(t.id, t));
+    const input = parseWith(WorkerInputSchema, parseJson(first, 'job input'), 'job input', 'PROTOCOL_ERROR');
     // The build's (and buildpacks') environment: taken before the credentials go into process.env.
     credentials = input.credentials;
     const buildEnv: NodeJS.ProcessEnv = { ...env };
     delete buildEnv.CNB_REGISTRY_AUTH;
-    const auth = registryAuthEnv(input.credentials);
-    if (auth) process.env.CNB_REGISTRY_AUTH = auth;
-    else delete process.env.CNB_REGISTRY_AUTH;
+    const setAuthEnv = (creds: readonly JobCredential[]) => {
+      const auth = registryAuthEnv(creds);
+      if (auth) process.env.CNB_REGISTRY_AUTH = auth;
+      else delete process.env.CNB_REGISTRY_AUTH;
+    };
+    setAuthEnv(input.credentials);
+    // Scoped tokens are renewed before they expire (and on a 401), by asking the coordinator.
+    const target = input.target;
+    tokens = createJobTokens(input.credentials, {
+      request: (id, registry) => emit({ type: 'token-request', id, registry }),
+      onChange: (creds, c) => {
+        credentials = creds;
+        setAuthEnv(creds);
+        emit({
+          type: 'event',
+          ...(phase ? { phase } : {}),
+          event: {
+            type: 'debug',
+            target,
+            phase,
+            message: `${c.registry}: registry token renewed (${(c.scopes ?? []).join(' ')}), valid until ${new Date(c.expiresAt ?? 0).toISOString()}`,
+          },
+        });
+      },
+      log: (message) =>
+        emit({
+          type: 'event',
+          ...(phase ? { phase } : {}),
+          event: { type: 'warning', target, phase, message },
+        }),
+    });
+    const registryCredentials = tokens.resolver(createKeychain({ env: buildEnv }));
 
     const { spec } = input;
     // Without a creation time from the coordinator, the default (1980) applies on every node alike.
@@ -125,7 +171,20 @@ export async function runWorker(
     const now = new Date();
     for (const e of await readdir(appDir, { recursive: true, withFileTypes: true }))
       if (e.isFile()) await utimes(join(e.parentPath, e.name), now, now);
-    const buildpacks = spec.buildpacks.map((b) => ('ref' in b ? b.ref : blob(b.digest)));
+    const buildpacks: string[] = [];
+    for (const b of spec.buildpacks)
+      buildpacks.push(
+        'ref' in b
+          ? b.ref
+          : 'package' in b
+            ? // A buildpackage only the coordinator has: laid out here once, read as `oci:` like any other.
+              await materializeImage(input.dataDir, b.package, blob)
+            : blob(b.digest),
+      );
+    // project.toml's local buildpackages: the coordinator's paths stay in the file; the node reads its layouts.
+    const projectUris = new Map<string, string>();
+    for (const b of spec.projectBuildpacks ?? [])
+      projectUris.set(b.uri, await materializeImage(input.dataDir, b.package, blob));
     const platform = parsePlatform(spec.platform, 'job platform');
     // Images, a builder dir and a cache that only the coordinator has arrived as blobs: lay them out.
     const local = await materializeInputs(
@@ -177,7 +236,12 @@ export async function runWorker(
         platformApi: spec.platformApi,
         jobs: 1,
       },
-      { env: buildEnv, onEvent },
+      {
+        env: buildEnv,
+        onEvent,
+        credentials: registryCredentials,
+        ...(projectUris.size > 0 ? { projectBuildpackUris: projectUris } : {}),
+      },
     );
     try {
       const target = plan.targets[0];
@@ -203,7 +267,7 @@ export async function runWorker(
     return 0;
   } catch (caught) {
     // A refused or expired scoped token says so, rather than "log in again" (there is no login on a node).
-    const err = explainCredentialError(caught, credentials);
+    const err = explainCredentialError(caught, tokens?.current() ?? credentials);
     const e = err as Error;
     emit({
       type: 'error',
@@ -216,7 +280,39 @@ export async function runWorker(
       },
     });
     return 1;
+  } finally {
+    tokens?.close();
+    lines.close();
   }
+}
+
+/** The first stdin line (the job); later lines are token answers, handed to `onToken`. */
+function readJobInput(
+  lines: ReturnType<typeof createInterface>,
+  onToken: (t: WorkerToken) => void,
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let first: string | undefined;
+    lines.on('line', (line) => {
+      if (first === undefined) {
+        first = line;
+        resolve(line);
+        return;
+      }
+      if (line.trim() === '') return;
+      try {
+        onToken(
+          parseWith(WorkerTokenSchema, parseJson(line, 'token answer'), 'token answer', 'PROTOCOL_ERROR'),
+        );
+      } catch {
+        // A garbled answer is no token: the job keeps its current one (and says so when it expires).
+      }
+    });
+    lines.on('close', () => {
+      if (first === undefined)
+        reject(new PackfarmError('PROTOCOL_ERROR', 'job input: stdin ended before the job arrived'));
+    });
+  });
 }
 
 const NODE_FAULT_ERRNOS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'ENOMEM']);

@@ -123,7 +123,8 @@ function isLocal(store: ImageStore): boolean {
   return store.registryRepository === undefined;
 }
 
-async function localImage(
+/** An image of a local store narrowed to one manifest: the job's description and its blobs (manifest first). */
+export async function localImage(
   role: LocalImage['role'],
   name: string,
   store: ImageStore,

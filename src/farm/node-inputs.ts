@@ -31,7 +31,11 @@ import type { DirCacheState, LocalImage, TargetJob } from './protocol.js';
 /** Every blob the job needs besides the app and buildpacks. */
 export function extraBlobDigests(spec: TargetJob): Digest[] {
   const out: Digest[] = [];
-  for (const i of spec.images ?? [])
+  for (const i of [
+    ...(spec.images ?? []),
+    ...spec.buildpacks.flatMap((b) => ('package' in b ? [b.package] : [])),
+    ...(spec.projectBuildpacks ?? []).map((b) => b.package),
+  ])
     out.push(i.manifest.digest, i.config.digest, ...i.layers.map((l) => l.digest));
   if (spec.builderDir) out.push(spec.builderDir.digest);
   for (const l of spec.cacheDir?.layers ?? []) out.push(l.digest);
@@ -112,7 +116,8 @@ async function publishDir(final: string, kind: string, fill: (tmp: string) => Pr
   }
 }
 
-async function materializeImage(
+/** An image of the job as an OCI layout in the node's data dir (made once); `oci:<dir>@<digest>`. */
+export async function materializeImage(
   dataDir: string,
   image: LocalImage,
   blob: (d: Digest) => string,

@@ -106,6 +106,33 @@ describe('messages', () => {
     expect(ok.type).toBe('hello');
   });
 
+  it('protocol 4: a job’s token request and the answer (a credential or an error, exactly one)', () => {
+    expect(
+      parseFromNode({ type: 'token-request', job: 'j', id: 't1', registry: 'r.example' }, 'node a'),
+    ).toEqual({ type: 'token-request', job: 'j', id: 't1', registry: 'r.example' });
+    expect(() => parseFromNode({ type: 'token-request', job: 'j', id: 't1' }, 'node a')).toThrow(/registry/);
+    const credential = {
+      registry: 'r.example',
+      registryToken: 't',
+      expiresAt: 3000,
+      issuedAt: 1000,
+      scopes: ['repository:a:pull'],
+    };
+    expect(parseToNode({ type: 'token', job: 'j', id: 't1', credential }, 'coordinator')).toMatchObject({
+      credential,
+    });
+    expect(
+      parseToNode({ type: 'token', job: 'j', id: 't1', error: { code: 'X', message: 'no' } }, 'c'),
+    ).toMatchObject({ error: { code: 'X' } });
+    expect(() => parseToNode({ type: 'token', job: 'j', id: 't1' }, 'c')).toThrow(/exactly one/);
+    expect(() =>
+      parseToNode(
+        { type: 'token', job: 'j', id: 't1', credential, error: { code: 'X', message: 'no' } },
+        'c',
+      ),
+    ).toThrow(/exactly one/);
+  });
+
   it('protocol 3: local images, a builder dir and a cache dir in the job; cache blobs and state back', () => {
     const d = (c: string) => `sha256:${c.repeat(64)}`;
     const job = {

@@ -17,9 +17,10 @@ import { parseWith } from '../util/validate.js';
 /**
  * 2: credentials carry scoped tokens with their expiry; the app travels as pieces (`app.index`).
  * 3: images, a builder dir and a --cache-dir that exist only on the coordinator travel as blobs.
+ * 4: a job renews its scoped tokens (`token-request` from the node, `token` from the coordinator).
  * See spec/node-protocol.md, "Versions".
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 export const FRAME_JSON = 1;
 export const FRAME_BLOB = 2;
@@ -56,6 +57,8 @@ export const JobCredentialSchema = z.object({
   expiresAt: z.number().int().optional(),
   /** … and the scopes it was asked for (`repository:NAME:pull,push`). */
   scopes: z.array(z.string()).optional(),
+  /** … and when it was issued (coordinator clock): `expiresAt - issuedAt` is its lifetime (protocol 4). */
+  issuedAt: z.number().int().optional(),
 });
 export type JobCredential = z.infer<typeof JobCredentialSchema>;
 
@@ -67,8 +70,8 @@ const BlobRefSchema = z.object({ digest: DigestSchema, size: z.number().int().no
  * an OCI layout of its own and builds with that, recording `name` (the coordinator's reference) in labels.
  */
 export const LocalImageSchema = z.object({
-  /** builder: the builder image; build: the build image; run: the run image. */
-  role: z.enum(['builder', 'build', 'run']),
+  /** builder: the builder image; build: the build image; run: the run image; buildpackage: a `--buildpack`. */
+  role: z.enum(['builder', 'build', 'run', 'buildpackage']),
   /** The reference on the coordinator, as planning named it (labels, report). */
   name: z.string().min(1),
   manifest: z.object({ digest: DigestSchema, size: z.number().int().nonnegative(), mediaType: z.string() }),
@@ -99,11 +102,16 @@ export const TargetJobSchema = z.object({
     /** … which, when the node lacks it, it rebuilds from the pieces this index names (app-pieces.ts). */
     index: z.object({ digest: DigestSchema, size: z.number().int().nonnegative() }).optional(),
   }),
-  /** `--buildpack` values: a blob (a tar of a buildpack dir, or the archive as given) or a builder ID@VERSION. */
+  /**
+   * `--buildpack` values: a blob (a tar of a buildpack dir, or the archive as given), a builder ID@VERSION, or
+   * (protocol 4) a buildpackage only the coordinator has (`oci:DIR[:TAG]`, a `.cnb` file): its image for the
+   * target's platform, sent as blobs like `images`; `name` is what the user gave.
+   */
   buildpacks: z.array(
     z.union([
       z.object({ digest: DigestSchema, size: z.number().int().nonnegative(), name: z.string() }),
       z.object({ ref: z.string().min(1) }),
+      z.object({ package: LocalImageSchema, name: z.string() }),
     ]),
   ),
   /** Registry references only: nodes pull them themselves. */
@@ -144,6 +152,11 @@ export const TargetJobSchema = z.object({
     .optional(),
   /** --cache-dir: the coordinator's cache for this platform (layers sent as blobs); the new one comes back. */
   cacheDir: DirCacheStateSchema.optional(),
+  /**
+   * Buildpackages on the coordinator's disk named in project.toml (protocol 4): per `uri` as written there,
+   * its image for the target's platform (blobs); the node builds with its own layout in that uri's place.
+   */
+  projectBuildpacks: z.array(z.object({ uri: z.string().min(1), package: LocalImageSchema })).optional(),
 });
 export type TargetJob = z.infer<typeof TargetJobSchema>;
 
@@ -180,6 +193,21 @@ export const ToNodeSchema = z.discriminatedUnion('type', [
     credentials: z.array(JobCredentialSchema),
   }),
   z.object({ type: z.literal('cancel'), job: JobId }),
+  /**
+   * Answer to the node's `token-request` (same `job` and `id`): a fresh token for the same registry and the
+   * same scopes as the job's, or why there is none.
+   */
+  z
+    .object({
+      type: z.literal('token'),
+      job: JobId,
+      id: z.string().min(1).max(100),
+      credential: JobCredentialSchema.optional(),
+      error: ErrorBodySchema.optional(),
+    })
+    .refine((m) => (m.credential === undefined) !== (m.error === undefined), {
+      message: 'expected exactly one of credential and error',
+    }),
 ]);
 export type ToNode = z.infer<typeof ToNodeSchema>;
 
@@ -221,6 +249,13 @@ export const FromNodeSchema = z.discriminatedUnion('type', [
   }),
   z.object({ type: z.literal('result'), job: JobId, result: JobResultSchema }),
   z.object({ type: z.literal('error'), job: JobId.optional(), error: ErrorBodySchema }),
+  /** A running job's scoped token for `registry` is about to expire (or was refused): ask for a fresh one. */
+  z.object({
+    type: z.literal('token-request'),
+    job: JobId,
+    id: z.string().min(1).max(100),
+    registry: z.string().min(1),
+  }),
 ]);
 export type FromNode = z.infer<typeof FromNodeSchema>;
 

@@ -78,7 +78,7 @@ describe('node serve', () => {
     await writeFile(
       worker,
       [
-        'input=$(cat)',
+        'IFS= read -r input',
         // The job sees its input (credentials included) on stdin only: record whether it got them.
         'case "$input" in *s3cret*) echo got-credentials > "$(dirname "$0")/seen";; esac',
         `echo '{"type":"event","phase":"build","event":{"type":"output","target":"linux/amd64","phase":"build","line":"hi"}}'`,
@@ -125,6 +125,56 @@ describe('node serve', () => {
     await served;
   });
 
+  it('relays a job’s token request to the coordinator and the renewed token down the job’s stdin', async () => {
+    const worker = join(dir, 'renew.sh');
+    await writeFile(
+      worker,
+      [
+        'IFS= read -r input',
+        `echo '{"type":"token-request","id":"t1","registry":"registry.example"}'`,
+        'IFS= read -r answer',
+        'printf "%s\\n" "$answer" > "$(dirname "$0")/answer"',
+        `echo '{"type":"result","digest":"${sha256Digest('m')}","size":1,"mediaType":"application/vnd.oci.image.manifest.v1+json","report":{}}'`,
+      ].join('\n'),
+    );
+    const { ch, waitFor, served } = await start(worker);
+    await ch.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: '9.9.9' });
+    await waitFor('hello');
+    await ch.send({ type: 'have', id: 'h', digests: [appDigest] });
+    await waitFor('want');
+    await ch.sendBlob(appDigest, PassThrough.from([app]));
+    await ch.send({
+      type: 'run-target',
+      job: 'j',
+      node: 'n',
+      target: 'linux/amd64',
+      spec: spec(),
+      credentials: [],
+    });
+    expect(await waitFor('token-request')).toEqual({
+      type: 'token-request',
+      job: 'j',
+      id: 't1',
+      registry: 'registry.example',
+    });
+    const credential = {
+      registry: 'registry.example',
+      registryToken: 'fresh-token',
+      expiresAt: 2_000_000_000_000,
+      issuedAt: 1_999_999_700_000,
+      scopes: ['repository:app:pull,push'],
+    };
+    await ch.send({ type: 'token', job: 'j', id: 't1', credential });
+    await waitFor('result');
+    expect(JSON.parse(await readFile(join(dir, 'answer'), 'utf8'))).toEqual({
+      type: 'token',
+      id: 't1',
+      credential,
+    });
+    ch.close();
+    await served;
+  });
+
   it('refuses another protocol version, naming both packfarm versions', async () => {
     const { ch, waitFor, served } = await start(join(dir, 'none.sh'));
     await ch.send({ type: 'hello', protocol: 99, packfarm: '0.0.1' });
@@ -157,7 +207,7 @@ describe('node serve', () => {
   it('closing the channel kills the job’s whole process group and removes its job dir', async () => {
     const worker = join(dir, 'slow.sh');
     const pidFile = join(dir, 'child.pid');
-    await writeFile(worker, `cat > /dev/null\nsleep 60 &\necho $! > ${pidFile}\nwait\n`);
+    await writeFile(worker, `IFS= read -r input\nsleep 60 &\necho $! > ${pidFile}\nwait\n`);
     await chmod(worker, 0o755);
     const { ch, waitFor, served } = await start(worker);
     await ch.send({ type: 'hello', protocol: PROTOCOL_VERSION, packfarm: '9.9.9' });

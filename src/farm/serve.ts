@@ -125,6 +125,13 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
       case 'run-target':
         await runJob(m);
         return;
+      case 'token': {
+        // A renewed token for a running job: down its stdin pipe, like the first ones (never a file).
+        const j = jobs.get(m.job);
+        const line = { type: 'token', id: m.id, credential: m.credential, error: m.error };
+        if (j?.child.stdin?.writable) j.child.stdin.write(`${JSON.stringify(line)}\n`);
+        return;
+      }
     }
   };
 
@@ -135,33 +142,9 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
     }
     const blobs = await jobBlobs(m, received, cache, sendError);
     if (!blobs) return;
-    const id = `${process.pid}-${randomBytes(4).toString('hex')}`;
-    const dir = join(farmDir, 'jobs', id);
-    await mkdir(dir, { recursive: true });
-    const marker = join(runningDir, id);
-    await writeFile(marker, `${m.target}\n`);
-    const input: WorkerInput = {
-      job: m.job,
-      node: m.node,
-      target: m.target,
-      spec: m.spec,
-      jobDir: dir,
-      dataDir: opts.dataDir,
-      blobs,
-      credentials: m.credentials,
-    };
-    const [cmd, ...args] = opts.workerCommand;
-    const child = spawn(cmd as string, args, {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true, // its own process group: a cancel kills it and every buildpack process at once
-      env: opts.env ?? process.env,
-    });
-    const job: RunningJob = { child, dir, marker, cancelled: false };
+    const job = await startJobProcess(opts, { farmDir, runningDir }, m, blobs, log);
+    const { child, dir, marker } = job;
     jobs.set(m.job, job);
-    // The credentials travel through this pipe only: never a file, never an argument or variable.
-    child.stdin?.on('error', () => {});
-    child.stdin?.end(JSON.stringify(input));
-    child.stderr?.on('data', (c: Buffer) => log(`job ${m.job}: ${c.toString().trimEnd()}`));
     const out = readWorkerOutput(child, m, send, log);
     const exit = await waitForExit(child, m.job, log);
     try {
@@ -223,6 +206,47 @@ export async function serveNode(opts: ServeOptions): Promise<void> {
   await closed;
   // Wait for killed jobs to be reaped and their dirs removed.
   while (jobs.size > 0) await new Promise((r) => setTimeout(r, 20));
+}
+
+/**
+ * Start one job's process (`node run-job`), the leader of its own process group, in a fresh job dir with a
+ * running marker, and hand it the job on its stdin.
+ */
+async function startJobProcess(
+  opts: ServeOptions,
+  where: { farmDir: string; runningDir: string },
+  m: Extract<ToNode, { type: 'run-target' }>,
+  blobs: Record<string, string>,
+  log: (line: string) => void,
+): Promise<RunningJob> {
+  const { farmDir, runningDir } = where;
+  const id = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  const dir = join(farmDir, 'jobs', id);
+  await mkdir(dir, { recursive: true });
+  const marker = join(runningDir, id);
+  await writeFile(marker, `${m.target}\n`);
+  const input: WorkerInput = {
+    job: m.job,
+    node: m.node,
+    target: m.target,
+    spec: m.spec,
+    jobDir: dir,
+    dataDir: opts.dataDir,
+    blobs,
+    credentials: m.credentials,
+  };
+  const [cmd, ...args] = opts.workerCommand;
+  const child = spawn(cmd as string, args, {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true, // its own process group: a cancel kills it and every buildpack process at once
+    env: opts.env ?? process.env,
+  });
+  // The credentials travel through this pipe only: never a file, never an argument or variable. It stays
+  // open for renewed tokens (one JSON line each) until the job exits.
+  child.stdin?.on('error', () => {});
+  child.stdin?.write(`${JSON.stringify(input)}\n`);
+  child.stderr?.on('data', (c: Buffer) => log(`job ${m.job}: ${c.toString().trimEnd()}`));
+  return { child, dir, marker, cancelled: false };
 }
 
 /**
@@ -293,6 +317,8 @@ function readWorkerOutput(
         ...(msg.phase ? { phase: msg.phase } : {}),
         event: msg.event,
       });
+    } else if (msg.type === 'token-request') {
+      void send({ type: 'token-request', job: m.job, id: msg.id, registry: msg.registry });
     } else if (msg.type === 'log') {
       void send({
         type: 'event',

@@ -115,8 +115,13 @@ export class Authenticator {
    */
   async unauthorized(header: string | string[] | undefined, scopes: readonly string[]): Promise<boolean> {
     const cred = await this.opts.credential();
-    if (cred && 'registryToken' in cred) return false;
     const challenges = parseWwwAuthenticate(header);
+    if (cred && 'registryToken' in cred) {
+      // A fixed token cannot do better; a renewable one (a farm job's) may, unless the token lacked a scope
+      // (a renewed one has the same scopes).
+      const lacking = findChallenge(challenges, 'bearer')?.params.error === 'insufficient_scope';
+      return cred.renew && !lacking ? cred.renew() : false;
+    }
     const next = schemeFromChallenges(challenges);
     if (!next) return false;
     const before = this.scheme;

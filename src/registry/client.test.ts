@@ -332,6 +332,60 @@ describe('bearer tokens', () => {
   });
 });
 
+describe('a renewable registry token (a farm job’s)', () => {
+  it('on a 401 it is renewed once and the request sent again with the new token', async () => {
+    const reg = await fake((req, res) => {
+      if (req.url === '/v2/') return json(res, 200, {});
+      if (req.headers.authorization === 'Bearer fresh') return serveManifest(res);
+      json(
+        res,
+        401,
+        { errors: [{ code: 'UNAUTHORIZED', message: 'expired' }] },
+        {
+          'www-authenticate': 'Bearer realm="http://127.0.0.1:1/token",service="s",error="invalid_token"',
+        },
+      );
+    });
+    let current = 'stale';
+    let renewals = 0;
+    const cred = {
+      get registryToken() {
+        return current;
+      },
+      renew: async () => {
+        renewals++;
+        current = 'fresh';
+        return true;
+      },
+    };
+    const c = client(reg.host, { credentials: async () => cred });
+    await getManifest(c, 'app', 'v1');
+    expect(renewals).toBe(1);
+    expect(reg.seen.slice(-2).map((r) => r.headers.authorization)).toEqual(['Bearer stale', 'Bearer fresh']);
+    // A token lacking a scope is not renewed (a new one would have the same scopes).
+    current = 'other';
+    const lacking = await fake((req, res) => {
+      if (req.url === '/v2/') return json(res, 200, {});
+      json(
+        res,
+        401,
+        { errors: [{ code: 'UNAUTHORIZED', message: 'scope' }] },
+        {
+          'www-authenticate':
+            'Bearer realm="http://127.0.0.1:1/token",service="s",error="insufficient_scope"',
+        },
+      );
+    });
+    const c2 = client(lacking.host, { credentials: async () => cred });
+    expect((await getManifest(c2, 'app', 'v1').catch((e) => e)).code).toBe('REGISTRY_DENIED');
+    expect(renewals).toBe(1);
+    // A token that cannot be renewed fails at the first 401, as before.
+    current = 'stale';
+    const fixed = client(reg.host, { credentials: { registryToken: 'stale' } });
+    expect((await getManifest(fixed, 'app', 'v1').catch((e) => e)).code).toBe('REGISTRY_UNAUTHORIZED');
+  });
+});
+
 describe('errors and documents', () => {
   it('maps the registry error body to a code, naming URL, status and message', async () => {
     const reg = await fake((req, res) => {

@@ -19,7 +19,14 @@ import { readFileIfExists } from '../util/fs.js';
 export type Credential = (
   | { username: string; password: string }
   | { identityToken: string; username?: string }
-  | { registryToken: string }
+  | {
+      registryToken: string;
+      /**
+       * A token that can be replaced (a farm job's scoped token): the client calls this on a 401 and retries
+       * once when it resolves true, reading `registryToken` again.
+       */
+      renew?: () => Promise<boolean>;
+    }
 ) & {
   /** Where it came from (a file and its entry, a helper, CNB_REGISTRY_AUTH), for "refused" messages. */
   source?: string;

@@ -33,6 +33,8 @@ export interface TokenRequestRecord {
   granted: { type: string; name: string; actions: string[] }[];
   status: number;
   grantType?: string | undefined;
+  /** When the request arrived (ms since the epoch). */
+  at: number;
 }
 
 export interface TokenIssuer {
@@ -54,6 +56,12 @@ export interface TokenIssuerOptions {
   issuer?: string;
   /** Token lifetime in seconds, sent as expires_in (default 300). */
   expiresIn?: number;
+  /**
+   * Seconds of leeway the registry grants past a token's `exp` (distribution 2.8: 60). Given, `exp` is set that
+   * much earlier, so the registry refuses a token once `expiresIn` seconds (rounded up to whole seconds) have
+   * passed: what a registry without leeway does, and what a short-lived token test needs.
+   */
+  registryLeeway?: number;
   /** Restrict what a user may do: return the allowed actions for a repository (default: all asked). */
   grant?: (user: string | undefined, type: string, name: string, asked: string[]) => string[];
   /** Answer the OAuth2 POST (refresh_token grant) too; when false, POST gets 404. */
@@ -99,12 +107,16 @@ export async function startTokenIssuer(opts: TokenIssuerOptions): Promise<TokenI
 
   const makeToken = (user: string | undefined, access: TokenRequestRecord['granted']) => {
     const now = Math.floor(Date.now() / 1000);
+    const exp =
+      opts.registryLeeway === undefined
+        ? now + expiresIn
+        : Math.ceil(Date.now() / 1000 + expiresIn) - opts.registryLeeway;
     const header = { typ: 'JWT', alg: 'RS256', x5c: [certDer] };
     const claims = {
       iss: issuer,
       sub: user ?? '',
       aud: service,
-      exp: now + expiresIn,
+      exp,
       nbf: now - 5,
       iat: now,
       jti: randomBytes(12).toString('hex'),
@@ -175,6 +187,7 @@ export async function startTokenIssuer(opts: TokenIssuerOptions): Promise<TokenI
           granted: [],
           status: 404,
           grantType: form.get('grant_type') ?? undefined,
+          at: Date.now(),
         };
         requests.push(record);
         if (!opts.oauth) {
@@ -208,6 +221,7 @@ export async function startTokenIssuer(opts: TokenIssuerOptions): Promise<TokenI
       scopes,
       granted: [],
       status: 401,
+      at: Date.now(),
     };
     requests.push(record);
     if (!auth.ok) {

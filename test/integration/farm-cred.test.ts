@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildEvent } from '../../src/api/events.js';
 import { explainCredentialError } from '../../src/farm/credentials.js';
+import { packageBuildpack } from '../../src/builder/package.js';
 import { buildOnFarm } from '../../src/farm/build.js';
 import type { FarmNodeConfig } from '../../src/farm/config.js';
 import { type JobCredential, type ToNode, createFrameDecoder, parseToNode } from '../../src/farm/protocol.js';
@@ -230,6 +231,55 @@ describe('registry credentials scoped per repository', () => {
   }, 300_000);
 });
 
+describe('a registry buildpackage named in project.toml', () => {
+  it('the job’s token may pull it (and nothing more); the node builds with it', async () => {
+    const wire = join(root, 'wire-project-bp.bin');
+    const config = join(root, 'probe-package.toml');
+    await writeFile(config, `[buildpack]\nuri = "${probeBp}"\n`);
+    const scratchDir = join(root, 'pkg-scratch');
+    await mkdir(scratchDir, { recursive: true });
+    await packageBuildpack({
+      name: `${registry.host}/buildpacks/probe:1`,
+      config,
+      format: 'image',
+      targets: ['linux/amd64'],
+      insecureRegistries: [registry.host],
+      registry: { credentials: { username: USER.name, password: USER.password } },
+      scratchDir,
+    });
+    const app = await makeApp('project-bp', {
+      'app.txt': 'project-bp\n',
+      'project.toml': `[_]\nschema-version = "0.2"\n[[io.buildpacks.group]]\nuri = "docker://${registry.host}/buildpacks/probe:1"\n`,
+    });
+    const events: BuildEvent[] = [];
+    const report = await buildOnFarm(
+      {
+        image: `${registry.host}/project-bp:latest`,
+        path: app,
+        runImage: `${registry.host}/run:v1`,
+        insecureRegistries: [registry.host],
+        publish: true,
+        platforms: ['linux/amd64'],
+      },
+      {
+        nodes: [tappedNode(1, wire)],
+        env: { ...process.env, DOCKER_CONFIG: dockerDir },
+        onEvent: (e) => events.push(e),
+      },
+    );
+    expect((await store('project-bp').resolve('latest'))?.digest).toBe(report.digest);
+    expect(
+      events.some((e) => e.type === 'output' && e.line === 'probe: building for linux/amd64 app=project-bp'),
+    ).toBe(true);
+    const runs = (await messagesOn(wire)).filter(
+      (m): m is Extract<ToNode, { type: 'run-target' }> => m.type === 'run-target',
+    );
+    expect(runs.map((r) => r.credentials.map((c) => c.scopes))).toEqual([
+      [['repository:buildpacks/probe:pull', 'repository:project-bp:pull,push', 'repository:run:pull']],
+    ]);
+  }, 300_000);
+});
+
 describe('--tag in other repositories on a farm', () => {
   it('the coordinator mounts each per-arch image into the other repository; the index is tagged in both', async () => {
     const wire = join(root, 'wire-tags.bin');
@@ -338,5 +388,102 @@ describe('the app travels as pieces', () => {
       { name: 'local', uri: 'local' },
     ]);
     expect(local.report.digest).toBe(second.report.digest);
+  }, 300_000);
+});
+
+describe('scoped tokens renewed while a job runs (protocol 4)', () => {
+  let short: TestRegistry;
+  beforeAll(async () => {
+    // Tokens that live 4 s, refused by the registry right after (the issuer cancels distribution's leeway).
+    short = await startRegistry({
+      auth: 'token',
+      users: [{ ...USER }],
+      token: { expiresIn: 4, registryLeeway: 60 },
+    });
+    const run = createRegistryStore(parseReference(`${short.host}/run`), {
+      insecureRegistries: [short.host],
+      credentials: { username: USER.name, password: USER.password },
+    });
+    const image = await createRunImage({ store: run, tag: 'v1-amd64', platform: AMD64 });
+    await publishIndex({ store: run, images: [image.digest], tags: ['v1'] });
+    await writeFile(
+      join(dockerDir, 'config.json'),
+      JSON.stringify({ auths: { [registry.host]: { auth: BASIC }, [short.host]: { auth: BASIC } } }),
+    );
+  }, 120_000);
+  afterAll(async () => {
+    await short?.stop();
+  });
+
+  it('a build outliving its token pushes with a renewed one of the same scopes', async () => {
+    const wire = join(root, 'wire-renew.bin');
+    const app = await makeApp('renew', { 'app.txt': 'renew\n' });
+    const events: BuildEvent[] = [];
+    const report = await buildOnFarm(
+      {
+        image: `${short.host}/slow:latest`,
+        path: app,
+        buildpacks: [probeBp],
+        runImage: `${short.host}/run:v1`,
+        insecureRegistries: [short.host],
+        publish: true,
+        platforms: ['linux/amd64'],
+        // The buildpack takes 10 s: the job's first token (4 s) is long refused when the image is pushed.
+        env: ['FARM_SLEEP=10'],
+      },
+      {
+        nodes: [tappedNode(0, wire)],
+        env: { ...process.env, DOCKER_CONFIG: dockerDir },
+        onEvent: (e) => events.push(e),
+      },
+    );
+    const pushed = createRegistryStore(parseReference(`${short.host}/slow`), {
+      insecureRegistries: [short.host],
+      credentials: { username: USER.name, password: USER.password },
+    });
+    expect((await pushed.resolve('latest'))?.digest).toBe(report.digest);
+
+    // On the wire: the job's token, then renewed ones — same registry, same scopes, never the password.
+    const bytes = await readFile(wire);
+    expect(bytes.includes(USER.password)).toBe(false);
+    expect(bytes.includes(BASIC)).toBe(false);
+    const sent = await messagesOn(wire);
+    const run = sent.find((m): m is Extract<ToNode, { type: 'run-target' }> => m.type === 'run-target');
+    const first = run?.credentials[0];
+    expect(first?.scopes).toEqual(['repository:run:pull', 'repository:slow:pull,push']);
+    const renewed = sent.filter((m): m is Extract<ToNode, { type: 'token' }> => m.type === 'token');
+    // 10 s of buildpack alone, renewed half-way through each 4 s token.
+    expect(renewed.length).toBeGreaterThanOrEqual(3);
+    for (const t of renewed) {
+      expect(t.error).toBeUndefined();
+      expect(t.credential).toMatchObject({ registry: short.host, scopes: first?.scopes });
+      expect(t.credential?.password).toBeUndefined();
+      expect(t.credential?.registryToken).not.toBe(first?.registryToken);
+    }
+    // The token service issued each by the user, for exactly those scopes.
+    const asked = short.tokenIssuer!.requests.filter(
+      (r) => r.user === USER.name && [...r.scopes].sort().join(' ') === first?.scopes?.join(' '),
+    );
+    expect(asked.length).toBeGreaterThanOrEqual(renewed.length + 1);
+    const debug = events.filter((e) => e.type === 'debug' && e.message.includes('registry token renewed'));
+    expect(debug.length).toBe(renewed.length);
+
+    // The job's first token is refused by now: the push at the end went through with a renewed one.
+    const client = new RegistryClient({
+      registry: short.host,
+      insecureRegistries: [short.host],
+      credentials: { registryToken: first!.registryToken! },
+    });
+    try {
+      let refused: unknown;
+      try {
+        await checkPushAccess(client, 'slow');
+      } catch (e) {
+        refused = e;
+      }
+      expect((refused as { code?: string })?.code).toBe('REGISTRY_UNAUTHORIZED');
+    } finally {
+      await client.close();
+    }
   }, 300_000);
 });

@@ -1,11 +1,12 @@
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BuildOptions, type BuildReport, build } from '../../src/api/build.js';
 import type { BuildEvent } from '../../src/api/events.js';
 import { defaultBuilderLocation, platformSlug } from '../../src/builder/default-builder.js';
+import { packageBuildpack } from '../../src/builder/package.js';
 import { buildOnFarm } from '../../src/farm/build.js';
 import type { FarmNodeConfig } from '../../src/farm/config.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
@@ -384,4 +385,113 @@ describe('--cache-dir through remote nodes', () => {
         .catch(() => []),
     ).toEqual([]);
   }, 120_000);
+});
+
+describe('buildpackages on the coordinator’s disk (--buildpack oci:…, FILE.cnb)', () => {
+  let pkgDir: string;
+  let cnb: string;
+  beforeAll(async () => {
+    const config = join(root, 'probe-package.toml');
+    await writeFile(config, `[buildpack]\nuri = "${probeBp}"\n`);
+    pkgDir = join(root, 'pkgs', 'probe');
+    const scratchDir = join(root, 'pkg-scratch');
+    await mkdir(scratchDir, { recursive: true });
+    // An index of two platforms: a node building amd64 gets the amd64 child only.
+    await packageBuildpack({
+      name: `oci:${pkgDir}:1`,
+      config,
+      format: 'image',
+      targets: ['linux/amd64', 'linux/arm64'],
+      scratchDir,
+    });
+    cnb = join(root, 'probe-amd64.cnb');
+    await packageBuildpack({ name: cnb, config, format: 'file', targets: ['linux/amd64'], scratchDir });
+  }, 120_000);
+
+  it('--buildpack oci:DIR:TAG: the node gets the target’s child only; a second build sends no blob of it', async () => {
+    const app = await makeApp('bp-oci', { 'app.txt': 'bp-oci\n' });
+    const options = {
+      image: `${registry.host}/bp-oci:latest`,
+      path: app,
+      buildpacks: [`oci:${pkgDir}:1`],
+      runImage: runRef,
+      platforms: ['linux/amd64'],
+    };
+    const { report, events } = await farmBuild(options, [node(0)]);
+    expect(report.targets[0]?.farm?.node).toBe('node1');
+    expect(output(events, 'linux/amd64')).toContain('probe: building for linux/amd64 app=bp-oci');
+    // Laid out on the node under the amd64 child's manifest digest; the arm64 child never went there.
+    const top = await openLayoutStore(pkgDir);
+    const children = JSON.parse((await top.getManifest('1')).bytes.toString('utf8')) as {
+      manifests: Array<{ digest: string; platform: { architecture: string } }>;
+    };
+    const child = (arch: string) => children.manifests.find((m) => m.platform.architecture === arch)!.digest;
+    const images = await readdir(join(ssh.nodes[0]!.dataDir, 'farm', 'images'));
+    expect(images).toContain(digestHex(child('amd64') as `sha256:${string}`));
+    expect(images).not.toContain(digestHex(child('arm64') as `sha256:${string}`));
+    const blobs = await readdir(join(ssh.nodes[0]!.dataDir, 'farm', 'blobs', 'sha256'));
+    expect(blobs).not.toContain(digestHex(child('arm64') as `sha256:${string}`));
+
+    // The same build on the local node makes the same image; a second farm build sends nothing.
+    const local = await farmBuild({ ...options, image: `${registry.host}/bp-oci-local:latest` }, [
+      { name: 'local', uri: 'local' },
+    ]);
+    expect(local.report.digest).toBe(report.digest);
+    const again = await farmBuild({ ...options, image: `${registry.host}/bp-oci-again:latest` }, [node(0)]);
+    expect(again.report.digest).toBe(report.digest);
+    expect(again.report.targets[0]?.farm?.blobsSent).toBe(0);
+  }, 600_000);
+
+  it('project.toml uri = "oci:…" (relative) and a .cnb: sent from here, the file in the app unchanged', async () => {
+    const app = await makeApp('bp-project', { 'app.txt': 'bp-project\n' });
+    const rel = relative(app, pkgDir);
+    for (const uri of [`oci:${rel}:1`, relative(app, cnb)]) {
+      await writeFile(
+        join(app, 'project.toml'),
+        `[_]\nschema-version = "0.2"\n[[io.buildpacks.group]]\nuri = "${uri}"\n`,
+      );
+      const options = {
+        image: `${registry.host}/bp-project:latest`,
+        path: app,
+        runImage: runRef,
+        platforms: ['linux/amd64'],
+      };
+      const { report, events } = await farmBuild(options, [node(0)]);
+      expect(report.targets[0]?.farm?.node).toBe('node1');
+      expect(output(events, 'linux/amd64')).toContain('probe: building for linux/amd64 app=bp-project');
+      const local = await farmBuild({ ...options, image: `${registry.host}/bp-project-local:latest` }, [
+        { name: 'local', uri: 'local' },
+      ]);
+      expect(local.report.digest, uri).toBe(report.digest);
+    }
+  }, 600_000);
+
+  it('--buildpack FILE.cnb: unpacked here, sent as its image, built on the node', async () => {
+    const app = await makeApp('bp-cnb', { 'app.txt': 'bp-cnb\n' });
+    const { report, events } = await farmBuild(
+      {
+        image: `${registry.host}/bp-cnb:latest`,
+        path: app,
+        buildpacks: [cnb],
+        runImage: runRef,
+        platforms: ['linux/amd64'],
+      },
+      [node(1)],
+    );
+    expect(report.targets[0]?.farm?.node).toBe('node2');
+    expect(report.targets[0]?.farm?.blobsSent).toBeGreaterThan(2);
+    expect(output(events, 'linux/amd64')).toContain('probe: building for linux/amd64 app=bp-cnb');
+    expect((await store('bp-cnb').resolve('latest'))?.digest).toBe(report.digest);
+    const again = await farmBuild(
+      {
+        image: `${registry.host}/bp-cnb2:latest`,
+        path: app,
+        buildpacks: [cnb],
+        runImage: runRef,
+        platforms: ['linux/amd64'],
+      },
+      [node(1)],
+    );
+    expect(again.report.targets[0]?.farm?.blobsSent).toBe(0);
+  }, 600_000);
 });
