@@ -34,14 +34,22 @@ export async function runCli(...argv: string[]): Promise<CliRun> {
   return { code, out: out.join(''), err: err.join('') };
 }
 
+/** Set (or, for undefined, unset) these environment variables; the function returned puts back what was there. */
+export function useEnv(vars: Record<string, string | undefined>): () => void {
+  const saved = Object.keys(vars).map((k) => [k, process.env[k]] as const);
+  const set = (k: string, v: string | undefined) => {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  };
+  for (const [k, v] of Object.entries(vars)) set(k, v);
+  return () => {
+    for (const [k, v] of saved) set(k, v);
+  };
+}
+
 /** Point PACKFARM_HOME at `dir`; the function returned puts back what it was. */
 export function usePackfarmHome(dir: string): () => void {
-  const saved = process.env.PACKFARM_HOME;
-  process.env.PACKFARM_HOME = dir;
-  return () => {
-    if (saved === undefined) delete process.env.PACKFARM_HOME;
-    else process.env.PACKFARM_HOME = saved;
-  };
+  return useEnv({ PACKFARM_HOME: dir });
 }
 
 /** A store on repository `repo` of the loopback test registry (plain HTTP). */

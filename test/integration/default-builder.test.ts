@@ -3,10 +3,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
 import { defaultBuilderLocation } from '../../src/builder/default-builder.js';
-import type { CliIO } from '../../src/cli/output.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
+import { runCli, usePackfarmHome } from '../helpers/cli.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { type PodmanRunner, createPodmanRunner } from '../helpers/run-image.js';
 
@@ -25,21 +24,13 @@ let root: string;
 let app: string;
 let registry: TestRegistry;
 let podman: PodmanRunner;
-const savedHome = process.env.PACKFARM_HOME;
-
-async function packfarm(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await main(argv, io);
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+let restoreHome: (() => void) | undefined;
 
 const image = () => `${registry.host}/node-hello:latest`;
 
 async function build(platforms: string): Promise<{ text: string; seconds: number }> {
   const t0 = performance.now();
-  const r = await packfarm(
+  const r = await runCli(
     'build',
     image(),
     '--path',
@@ -68,7 +59,7 @@ const linesOf = (text: string, target: string) =>
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-default-builder-'));
   await mkdir(CACHE, { recursive: true });
-  process.env.PACKFARM_HOME = join(CACHE, 'home');
+  restoreHome = usePackfarmHome(join(CACHE, 'home'));
   app = join(root, 'node-hello');
   await cp(join(repoRoot, 'examples', 'node-hello'), app, { recursive: true });
   registry = await startRegistry();
@@ -76,8 +67,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = savedHome;
+  restoreHome?.();
   await podman?.cleanup();
   await registry?.stop();
   if (root) await rm(root, { recursive: true, force: true });
@@ -161,7 +151,7 @@ describe('the default builder on examples/node-hello', () => {
       const dir = join(root, example);
       await cp(join(repoRoot, 'examples', example), dir, { recursive: true });
       const ref = `${registry.host}/${example}:latest`;
-      const r = await packfarm(
+      const r = await runCli(
         'build',
         ref,
         '--path',

@@ -18,6 +18,7 @@ import { parseReference } from '../../src/oci/reference.js';
 import { checkPushAccess } from '../../src/registry/access.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { isPackfarmError } from '../../src/util/errors.js';
+import { useEnv } from '../helpers/cli.js';
 import { compileSrcForChildProcesses } from '../helpers/compiled-src.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { createRunImage } from '../helpers/run-image.js';
@@ -42,11 +43,8 @@ let ssh: SshFarm;
 let compiled: { dir: string; cleanup: () => Promise<void> };
 let entry: string;
 let dockerDir: string;
-const saved = {
-  home: process.env.PACKFARM_HOME,
-  xdg: process.env.XDG_CONFIG_HOME,
-  docker: process.env.DOCKER_CONFIG,
-};
+let restoreEnv: (() => void) | undefined;
+let restoreDocker: (() => void) | undefined;
 
 /** Node i, its serve command recording the coordinator's bytes into `wire` (appended, one file per node). */
 function tappedNode(i: number, wire: string, extra: Partial<FarmNodeConfig> = {}): FarmNodeConfig {
@@ -112,8 +110,7 @@ async function farmBuild(
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-farmcred-'));
-  process.env.PACKFARM_HOME = join(root, 'coordinator');
-  process.env.XDG_CONFIG_HOME = join(root, 'config');
+  restoreEnv = useEnv({ PACKFARM_HOME: join(root, 'coordinator'), XDG_CONFIG_HOME: join(root, 'config') });
   compiled = await compileSrcForChildProcesses();
   entry = join(compiled.dir, 'packfarm.mjs');
   await writeFile(
@@ -140,16 +137,12 @@ beforeAll(async () => {
     }),
   );
   // The coordinator's planning reads the process environment's docker config.
-  process.env.DOCKER_CONFIG = dockerDir;
+  restoreDocker = useEnv({ DOCKER_CONFIG: dockerDir });
 }, 180_000);
 
 afterAll(async () => {
-  if (saved.home === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = saved.home;
-  if (saved.xdg === undefined) delete process.env.XDG_CONFIG_HOME;
-  else process.env.XDG_CONFIG_HOME = saved.xdg;
-  if (saved.docker === undefined) delete process.env.DOCKER_CONFIG;
-  else process.env.DOCKER_CONFIG = saved.docker;
+  restoreDocker?.();
+  restoreEnv?.();
   await ssh?.stop();
   await registry?.stop();
   await compiled?.cleanup();

@@ -16,6 +16,7 @@ import { digestHex } from '../../src/oci/digest.js';
 import type { Platform } from '../../src/oci/platform.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { isPackfarmError } from '../../src/util/errors.js';
+import { usePackfarmHome } from '../helpers/cli.js';
 import { writeBuilderIndex } from '../helpers/builder-index.js';
 import { writeBusyboxBuildImage } from '../helpers/build-image.js';
 import { compileSrcForChildProcesses } from '../helpers/compiled-src.js';
@@ -40,7 +41,7 @@ let podman: PodmanRunner;
 let ssh: SshFarm;
 let compiled: { dir: string; cleanup: () => Promise<void> };
 let runRef: string;
-const savedHome = process.env.PACKFARM_HOME;
+let restoreHome: (() => void) | undefined;
 
 const node = (i: number, extra: Partial<FarmNodeConfig> = {}): FarmNodeConfig => ({
   ...ssh.nodes[i]!.config,
@@ -73,7 +74,7 @@ const output = (events: BuildEvent[], target: string) =>
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-farm-local-'));
-  process.env.PACKFARM_HOME = join(root, 'coordinator');
+  restoreHome = usePackfarmHome(join(root, 'coordinator'));
   compiled = await compileSrcForChildProcesses();
   const entry = join(compiled.dir, 'packfarm.mjs');
   await writeFile(
@@ -91,8 +92,7 @@ beforeAll(async () => {
 }, 600_000);
 
 afterAll(async () => {
-  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = savedHome;
+  restoreHome?.();
   await ssh?.stop();
   await podman?.cleanup();
   await registry?.stop();

@@ -10,6 +10,7 @@ import { type FarmNodeConfig, LOCAL_NODE } from '../../src/farm/config.js';
 import { createRegistryStore } from '../../src/image/registry-store.js';
 import type { Platform } from '../../src/oci/platform.js';
 import { parseReference } from '../../src/oci/reference.js';
+import { usePackfarmHome } from '../helpers/cli.js';
 import { writeBuilderIndex } from '../helpers/builder-index.js';
 import { compileSrcForChildProcesses } from '../helpers/compiled-src.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
@@ -36,11 +37,11 @@ let podman: PodmanRunner;
 let ssh: SshFarm;
 let compiled: { dir: string; cleanup: () => Promise<void> };
 let builderRef: string;
-const savedHome = process.env.PACKFARM_HOME;
+let restoreHome: (() => void) | undefined;
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-farm-multiarch-'));
-  process.env.PACKFARM_HOME = join(root, 'coordinator');
+  restoreHome = usePackfarmHome(join(root, 'coordinator'));
   compiled = await compileSrcForChildProcesses();
   const entry = join(compiled.dir, 'packfarm.mjs');
   await writeFile(
@@ -65,8 +66,7 @@ beforeAll(async () => {
 }, 600_000);
 
 afterAll(async () => {
-  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = savedHome;
+  restoreHome?.();
   await ssh?.stop();
   await podman?.cleanup();
   await registry?.stop();

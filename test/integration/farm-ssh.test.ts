@@ -6,8 +6,6 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildReport } from '../../src/api/build.js';
 import type { BuildEvent } from '../../src/api/events.js';
-import { main } from '../../src/cli/main.js';
-import type { CliIO } from '../../src/cli/output.js';
 import { buildOnFarm } from '../../src/farm/build.js';
 import type { FarmNodeConfig } from '../../src/farm/config.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
@@ -17,6 +15,7 @@ import { MediaType } from '../../src/oci/media-types.js';
 import type { Platform } from '../../src/oci/platform.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { isPackfarmError } from '../../src/util/errors.js';
+import { runCli, useEnv } from '../helpers/cli.js';
 import { compileSrcForChildProcesses } from '../helpers/compiled-src.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { type PodmanRunner, createPodmanRunner, createRunImage } from '../helpers/run-image.js';
@@ -42,15 +41,7 @@ let podman: PodmanRunner;
 let ssh: SshFarm;
 let compiled: { dir: string; cleanup: () => Promise<void> };
 let runIndex: string;
-const saved = { home: process.env.PACKFARM_HOME, xdg: process.env.XDG_CONFIG_HOME };
-
-async function packfarm(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await main(argv, io);
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+let restoreEnv: (() => void) | undefined;
 
 async function makeApp(name: string, files: Record<string, string>): Promise<string> {
   const dir = join(root, 'apps', name);
@@ -100,8 +91,7 @@ async function farmBuild(
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-farm-'));
-  process.env.PACKFARM_HOME = join(root, 'coordinator');
-  process.env.XDG_CONFIG_HOME = join(root, 'config');
+  restoreEnv = useEnv({ PACKFARM_HOME: join(root, 'coordinator'), XDG_CONFIG_HOME: join(root, 'config') });
   compiled = await compileSrcForChildProcesses();
   const entry = join(compiled.dir, 'packfarm.mjs');
   await writeFile(
@@ -122,10 +112,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  if (saved.home === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = saved.home;
-  if (saved.xdg === undefined) delete process.env.XDG_CONFIG_HOME;
-  else process.env.XDG_CONFIG_HOME = saved.xdg;
+  restoreEnv?.();
   await ssh?.stop();
   await podman?.cleanup();
   await registry?.stop();
@@ -135,10 +122,10 @@ afterAll(async () => {
 
 describe('farm config and nodes over ssh', () => {
   it('farm create / node add / ls: every node reachable with its version, platforms and capacity', async () => {
-    expect((await packfarm('farm', 'create', 'lab', 'local')).code).toBe(0);
+    expect((await runCli('farm', 'create', 'lab', 'local')).code).toBe(0);
     for (const n of ssh.nodes.slice(0, 2)) {
       const c = n.config;
-      const r = await packfarm(
+      const r = await runCli(
         'farm',
         'node',
         'add',
@@ -156,7 +143,7 @@ describe('farm config and nodes over ssh', () => {
       );
       expect(r.code, r.err).toBe(0);
     }
-    const ls = await packfarm('farm', 'ls', '--json');
+    const ls = await runCli('farm', 'ls', '--json');
     expect(ls.code, ls.err).toBe(0);
     const farms = JSON.parse(ls.out) as Array<{
       name: string;
@@ -175,7 +162,7 @@ describe('farm config and nodes over ssh', () => {
       expect(n.runningJobs).toBe(0);
     }
     expect(nodes[1]!.capacity).toBe(2);
-    const human = await packfarm('farm', 'ls');
+    const human = await runCli('farm', 'ls');
     expect(human.out).toContain('node1  ssh://root@127.0.0.2:');
     expect(human.out).toMatch(/native: {3}linux\/amd64, linux\/386/);
   }, 120_000);
@@ -185,7 +172,7 @@ describe('farm config and nodes over ssh', () => {
     process.env.CONTAINERS_CONF = join(fixtures, 'containers.conf');
     process.env.PODMAN_CONNECTIONS_CONF = join(root, 'no-such-podman-connections.json');
     try {
-      const r = await packfarm('farm', 'import-podman', 'mixed', '--json');
+      const r = await runCli('farm', 'import-podman', 'mixed', '--json');
       expect(r.code, r.err).toBe(0);
       expect(JSON.parse(r.out)).toMatchObject({ farm: 'mixed', skipped: [{ name: 'local-sock' }] });
       // podman's hosts are not reachable from here (and tests stay on loopback): read what was written.
@@ -195,7 +182,7 @@ describe('farm config and nodes over ssh', () => {
         { name: 'amd-box', uri: 'ssh://root@amd.example' },
         { name: 'arm-box', uri: 'ssh://builder@10.0.0.7:2222', identity: '/home/me/.ssh/id_arm' },
       ]);
-      expect((await packfarm('farm', 'rm', 'mixed')).code).toBe(0);
+      expect((await runCli('farm', 'rm', 'mixed')).code).toBe(0);
     } finally {
       delete process.env.CONTAINERS_CONF;
       delete process.env.PODMAN_CONNECTIONS_CONF;
@@ -350,7 +337,7 @@ describe('builds on the farm', () => {
 
   it('packfarm build --farm NAME (the CLI) reports the node and the bytes per target', async () => {
     const cliApp = await makeApp('cli', { 'app.txt': 'cli\n' });
-    const r = await packfarm(
+    const r = await runCli(
       'build',
       `${registry.host}/cli:latest`,
       '--path',
@@ -371,7 +358,7 @@ describe('builds on the farm', () => {
     expect(r.out).toMatch(/linux\/386: sha256:[0-9a-f]{64} \(native/);
     expect(r.out).toMatch(/node: {5}(local|node1|node2) \(native\); sent [\d.]+ \w*B, received [\d.]+ \w*B/);
     // One target on a farm: a plain image under the tag, as without --farm.
-    const one = await packfarm(
+    const one = await runCli(
       'build',
       `${registry.host}/cli-one:latest`,
       '--path',
@@ -396,14 +383,7 @@ describe('builds on the farm', () => {
     const resolved = await store('cli-one').resolve('latest');
     expect(resolved?.digest).toBe(oneReport.digest);
     expect(resolved?.mediaType).toBe(MediaType.ociManifest);
-    const missing = await packfarm(
-      'build',
-      `${registry.host}/cli:latest`,
-      '--path',
-      cliApp,
-      '--farm',
-      'nope',
-    );
+    const missing = await runCli('build', `${registry.host}/cli:latest`, '--path', cliApp, '--farm', 'nope');
     expect(missing.code).not.toBe(0);
     expect(missing.err).toContain('no farm named "nope"');
   }, 300_000);
@@ -472,10 +452,10 @@ describe('faults', () => {
         ...c.ssh_options!.flatMap((o) => ['--ssh-option', o]),
       ];
     };
-    expect((await packfarm('farm', 'create', 'pair')).code).toBe(0);
+    expect((await runCli('farm', 'create', 'pair')).code).toBe(0);
     expect(
       (
-        await packfarm(
+        await runCli(
           'farm',
           'node',
           'add',
@@ -491,7 +471,7 @@ describe('faults', () => {
     ).toBe(0);
     expect(
       (
-        await packfarm(
+        await runCli(
           'farm',
           'node',
           'add',

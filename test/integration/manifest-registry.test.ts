@@ -3,13 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
-import type { CliIO } from '../../src/cli/output.js';
 import { copyImage } from '../../src/image/copy.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
 import { openImage } from '../../src/image/transport.js';
 import { sha256Digest } from '../../src/oci/digest.js';
 import { MediaType } from '../../src/oci/media-types.js';
+import { runCli, usePackfarmHome } from '../helpers/cli.js';
 import { type TestImage, writeTestImage } from '../helpers/images.js';
 import { assertOciValid } from '../helpers/oci-schema.js';
 import { privatePodman } from '../helpers/podman.js';
@@ -22,22 +21,15 @@ import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 let registry: TestRegistry;
 let tmp: string;
 const images: Record<string, TestImage> = {};
-const savedHome = process.env.PACKFARM_HOME;
+let restoreHome: (() => void) | undefined;
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIO = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await main(argv, io);
-  return { code, out: out.join(''), err: err.join('') };
-}
 const insecure = () => ['--insecure-registry', registry.host];
 
 beforeAll(async () => {
   registry = await startRegistry({});
   tmp = join(tmpdir(), `packfarm-manifest-registry-${process.pid}-${Date.now().toString(36)}`);
   await mkdir(tmp);
-  process.env.PACKFARM_HOME = join(tmp, 'home');
+  restoreHome = usePackfarmHome(join(tmp, 'home'));
   // Per-arch images pushed by tag, as separate builds would leave them.
   const layout = await openLayoutStore(join(tmp, 'src'), { create: true });
   for (const p of ['linux/amd64', 'linux/arm64', 'linux/arm/v7']) {
@@ -48,8 +40,7 @@ beforeAll(async () => {
   }
 });
 afterAll(async () => {
-  if (savedHome === undefined) delete process.env.PACKFARM_HOME;
-  else process.env.PACKFARM_HOME = savedHome;
+  restoreHome?.();
   await registry?.stop();
   await rm(tmp, { recursive: true, force: true });
 });
@@ -57,7 +48,7 @@ afterAll(async () => {
 describe('manifest lists against a registry', () => {
   it('create, add, annotate, inspect and push; skopeo reads the same bytes', async () => {
     const list = `${registry.host}/team/app:1`;
-    const created = await run(
+    const created = await runCli(
       'manifest',
       'create',
       list,
@@ -67,13 +58,13 @@ describe('manifest lists against a registry', () => {
     expect(created.err).toBe('');
     expect(created.code).toBe(0);
     expect(
-      (await run('manifest', 'add', list, `docker://${registry.host}/team/app:linux-arm64`, ...insecure()))
+      (await runCli('manifest', 'add', list, `docker://${registry.host}/team/app:linux-arm64`, ...insecure()))
         .code,
     ).toBe(0);
     const armv7 = images['linux-arm-v7']!;
     expect(
       (
-        await run(
+        await runCli(
           'manifest',
           'add',
           list,
@@ -84,7 +75,7 @@ describe('manifest lists against a registry', () => {
         )
       ).code,
     ).toBe(0);
-    const ann = await run(
+    const ann = await runCli(
       'manifest',
       'annotate',
       list,
@@ -94,7 +85,7 @@ describe('manifest lists against a registry', () => {
     );
     expect(ann.code).toBe(0);
 
-    const inspected = await run('manifest', 'inspect', list, '--raw');
+    const inspected = await runCli('manifest', 'inspect', list, '--raw');
     const raw = inspected.out;
     assertOciValid('index', raw);
     const doc = JSON.parse(raw);
@@ -104,7 +95,7 @@ describe('manifest lists against a registry', () => {
     expect(doc.manifests[1]).toMatchObject({ digest: armv7.digest, annotations: { k: 'v' } });
     expect(doc.manifests[2].platform['os.version']).toBe('1.0');
 
-    const pushed = await run('manifest', 'push', list, ...insecure(), '--json');
+    const pushed = await runCli('manifest', 'push', list, ...insecure(), '--json');
     expect(pushed.err).toBe('');
     expect(pushed.code).toBe(0);
     const report = JSON.parse(pushed.out);
@@ -127,12 +118,12 @@ describe('manifest lists against a registry', () => {
     const digests: string[] = [];
     for (const [i, order] of [tags, [...tags].reverse()].entries()) {
       const list = `${registry.host}/team/app:order-${i}`;
-      expect((await run('manifest', 'create', list)).code).toBe(0);
+      expect((await runCli('manifest', 'create', list)).code).toBe(0);
       for (const t of order)
         expect(
-          (await run('manifest', 'add', list, `${registry.host}/team/app:${t}`, ...insecure())).code,
+          (await runCli('manifest', 'add', list, `${registry.host}/team/app:${t}`, ...insecure())).code,
         ).toBe(0);
-      const r = await run('manifest', 'push', list, ...insecure(), '--json', '--purge');
+      const r = await runCli('manifest', 'push', list, ...insecure(), '--json', '--purge');
       expect(r.code).toBe(0);
       digests.push(JSON.parse(r.out).digest);
     }
@@ -147,12 +138,12 @@ describe('manifest lists against a registry', () => {
     ).stdout;
     expect(sha256Digest(remote)).toBe(digests[0]);
     // --purge removed the local lists.
-    expect((await run('manifest', 'inspect', `${registry.host}/team/app:order-0`)).code).toBe(1);
+    expect((await runCli('manifest', 'inspect', `${registry.host}/team/app:order-0`)).code).toBe(1);
   });
 
   it('pushes to another repository, mounting the children blobs, and podman pulls one platform from it', async () => {
     const list = `${registry.host}/team/app:2`;
-    await run(
+    await runCli(
       'manifest',
       'create',
       list,
@@ -161,7 +152,7 @@ describe('manifest lists against a registry', () => {
       ...insecure(),
     );
     const dest = `${registry.host}/elsewhere/app:2`;
-    const r = await run('manifest', 'push', list, dest, ...insecure(), '--json');
+    const r = await runCli('manifest', 'push', list, dest, ...insecure(), '--json');
     expect(r.err).toBe('');
     const report = JSON.parse(r.out);
     expect(report.mediaType).toBe(MediaType.ociIndex);
@@ -181,8 +172,8 @@ describe('manifest lists against a registry', () => {
 
   it('refuses a Docker list of OCI images before pushing anything', async () => {
     const list = `${registry.host}/team/app:3`;
-    await run('manifest', 'create', list, `${registry.host}/team/app:linux-amd64`, ...insecure());
-    const r = await run('manifest', 'push', list, '--format', 'docker', ...insecure());
+    await runCli('manifest', 'create', list, `${registry.host}/team/app:linux-amd64`, ...insecure());
+    const r = await runCli('manifest', 'push', list, '--format', 'docker', ...insecure());
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/Docker manifest list/);
     const tags = (
