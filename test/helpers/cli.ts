@@ -1,5 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
 import { main } from '../../src/cli/main.js';
 import type { CliIO } from '../../src/cli/output.js';
 import { parseReference } from '../../src/oci/reference.js';
@@ -67,4 +69,22 @@ export async function writeFiles(dir: string, files: Record<string, string>): Pr
     await writeFile(join(dir, rel), text);
   }
   return dir;
+}
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** `packfarm ARGS…` as a user runs it: bin/packfarm.js (so dist/) in a child process, PACKFARM_HOME set, no colour. */
+export function packfarmProcess(args: string[], opts: { home: string; cwd?: string }) {
+  return execa(process.execPath, [join(repoRoot, 'bin', 'packfarm.js'), ...args], {
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    env: { PACKFARM_HOME: opts.home, NO_COLOR: '1' },
+    reject: false,
+  });
+}
+
+/** `skopeo inspect --tls-verify=false ARGS…` as JSON; throws with skopeo's stderr when it fails. */
+export async function skopeoJson(...args: string[]): Promise<Record<string, unknown>> {
+  const r = await execa('skopeo', ['inspect', '--tls-verify=false', ...args], { reject: false });
+  if (r.exitCode !== 0) throw new Error(`skopeo inspect ${args.join(' ')}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
 }

@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packfarmProcess, skopeoJson } from '../helpers/cli.js';
 import { debianBaseImages } from '../helpers/base-images.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 
@@ -34,17 +35,7 @@ let baseLayers: { amd64: number; arm64: number };
 let universeRef: string;
 
 function packfarm(args: string[], cwd = root) {
-  return execa(process.execPath, [join(repoRoot, 'bin', 'packfarm.js'), ...args], {
-    cwd,
-    env: { PACKFARM_HOME: join(root, 'home'), NO_COLOR: '1' },
-    reject: false,
-  });
-}
-
-async function skopeoJson(...args: string[]): Promise<Record<string, unknown>> {
-  const r = await execa('skopeo', ['inspect', '--tls-verify=false', ...args], { reject: false });
-  if (r.exitCode !== 0) throw new Error(`skopeo inspect ${args.join(' ')}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as Record<string, unknown>;
+  return packfarmProcess(args, { cwd, home: join(root, 'home') });
 }
 
 function builderToml(extra = ''): string {

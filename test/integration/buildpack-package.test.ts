@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveBuilder } from '../../src/builder/resolve.js';
 import { openLayoutStore } from '../../src/image/layout-store.js';
+import { packfarmProcess, skopeoJson } from '../helpers/cli.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 import { createRunImage } from '../helpers/run-image.js';
 
@@ -23,17 +24,7 @@ let root: string;
 let registry: TestRegistry;
 
 function packfarm(args: string[]) {
-  return execa(process.execPath, [join(repoRoot, 'bin', 'packfarm.js'), ...args], {
-    cwd: root,
-    env: { PACKFARM_HOME: join(root, 'home'), NO_COLOR: '1' },
-    reject: false,
-  });
-}
-
-async function skopeoJson(...args: string[]): Promise<Record<string, unknown>> {
-  const r = await execa('skopeo', ['inspect', '--tls-verify=false', ...args], { reject: false });
-  if (r.exitCode !== 0) throw new Error(`skopeo inspect ${args.join(' ')}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as Record<string, unknown>;
+  return packfarmProcess(args, { cwd: root, home: join(root, 'home') });
 }
 
 const sha256 = async (file: string) =>

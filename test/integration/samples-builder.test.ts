@@ -2,8 +2,8 @@ import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packfarmProcess, skopeoJson } from '../helpers/cli.js';
 import { debianBaseImages } from '../helpers/base-images.js';
 import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 
@@ -33,7 +33,7 @@ import { type TestRegistry, startRegistry } from '../helpers/registry.js';
 const SAMPLES_CHECKED_COMMIT = 'ff523267214af1a078afbcd6ed82fd55d56baba3';
 const SAMPLES_SKIP_NOTE = `needs a buildpacks/samples checkout: set PACKFARM_SAMPLES_DIR (git clone https://github.com/buildpacks/samples; checked at ${SAMPLES_CHECKED_COMMIT})`;
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const _repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const samplesDir = process.env.PACKFARM_SAMPLES_DIR ? resolve(process.env.PACKFARM_SAMPLES_DIR) : undefined;
 
 let root: string;
@@ -46,17 +46,7 @@ let builderRef: string;
 let localToml: string;
 
 function packfarm(args: string[], cwd = root) {
-  return execa(process.execPath, [join(repoRoot, 'bin', 'packfarm.js'), ...args], {
-    cwd,
-    env: { PACKFARM_HOME: join(root, 'home'), NO_COLOR: '1' },
-    reject: false,
-  });
-}
-
-async function skopeoJson(...args: string[]): Promise<Record<string, unknown>> {
-  const r = await execa('skopeo', ['inspect', '--tls-verify=false', ...args], { reject: false });
-  if (r.exitCode !== 0) throw new Error(`skopeo inspect ${args.join(' ')}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as Record<string, unknown>;
+  return packfarmProcess(args, { cwd, home: join(root, 'home') });
 }
 
 /** Replace `from` by `to` in `text`, which must hold it exactly once (else the samples have changed). */
