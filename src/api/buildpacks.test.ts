@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseProjectDescriptor } from '../platform/project.js';
-import { buildpacksVaryByPlatform, localBuildpackages } from './buildpacks.js';
+import { buildpacksVaryByPlatform, isLocalBuildpackage, projectBuildpacksInUse } from './buildpacks.js';
 
 describe('buildpacksVaryByPlatform', () => {
   const project = (group: string) =>
@@ -28,18 +28,30 @@ describe('buildpacksVaryByPlatform', () => {
   });
 });
 
-describe('localBuildpackages', () => {
-  it('names oci: layouts and .cnb files, from flags and project.toml, but not registry images', () => {
-    const project = parseProjectDescriptor(
-      '[_]\nschema-version = "0.2"\n[[io.buildpacks.group]]\nuri = "pkgs/bp.cnb"\n[[io.buildpacks.group]]\nuri = "docker://r.example/bp:1"\n',
-      '/app/project.toml',
-    );
-    expect(
-      localBuildpackages(
-        ['docker://r.example/x:1', 'oci:pkgs/bp:1', './dir', 'bp.cnb', 'acme/bp@1'],
-        project,
-      ),
-    ).toEqual(['--buildpack oci:pkgs/bp:1', '--buildpack bp.cnb', '/app/project.toml uri pkgs/bp.cnb']);
-    expect(localBuildpackages(['./dir', 'docker://r.example/x:1'], undefined)).toEqual([]);
+describe('isLocalBuildpackage', () => {
+  it('names oci: layouts and .cnb files, but not registry images, dirs or builder ids', () => {
+    const uris = ['docker://r.example/x:1', 'oci:pkgs/bp:1', './dir', 'bp.cnb', 'acme/bp@1', 'pkgs/bp.cnb'];
+    expect(uris.filter(isLocalBuildpackage)).toEqual(['oci:pkgs/bp:1', 'bp.cnb', 'pkgs/bp.cnb']);
+  });
+});
+
+describe('projectBuildpacksInUse', () => {
+  const project = parseProjectDescriptor(
+    '[_]\nschema-version = "0.2"\n[[io.buildpacks.group]]\nuri = "pkgs/bp.cnb"\n[[io.buildpacks.pre.group]]\nuri = "docker://r.example/pre:1"\n[[io.buildpacks.post.group]]\nuri = "oci:post"\n',
+    '/app/project.toml',
+  );
+  it('is the group with pre and post when no --buildpack replaces it', () => {
+    expect(projectBuildpacksInUse([], project).map((b) => b.uri)).toEqual([
+      'pkgs/bp.cnb',
+      'docker://r.example/pre:1',
+      'oci:post',
+    ]);
+  });
+  it('keeps pre and post only when --buildpack flags replace the group; nothing without project.toml', () => {
+    expect(projectBuildpacksInUse(['./bp'], project).map((b) => b.uri)).toEqual([
+      'docker://r.example/pre:1',
+      'oci:post',
+    ]);
+    expect(projectBuildpacksInUse(['./bp'], undefined)).toEqual([]);
   });
 });

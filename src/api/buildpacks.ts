@@ -50,18 +50,23 @@ export function buildpacksVaryByPlatform(
 }
 
 /**
- * The buildpackages that `--buildpack` or project.toml name on this machine's disk (`oci:` layouts, `.cnb`
- * files): a farm node cannot read them where they are, so the farm sends them as images (farm/runner.ts).
+ * Whether a buildpack uri names a buildpackage on this machine's disk (an `oci:` layout, a `.cnb` file): a farm
+ * node cannot read it where it is, so the farm sends it as an image (farm/runner.ts).
  */
-export function localBuildpackages(
+export function isLocalBuildpackage(uri: string): boolean {
+  return isPackageUri(uri) && !uri.startsWith('docker://');
+}
+
+/**
+ * project.toml's buildpack entries that a build with these `--buildpack` flags runs: its group unless the
+ * flags replace it, its pre and post groups always (as resolveBuildpacks orders them).
+ */
+export function projectBuildpacksInUse(
   flags: readonly string[],
   project: ProjectDescriptor | undefined,
-): string[] {
-  const local = (uri: string) => isPackageUri(uri) && !uri.startsWith('docker://');
-  const out = flags.filter(local).map((f) => `--buildpack ${f}`);
-  for (const b of [...(project?.group ?? []), ...(project?.pre ?? []), ...(project?.post ?? [])])
-    if (b.uri !== undefined && !b.script && local(b.uri)) out.push(`${project?.source} uri ${b.uri}`);
-  return out;
+): ProjectBuildpack[] {
+  if (!project) return [];
+  return [...(flags.length === 0 ? project.group : []), ...project.pre, ...project.post];
 }
 
 /**

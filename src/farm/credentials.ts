@@ -5,6 +5,7 @@ import { type Credential, createKeychain, normalizeRegistryKey } from '../regist
 import { repositoryScope } from '../registry/scope.js';
 import { PackfarmError, isPackfarmError } from '../util/errors.js';
 import type { JobCredential } from './protocol.js';
+import { projectBuildpacksInUse } from '../api/buildpacks.js';
 
 /**
  * The registry credentials a node gets for one target: the narrowest that work.
@@ -58,15 +59,11 @@ export function jobAccess(plan: BuildPlan, target: TargetPlan): JobAccess {
   byStore(target.buildImage?.store, ['pull']);
   byRef(o.buildImage, ['pull']);
   byRef(target.builder ?? o.builder ?? plan.project?.builder, ['pull']);
-  // Registry buildpackages the node pulls: --buildpack docker://…, and project.toml's uris — its group only
-  // when no --buildpack replaces it (as the build orders them), its pre/post groups always.
-  const project = plan.project;
+  // Registry buildpackages the node pulls: --buildpack docker://…, and the project.toml uris this build runs.
   const uris = [
     ...o.buildpacks,
-    ...(o.buildpacks.length === 0 ? (project?.group ?? []) : []),
-    ...(project?.pre ?? []),
-    ...(project?.post ?? []),
-  ].map((b) => (typeof b === 'string' ? b : b.script ? undefined : b.uri));
+    ...projectBuildpacksInUse(o.buildpacks, plan.project).map((b) => (b.script ? undefined : b.uri)),
+  ];
   for (const u of uris) if (u?.startsWith('docker://')) byRef(u.slice('docker://'.length), ['pull']);
   return access;
 }

@@ -3,13 +3,12 @@ import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { cpus, hostname, tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import type { BuildEvent, BuildEventListener } from '../api/events.js';
-import { localBuildpackages } from '../api/buildpacks.js';
+import { isLocalBuildpackage, projectBuildpacksInUse } from '../api/buildpacks.js';
 import type { BuildPlan, TargetPlan } from '../api/plan.js';
 import { type RunTargetHooks, type TargetReport, runTarget } from '../api/run-target.js';
 import type { MachinePlatforms } from '../api/targets.js';
 import { digestFile, writeLayer } from '../archive/index.js';
 import { extractLayer } from '../archive/extract.js';
-import { isPackageUri } from '../builder/buildpackage.js';
 import { readBaseImage } from '../image/read.js';
 import { resolveProjectBuildpack } from '../platform/project.js';
 import { openImage } from '../image/transport.js';
@@ -543,7 +542,7 @@ async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<Pr
     for (const [i, flag] of opts.buildpacks.entries()) {
       const path = isAbsolute(flag) ? flag : resolve(plan.cwd, flag);
       const st = await stat(path).catch(() => undefined);
-      if (isPackageUri(flag) && !flag.startsWith('docker://') && !st?.isDirectory()) {
+      if (isLocalBuildpackage(flag) && !st?.isDirectory()) {
         buildpacks.push(await localPackage(flag, plan.cwd, join(dir, `buildpackage-${i}`)));
         continue;
       }
@@ -559,18 +558,13 @@ async function preparePlan(plan: BuildPlan, tmp: string | undefined): Promise<Pr
       const d = await digestFile(file);
       buildpacks.push({ digest: d.digest, size: d.size, name: flag, open: () => createReadStream(file) });
     }
-    // project.toml's: the group only when no --buildpack replaces it (as the build orders them), pre/post always.
+    // project.toml's, those this build runs.
     const project = plan.project;
     const projectPackages: PreparedPlan['projectPackages'] = [];
-    const named = [
-      ...(opts.buildpacks.length === 0 ? (project?.group ?? []) : []),
-      ...(project?.pre ?? []),
-      ...(project?.post ?? []),
-    ];
-    for (const [i, b] of named.entries()) {
+    for (const [i, b] of projectBuildpacksInUse(opts.buildpacks, project).entries()) {
       if (!project || b.script || b.uri === undefined || projectPackages.some((p) => p.uri === b.uri))
         continue;
-      if (localBuildpackages([], { ...project, group: [b], pre: [], post: [] }).length === 0) continue;
+      if (!isLocalBuildpackage(b.uri)) continue;
       const src = resolveProjectBuildpack(b, dirname(project.source));
       if (src.kind !== 'package') continue;
       const pkg = await localPackage(src.uri, plan.cwd, join(dir, `project-buildpackage-${i}`));
