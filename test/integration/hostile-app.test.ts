@@ -21,6 +21,8 @@ const NOBODY = 65534;
 let root: string;
 let runImage: string;
 let buildpack: string;
+/** bin/packfarm.js of the copy nobody runs (see beforeAll). */
+let nobodyBin: string;
 beforeAll(async () => {
   const tsc = spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: repoRoot, encoding: 'utf8' });
   if (!existsSync(join(repoRoot, 'dist', 'cli', 'main.js')))
@@ -32,6 +34,19 @@ beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'pf-hostile-app-'));
   // nobody must reach the run image, the buildpack and its own home and outputs below root.
   await chmod(root, 0o755);
+  // nobody runs packfarm from a copy below root (hard links where the filesystem allows): the checkout may sit
+  // below a directory only root can enter, as a clone into `mktemp -d` (mode 0700) does.
+  const program = join(root, 'program');
+  await mkdir(program);
+  for (const part of ['bin', 'dist', 'node_modules', 'package.json']) {
+    const from = join(repoRoot, part);
+    if (spawnSync('cp', ['-al', from, program]).status !== 0) {
+      const copied = spawnSync('cp', ['-a', from, program], { encoding: 'utf8' });
+      if (copied.status !== 0) throw new Error(`copying ${from} for nobody failed: ${copied.stderr}`);
+    }
+  }
+  spawnSync('find', [program, '-type', 'd', '-exec', 'chmod', 'a+rx', '{}', '+']);
+  nobodyBin = join(program, 'bin', 'packfarm.js');
   const runDir = join(root, 'run');
   await createRunImage({ store: await openLayoutStore(runDir, { create: true }), tag: 'latest' });
   spawnSync('chmod', ['-R', 'a+rX', runDir]);
@@ -63,10 +78,9 @@ function packfarmBuild(app: string, name: string, asNobody: boolean): Promise<Ru
   const home = join(root, `home-${name}`);
   const args = ['build', `oci:${join(root, 'out', name)}:app`, '--path', app, '--buildpack', buildpack];
   args.push('--run-image', runImage);
-  const bin = join(repoRoot, 'bin', 'packfarm.js');
   const argv = asNobody
-    ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', bin, ...args]
-    : [bin, ...args];
+    ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', nobodyBin, ...args]
+    : [join(repoRoot, 'bin', 'packfarm.js'), ...args];
   return new Promise((done, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), {
       env: { PATH: `${dirname(process.execPath)}:/usr/bin:/bin`, HOME: home, PACKFARM_HOME: home },
@@ -230,10 +244,9 @@ describe('hostile app dirs: a build or a clear error, never "internal error"', (
 });
 
 function runPackfarm(args: string[], env: NodeJS.ProcessEnv, asNobody: boolean): Promise<Run> {
-  const bin = join(repoRoot, 'bin', 'packfarm.js');
   const argv = asNobody
-    ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', bin, ...args]
-    : [bin, ...args];
+    ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', nobodyBin, ...args]
+    : [join(repoRoot, 'bin', 'packfarm.js'), ...args];
   return new Promise((done, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), {
       env: { PATH: `${dirname(process.execPath)}:/usr/bin:/bin`, ...env },
